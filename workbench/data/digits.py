@@ -1,0 +1,159 @@
+"""The ``digits`` task: scikit-learn's 8x8 handwritten digits, split reproducibly.
+
+The test split is exactly ``train_test_split(X, y, test_size=0.3, random_state=0,
+stratify=y)`` on ``sklearn.datasets.load_digits()``: anyone can re-check a number.
+Calibration, fine-tuning and distillation draw only from the training part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+
+from workbench.errors import WorkbenchError
+
+__all__ = ["DIGITS", "Preprocessing", "Task", "get_task"]
+
+Part = Literal["train", "test"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw 8x8 digit images (integers 0..16) become a model's float32 input.
+
+    In order: divide by ``divisor``; subtract ``mean`` and divide by ``std``;
+    enlarge by nearest-neighbour repetition to ``size`` x ``size`` (each pixel
+    becomes a ``size // 8`` square block: ``np.repeat`` on both axes); lay out as
+    NCHW with ``channels`` identical channels. Nearest repetition is used because it
+    is exact and trivial to re-implement in any language.
+    """
+
+    size: int = 8  # output height and width; a multiple of 8
+    channels: int = 1  # the grey image repeated this many times
+    divisor: float = 16.0  # the digits' pixel maximum
+    mean: float = 0.0  # subtracted after dividing
+    std: float = 1.0  # divided by after subtracting the mean
+
+    def __post_init__(self) -> None:
+        if self.size < 8 or self.size % 8:
+            raise WorkbenchError(
+                f"preprocessing size {self.size} is not a multiple of 8",
+                "use 8, 16, 32, ... (the digits are 8x8 and are enlarged by whole blocks)",
+            )
+        if self.channels < 1 or self.std <= 0 or self.divisor <= 0:
+            raise WorkbenchError(
+                "preprocessing needs channels >= 1, std > 0 and divisor > 0",
+                "fix the preprocessing settings in the model's metadata",
+            )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """The model input shape for one image, batch first."""
+        return (1, self.channels, self.size, self.size)
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        """Turn raw images of shape (N, 8, 8) or (N, 64) into float32 (N, C, S, S)."""
+        x = np.asarray(images, dtype=np.float64).reshape(-1, 8, 8)
+        x = (x / self.divisor - self.mean) / self.std
+        factor = self.size // 8
+        if factor > 1:
+            x = x.repeat(factor, axis=1).repeat(factor, axis=2)
+        x = np.repeat(x[:, None, :, :], self.channels, axis=1)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["description"] = (
+            "x = pixels / divisor; x = (x - mean) / std; enlarge each pixel to a "
+            "(size/8)x(size/8) block (nearest, np.repeat on both axes); NCHW float32, "
+            "the grey channel repeated `channels` times"
+        )
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessing:
+        return cls(**{k: d[k] for k in ("size", "channels", "divisor", "mean", "std") if k in d})
+
+
+@lru_cache(maxsize=1)
+def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        data.data, data.target, test_size=0.3, random_state=0, stratify=data.target
+    )
+    for a in (x_train, x_test, y_train, y_test):
+        a.setflags(write=False)
+    return x_train, x_test, y_train, y_test
+
+
+@dataclass(frozen=True)
+class Task:
+    """A labelled classification task with a fixed, documented train/test split."""
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    split_description: str
+
+    def raw(self, part: Part) -> tuple[np.ndarray, np.ndarray]:
+        """The raw images (N, 64) and integer labels (N,) of ``part``."""
+        x_train, x_test, y_train, y_test = _digits_split()
+        if part == "train":
+            return x_train, y_train
+        if part == "test":
+            return x_test, y_test
+        raise WorkbenchError(f"unknown split {part!r}", "use 'train' or 'test'")
+
+    def arrays(self, part: Part, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed inputs (N, C, S, S) float32 and labels (N,) int64 of ``part``."""
+        x, y = self.raw(part)
+        return preprocessing.apply(x), y.astype(np.int64)
+
+    def calibration(self, preprocessing: Preprocessing, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` preprocessed images drawn without replacement from the training part only."""
+        x, _ = self.raw("train")
+        if not 1 <= n <= len(x):
+            raise WorkbenchError(
+                f"calibration needs between 1 and {len(x)} samples, got {n}",
+                f"choose a sample count from 1 to {len(x)} (the training part's size)",
+            )
+        idx = np.random.default_rng(seed).choice(len(x), size=n, replace=False)
+        return preprocessing.apply(x[np.sort(idx)])
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "split": self.split_description,
+        }
+
+
+DIGITS = Task(
+    name="digits",
+    num_classes=10,
+    class_names=tuple(str(i) for i in range(10)),
+    split_description=(
+        "sklearn.model_selection.train_test_split(X, y, test_size=0.3, random_state=0, "
+        "stratify=y) on sklearn.datasets.load_digits(); the test part (540 images) is "
+        "used for accuracy, the training part (1257 images) for calibration and training"
+    ),
+)
+
+_TASKS = {DIGITS.name: DIGITS}
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``; raises WorkbenchError naming the known tasks."""
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise WorkbenchError(
+            f"unknown task {name!r}", f"use one of: {', '.join(sorted(_TASKS))}"
+        ) from None

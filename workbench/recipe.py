@@ -1,0 +1,231 @@
+"""Step configs and the Recipe: an ordered tuple of them.
+
+Configs are frozen dataclasses validated in ``__post_init__`` with messages that
+say what to use instead; each round-trips through ``to_dict()``/``from_dict()``.
+A config's ``stage`` says where it acts: ``"torch"`` steps change the PyTorch
+module before export, ``"onnx"`` steps change the exported ONNX file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+from workbench.errors import WorkbenchError
+
+__all__ = [
+    "CONFIG_TYPES",
+    "PruneConfig",
+    "QuantizeConfig",
+    "Recipe",
+    "StepConfig",
+    "config_from_dict",
+]
+
+PRUNE_METHODS = ("unstructured", "structured")
+PRUNE_SCOPES = ("global", "layer")
+QUANT_SCHEMES = ("dynamic", "int8", "fp16")
+CALIBRATIONS = ("minmax", "entropy", "percentile")
+INT8_TYPES = ("int8", "uint8")
+MAX_SPARSITY = 0.95
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise WorkbenchError(f"{name} {value!r} is not supported", f"use one of: {', '.join(allowed)}")
+
+
+class StepConfig:
+    """Base of every step config: a ``kind`` for dispatch and dict round-trips."""
+
+    kind: ClassVar[str]
+    stage: ClassVar[str]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)  # type: ignore[call-overload]
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return {"kind": self.kind, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StepConfig:
+        d = dict(d)
+        kind = d.pop("kind", cls.kind)
+        if kind != cls.kind:
+            raise WorkbenchError(f"a {kind!r} step cannot be read as {cls.kind!r}", "check the recipe")
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(d) - names
+        if unknown:
+            raise WorkbenchError(
+                f"unknown {cls.kind} setting(s): {', '.join(sorted(unknown))}",
+                f"use only: {', '.join(sorted(names))}",
+            )
+        for f in fields(cls):  # type: ignore[arg-type]
+            if isinstance(d.get(f.name), list):
+                d[f.name] = tuple(d[f.name])
+        return cls(**d)
+
+    def label(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PruneConfig(StepConfig):
+    """Magnitude pruning of a PyTorch model.
+
+    ``unstructured`` zeroes individual weights (the dense file keeps its size; only the
+    compressed file shrinks). ``structured`` removes whole channels, so MACs, the
+    dense file and latency drop, keeping coupled layers consistent.
+    """
+
+    kind: ClassVar[str] = "prune"
+    stage: ClassVar[str] = "torch"
+
+    method: str = "unstructured"  # "unstructured" or "structured"
+    sparsity: float = 0.5  # fraction of weights (unstructured) or channels (structured) removed
+    scope: str = "global"  # "global": one threshold for all layers; "layer": each layer alone
+    keep_first_last: bool = True  # leave the first and last prunable layers dense
+    exclude: tuple[str, ...] = ()  # module names never pruned (as in model.named_modules())
+
+    def __post_init__(self) -> None:
+        _choice("pruning method", self.method, PRUNE_METHODS)
+        _choice("pruning scope", self.scope, PRUNE_SCOPES)
+        if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)):
+            raise WorkbenchError(f"sparsity {self.sparsity!r} is not a number", "use a number from 0 to 0.95")
+        if not 0.0 <= float(self.sparsity) <= MAX_SPARSITY:
+            raise WorkbenchError(
+                f"sparsity {self.sparsity} is out of range",
+                f"use a fraction from 0 to {MAX_SPARSITY} (0.8 removes 80% of the weights)",
+            )
+        object.__setattr__(self, "sparsity", float(self.sparsity))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+    def label(self) -> str:
+        scope = "" if self.scope == "global" else "-layer"
+        return f"prune-{self.method}{scope}-{self.sparsity:g}"
+
+
+@dataclass(frozen=True)
+class QuantizeConfig(StepConfig):
+    """Quantization of the exported ONNX model with ONNX Runtime's tools.
+
+    ``int8`` is static quantization in QDQ format calibrated on training images;
+    ``dynamic`` quantizes weights ahead of time and activations at run time;
+    ``fp16`` converts weights and compute to float16.
+    """
+
+    kind: ClassVar[str] = "quantize"
+    stage: ClassVar[str] = "onnx"
+
+    scheme: str = "int8"  # "int8" (static QDQ), "dynamic" or "fp16"
+    per_channel: bool = True  # one scale per output channel of each weight
+    calibration: str = "minmax"  # "minmax", "entropy" or "percentile" (int8 only)
+    calibration_samples: int = 128  # training images used for calibration (int8 only)
+    activation_type: str = "int8"  # "int8" or "uint8"
+    weight_type: str = "int8"  # "int8" or "uint8"
+    keep_float: tuple[str, ...] = ()  # node names or op types (e.g. "Gemm") left in float
+
+    def __post_init__(self) -> None:
+        _choice("quantization scheme", self.scheme, QUANT_SCHEMES)
+        _choice("calibration method", self.calibration, CALIBRATIONS)
+        _choice("activation type", self.activation_type, INT8_TYPES)
+        _choice("weight type", self.weight_type, INT8_TYPES)
+        if isinstance(self.calibration_samples, bool) or not isinstance(self.calibration_samples, int):
+            raise WorkbenchError(
+                f"calibration_samples {self.calibration_samples!r} is not a whole number",
+                "use a whole number such as 128",
+            )
+        if self.calibration_samples < 1:
+            raise WorkbenchError(
+                f"calibration needs at least one sample, got {self.calibration_samples}",
+                "use a calibration sample count of 1 or more (128 is a good default)",
+            )
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+
+    def label(self) -> str:
+        if self.scheme == "int8":
+            pc = "pc" if self.per_channel else "pt"
+            return f"int8-{self.calibration}-{pc}"
+        if self.scheme == "dynamic":
+            return "dynamic-int8" + ("" if self.per_channel else "-pt")
+        return "fp16"
+
+
+CONFIG_TYPES: dict[str, type[StepConfig]] = {c.kind: c for c in (PruneConfig, QuantizeConfig)}
+
+
+def config_from_dict(d: dict) -> StepConfig:
+    """The step config a ``to_dict()`` output describes."""
+    try:
+        cls = CONFIG_TYPES[d["kind"]]
+    except KeyError:
+        raise WorkbenchError(
+            f"unknown step kind {d.get('kind')!r}", f"use one of: {', '.join(CONFIG_TYPES)}"
+        ) from None
+    return cls.from_dict(d)
+
+
+_STAGE_ORDER = {"torch": 0, "onnx": 1}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An ordered tuple of step configs; the empty recipe is the baseline.
+
+    PyTorch steps must come before ONNX steps (a model is exported once, between them).
+    """
+
+    steps: tuple[StepConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(self.steps))
+        stages = [_STAGE_ORDER[s.stage] for s in self.steps]
+        if stages != sorted(stages):
+            raise WorkbenchError(
+                "a PyTorch step (pruning) comes after an ONNX step (quantization) in the recipe",
+                "put pruning before quantization: the model is exported to ONNX between them",
+            )
+        kinds = [s.kind for s in self.steps]
+        if len(set(kinds)) != len(kinds):
+            raise WorkbenchError(
+                f"the recipe repeats a step kind: {kinds}", "use each kind of step at most once"
+            )
+
+    @property
+    def is_baseline(self) -> bool:
+        return not self.steps
+
+    def torch_steps(self) -> tuple[StepConfig, ...]:
+        return tuple(s for s in self.steps if s.stage == "torch")
+
+    def onnx_steps(self) -> tuple[StepConfig, ...]:
+        return tuple(s for s in self.steps if s.stage == "onnx")
+
+    def get(self, kind: str) -> StepConfig | None:
+        """The step of this kind, or None."""
+        return next((s for s in self.steps if s.kind == kind), None)
+
+    @property
+    def name(self) -> str:
+        """A short human-readable label such as ``prune-unstructured-0.5+int8-minmax-pc``."""
+        return "+".join(s.label() for s in self.steps) or "baseline"
+
+    def to_dict(self) -> list[dict]:
+        return [s.to_dict() for s in self.steps]
+
+    @classmethod
+    def from_dict(cls, d: list[dict]) -> Recipe:
+        return cls(tuple(config_from_dict(s) for s in d))
+
+    def digest(self) -> str:
+        """A stable hash of the recipe's settings."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @classmethod
+    def of(cls, prune: PruneConfig | None = None, quantize: QuantizeConfig | None = None) -> Recipe:
+        """The recipe pruning with ``prune`` then quantizing with ``quantize`` (either optional)."""
+        return cls(tuple(s for s in (prune, quantize) if s is not None))
