@@ -1,0 +1,63 @@
+"""Configs validate, round-trip through dicts, and recipes keep their order rules."""
+
+import json
+
+import pytest
+
+from workbench.errors import WorkbenchError
+from workbench.recipe import CONFIG_TYPES, PruneConfig, QuantizeConfig, Recipe, config_from_dict
+
+EXAMPLES = [
+    PruneConfig(),
+    PruneConfig(method="structured", sparsity=0.3, scope="layer", keep_first_last=False, exclude=("fc",)),
+    QuantizeConfig(),
+    QuantizeConfig(scheme="dynamic", per_channel=False, weight_type="uint8"),
+    QuantizeConfig(scheme="int8", calibration="entropy", calibration_samples=16, keep_float=("Gemm", "conv1")),
+    QuantizeConfig(scheme="fp16"),
+]
+
+
+@pytest.mark.parametrize("config", EXAMPLES, ids=lambda c: c.label())
+def test_every_config_round_trips(config):
+    d = config.to_dict()
+    assert json.loads(json.dumps(d)) == d  # JSON-able
+    assert config_from_dict(d) == config
+    assert type(config).from_dict(d) == config
+
+
+def test_every_config_type_has_an_example():
+    assert {type(c) for c in EXAMPLES} == set(CONFIG_TYPES.values())
+
+
+def test_recipe_round_trips_and_names():
+    r = Recipe.of(PruneConfig(sparsity=0.5), QuantizeConfig())
+    assert Recipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    assert r.name == "prune-unstructured-0.5+int8-minmax-pc"
+    assert Recipe().name == "baseline" and Recipe().is_baseline
+    assert r.digest() == Recipe.from_dict(r.to_dict()).digest()
+    assert r.digest() != Recipe.of(PruneConfig(sparsity=0.6), QuantizeConfig()).digest()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: PruneConfig(sparsity=1.5), "sparsity 1.5 is out of range"),
+        (lambda: PruneConfig(sparsity=-0.1), "out of range"),
+        (lambda: PruneConfig(sparsity="half"), "not a number"),
+        (lambda: PruneConfig(method="random"), "pruning method 'random' is not supported"),
+        (lambda: PruneConfig(scope="block"), "use one of: global, layer"),
+        (lambda: QuantizeConfig(scheme="int4"), "use one of: dynamic, int8, fp16"),
+        (lambda: QuantizeConfig(calibration="kl"), "calibration method 'kl'"),
+        (lambda: QuantizeConfig(calibration_samples=0), "at least one sample"),
+        (lambda: QuantizeConfig(weight_type="int16"), "weight type"),
+        (lambda: config_from_dict({"kind": "distill"}), "unknown step kind"),
+        (lambda: config_from_dict({"kind": "prune", "amount": 0.5}), "unknown prune setting(s): amount"),
+        (lambda: Recipe((QuantizeConfig(), PruneConfig())), "put pruning before quantization"),
+        (lambda: Recipe((PruneConfig(), PruneConfig(sparsity=0.2))), "at most once"),
+    ],
+)
+def test_bad_settings_name_the_problem_and_fix(make, message):
+    with pytest.raises(WorkbenchError) as info:
+        make()
+    assert message in str(info.value)
+    assert info.value.fix  # every error says what to do instead

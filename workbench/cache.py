@@ -1,0 +1,117 @@
+"""An on-disk, content-addressed cache of evaluated variants.
+
+Each entry is a folder named by its key holding the artifact, the test-split
+predictions and ``result.json``. An entry is built in a temporary folder and renamed
+into place when complete, so a half-written entry is never read; an entry whose files
+do not match what ``result.json`` records is treated as absent and rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from workbench.results import Result
+
+__all__ = ["Cache", "default_cache_dir", "sha256_file"]
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+ARTIFACT_FILE = "model.onnx"
+PREDICTIONS_FILE = "predictions.npy"
+
+
+def default_cache_dir() -> Path:
+    """``$WORKBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/edge-workbench`` (``~/.cache``)."""
+    env = os.environ.get("WORKBENCH_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edge-workbench"
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Cache:
+    """Variants stored by key under ``root`` (default: :func:`default_cache_dir`)."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.root)!r})"
+
+    def entry_dir(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def get(self, key: str) -> Result | None:
+        """The stored result for ``key``, or None when absent or damaged (then removed)."""
+        entry = self.entry_dir(key)
+        if not entry.is_dir():
+            return None
+        try:
+            record = json.loads((entry / RESULT_FILE).read_text())
+            result = Result.from_dict(record["result"])
+            artifact = entry / ARTIFACT_FILE
+            if sha256_file(artifact) != record["artifact_sha256"]:
+                raise ValueError("artifact does not match its recorded sha256")
+            if not (entry / PREDICTIONS_FILE).is_file():
+                raise ValueError("predictions are missing")
+        except Exception as exc:  # noqa: BLE001 - any damage means: rebuild
+            log.warning("ignoring damaged cache entry %s (%s); it will be rebuilt", entry, exc)
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
+        # The entry may have been moved with its cache: point at where it is now.
+        return Result(result.model, result.recipe, artifact, result.metrics, result.warnings, key)
+
+    def predictions_path(self, key: str) -> Path:
+        return self.entry_dir(key) / PREDICTIONS_FILE
+
+    @contextlib.contextmanager
+    def building(self, key: str) -> Iterator[Path]:
+        """A scratch folder for a new entry; it becomes the entry only if the block succeeds.
+
+        The block must write ``model.onnx``, ``predictions.npy`` and then call
+        :meth:`write_result` on the scratch folder.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=self.root))
+        try:
+            yield scratch
+            final = self.entry_dir(key)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(scratch, final)
+            except OSError:
+                # Another process finished the same entry first; theirs is as good.
+                if not final.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    @staticmethod
+    def write_result(scratch: Path, result: Result) -> None:
+        record = {
+            "result": result.to_dict(),
+            "artifact_sha256": sha256_file(scratch / ARTIFACT_FILE),
+        }
+        (scratch / RESULT_FILE).write_text(json.dumps(record, indent=1))
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        shutil.rmtree(self.root, ignore_errors=True)

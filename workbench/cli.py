@@ -1,0 +1,290 @@
+"""The ``workbench`` command: a thin front end over the Python API.
+
+Every subcommand has ``--json`` for scripts and CI. Bad input exits with status 2 and
+one line saying what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import WorkbenchError
+
+__all__ = ["main"]
+
+PRUNE_CHOICES = ("none", "unstructured", "structured")
+QUANT_CHOICES = ("none", "dynamic", "int8", "fp16")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape such as 1,3,224,224") from None
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a name from `workbench models`, or a model file (.onnx, TorchScript, .pt2, state_dict)")
+    p.add_argument("--arch", help="architecture for a state_dict file, e.g. digits-cnn or torchvision:resnet18")
+    p.add_argument("--task", help="the labelled task of a user model (digits)")
+    p.add_argument("--input-shape", type=_shape, help="batch-1 input shape, e.g. 1,3,224,224")
+    p.add_argument("--random-init", action="store_true", help="torchvision architectures: random weights instead of pretrained")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for timing (default 1)")
+    p.add_argument("--no-profile", action="store_true", help="skip the per-operator profile")
+    p.add_argument("--cache-dir", type=Path, help="where variants are cached (default ~/.cache/edge-workbench)")
+    p.add_argument("--no-cache", action="store_true", help="measure afresh in a temporary cache")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _add_quant_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--per-tensor", action="store_true", help="one int8 scale per tensor instead of per channel")
+    p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="minmax")
+    p.add_argument("--calibration-samples", type=int, default=128, help="training images used to calibrate int8 (default 128)")
+    p.add_argument("--keep-float", action="append", default=[], metavar="NODE_OR_OP", help="node name or op type to leave in float (repeatable)")
+
+
+def _add_prune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scope", choices=("global", "layer"), default="global", help="one threshold for all layers, or each layer alone")
+    p.add_argument("--exclude", action="append", default=[], metavar="LAYER", help="layer never pruned (repeatable)")
+    p.add_argument("--prune-first-last", action="store_true", help="also prune the first and last layers")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="Compress neural networks for edge devices and measure what each setting costs and buys.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the models the registry knows")
+    p.add_argument("pattern", nargs="?", default="*", help="glob filter, e.g. 'digits-*'")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("evaluate", help="apply a recipe, export to ONNX and measure the artifact")
+    _add_model_args(p)
+    p.add_argument("--prune", choices=PRUNE_CHOICES, default="none")
+    p.add_argument("--sparsity", type=float, default=0.5, help="fraction pruned, 0 to 0.95 (default 0.5)")
+    _add_prune_args(p)
+    p.add_argument("--quantize", choices=QUANT_CHOICES, default="none")
+    _add_quant_args(p)
+    p.add_argument("--out", type=Path, help="keep the artifact, the baseline and manifest.json in this folder")
+
+    p = sub.add_parser("sweep", help="evaluate a grid of recipes and print the Pareto frontier")
+    _add_model_args(p)
+    p.add_argument("--prune", choices=PRUNE_CHOICES, default="unstructured")
+    p.add_argument("--sparsity", type=_floats, default=[0.0], help="comma-separated, e.g. 0,0.5,0.8")
+    _add_prune_args(p)
+    p.add_argument("--quantize", default="none", help="comma-separated from none,dynamic,int8,fp16")
+    _add_quant_args(p)
+    p.add_argument("--out", type=Path, required=True, help="the study JSON file to write")
+    p.add_argument("--csv", type=Path, help="also write the variants as CSV")
+    p.add_argument("--objectives", default="accuracy:max,latency_p50_ms:min,size_bytes:min", help="frontier objectives as column:min|max,...")
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of a study")
+    p.add_argument("study", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from workbench.models import load_model
+
+    return load_model(
+        args.model, arch=args.arch, pretrained=not args.random_init, task=args.task, input_shape=args.input_shape
+    )
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from workbench.evaluate import MeasureSettings
+
+    return MeasureSettings(threads=args.threads, profile=not args.no_profile)
+
+
+def _prune_config(args: argparse.Namespace, method: str, sparsity: float) -> Any:
+    from workbench.recipe import PruneConfig
+
+    if method == "none":
+        return None
+    return PruneConfig(
+        method=method, sparsity=sparsity, scope=args.scope,
+        keep_first_last=not args.prune_first_last, exclude=tuple(args.exclude),
+    )
+
+
+def _quant_config(args: argparse.Namespace, scheme: str) -> Any:
+    from workbench.recipe import QuantizeConfig
+
+    if scheme == "none":
+        return None
+    if scheme not in QUANT_CHOICES:
+        raise WorkbenchError(f"quantization {scheme!r} is not supported", f"use one of: {', '.join(QUANT_CHOICES)}")
+    return QuantizeConfig(
+        scheme=scheme, per_channel=not args.per_tensor, calibration=args.calibration,
+        calibration_samples=args.calibration_samples, keep_float=tuple(args.keep_float),
+    )
+
+
+def result_json(result: Any) -> dict:
+    """The flat JSON object `workbench evaluate --json` prints."""
+    m = result.metrics
+    lat = m.latency
+    return {
+        "model": result.model,
+        "recipe": result.recipe.name,
+        "steps": result.recipe.to_dict(),
+        "accuracy": m.accuracy,
+        "agreement": m.agreement,
+        "agreement_basis": m.agreement_basis,
+        "size_bytes": m.size_bytes,
+        "compressed_bytes": m.compressed_bytes,
+        "params": m.params,
+        "nonzero_params": m.nonzero_params,
+        "macs": m.macs,
+        "latency_ms": {"p50": lat.p50, "p90": lat.p90, "p99": lat.p99, "mean": lat.mean,
+                        "min": lat.min, "max": lat.max, "n": lat.n, "warmup": lat.warmup, "threads": lat.threads},
+        "peak_memory_bytes": m.memory.peak_bytes,
+        "process_peak_memory_bytes": m.memory.process_peak_bytes,
+        "operator_ms": m.operator_ms,
+        "parity_max_abs_diff": m.parity_max_abs_diff,
+        "artifact": str(result.artifact),
+        "warnings": list(result.warnings),
+        "environment": m.environment,
+    }
+
+
+def _fmt_pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2%}"
+
+
+def _text(result: Any) -> str:
+    m = result.metrics
+    lines = [
+        f"{result.model}  [{result.recipe.name}]",
+        f"  accuracy        {_fmt_pct(m.accuracy)}   agreement {_fmt_pct(m.agreement)} ({m.agreement_basis})",
+        f"  size            {m.size_bytes:,} B on disk, {m.compressed_bytes:,} B deflated",
+        f"  params          {m.params:,} ({m.nonzero_params:,} non-zero), {m.macs:,} MACs",
+        f"  latency         p50 {m.latency.p50:.3f} ms  p90 {m.latency.p90:.3f}  p99 {m.latency.p99:.3f}  "
+        f"mean {m.latency.mean:.3f} (n={m.latency.n}, {m.latency.threads} thread(s))",
+        f"  peak memory     {m.memory.peak_bytes:,} B added by the model ({m.memory.process_peak_bytes:,} B process)",
+        f"  artifact        {result.artifact}",
+    ]
+    if m.operator_ms:
+        top = ", ".join(f"{k} {v:.3f}" for k, v in list(m.operator_ms.items())[:5])
+        lines.append(f"  time by op (ms) {top}")
+    env = m.environment
+    lines.append(f"  environment     {env.get('cpu_model')} ({', '.join(env.get('int8_features', []) or []) or 'no int8 dot-product'}), onnxruntime {env.get('versions', {}).get('onnxruntime')}")
+    lines += [f"  warning: {w}" for w in result.warnings]
+    return "\n".join(lines)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from workbench.models import list_models
+
+    names = list_models(args.pattern)
+    print(json.dumps(names) if args.json else "\n".join(names))
+    return 0
+
+
+def _cache(args: argparse.Namespace, scratch: list[Path]) -> Any:
+    from workbench.cache import Cache
+
+    if args.no_cache:
+        scratch.append(Path(tempfile.mkdtemp(prefix="workbench-cache-")))
+        return Cache(scratch[-1])
+    return Cache(args.cache_dir)
+
+
+def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
+    from workbench.evaluate import evaluate
+    from workbench.export import export_variant
+    from workbench.recipe import Recipe
+
+    recipe = Recipe.of(_prune_config(args, args.prune, args.sparsity), _quant_config(args, args.quantize))
+    model = _load(args)
+    cache = _cache(args, scratch)
+    settings = _settings(args)
+    result = evaluate(model, recipe, settings=settings, cache=cache)
+    out = result_json(result)
+    if args.out:
+        manifest = export_variant(result, model, args.out, settings=settings, cache=cache)
+        out["artifact"] = str(manifest.parent / "model.onnx")
+        out["manifest"] = str(manifest)
+    print(json.dumps(out, indent=1) if args.json else _text(result) + (f"\n  manifest        {out['manifest']}" if args.out else ""))
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
+    from workbench.study import OBJECTIVE_COLUMNS, grid, sweep
+
+    prune = [_prune_config(args, args.prune, s) for s in args.sparsity] or [None]
+    quant = [_quant_config(args, q.strip()) for q in args.quantize.split(",") if q.strip()] or [None]
+    objectives = {}
+    for item in args.objectives.split(","):
+        col, _, sense = item.partition(":")
+        if col not in OBJECTIVE_COLUMNS:
+            raise WorkbenchError(f"unknown objective {col!r}", f"use one of: {', '.join(OBJECTIVE_COLUMNS)}")
+        objectives[col] = sense or OBJECTIVE_COLUMNS[col]
+    model = _load(args)
+    study = sweep(model, grid(prune, quant), settings=_settings(args), cache=_cache(args, scratch), progress=not args.json)
+    study.save(args.out)
+    if args.csv:
+        study.to_csv(args.csv)
+    front = study.frontier(objectives)
+    if args.json:
+        print(json.dumps({"study": str(args.out), "variants": len(study.results),
+                          "frontier": [result_json(r) for r in front]}, indent=1))
+    else:
+        df = study.to_dataframe()
+        keys = {r.key for r in front}
+        df.insert(0, "frontier", ["*" if k in keys else "" for k in df["key"]])
+        cols = ["frontier", "recipe", "accuracy", "agreement", "latency_p50_ms", "size_bytes", "compressed_bytes", "peak_memory_bytes", "warnings"]
+        print(df[cols].to_string(index=False))
+        print(f"\n{len(front)} of {len(study.results)} variants on the frontier of {objectives}; study written to {args.out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from workbench.report import write_report
+    from workbench.study import Study
+
+    path = write_report(Study.load(args.study), args.output)
+    print(path)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 for bad input)."""
+    args = build_parser().parse_args(argv)
+    scratch: list[Path] = []
+    try:
+        if args.command == "models":
+            return _cmd_models(args)
+        if args.command == "evaluate":
+            return _cmd_evaluate(args, scratch)
+        if args.command == "sweep":
+            return _cmd_sweep(args, scratch)
+        return _cmd_report(args)
+    except WorkbenchError as exc:
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("workbench: interrupted; finished variants are cached and a rerun resumes", file=sys.stderr)
+        return 130
+    finally:
+        for path in scratch:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

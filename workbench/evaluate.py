@@ -1,0 +1,237 @@
+"""Evaluate a variant: apply a recipe to a model, export it, measure the artifact.
+
+``evaluate(model, recipe)`` is the one path every number takes: the CLI, the sweeps,
+the panels and CI all call it. PyTorch steps (pruning) change a copy of the module;
+the module is exported to ONNX (with a parity check); ONNX steps (quantization)
+change the file; then the file is measured in ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench import measure
+from workbench.cache import ARTIFACT_FILE, PREDICTIONS_FILE, Cache
+from workbench.errors import WorkbenchError
+from workbench.honesty import conv_census, honesty_warnings
+from workbench.recipe import PruneConfig, QuantizeConfig, Recipe, StepConfig
+from workbench.results import Metrics, Result
+
+__all__ = ["MeasureSettings", "evaluate", "evaluation_inputs", "variant_key"]
+
+# Bump when a change to the pipeline changes what a cached number would be.
+PIPELINE_VERSION = 1
+# Inputs for agreement when a model has no labelled task: seeded random normal images.
+UNLABELLED_INPUTS = 64
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How a variant is measured; part of every cache key."""
+
+    threads: int = 1  # ONNX Runtime intra-op threads for latency, memory and profile
+    warmup: int = 10  # untimed runs before timing
+    min_runs: int = 100  # timed runs at least (for a meaningful p99)
+    min_seconds: float = 0.5  # and timing for at least this long
+    profile: bool = True  # time per operator type from ONNX Runtime's profiler
+    max_accuracy_drop: float = 1.0  # points lost before the accuracy warning
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise WorkbenchError(f"threads {self.threads!r} is not a whole number >= 1", "use 1 or more threads")
+        if self.min_runs < 1 or self.warmup < 0 or self.min_seconds < 0:
+            raise WorkbenchError("latency settings must be positive", "use min_runs >= 1, warmup >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("edge-workbench", "torch", "onnx", "onnxruntime", "torch-pruning", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    return out
+
+
+def _model_identity(model: Any) -> dict:
+    return {
+        "fingerprint": model.fingerprint,
+        "input_shape": list(model.input_shape),
+        "task": model.task.name if model.task else None,
+        "preprocessing": model.preprocessing.to_dict() if model.preprocessing else None,
+    }
+
+
+def variant_key(model: Any, recipe: Recipe, settings: MeasureSettings) -> str:
+    """The content hash naming a variant's cache entry.
+
+    It covers the model's weights, the recipe, the data, the measurement settings, the
+    library versions and the CPU, since latency is only valid on the machine it was
+    measured on.
+    """
+    env = measure.environment(settings.threads)
+    payload = {
+        "pipeline": PIPELINE_VERSION,
+        "model": _model_identity(model),
+        "recipe": recipe.to_dict(),
+        "settings": settings.to_dict(),
+        "versions": _versions(),
+        "cpu": [env.get("cpu_model"), env.get("logical_cores")],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def evaluation_inputs(model: Any) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Inputs to measure accuracy and agreement on, their labels, and a description.
+
+    The task's test split when the model has a task; otherwise seeded random normal
+    inputs (agreement only).
+    """
+    if model.task is not None:
+        x, y = model.task.arrays("test", model.preprocessing)
+        return x, y, f"{len(y)} {model.task.name} test images"
+    rng = np.random.default_rng(1234)
+    x = rng.standard_normal((UNLABELLED_INPUTS, *model.input_shape[1:]), dtype=np.float32)
+    return x, None, f"{UNLABELLED_INPUTS} random inputs (no labelled task)"
+
+
+def calibration_inputs(model: Any, n: int) -> np.ndarray:
+    """``n`` calibration inputs: from the task's training part, else seeded random inputs."""
+    if model.task is not None:
+        return model.task.calibration(model.preprocessing, n)
+    rng = np.random.default_rng(4321)
+    return rng.standard_normal((n, *model.input_shape[1:]), dtype=np.float32)
+
+
+# Step handlers, found by config type (not an if/elif chain): torch steps change a
+# module in place; ONNX steps write a new file from an old one.
+def _prune_step(module: Any, config: StepConfig, model: Any) -> dict:
+    from workbench.compress import prune_
+
+    return prune_(module, config, model.example_input()).to_dict()
+
+
+def _quantize_step(src: Path, dst: Path, config: StepConfig, model: Any) -> dict:
+    from workbench.compress import quantize
+
+    calib = calibration_inputs(model, config.calibration_samples) if config.scheme == "int8" else None
+    return quantize(src, dst, config, calib).to_dict()
+
+
+TORCH_STEPS: dict[type, Callable[..., dict]] = {PruneConfig: _prune_step}
+ONNX_STEPS: dict[type, Callable[..., dict]] = {QuantizeConfig: _quantize_step}
+
+
+def _build_artifact(model: Any, recipe: Recipe, work: Path, parity_inputs: np.ndarray) -> tuple[Path, float | None, Path]:
+    """Apply the recipe; returns the artifact, the export parity and the float ONNX file."""
+    float_onnx = work / "float.onnx"
+    parity = None
+    if model.module is not None:
+        from workbench.onnx_export import export_onnx
+
+        module = copy.deepcopy(model.module)
+        for step in recipe.torch_steps():
+            TORCH_STEPS[type(step)](module, step, model)
+        parity = export_onnx(module, model.input_shape, float_onnx, parity_inputs=parity_inputs).max_abs_diff
+    else:
+        if recipe.torch_steps():
+            raise WorkbenchError(
+                f"{model.name} is an ONNX file, and pruning needs the PyTorch model",
+                "load the PyTorch model (a sample, torchvision:<arch>, TorchScript, .pt2 or a "
+                "state_dict with --arch), or use quantization only",
+            )
+        shutil.copyfile(model.onnx_path, float_onnx)
+    artifact = work / ARTIFACT_FILE
+    src = float_onnx
+    for step in recipe.onnx_steps():
+        ONNX_STEPS[type(step)](src, artifact, step, model)
+        src = artifact
+    if src == float_onnx:
+        shutil.copyfile(float_onnx, artifact)
+    return artifact, parity, float_onnx
+
+
+def evaluate(
+    model: Any,
+    recipe: Recipe | None = None,
+    *,
+    settings: MeasureSettings | None = None,
+    cache: Cache | None = None,
+) -> Result:
+    """Apply ``recipe`` to ``model``, export, and measure the artifact.
+
+    Args:
+        model: a ``workbench.models.Model`` or a name/path for ``load_model``.
+        recipe: the steps; the empty recipe (default) measures the baseline.
+        settings: how to measure (threads, runs, profiling).
+        cache: where results are kept; a rerun with the same key is instant.
+
+    Returns:
+        The Result, whose artifact lives in the cache entry.
+    """
+    from workbench.models import load_model
+
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    recipe = recipe or Recipe()
+    settings = settings or MeasureSettings()
+    cache = cache or Cache()
+    key = variant_key(model, recipe, settings)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+
+    baseline = None if recipe.is_baseline else evaluate(model, Recipe(), settings=settings, cache=cache)
+    inputs, labels, basis = evaluation_inputs(model)
+    with cache.building(key) as work:
+        artifact, parity, float_onnx = _build_artifact(model, recipe, work, inputs[:16])
+        census = conv_census(float_onnx)
+        float_onnx.unlink()
+        logits = measure.predict(artifact, inputs)
+        preds = np.argmax(logits.reshape(len(inputs), -1), axis=1)
+        np.save(work / PREDICTIONS_FILE, preds)
+        base_preds = preds if baseline is None else np.load(cache.predictions_path(baseline.key))
+        size, compressed = measure.file_sizes(artifact)
+        stats = measure.graph_stats(artifact)
+        shape = model.input_shape
+        latency = measure.measure_latency(
+            artifact, shape, threads=settings.threads, warmup=settings.warmup,
+            min_runs=settings.min_runs, min_seconds=settings.min_seconds,
+        )
+        memory = measure.measure_memory(artifact, shape, threads=settings.threads)
+        ops = measure.profile_operators(artifact, shape, threads=settings.threads) if settings.profile else {}
+        metrics = Metrics(
+            accuracy=None if labels is None else measure.accuracy(preds, labels),
+            agreement=measure.agreement(preds, base_preds),
+            agreement_basis=basis,
+            size_bytes=size,
+            compressed_bytes=compressed,
+            params=stats.params,
+            nonzero_params=stats.nonzero_params,
+            macs=stats.macs,
+            latency=latency,
+            memory=memory,
+            operator_ms=ops,
+            parity_max_abs_diff=parity,
+            environment=measure.environment(settings.threads),
+        )
+        warnings = honesty_warnings(
+            recipe, metrics, baseline.metrics if baseline else None, census,
+            measure.has_int8_dot_product(), settings.max_accuracy_drop,
+        )
+        result = Result(model.name, recipe, artifact, metrics, warnings, key)
+        Cache.write_result(work, result)
+    return cache.get(key) or result

@@ -1,0 +1,159 @@
+"""Export a chosen variant: its artifact, the baseline to fall back to, and a manifest.
+
+The manifest is a model card a deployment pipeline can read: the recipe, the metrics
+and the environment they were measured in, the sha256 of every file and of the base
+model's weights, input/output names, shapes and preprocessing, and the baseline the
+variant was derived from, so a deployment can fall back to it.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from workbench.cache import Cache, sha256_file
+from workbench.errors import WorkbenchError
+from workbench.evaluate import TORCH_STEPS, MeasureSettings, evaluate
+from workbench.recipe import Recipe
+from workbench.results import Result
+
+__all__ = ["MANIFEST_FORMAT", "export_variant", "onnx_signature"]
+
+MANIFEST_FORMAT = "edge-workbench-manifest/1"
+
+
+def onnx_signature(path: str | Path) -> dict[str, list[dict]]:
+    """Names, shapes (symbolic dims as names) and element types of an ONNX file's I/O."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    init = {i.name for i in graph.initializer}
+
+    def describe(values: Any) -> list[dict]:
+        out = []
+        for v in values:
+            if v.name in init:
+                continue
+            t = v.type.tensor_type
+            shape = [d.dim_param if d.HasField("dim_param") else d.dim_value for d in t.shape.dim]
+            out.append({"name": v.name, "shape": shape, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
+        return out
+
+    return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+
+
+def _file_entry(path: Path, fmt: str) -> dict:
+    return {"file": path.name, "format": fmt, "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
+
+
+def _save_torch_program(model: Any, recipe: Recipe, onnx_artifact: Path, dst_dir: Path) -> dict:
+    """Save the float PyTorch variant as .pt2 (TorchScript if torch.export fails), checked against the ONNX file."""
+    import torch
+
+    from workbench import measure
+
+    module = copy.deepcopy(model.module)
+    for step in recipe.torch_steps():
+        TORCH_STEPS[type(step)](module, step, model)
+    module.eval()
+    example = model.example_input()
+    try:
+        program = torch.export.export(module, (example,))
+        path = dst_dir / "model.pt2"
+        torch.export.save(program, str(path))
+        loaded = torch.export.load(str(path)).module()
+        fmt = "torch.export"
+    except Exception:  # noqa: BLE001 - fall back to TorchScript for untraceable graphs
+        path = dst_dir / "model.torchscript.pt"
+        torch.jit.save(torch.jit.trace(module, example), str(path))
+        loaded = torch.jit.load(str(path))
+        fmt = "torchscript"
+    with torch.no_grad():
+        ours = loaded(example).numpy()
+    theirs = measure.predict(onnx_artifact, example.numpy())
+    entry = _file_entry(path, fmt)
+    entry["max_abs_diff_vs_onnx"] = float(np.max(np.abs(ours - theirs)))
+    return entry
+
+
+def export_variant(
+    result: Result,
+    model: Any,
+    out_dir: str | Path,
+    *,
+    settings: MeasureSettings | None = None,
+    cache: Cache | None = None,
+    torch_program: bool = True,
+) -> Path:
+    """Write the variant's ONNX file, the baseline's, a .pt2 where it applies, and manifest.json.
+
+    Files are written to a scratch folder first and moved in at the end, the manifest
+    last, so an interrupted export leaves no half-written files in ``out_dir``.
+
+    Args:
+        result: the evaluated variant (from ``evaluate``).
+        model: the Model it was derived from.
+        out_dir: the folder to write (created if needed; files of the same names replaced).
+        torch_program: also save float PyTorch variants as .pt2 (or TorchScript).
+
+    Returns:
+        The path of manifest.json.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise WorkbenchError(f"{out_dir} exists and is not a folder", "choose a folder path for --out")
+    if not result.artifact.is_file():
+        raise WorkbenchError(f"the variant's artifact {result.artifact} is gone", "evaluate the variant again")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
+    try:
+        artifact = scratch / "model.onnx"
+        shutil.copyfile(result.artifact, artifact)
+        files = [_file_entry(artifact, "onnx")]
+        baseline_entry = None
+        if not result.recipe.is_baseline:
+            base = evaluate(model, Recipe(), settings=settings, cache=cache)
+            shutil.copyfile(base.artifact, scratch / "baseline.onnx")
+            baseline_entry = {
+                **_file_entry(scratch / "baseline.onnx", "onnx"),
+                "recipe": base.recipe.to_dict(),
+                "metrics": base.metrics.to_dict(),
+                "cache_key": base.key,
+            }
+        if torch_program and model.module is not None and not result.recipe.onnx_steps():
+            files.append(_save_torch_program(model, result.recipe, artifact, scratch))
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "workbench_version": metadata.version("edge-workbench"),
+            "model": model.describe(),
+            "base_model_weights_sha256": model.fingerprint,
+            "recipe": result.recipe.to_dict(),
+            "recipe_name": result.recipe.name,
+            "artifact": files[0],
+            "other_artifacts": files[1:],
+            "signature": onnx_signature(artifact),
+            "preprocessing": model.preprocessing.to_dict() if model.preprocessing else None,
+            "class_names": list(model.class_names) if model.class_names else None,
+            "task": model.task.to_dict() if model.task else None,
+            "metrics": result.metrics.to_dict(),
+            "warnings": list(result.warnings),
+            "baseline": baseline_entry,
+            "cache_key": result.key,
+        }
+        (scratch / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names = sorted(p.name for p in scratch.iterdir() if p.name != "manifest.json")
+        for name in [*names, "manifest.json"]:
+            os.replace(scratch / name, out_dir / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return out_dir / "manifest.json"

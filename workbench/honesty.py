@@ -1,0 +1,130 @@
+"""Honesty warnings: where a setting cannot help on this runtime, say so, and why.
+
+Each check is a small function of what was measured; every warning names the
+measured figures it rests on, so a reader can check it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
+from workbench.results import Metrics
+
+__all__ = ["ConvCensus", "conv_census", "honesty_warnings"]
+
+# A quantized variant is called slower than float only beyond this margin, so that
+# timing noise on a shared machine does not raise the warning by itself.
+SLOWER_MARGIN = 1.05
+
+
+@dataclass(frozen=True)
+class ConvCensus:
+    """How many convolutions a float ONNX graph has, and how many are depthwise."""
+
+    conv: int
+    depthwise: int
+
+
+def conv_census(path: str | Path) -> ConvCensus:
+    """Count Conv nodes, and depthwise ones (one input channel per group), in an ONNX file."""
+    model = onnx.load(str(path), load_external_data=False)
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    conv = depthwise = 0
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        conv += 1
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        dims = weights.get(node.input[1]) if len(node.input) > 1 else None
+        if group > 1 and dims is not None and len(dims) >= 2 and dims[1] == 1:
+            depthwise += 1
+    return ConvCensus(conv, depthwise)
+
+
+def honesty_warnings(
+    recipe: Recipe,
+    metrics: Metrics,
+    baseline: Metrics | None,
+    census: ConvCensus,
+    int8_dot_product: bool,
+    max_accuracy_drop: float,
+) -> tuple[str, ...]:
+    """The warnings that apply to a measured variant.
+
+    Args:
+        recipe: the variant's recipe.
+        metrics: what was measured on the variant's artifact.
+        baseline: what was measured on the uncompressed model (None for the baseline).
+        census: the float model's convolutions.
+        int8_dot_product: whether this CPU has VNNI (x86) or dot-product (Arm) instructions.
+        max_accuracy_drop: accuracy points that may be lost before a warning.
+    """
+    out: list[str] = []
+    prune = recipe.get("prune")
+    quant = recipe.get("quantize")
+    if isinstance(prune, PruneConfig) and prune.method == "unstructured" and prune.sparsity > 0:
+        dense_note = ""
+        if baseline is not None:
+            dense_note = (
+                f" The dense file is {metrics.size_bytes:,} bytes (baseline "
+                f"{baseline.size_bytes:,}); compressed it is {metrics.compressed_bytes:,} "
+                f"(baseline {baseline.compressed_bytes:,})."
+            )
+        out.append(
+            f"Unstructured pruning ({prune.sparsity:.0%} of weights set to zero) gives no "
+            "latency gain on ONNX Runtime's dense CPU kernels: the zeros are still stored "
+            "and multiplied. It shrinks the file only once compressed (zip, or a sparse "
+            "format on the device)." + dense_note + " Use structured pruning to cut latency."
+        )
+    is_int8 = isinstance(quant, QuantizeConfig) and quant.scheme in ("int8", "dynamic")
+    if is_int8 and not int8_dot_product:
+        out.append(
+            "This CPU has no VNNI (x86) or dot-product (Arm) instructions, so int8 "
+            "multiply-accumulates are emulated with wider instructions: expect little or no "
+            "speed-up over float here, and measure on the target device."
+        )
+    if isinstance(quant, QuantizeConfig) and quant.scheme == "dynamic" and census.conv:
+        out.append(
+            f"Dynamic quantization of a model with {census.conv} convolution(s): ONNX Runtime "
+            "runs them as ConvInteger, which has no fast CPU kernel, and quantizes "
+            "activations again on every inference. Use static int8 (QDQ) for convolutional "
+            "models."
+        )
+    if is_int8 and not quant.per_channel and census.depthwise:
+        out.append(
+            f"Per-tensor int8 on {census.depthwise} depthwise convolution(s): one scale must "
+            "cover channels whose weight ranges differ widely, which usually costs accuracy. "
+            "Use per-channel quantization."
+        )
+    if isinstance(quant, QuantizeConfig) and baseline is not None:
+        ratio = metrics.latency.p50 / baseline.latency.p50
+        if ratio > SLOWER_MARGIN:
+            out.append(
+                f"This {quant.label()} variant measured slower than the float baseline: "
+                f"p50 {metrics.latency.p50:.3f} ms vs {baseline.latency.p50:.3f} ms "
+                f"({ratio:.2f}x). Quantization pays off only where the runtime has fast "
+                "kernels for the quantized operators."
+            )
+    if baseline is not None:
+        if metrics.accuracy is not None and baseline.accuracy is not None:
+            drop = (baseline.accuracy - metrics.accuracy) * 100
+            if drop > max_accuracy_drop:
+                out.append(
+                    f"Accuracy dropped {drop:.1f} points (from {baseline.accuracy:.2%} to "
+                    f"{metrics.accuracy:.2%}), beyond the {max_accuracy_drop:g}-point limit. "
+                    "Lower the sparsity, keep sensitive layers dense or in float, or fine-tune."
+                )
+        elif metrics.agreement is not None:
+            lost = (1 - metrics.agreement) * 100
+            if lost > max_accuracy_drop:
+                out.append(
+                    f"The variant's top-1 prediction differs from the float model's on "
+                    f"{lost:.1f}% of {metrics.agreement_basis}, beyond the "
+                    f"{max_accuracy_drop:g}-point limit (no labels: agreement stands in for "
+                    "accuracy)."
+                )
+    return tuple(out)

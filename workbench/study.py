@@ -1,0 +1,247 @@
+"""Sweeps over recipes, the Study they produce, and its Pareto frontier."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.cache import Cache
+from workbench.errors import WorkbenchError
+from workbench.evaluate import MeasureSettings, evaluate
+from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
+from workbench.results import Result
+
+__all__ = [
+    "DEFAULT_OBJECTIVES",
+    "OBJECTIVE_COLUMNS",
+    "Study",
+    "grid",
+    "pareto_mask",
+    "sweep",
+]
+
+STUDY_FORMAT = 1
+
+# Columns of Study.to_dataframe() that can be objectives, with the better direction.
+OBJECTIVE_COLUMNS: dict[str, str] = {
+    "accuracy": "max",
+    "agreement": "max",
+    "latency_p50_ms": "min",
+    "latency_p90_ms": "min",
+    "latency_p99_ms": "min",
+    "size_bytes": "min",
+    "compressed_bytes": "min",
+    "peak_memory_bytes": "min",
+    "macs": "min",
+    "params": "min",
+    "nonzero_params": "min",
+}
+DEFAULT_OBJECTIVES: dict[str, str] = {"accuracy": "max", "latency_p50_ms": "min", "size_bytes": "min"}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def result_row(result: Result) -> dict[str, Any]:
+    """One flat row of a result's figures, as in Study.to_dataframe()."""
+    m = result.metrics
+    return {
+        "recipe": result.recipe.name,
+        "accuracy": m.accuracy,
+        "agreement": m.agreement,
+        "latency_p50_ms": m.latency.p50,
+        "latency_p90_ms": m.latency.p90,
+        "latency_p99_ms": m.latency.p99,
+        "latency_mean_ms": m.latency.mean,
+        "latency_runs": m.latency.n,
+        "threads": m.latency.threads,
+        "size_bytes": m.size_bytes,
+        "compressed_bytes": m.compressed_bytes,
+        "params": m.params,
+        "nonzero_params": m.nonzero_params,
+        "macs": m.macs,
+        "peak_memory_bytes": m.memory.peak_bytes,
+        "warnings": len(result.warnings),
+        "is_baseline": result.recipe.is_baseline,
+        "key": result.key,
+        "artifact": str(result.artifact),
+    }
+
+
+def pareto_mask(df: pd.DataFrame, objectives: dict[str, str]) -> np.ndarray:
+    """True for the rows no other row dominates (as good in every objective, better in one).
+
+    Rows with a missing value in an objective are never on the frontier.
+    """
+    for col, sense in objectives.items():
+        if col not in df.columns:
+            raise WorkbenchError(f"unknown objective {col!r}", f"use one of: {', '.join(OBJECTIVE_COLUMNS)}")
+        if sense not in ("min", "max"):
+            raise WorkbenchError(f"objective direction {sense!r} for {col}", "use 'min' or 'max'")
+    if df.empty:
+        return np.zeros(0, dtype=bool)
+    # Turn every objective into "smaller is better".
+    values = np.column_stack(
+        [df[c].astype(float).to_numpy() * (-1.0 if s == "max" else 1.0) for c, s in objectives.items()]
+    )
+    valid = ~np.isnan(values).any(axis=1)
+    mask = valid.copy()
+    for i in np.flatnonzero(valid):
+        others = values[valid]
+        dominated = np.all(others <= values[i], axis=1) & np.any(others < values[i], axis=1)
+        mask[i] = not dominated.any()
+    return mask
+
+
+@dataclass
+class Study:
+    """The evaluated variants of one model, in the order they were evaluated."""
+
+    model: str
+    results: list[Result] = field(default_factory=list)
+    model_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def baseline(self) -> Result | None:
+        return next((r for r in self.results if r.recipe.is_baseline), None)
+
+    def add(self, result: Result) -> None:
+        """Add a result, replacing one with the same recipe."""
+        self.results = [r for r in self.results if r.recipe != result.recipe] + [result]
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per variant: recipe, figures, warning count, cache key, artifact."""
+        return pd.DataFrame([result_row(r) for r in self.results])
+
+    def frontier(self, objectives: dict[str, str] | None = None) -> list[Result]:
+        """The Pareto-optimal variants over ``objectives`` (column -> "min"/"max")."""
+        objectives = objectives or DEFAULT_OBJECTIVES
+        df = self.to_dataframe()
+        if df.empty:
+            return []
+        if "accuracy" in objectives and df["accuracy"].isna().all():
+            # No labelled task: agreement with the float model stands in for accuracy.
+            objectives = {("agreement" if k == "accuracy" else k): v for k, v in objectives.items()}
+        mask = pareto_mask(df, objectives)
+        return [r for r, keep in zip(self.results, mask) if keep]
+
+    def to_dict(self) -> dict:
+        return {
+            "format": STUDY_FORMAT,
+            "model": self.model,
+            "model_info": self.model_info,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Study:
+        if d.get("format") != STUDY_FORMAT:
+            raise WorkbenchError(
+                f"unsupported study format {d.get('format')!r}",
+                f"re-run the sweep with this version of the workbench (format {STUDY_FORMAT})",
+            )
+        return cls(d["model"], [Result.from_dict(r) for r in d["results"]], d.get("model_info", {}))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the study as JSON (atomically)."""
+        path = Path(path)
+        _write_atomic(path, json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Study:
+        """Read a study written by :meth:`save`."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise WorkbenchError(f"no study file at {path}", "run `workbench sweep ... --out FILE` first") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise WorkbenchError(f"{path} is not a study JSON file ({exc})", "pass the file `workbench sweep --out` wrote") from None
+        try:
+            return cls.from_dict(d)
+        except (KeyError, TypeError) as exc:
+            raise WorkbenchError(f"{path} is not a complete study (missing {exc})", "pass the file `workbench sweep --out` wrote") from None
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the DataFrame as CSV (atomically)."""
+        path = Path(path)
+        _write_atomic(path, self.to_dataframe().to_csv(index=False))
+        return path
+
+
+def grid(
+    prune: Sequence[PruneConfig | None] = (None,),
+    quantize: Sequence[QuantizeConfig | None] = (None,),
+) -> list[Recipe]:
+    """Every combination of a pruning step and a quantization step (None: no such step).
+
+    The baseline comes first; a pruning step at sparsity 0 is the same as none and is
+    dropped, so no variant is measured twice.
+    """
+    prune = [None if (p is not None and p.sparsity == 0) else p for p in prune]
+    recipes: list[Recipe] = [Recipe()]
+    for p, q in itertools.product(prune, quantize):
+        r = Recipe.of(p, q)
+        if r not in recipes:
+            recipes.append(r)
+    return recipes
+
+
+def sweep(
+    model: Any,
+    recipes: Iterable[Recipe],
+    *,
+    settings: MeasureSettings | None = None,
+    cache: Cache | None = None,
+    progress: bool = True,
+    on_result: Callable[[Result], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> Study:
+    """Evaluate every recipe on ``model`` (baseline first) and collect a Study.
+
+    Results are cached as they finish, so an interrupted sweep resumes where it stopped
+    and a rerun is instant.
+
+    Args:
+        on_result: called with each Result as it finishes (e.g. to plot it).
+        cancel: when set, the sweep stops after the variant in progress.
+    """
+    from tqdm.auto import tqdm
+
+    from workbench.models import load_model
+
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    todo = list(recipes)
+    if Recipe() not in todo:
+        todo.insert(0, Recipe())
+    else:
+        todo.insert(0, todo.pop(todo.index(Recipe())))
+    study = Study(model.name, model_info=model.describe())
+    for recipe in tqdm(todo, desc=f"sweep {model.name}", unit="variant", disable=not progress):
+        if cancel is not None and cancel.is_set():
+            break
+        result = evaluate(model, recipe, settings=settings, cache=cache)
+        study.add(result)
+        if on_result is not None:
+            on_result(result)
+    return study
