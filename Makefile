@@ -8,14 +8,19 @@ PORT ?= 8866
 .PHONY: app test lint bench clean
 
 # Re-install only when pyproject.toml changes.
-$(STAMP): pyproject.toml
+JUPYTER_CONFIG := jupyter-config/jupyter_server_config.d/edge_workbench.json
+
+$(STAMP): pyproject.toml $(JUPYTER_CONFIG)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# An editable install skips data-files: enable the graph view's server extension.
+	install -D -m 644 $(JUPYTER_CONFIG) $(VENV)/etc/jupyter/jupyter_server_config.d/edge_workbench.json
 	touch $(STAMP)
 
 app: $(STAMP)
-	$(BIN)/voila notebooks/app.ipynb --port=$(PORT) --no-browser --Voila.ip=0.0.0.0
+	# Voila plus the same-origin routes of the offline Netron graph view.
+	$(BIN)/python -m widgets.app_server notebooks/app.ipynb --port=$(PORT) --no-browser --Voila.ip=0.0.0.0
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -ra

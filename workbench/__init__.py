@@ -3,34 +3,43 @@
 The engine: no UI imports. ``load_model`` / ``list_models`` name the models,
 ``evaluate(model, recipe)`` applies a recipe and measures the exported artifact,
 ``sweep`` collects a Study, and ``export_variant`` writes the chosen variant with its
-manifest.
+manifest. Names are imported on first use, so ``import workbench`` stays light (the
+measurement subprocess and the CLI's start-up do not pay for torch).
 """
 
-from workbench.cache import Cache
-from workbench.errors import WorkbenchError
-from workbench.evaluate import MeasureSettings, evaluate
-from workbench.export import export_variant
-from workbench.models import list_models, load_model
-from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
-from workbench.results import LatencyStats, MemoryStats, Metrics, Result
-from workbench.study import Study, grid, sweep
+from __future__ import annotations
 
-__all__ = [
-    "Cache",
-    "LatencyStats",
-    "MeasureSettings",
-    "MemoryStats",
-    "Metrics",
-    "PruneConfig",
-    "QuantizeConfig",
-    "Recipe",
-    "Result",
-    "Study",
-    "WorkbenchError",
-    "evaluate",
-    "export_variant",
-    "grid",
-    "list_models",
-    "load_model",
-    "sweep",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Cache": "workbench.cache",
+    "LatencyStats": "workbench.results",
+    "MeasureSettings": "workbench.pipeline",
+    "MemoryStats": "workbench.results",
+    "Metrics": "workbench.results",
+    "PruneConfig": "workbench.recipe",
+    "QuantizeConfig": "workbench.recipe",
+    "Recipe": "workbench.recipe",
+    "Result": "workbench.results",
+    "Study": "workbench.study",
+    "WorkbenchError": "workbench.errors",
+    "evaluate": "workbench.pipeline",
+    "export_variant": "workbench.export",
+    "grid": "workbench.study",
+    "list_models": "workbench.models",
+    "load_model": "workbench.models",
+    "sweep": "workbench.study",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

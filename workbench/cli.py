@@ -106,7 +106,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from workbench.evaluate import MeasureSettings
+    from workbench.pipeline import MeasureSettings
 
     return MeasureSettings(threads=args.threads, profile=not args.no_profile)
 
@@ -206,7 +206,7 @@ def _cache(args: argparse.Namespace, scratch: list[Path]) -> Any:
 
 
 def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
-    from workbench.evaluate import evaluate
+    from workbench.pipeline import evaluate
     from workbench.export import export_variant
     from workbench.recipe import Recipe
 

@@ -23,7 +23,7 @@ import onnx
 
 from workbench.cache import Cache, sha256_file
 from workbench.errors import WorkbenchError
-from workbench.evaluate import TORCH_STEPS, MeasureSettings, evaluate
+from workbench.pipeline import TORCH_STEPS, MeasureSettings, evaluate
 from workbench.recipe import Recipe
 from workbench.results import Result
 

@@ -124,7 +124,10 @@ class QuantizeConfig(StepConfig):
     per_channel: bool = True  # one scale per output channel of each weight
     calibration: str = "minmax"  # "minmax", "entropy" or "percentile" (int8 only)
     calibration_samples: int = 128  # training images used for calibration (int8 only)
-    activation_type: str = "int8"  # "int8" or "uint8"
+    # uint8 activations with int8 weights: on x86-64 this lets ONNX Runtime fuse every
+    # QDQ Conv and Add into QLinear kernels (measured here: ResNet-18 0.58 ms uint8 vs
+    # 2.6 ms int8 activations vs 0.97 ms float); on Arm, int8 for both is the better choice.
+    activation_type: str = "uint8"  # "int8" or "uint8"
     weight_type: str = "int8"  # "int8" or "uint8"
     keep_float: tuple[str, ...] = ()  # node names or op types (e.g. "Gemm") left in float
 
@@ -146,12 +149,21 @@ class QuantizeConfig(StepConfig):
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
 
     def label(self) -> str:
-        if self.scheme == "int8":
-            pc = "pc" if self.per_channel else "pt"
-            return f"int8-{self.calibration}-{pc}"
-        if self.scheme == "dynamic":
-            return "dynamic-int8" + ("" if self.per_channel else "-pt")
-        return "fp16"
+        if self.scheme == "fp16":
+            base = "fp16"
+        else:
+            base = "int8-" + (self.calibration if self.scheme == "int8" else "dynamic")
+            base += "-pc" if self.per_channel else "-pt"
+            defaults = QuantizeConfig()
+            if self.scheme == "int8" and self.activation_type != defaults.activation_type:
+                base += f"-a{self.activation_type}"
+            if self.weight_type != defaults.weight_type:
+                base += f"-w{self.weight_type}"
+            if self.scheme == "int8" and self.calibration_samples != defaults.calibration_samples:
+                base += f"-n{self.calibration_samples}"
+        if self.keep_float:
+            base += "-float(" + ",".join(self.keep_float) + ")"
+        return base
 
 
 CONFIG_TYPES: dict[str, type[StepConfig]] = {c.kind: c for c in (PruneConfig, QuantizeConfig)}

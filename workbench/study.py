@@ -17,7 +17,7 @@ import pandas as pd
 
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
-from workbench.evaluate import MeasureSettings, evaluate
+from workbench.pipeline import MeasureSettings, evaluate
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
 from workbench.results import Result
 

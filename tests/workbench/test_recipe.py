@@ -33,6 +33,8 @@ def test_recipe_round_trips_and_names():
     r = Recipe.of(PruneConfig(sparsity=0.5), QuantizeConfig())
     assert Recipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r
     assert r.name == "prune-unstructured-0.5+int8-minmax-pc"
+    assert QuantizeConfig(activation_type="int8", keep_float=("Gemm",)).label() == "int8-minmax-pc-aint8-float(Gemm)"
+    assert QuantizeConfig(scheme="dynamic").label() == "int8-dynamic-pc"
     assert Recipe().name == "baseline" and Recipe().is_baseline
     assert r.digest() == Recipe.from_dict(r.to_dict()).digest()
     assert r.digest() != Recipe.of(PruneConfig(sparsity=0.6), QuantizeConfig()).digest()

@@ -59,7 +59,7 @@ def file_sizes(path: str | os.PathLike) -> tuple[int, int]:
     The compressed size is where unstructured sparsity pays off: zeroed weights do not
     shrink a dense file, but they compress.
     """
-    p = _existing_file(path)
+    p = require_file(path)
     compressor = zlib.compressobj(9)
     compressed = 0
     with p.open("rb") as f:
@@ -91,8 +91,17 @@ _WEIGHT_SLOTS: dict[str, tuple[tuple[int, int | None], ...]] = {
 # Ops a weight passes through on its way from its initializer to the op using it.
 # For DequantizeLinear the zero-point (input 2) is remembered so a pruned int8 weight
 # (stored as its zero-point) counts as zero.
-_PASS_THROUGH = {"DequantizeLinear", "Cast", "Transpose", "Reshape", "Identity", "Squeeze",
-                 "Unsqueeze", "Flatten", "CastLike"}
+_PASS_THROUGH = {
+    "DequantizeLinear",
+    "Cast",
+    "Transpose",
+    "Reshape",
+    "Identity",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "CastLike",
+}
 # A bias added after a matrix product (MatMul + Add, or the Cast/Mul scaling that
 # dynamic quantization puts after MatMulInteger/ConvInteger) is a weight too.
 _BIAS_PRODUCERS = {"MatMul", "MatMulInteger", "ConvInteger", "Conv", "Gemm", "QLinearMatMul"}
@@ -111,33 +120,28 @@ def graph_stats(path: str | os.PathLike) -> GraphStats:
     consts = _constants(graph)
     producer = {out: node for node in graph.node for out in node.output}
 
-    weights: dict[str, tuple[np.ndarray, np.ndarray | None, int]] = {}  # name -> (values, zp, axis)
+    # name of a weight constant -> (its values, its zero-point or None, the zero-point's axis)
+    weights: dict[str, tuple[np.ndarray, np.ndarray | None, int]] = {}
 
-    def trace(name: str, zp_name: str | None, axis: int) -> None:
-        """Follow ``name`` back to a constant and record it as a weight."""
-        for _ in range(8):  # the chains are short; a bound guards against odd graphs
-            if name in consts:
-                if name not in weights:
-                    zp = consts.get(zp_name) if zp_name else None
-                    weights[name] = (consts[name], zp, axis)
-                return
-            node = producer.get(name)
-            if node is None or node.op_type not in _PASS_THROUGH or not node.input:
-                return
-            if node.op_type == "DequantizeLinear":
-                zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
-                axis = _attr(node, "axis", 1)
-            name = node.input[0]
+    def record(name: str, zp_name: str | None, axis: int) -> None:
+        src = _source_constant(name, producer, consts)
+        if src is not None and src[0] not in weights:
+            const, dq_zp, dq_axis = src
+            if dq_zp is not None:  # dequantized on the way: its zero-point applies
+                zp_name, axis = dq_zp, dq_axis
+            weights[const] = (consts[const], consts.get(zp_name) if zp_name else None, axis)
 
     for node in graph.node:
         for slot, zp_slot in _WEIGHT_SLOTS.get(node.op_type, ()):
             if slot < len(node.input) and node.input[slot]:
-                zp_name = node.input[zp_slot] if zp_slot is not None and zp_slot < len(node.input) else None
+                has_zp = zp_slot is not None and zp_slot < len(node.input)
+                zp_name = node.input[zp_slot] if has_zp else None
                 # Integer ops quantize weights per output channel: axis 0 for conv
                 # weights, the last axis (columns) for matrix operands.
-                trace(node.input[slot], zp_name or None, 0 if "Conv" in node.op_type else -1)
-        if node.op_type == "Add":
-            _trace_bias(node, producer, consts, weights)
+                record(node.input[slot], zp_name or None, 0 if "Conv" in node.op_type else -1)
+        if node.op_type == "Add" and _follows_product(node, producer, consts):
+            for name in node.input:
+                record(name, None, 0)
 
     params = nonzero = 0
     dtypes: Counter[str] = Counter()
@@ -158,23 +162,43 @@ def graph_stats(path: str | os.PathLike) -> GraphStats:
     )
 
 
-def _trace_bias(node, producer, consts, weights) -> None:
-    """Record the constant input of an Add that follows a matrix product as a bias."""
+def _source_constant(name: str, producer: dict, consts: dict) -> tuple[str, str | None, int] | None:
+    """The constant ``name`` is computed from through pass-through ops, or None.
+
+    Returns the constant's name and, if a DequantizeLinear was on the way, the name
+    of its zero-point input and its axis.
+    """
+    zp_name, axis = None, 1
+    for _ in range(8):  # the chains are short; the bound guards against odd graphs
+        if name in consts:
+            return name, zp_name, axis
+        node = producer.get(name)
+        if node is None or node.op_type not in _PASS_THROUGH or not node.input:
+            return None
+        if node.op_type == "DequantizeLinear":
+            zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            axis = _attr(node, "axis", 1)
+        name = node.input[0]
+    return None
+
+
+def _follows_product(node, producer: dict, consts: dict) -> bool:
+    """True if the Add ``node`` adds a bias to the result of a matrix product or conv."""
     if len(node.input) != 2:
-        return
+        return False
     for const_in, other in ((node.input[1], node.input[0]), (node.input[0], node.input[1])):
-        if const_in not in consts or other in consts:
+        if _source_constant(const_in, producer, consts) is None:
             continue
         src = producer.get(other)
-        for _ in range(4):
+        for _ in range(4):  # through the Cast/Mul that rescale an integer product
             if src is None:
-                return
+                break
             if src.op_type in _BIAS_PRODUCERS:
-                weights.setdefault(const_in, (consts[const_in], None, 0))
-                return
+                return True
             if src.op_type not in _SCALING:
-                return
+                break
             src = producer.get(src.input[0])
+    return False
 
 
 def _count_nonzero(values: np.ndarray, zp: np.ndarray | None, axis: int) -> int:
@@ -279,10 +303,13 @@ def _attr(node, name: str, default: int) -> int:
     return default
 
 
-def _existing_file(path: str | os.PathLike) -> Path:
+def require_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or a WorkbenchError if no such file exists."""
     p = Path(path)
     if not p.is_file():
-        raise WorkbenchError(f"no artifact file at {p}", "check the path, or export the model first")
+        raise WorkbenchError(
+            f"no artifact file at {p}", "check the path, or export the model first"
+        )
     return p
 
 
@@ -292,11 +319,19 @@ def _load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     # and must start fast (it runs once per variant), and it never needs onnx.
     import onnx
 
-    p = _existing_file(path)
+    p = require_file(path)
     try:
-        return onnx.load(str(p))
+        model = onnx.load(str(p))
+        detail = ""
     except Exception as e:  # DecodeError, truncated file, missing external data ...
+        model, detail = None, f"{type(e).__name__}: {(str(e).splitlines() or ['no detail'])[0]}"
+    # Protobuf happily parses an empty or lucky file into an empty model: a model
+    # without an opset or nodes is not one the workbench can measure either.
+    if model is not None and (not model.opset_import or not model.graph.node):
+        model, detail = None, "no graph nodes or opset in the file"
+    if model is None:
         raise WorkbenchError(
-            f"{p} is not a loadable ONNX model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})",
-            "re-export the model; the file may be truncated or not an ONNX file",
-        ) from e
+            f"{p} is not a loadable ONNX model ({detail})",
+            "re-export the model; the file may be truncated, corrupt or not an ONNX file",
+        )
+    return model

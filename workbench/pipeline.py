@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -31,6 +32,9 @@ __all__ = ["MeasureSettings", "evaluate", "evaluation_inputs", "variant_key"]
 
 # Bump when a change to the pipeline changes what a cached number would be.
 PIPELINE_VERSION = 1
+# One timing at a time in this process: a sweep in the background and the panel's
+# current variant would otherwise share the cores and disturb each other's latency.
+_MEASURE_LOCK = threading.Lock()
 # Inputs for agreement when a model has no labelled task: seeded random normal images.
 UNLABELLED_INPUTS = 64
 
@@ -207,12 +211,13 @@ def evaluate(
         size, compressed = measure.file_sizes(artifact)
         stats = measure.graph_stats(artifact)
         shape = model.input_shape
-        latency = measure.measure_latency(
-            artifact, shape, threads=settings.threads, warmup=settings.warmup,
-            min_runs=settings.min_runs, min_seconds=settings.min_seconds,
-        )
-        memory = measure.measure_memory(artifact, shape, threads=settings.threads)
-        ops = measure.profile_operators(artifact, shape, threads=settings.threads) if settings.profile else {}
+        with _MEASURE_LOCK:
+            latency = measure.measure_latency(
+                artifact, shape, threads=settings.threads, warmup=settings.warmup,
+                min_runs=settings.min_runs, min_seconds=settings.min_seconds,
+            )
+            memory = measure.measure_memory(artifact, shape, threads=settings.threads)
+            ops = measure.profile_operators(artifact, shape, threads=settings.threads) if settings.profile else {}
         metrics = Metrics(
             accuracy=None if labels is None else measure.accuracy(preds, labels),
             agreement=measure.agreement(preds, base_preds),

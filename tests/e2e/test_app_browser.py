@@ -1,0 +1,222 @@
+"""The Voila app in a real headless Chromium: slide, watch it measure, export, stay offline.
+
+The server is started with the exact command ``make app`` runs (read from
+``make -n app``), on a free localhost port, with a temporary ``WORKBENCH_CACHE_DIR``.
+The browser is Debian's Chromium (Playwright's own download does not work offline).
+
+What a user does and sees: the app renders; the card shows the baseline's figures;
+pruning is switched to structured and the sparsity slider is moved one step with the
+keyboard; the card's figures change and one new point lands on the chart (counted from
+the chart's SVG marks); Export writes manifest.json and model.onnx to disk. Every
+request the page makes stays on this machine. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-gpu",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+SERVER_START_TIMEOUT = 60  # s until the server answers HTTP
+MEASURE_TIMEOUT_MS = 60_000  # one new variant: export, quantize/prune, measure
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
+
+# Selectors. The pruning panel's method buttons are the ones offering "none" (the sweep
+# panel's do not); "sparsity" labels the one slider.
+PRUNING_METHOD = '.widget-toggle-buttons:has(label:text-is("pruning")):has(button[data-value="none"])'
+SPARSITY_HANDLE = '.widget-slider:has(label:text-is("sparsity")) .noUi-handle'
+CARD = ".edge-workbench-card"
+BUSY = ".edge-workbench-busy"
+# The chart's variant points: Vega's SVG renderer labels each mark from its encodings,
+# and only the points layer encodes the "variant" (family) colour.
+VARIANT_POINTS = 'svg path[aria-roledescription="point"][aria-label*="variant: "]'
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_app_command(port: int) -> list[str]:
+    """The command ``make app`` would run, for ``port``, listening on localhost only."""
+    out = subprocess.run(
+        ["make", "-s", "-n", "app", f"PORT={port}"], cwd=REPO, check=True,
+        capture_output=True, text=True, timeout=30,
+    ).stdout
+    # Earlier lines, if any, are the install steps (skipped: the venv is the one running us).
+    command = shlex.split([line for line in out.splitlines() if line.strip()][-1])
+    # Keep make's flags; only narrow the listening address to this machine.
+    return [a for a in command if not a.startswith("--Voila.ip=")] + ["--Voila.ip=127.0.0.1"]
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    """A running app server: yields (base URL, log path); stopped and reaped afterwards."""
+    tmp = tmp_path_factory.mktemp("app")
+    port = _free_port()
+    command = make_app_command(port)
+    env = {
+        **os.environ,
+        "WORKBENCH_CACHE_DIR": str(tmp / "cache"),
+        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+    }
+    log_path = tmp / "server.log"
+    with open(log_path, "wb") as log:
+        # A session of its own: the kernels it starts are stopped with it.
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"`{shlex.join(command)}` exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                # A static file: fetching "/" would make Voila start a kernel and run the app.
+                with urllib.request.urlopen(url + "voila/static/voila.js", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the app did not answer within {SERVER_START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, log_path
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def _card_figures(page) -> dict[str, str]:
+    """The card's rows as {label: value shown}."""
+    return page.eval_on_selector_all(
+        f"{CARD} table tr",
+        "rows => Object.fromEntries(rows.map(r => [r.cells[0].innerText.trim(), r.cells[1].innerText.trim()]))",
+    )
+
+
+def _point_labels(page) -> list[str]:
+    return page.eval_on_selector_all(VARIANT_POINTS, "ps => ps.map(p => p.getAttribute('aria-label'))")
+
+
+def _wait_for_variant(page, recipe: str) -> None:
+    """Wait until the card shows ``recipe``'s measured figures (not the busy state)."""
+    page.wait_for_function(
+        """([card, busy, recipe]) => {
+            const c = document.querySelector(card);
+            return c && !document.querySelector(busy) && c.querySelector('b')
+                && c.querySelector('b').innerText.trim() === recipe;
+        }""",
+        arg=[CARD, BUSY, recipe],
+        timeout=MEASURE_TIMEOUT_MS,
+    )
+
+
+def _wait_for_point(page, recipe: str) -> None:
+    page.wait_for_function(
+        """([sel, recipe]) => [...document.querySelectorAll(sel)]
+               .some(p => (p.getAttribute('aria-label') || '').includes('recipe: ' + recipe + ';'))""",
+        arg=[VARIANT_POINTS, recipe],
+        timeout=MEASURE_TIMEOUT_MS,
+    )
+
+
+def test_app_slider_chart_export_offline(app_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, log_path = app_server
+    ARTIFACTS.mkdir(exist_ok=True)
+    export_dir = tmp_path / "exported"
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            # Context-wide: requests of the page, its iframes (Netron) and its workers.
+            context.on("request", lambda r: requests.append(r.url))
+            context.on("websocket", lambda ws: requests.append(ws.url))
+            page = context.new_page()
+            page.goto(url, timeout=60_000)
+
+            # The app renders and measures the baseline by itself.
+            _wait_for_variant(page, "baseline")
+            _wait_for_point(page, "baseline")
+            baseline = _card_figures(page)
+            assert re.fullmatch(r"\d+\.\d+%", baseline["accuracy"]), baseline
+            assert baseline["latency p50"].endswith(" ms"), baseline
+            page.screenshot(path=str(ARTIFACTS / "app-1-baseline.png"), full_page=True)
+
+            # Structured pruning at the slider's starting sparsity (50%).
+            page.locator(PRUNING_METHOD).locator('button[data-value="structured"]').click()
+            _wait_for_variant(page, "prune-structured-0.5")
+            _wait_for_point(page, "prune-structured-0.5")
+            before = _card_figures(page)
+            points_before = _point_labels(page)
+
+            # One keyboard step on the slider's handle: 50% -> 55%.
+            handle = page.locator(SPARSITY_HANDLE)
+            handle.focus()
+            handle.press("ArrowRight")
+            _wait_for_variant(page, "prune-structured-0.55")
+            _wait_for_point(page, "prune-structured-0.55")
+            after = _card_figures(page)
+            points_after = _point_labels(page)
+            page.screenshot(path=str(ARTIFACTS / "app-2-after-slider.png"), full_page=True)
+
+            assert page.locator(SPARSITY_HANDLE).get_attribute("aria-valuenow") in ("0.55", "0.550")
+            changed = {k for k in after if after[k] != before.get(k)}
+            # Removing more channels must remove weights and operations.
+            assert {"params", "MACs"} <= changed, (before, after)
+            assert len(points_after) == len(points_before) + 1, (points_before, points_after)
+            assert any("recipe: prune-structured-0.55;" in label for label in points_after)
+            assert not page.get_by_text("JavaScript Error").count(), "the chart failed to draw"
+
+            # Export the current variant to a folder of our choosing.
+            page.locator(".lm-TabBar-tab", has_text="Export").click()
+            page.locator('.widget-text:has(label:text-is("folder")) input').fill(str(export_dir))
+            page.locator('.widget-text:has(label:text-is("folder")) input').press("Enter")
+            page.locator('button.widget-button[title="Export"]').click()
+            page.locator("a.edge-workbench-download").wait_for(timeout=MEASURE_TIMEOUT_MS)
+            page.screenshot(path=str(ARTIFACTS / "app-3-exported.png"), full_page=True)
+        finally:
+            browser.close()
+
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    assert manifest["recipe_name"] == "prune-structured-0.55"
+    model_onnx = export_dir / "model.onnx"
+    assert model_onnx.stat().st_size == manifest["artifact"]["size_bytes"]
+
+    offsite = sorted({u for u in requests if urlparse(u).scheme not in ("data", "blob") and urlparse(u).hostname not in LOCAL_HOSTS})
+    assert not offsite, f"the app made requests off this machine: {offsite}"
+    assert len(requests) > 10  # the recorder saw the page's own requests
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]

@@ -1,0 +1,108 @@
+"""PruningPanel and QuantizationPanel: set controls as a user would, read the config."""
+
+from __future__ import annotations
+
+from widgets import PruningPanel, QuantizationPanel
+from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
+
+
+def test_pruning_panel_builds_the_config_from_its_controls():
+    panel = PruningPanel()
+    assert panel.config is None  # "none" by default: the baseline
+    assert panel.sparsity_w.disabled and panel.scope_w.disabled
+
+    panel.method_w.value = "structured"
+    panel.sparsity_w.value = 0.3  # the slider's float, rounded in the config
+    panel.scope_w.value = "layer"
+    assert panel.config == PruneConfig(method="structured", sparsity=0.3, scope="layer")
+    assert not panel.sparsity_w.disabled
+    assert Recipe.of(panel.config).name == "prune-structured-layer-0.3"
+
+    panel.keep_w.value = False
+    assert panel.config.keep_first_last is False
+    panel.method_w.value = "none"
+    assert panel.config is None
+
+
+def test_pruning_slider_covers_0_to_95_percent_and_reads_as_percent():
+    panel = PruningPanel()
+    w = panel.sparsity_w
+    assert (w.min, w.max, w.step, w.readout_format) == (0.0, 0.95, 0.05, ".0%")
+    panel.method = "unstructured"
+    w.value = 1.0  # beyond the slider: clamped to 0.95, the engine's maximum
+    assert panel.config.sparsity == 0.95
+
+
+def test_pruning_panel_shows_the_engine_error_for_an_invalid_setting():
+    panel = PruningPanel()
+    panel.method = "unstructured"
+    panel.sparsity = 0.99  # set on the trait (a script), past the slider's range
+    assert panel.config is None
+    assert "sparsity 0.99 is out of range" in panel.error
+    assert "out of range" in panel._error_w.value
+    panel.sparsity = 0.5
+    assert panel.error == "" and panel.config.sparsity == 0.5
+
+
+def test_pruning_set_config_round_trips_with_one_config_change():
+    panel = PruningPanel()
+    seen = []
+    panel.observe(lambda c: seen.append(c["new"]), names="config")
+    config = PruneConfig(method="structured", sparsity=0.7, scope="layer", keep_first_last=False)
+    panel.set_config(config)
+    assert panel.config == config
+    assert panel.method_w.value == "structured" and panel.sparsity_w.value == 0.7
+    assert seen == [config]  # no half-loaded intermediate config
+    panel.set_config(None)
+    assert panel.config is None and panel.method_w.value == "none"
+
+
+def test_quantization_panel_enables_only_the_controls_that_apply():
+    panel = QuantizationPanel()
+    assert panel.config is None and panel.calibration_w.disabled
+    panel.scheme_w.value = "int8"
+    assert panel.config == QuantizeConfig(scheme="int8")  # the engine's defaults
+    panel.scheme_w.value = "none"
+
+    panel.scheme_w.value = "int8"
+    assert not panel.calibration_w.disabled and not panel.samples_w.disabled
+    panel.calibration_w.value = "percentile"
+    panel.samples_w.value = 64
+    panel.per_channel_w.value = False
+    panel.keep_float_w.value = ["Gemm"]
+    assert panel.config == QuantizeConfig(
+        scheme="int8",
+        per_channel=False,
+        calibration="percentile",
+        calibration_samples=64,
+        keep_float=("Gemm",),
+    )
+    assert Recipe.of(quantize=panel.config).name.startswith("int8-percentile-pt")
+
+    panel.scheme_w.value = "dynamic"
+    assert panel.calibration_w.disabled and panel.samples_w.disabled
+    assert not panel.per_channel_w.disabled
+    assert panel.config.scheme == "dynamic"
+
+    panel.scheme_w.value = "fp16"
+    assert panel.per_channel_w.disabled and not panel.keep_float_w.disabled
+    assert panel.config.scheme == "fp16"
+
+
+def test_quantization_panel_error_and_set_config():
+    panel = QuantizationPanel()
+    panel.scheme = "int8"
+    panel.calibration_samples = 0  # a script can set what the bounded box would refuse
+    assert panel.config is None
+    assert "at least one sample" in panel.error
+    config = QuantizeConfig(
+        scheme="int8",
+        calibration="entropy",
+        calibration_samples=32,
+        activation_type="int8" if QuantizeConfig().activation_type == "uint8" else "uint8",
+        keep_float=("Conv", "Gemm"),
+    )
+    panel.set_config(config)
+    assert panel.config == config and panel.error == ""
+    assert panel.keep_float_w.value == ["Conv", "Gemm"]
+    assert panel.activation_w.value == config.activation_type != QuantizeConfig().activation_type

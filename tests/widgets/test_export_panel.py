@@ -1,0 +1,78 @@
+"""ExportPanel: export_variant on a worker thread, the files listed, a zip to download."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import zipfile
+
+import pytest
+
+from widgets import ExportPanel
+from workbench import Cache, MeasureSettings, QuantizeConfig, Recipe, load_model
+from workbench.pipeline import evaluate
+
+FAST = MeasureSettings(warmup=3, min_runs=30, min_seconds=0.05)
+
+
+@pytest.fixture(scope="module")
+def variant(tmp_path_factory):
+    """The int8 digits-cnn variant (ONNX only: no .pt2 to trace, so a quick export)."""
+    cache = Cache(tmp_path_factory.getbasetemp() / "digits-cnn-cache")
+    model = load_model("digits-cnn")
+    result = evaluate(
+        model, Recipe.of(quantize=QuantizeConfig(scheme="int8")), settings=FAST, cache=cache
+    )
+    return model, result, cache
+
+
+@pytest.mark.slow
+def test_export_writes_the_folder_and_offers_a_zip(variant, tmp_path):
+    model, result, cache = variant
+    panel = ExportPanel(cache=cache, settings=FAST)
+    panel.model, panel.result = model, result
+    assert panel.folder == "export/digits-cnn-int8-minmax-pc"  # follows the variant
+    panel.folder_w.value = str(tmp_path / "out")  # as a user types a folder
+    panel.export_w.click()
+    assert panel.wait(120)
+    assert panel.error == ""
+    assert panel.files == ["baseline.onnx", "manifest.json", "model.onnx"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["recipe_name"] == "int8-minmax-pc"
+    assert panel.manifest_path == str(tmp_path / "out" / "manifest.json")
+    shown = panel._out_w.value
+    assert "manifest.json" in shown and "download out.zip" in shown
+
+    b64 = re.search(r'href="data:application/zip;base64,([^"]+)"', panel.download_html).group(1)
+    with zipfile.ZipFile(io.BytesIO(base64.b64decode(b64))) as zf:
+        assert sorted(zf.namelist()) == ["out/baseline.onnx", "out/manifest.json", "out/model.onnx"]
+        assert zf.read("out/model.onnx") == (tmp_path / "out" / "model.onnx").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_zip_over_the_limit_is_not_offered_and_says_where_the_files_are(variant, tmp_path):
+    model, result, cache = variant
+    panel = ExportPanel(cache=cache, settings=FAST, limit_bytes=1000)
+    panel.model, panel.result = model, result
+    panel.folder = str(tmp_path / "big")
+    assert panel.export()
+    assert panel.wait(120)
+    assert "data:" not in panel.download_html
+    assert "above the 1 kB" in panel.download_html
+    assert str((tmp_path / "big").resolve()) in panel.download_html
+
+    (tmp_path / "a-file").write_text("x")
+    panel.folder = str(tmp_path / "a-file")
+    panel.export()
+    assert panel.wait(60)
+    assert "a-file exists and is not a folder" in panel.error
+    assert "a-file exists" in panel._out_w.value
+
+
+def test_export_without_a_variant_shows_the_error():
+    panel = ExportPanel()
+    assert panel.export_w.disabled
+    assert panel.export() is False
+    assert "no variant to export" in panel.error

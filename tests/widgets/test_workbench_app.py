@@ -1,0 +1,184 @@
+"""Workbench on digits-cnn: cached updates at once, new variants in the background,
+the latest setting wins, a click on the chart loads a recipe, a bad upload breaks nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import pytest
+
+from widgets import Workbench
+from workbench import Cache, MeasureSettings, PruneConfig, Recipe
+from workbench.pipeline import variant_key
+
+FAST = MeasureSettings(warmup=3, min_runs=30, min_seconds=0.05)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory) -> Workbench:
+    cache = Cache(tmp_path_factory.getbasetemp() / "digits-cnn-cache")
+    wb = Workbench("digits-cnn", cache=cache, settings=FAST)
+    assert wb.wait_idle(120)
+    return wb
+
+
+def card_figures(wb: Workbench) -> str:
+    """The card's figures table (without the busy line)."""
+    return wb.card.value.split("<table", 1)[1].split("</table>", 1)[0]
+
+
+def test_starts_on_the_baseline(app):
+    assert app.model.name == "digits-cnn"
+    assert app.current.recipe == Recipe() and app.current_key == app.current.key
+    assert app.baseline is app.current or app.baseline.key == app.current.key
+    assert [r.recipe for r in app.study.results] == [Recipe()]
+    assert "baseline" in app.card.value and not app.busy
+    assert app.netron.path == ""  # the graph loads only when its tab is opened
+    app.tabs.selected_index = 2
+    assert app.netron.path == str(app.current.artifact)
+    assert app.exporter.result is app.current
+    assert app.chart.current_key == app.current_key
+
+
+def test_moving_the_slider_measures_a_new_variant_in_the_background(app):
+    recipe = Recipe.of(PruneConfig(method="unstructured", sparsity=0.45))  # used by no other test
+    key = variant_key(app.model, recipe, FAST)
+    assert app.cache.get(key) is None
+    before_points = len(app.study.results)
+    before_card = card_figures(app)
+    app.pruning.sparsity_w.value = 0.45
+    started = time.perf_counter()
+    app.pruning.method_w.value = "unstructured"
+    returned = time.perf_counter() - started
+    # The setter returned at once; the measurement runs on the worker.
+    assert returned < 0.5, f"the UI thread was held for {returned:.2f} s"
+    assert app.busy and "measuring prune-unstructured-0.45" in app.card.value
+    assert "opacity: 0.55" in app.card.value  # the previous figures are dimmed
+    assert app.wait_idle(120)
+    assert not app.busy and app.error == ""
+    assert app.current_key == key and app.current.recipe == recipe
+    assert app.netron.path == str(app.current.artifact)  # the graph tab is open: it follows
+    assert card_figures(app) != before_card
+    assert "vs baseline" in app.card.value and "from " in app.card.value  # deltas shown
+    assert len(app.study.results) == before_points + 1
+    spec = app.chart.jchart.spec
+    assert any(r["key"] == key and r["is_current"] for r in spec["datasets"][spec["data"]["name"]])
+    print(f"new variant: {app.last_update_seconds:.2f} s from request to shown")
+
+
+def test_a_cached_variant_shows_synchronously(app):
+    app.pruning.method_w.value = "unstructured"
+    assert app.wait_idle(120)
+    started = time.perf_counter()
+    app.pruning.method_w.value = "none"  # back to the baseline: in the cache
+    elapsed = time.perf_counter() - started
+    assert app.current.recipe == Recipe()  # already shown when the setter returns
+    assert not app.busy
+    assert "cached" in app.status
+    assert elapsed < 1.0, f"a cached update took {elapsed:.2f} s"
+    print(f"cached slider update: {elapsed * 1000:.0f} ms (status: {app.status})")
+
+
+def test_the_latest_setting_wins(app):
+    app.pruning.method_w.value = "structured"  # sparsity 0.5
+    shown = []
+    app.observe(lambda c: shown.append(c["new"]), names="current_key")
+    evaluated = []
+    import widgets.workbench_app as module
+
+    real_evaluate = module.evaluate
+
+    def spy(model, recipe, **kwargs):
+        evaluated.append(recipe.name)
+        return real_evaluate(model, recipe, **kwargs)
+
+    module.evaluate = spy
+    try:
+        for s in (0.3, 0.4, 0.6):  # quickly, as a user dragging and releasing
+            app.pruning.sparsity_w.value = s
+        assert app.busy and "prune-structured-0.6" in app.status
+        assert app.wait_idle(180)
+    finally:
+        module.evaluate = real_evaluate
+    final = Recipe.of(PruneConfig(method="structured", sparsity=0.6))
+    assert app.current.recipe == final
+    assert shown[-1] == variant_key(app.model, final, FAST)
+    names = {app.current.recipe.name}
+    for key in shown:
+        names.add(next(r.recipe.name for r in app.study.results if r.key == key))
+    assert "prune-structured-0.4" not in names and "prune-structured-0.3" not in names
+    # No queue of stale work: 0.4 was replaced while waiting and never measured.
+    assert "prune-structured-0.4" not in evaluated
+    assert evaluated[-1] == "prune-structured-0.6"
+    assert threading.active_count() < 50
+
+
+def test_clicking_a_point_loads_its_recipe_into_the_panels(app):
+    app.pruning.set_config(PruneConfig(method="unstructured", sparsity=0.5))
+    assert app.wait_idle(120)
+    baseline_key = app.study.baseline.key
+    app.chart.jchart._vl_selections = {
+        "pick": {"value": {"vlPoint": {"or": [{"key": baseline_key}]}}, "store": []}
+    }
+    assert app.pruning.method == "none" and app.quantization.scheme == "none"
+    assert app.current_key == baseline_key  # cached: at once
+    assert not app.busy
+
+
+def test_a_bad_upload_shows_its_error_and_breaks_nothing(app):
+    model, current = app.model, app.current_key
+    content = b"\x08\x07garbage"
+    app.picker.upload_w.value = (
+        {
+            "name": "mine.onnx",
+            "type": "",
+            "size": len(content),
+            "content": memoryview(content),
+            "last_modified": dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+        },
+    )
+    assert "mine.onnx is a damaged or truncated ONNX file" in app.picker.error
+    assert "damaged or truncated" in app.picker._status_w.value
+    assert app.model is model and app.current_key == current and not app.busy
+
+
+def test_a_failed_measurement_shows_the_engine_error_and_keeps_the_last_variant(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    # A one-Gemm ONNX model without labels: it can be quantized, not pruned.
+    weight = numpy_helper.from_array(np.eye(3, 4, dtype=np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W"], ["y"], transB=1)],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "tiny.onnx"
+    onnx.save(model, str(path))
+    wb = Workbench(str(path), cache=Cache(tmp_path / "cache"), settings=FAST)
+    assert wb.wait_idle(120)
+    assert wb.current.recipe == Recipe() and wb.current.metrics.accuracy is None
+    assert "agreement" in wb.card.value
+    shown = wb.current_key
+    wb.pruning.method_w.value = "structured"  # an ONNX file cannot be pruned
+    assert wb.wait_idle(120)
+    assert "pruning needs the PyTorch model" in wb.error
+    assert "pruning needs the PyTorch model" in wb.card.value
+    assert "pruning needs the PyTorch model" in wb._status_w.value
+    assert wb.current_key == shown and not wb.busy
+    wb.pruning.method_w.value = "none"  # back to what works: cached, error cleared
+    assert wb.error == "" and wb.current_key == shown
+    wb.quantization.scheme = "int8"
+    wb.quantization.calibration_samples = 0  # invalid (a script; the box refuses it)
+    assert "at least one sample" in wb.error and wb.current_key == shown and not wb.busy
+    assert wb.wait_idle(120)  # the int8 measurement started a moment ago is never shown
+    assert wb.current_key == shown and "at least one sample" in wb.error

@@ -1,0 +1,177 @@
+"""Chart builders, read through chart.to_dict() (the Vega-Lite spec a browser draws)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from workbench import charts
+from workbench.errors import WorkbenchError
+
+KEYS = ["k-base", "k-prune", "k-int8", "k-both", "k-bad"]
+
+
+def study_frame() -> pd.DataFrame:
+    """A Study.to_dataframe()-shaped table: one baseline, three frontier points, one dominated."""
+    return pd.DataFrame(
+        {
+            "recipe": [
+                "baseline",
+                "prune-structured-0.5",
+                "int8-minmax-pc",
+                "prune-structured-0.5+int8-minmax-pc",
+                "prune-unstructured-0.9",
+            ],
+            "accuracy": [0.97, 0.95, 0.965, 0.93, 0.60],
+            "agreement": [1.0, 0.97, 0.99, 0.95, 0.61],
+            "latency_p50_ms": [0.20, 0.12, 0.15, 0.08, 0.21],
+            "latency_p90_ms": [0.22, 0.13, 0.16, 0.09, 0.23],
+            "latency_p99_ms": [0.30, 0.20, 0.20, 0.10, 0.30],
+            "size_bytes": [120_000, 60_000, 32_000, 17_000, 120_000],
+            "compressed_bytes": [110_000, 55_000, 25_000, 14_000, 30_000],
+            "peak_memory_bytes": [2_000_000] * 5,
+            "macs": [1_500_000, 700_000, 1_500_000, 700_000, 1_500_000],
+            "params": [30_000, 15_000, 30_000, 15_000, 30_000],
+            "nonzero_params": [30_000, 15_000, 30_000, 15_000, 3_000],
+            "warnings": [0, 0, 1, 1, 2],
+            "is_baseline": [True, False, False, False, False],
+            "key": KEYS,
+            "artifact": ["a.onnx"] * 5,
+        }
+    )
+
+
+def layer_data(spec: dict, index: int) -> list[dict]:
+    """The rows layer ``index`` draws, after its filter (evaluated here in Python)."""
+    rows = spec["datasets"][spec["data"]["name"]]
+    layer = spec["layer"][index]
+    for t in layer.get("transform", []):
+        field = t["filter"].removeprefix("datum.")
+        rows = [r for r in rows if r[field]]
+    return rows
+
+
+def test_tradeoff_chart_has_frontier_points_baseline_and_current_layers():
+    spec = charts.tradeoff_chart(study_frame(), current_key="k-int8").to_dict()
+    marks = [layer["mark"]["type"] for layer in spec["layer"]]
+    assert marks == ["line", "point", "point", "text", "point", "text"]
+    # Frontier over (accuracy max, latency min): the dominated 0.9-unstructured point is off it.
+    frontier = {r["recipe"] for r in layer_data(spec, 0)}
+    assert frontier == {
+        "baseline",
+        "prune-structured-0.5",
+        "int8-minmax-pc",
+        "prune-structured-0.5+int8-minmax-pc",
+    }
+    assert spec["layer"][0]["encoding"]["order"]["field"] == "latency_p50_ms"
+    assert spec["layer"][0]["mark"]["point"]["filled"] is False  # rings on frontier points
+    # Baseline: a diamond, labelled, drawn for the baseline row only.
+    assert spec["layer"][2]["mark"]["shape"] == "diamond"
+    assert [r["key"] for r in layer_data(spec, 2)] == ["k-base"]
+    assert spec["layer"][3]["mark"]["text"] == "baseline"
+    # Current: an orange ring around exactly the current key.
+    assert [r["key"] for r in layer_data(spec, 4)] == ["k-int8"]
+    assert spec["layer"][4]["mark"]["filled"] is False
+    assert spec["layer"][4]["mark"]["color"] == charts.CURRENT_COLOR
+
+
+def test_tradeoff_chart_pick_selection_is_a_click_on_the_key_field():
+    spec = charts.tradeoff_chart(study_frame()).to_dict()
+    params = {p["name"]: p for p in spec["params"]}
+    pick = params[charts.PICK_PARAM]
+    assert pick["select"]["type"] == "point"
+    assert pick["select"]["fields"] == ["key"]
+    assert pick["select"]["on"] == "click"
+    # The selection is bound to the layer of all points.
+    assert pick["views"] == [spec["layer"][1]["name"]]
+
+
+def test_tradeoff_chart_tooltips_are_formatted_with_units():
+    spec = charts.tradeoff_chart(study_frame()).to_dict()
+    tooltip = spec["layer"][1]["encoding"]["tooltip"]
+    titles = [t["title"] for t in tooltip]
+    assert titles[0] == "recipe"
+    assert {"accuracy", "latency p50", "size", "compressed size", "peak memory", "MACs"} <= set(
+        titles
+    )
+    rows = {r["key"]: r for r in spec["datasets"][spec["data"]["name"]]}
+    base = rows["k-base"]
+    assert base["accuracy_text"] == "97.0%"
+    assert base["latency_p50_ms_text"] == "0.2 ms"
+    assert base["size_bytes_text"] == "120 kB"
+    assert base["macs_text"] == "1.5M"
+    assert rows["k-bad"]["warnings_text"] == "2"
+    assert (rows["k-bad"]["frontier_text"], rows["k-int8"]["frontier_text"]) == ("no", "yes")
+    assert rows["k-both"]["family"] == "pruned + quantized"
+
+
+def test_tradeoff_chart_axes_carry_units_and_follow_the_chosen_columns():
+    spec = charts.tradeoff_chart(study_frame(), x="compressed_bytes", y="agreement").to_dict()
+    enc = spec["encoding"] if "encoding" in spec else spec["layer"][1]["encoding"]
+    assert enc["x"]["field"] == "compressed_bytes"
+    assert enc["x"]["title"] == "deflate-compressed size (bytes)"
+    assert enc["y"]["field"] == "agreement"
+    assert enc["y"]["axis"]["format"] == "~%"
+    # The frontier now follows compressed size: int8 (0.99, 25 kB) dominates the
+    # structured-pruned file (0.97, 55 kB), which was on the latency frontier.
+    assert {r["recipe"] for r in layer_data(spec, 0)} == {
+        "baseline",
+        "int8-minmax-pc",
+        "prune-structured-0.5+int8-minmax-pc",
+    }
+
+
+def test_tradeoff_chart_rejects_an_unknown_axis_and_copes_with_an_empty_study():
+    with pytest.raises(WorkbenchError, match="not a measured figure"):
+        charts.tradeoff_chart(study_frame(), x="recipe")
+    spec = charts.tradeoff_chart(pd.DataFrame()).to_dict()
+    assert json.dumps(spec)  # serialisable, no rows
+    assert spec["datasets"][spec["data"]["name"]] == []
+
+
+def test_default_y_falls_back_to_agreement_without_labels():
+    df = study_frame()
+    assert charts.default_y(df) == "accuracy"
+    df["accuracy"] = None
+    assert charts.default_y(df) == "agreement"
+
+
+def test_sensitivity_chart_sorts_layers_by_drop():
+    rows = [
+        {"layer": "conv1", "accuracy": 0.96, "drop": 1.0, "sparsity": 0.5},
+        {"layer": "fc", "accuracy": 0.90, "drop": 7.0, "sparsity": 0.5},
+    ]
+    spec = charts.sensitivity_chart(rows).to_dict()
+    assert spec["mark"]["type"] == "bar"
+    assert spec["encoding"]["y"]["sort"] == "-x"
+    assert spec["encoding"]["x"]["field"] == "drop"
+    assert "sparsity" in [t["field"] for t in spec["encoding"]["tooltip"]]
+    with pytest.raises(WorkbenchError, match="'drop'"):
+        charts.sensitivity_chart([{"layer": "a", "accuracy": 0.9}])
+
+
+def test_operator_chart_shares_add_up():
+    spec = charts.operator_chart({"Conv": 0.3, "Gemm": 0.1}).to_dict()
+    rows = spec["datasets"][spec["data"]["name"]]
+    assert {r["op"]: r["share"] for r in rows} == pytest.approx({"Conv": 0.75, "Gemm": 0.25})
+    assert spec["encoding"]["x"]["title"] == "time per inference (ms)"
+
+
+@pytest.mark.parametrize(
+    ("fn", "value", "text"),
+    [
+        (charts.format_bytes, 999, "999 B"),
+        (charts.format_bytes, 1_234_567, "1.23 MB"),
+        (charts.format_bytes, None, "n/a"),
+        (charts.format_ms, 0.12345, "0.123 ms"),
+        (charts.format_ms, 12.34, "12.3 ms"),
+        (charts.format_count, 1_234_567, "1.23M"),
+        (charts.format_count, 512, "512"),
+        (charts.format_percent, 0.9723, "97.2%"),
+        (charts.format_percent, float("nan"), "n/a"),
+    ],
+)
+def test_formatters(fn, value, text):
+    assert fn(value) == text

@@ -1,0 +1,146 @@
+"""The CLI: the documented forms, the JSON keys, --out files, exit status 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from workbench.cache import sha256_file
+from workbench.cli import main
+
+FAST = ["--no-profile"]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_lists_the_samples_and_torchvision(capsys):
+    code, out, _ = run(capsys, "models", "--json")
+    names = json.loads(out)
+    assert code == 0 and names[:3] == ["digits-cnn", "digits-mobilenetv2", "digits-resnet18"]
+    assert "torchvision:mobilenet_v3_small" in names
+
+
+def test_evaluate_json_and_out_can_be_remeasured_independently(capsys, tmp_path, session_cache):
+    out_dir = tmp_path / "variant"
+    code, out, err = run(
+        capsys, "evaluate", "digits-cnn", "--quantize", "int8", "--json", "--out", str(out_dir),
+        "--cache-dir", str(session_cache.root),
+    )
+    assert code == 0, err
+    res = json.loads(out)
+    for key in ("model", "recipe", "accuracy", "agreement", "size_bytes", "compressed_bytes", "params",
+                "nonzero_params", "macs", "latency_ms", "peak_memory_bytes", "artifact", "environment", "warnings"):
+        assert key in res, key
+    assert set(res["latency_ms"]) >= {"p50", "p90", "p99", "mean", "n", "threads"}
+    artifact = Path(res["artifact"])
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert artifact == out_dir / "model.onnx" and res["size_bytes"] == artifact.stat().st_size
+    assert manifest["artifact"]["sha256"] == sha256_file(artifact)
+    assert manifest["baseline"]["sha256"] == sha256_file(out_dir / "baseline.onnx")
+    assert sorted(p.name for p in out_dir.iterdir()) == ["baseline.onnx", "manifest.json", "model.onnx"]
+
+    # Re-measure accuracy from the manifest alone, as someone without the workbench would.
+    pre = manifest["preprocessing"]
+    digits = load_digits()
+    _, x_test, _, y_test = train_test_split(digits.data, digits.target, test_size=0.3, random_state=0, stratify=digits.target)
+    x = (x_test.reshape(-1, 8, 8) / pre["divisor"] - pre["mean"]) / pre["std"]
+    k = pre["size"] // 8
+    x = x.repeat(k, axis=1).repeat(k, axis=2)[:, None].repeat(pre["channels"], axis=1).astype(np.float32)
+    sess = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+    name = manifest["signature"]["inputs"][0]["name"]
+    preds = sess.run(None, {name: x})[0].argmax(axis=1)
+    assert float(np.mean(preds == y_test)) == pytest.approx(res["accuracy"], abs=1e-12)
+
+
+def _exits_2_with_one_line(capsys, *argv: str) -> str:
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (out, err)
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("workbench: error: "), err
+    return lines[0]
+
+
+def test_unknown_model(capsys):
+    line = _exits_2_with_one_line(capsys, "evaluate", "digits-cnm", *FAST)
+    assert "digits-cnn" in line  # the close match is suggested
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("garbage.onnx", b"\x00\x01 this is not a model" * 10),
+        ("empty.onnx", b""),
+        ("random.pt", np.random.default_rng(0).bytes(4096)),
+    ],
+)
+def test_corrupt_files(capsys, tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    out_dir = tmp_path / "out"
+    _exits_2_with_one_line(capsys, "evaluate", str(path), "--out", str(out_dir), *FAST)
+    assert not out_dir.exists()
+
+
+def test_truncated_onnx(capsys, tmp_path, session_cache):
+    from workbench.pipeline import evaluate
+    from tests.conftest import QUICK
+
+    good = evaluate("digits-cnn", settings=QUICK, cache=session_cache).artifact.read_bytes()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(good[: len(good) // 2])
+    _exits_2_with_one_line(capsys, "evaluate", str(path), *FAST)
+
+
+def test_wrong_input_shape(capsys):
+    line = _exits_2_with_one_line(capsys, "evaluate", "digits-cnn", "--input-shape", "1,3,32,32", *FAST)
+    assert "shape" in line
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_not_run(capsys, tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "weights.pt"
+    import torch
+
+    torch.save({"fc.weight": _Exploit(marker)}, path)
+    line = _exits_2_with_one_line(capsys, "evaluate", str(path), "--arch", "digits-cnn", *FAST)
+    assert not marker.exists()
+    assert "state_dict" in line
+
+
+def test_sweep_writes_study_csv_and_prints_frontier(capsys, tmp_path, session_cache):
+    study, csv = tmp_path / "study.json", tmp_path / "study.csv"
+    code, out, err = run(
+        capsys, "sweep", "digits-cnn", "--prune", "unstructured", "--sparsity", "0,0.5", "--quantize", "none,int8",
+        "--out", str(study), "--csv", str(csv), "--cache-dir", str(session_cache.root), *FAST,
+    )
+    assert code == 0, err
+    assert "on the frontier" in out and "baseline" in out
+    assert len(json.loads(study.read_text())["results"]) == 4
+    assert len(csv.read_text().strip().splitlines()) == 5
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "workbench"
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "evaluate" in proc.stdout and "sweep" in proc.stdout

@@ -1,0 +1,155 @@
+"""evaluate(): real figures on the artifact, the cache, the warnings, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+
+import numpy as np
+import onnx
+import pytest
+
+from workbench import measure
+from workbench.cache import Cache
+from workbench.errors import WorkbenchError
+from workbench.pipeline import MeasureSettings, evaluate
+from workbench.honesty import ConvCensus, honesty_warnings
+from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
+from workbench.study import grid, sweep
+
+
+def test_baseline_figures_are_measured_on_the_artifact(cnn, session_cache, quick):
+    r = evaluate(cnn, settings=quick, cache=session_cache)
+    m = r.metrics
+    data = r.artifact.read_bytes()
+    assert m.size_bytes == len(data) == os.path.getsize(r.artifact)
+    assert m.compressed_bytes == len(zlib.compress(data, 9))
+    # The ONNX artifact reproduces the accuracy recorded when the model was trained.
+    assert abs(m.accuracy - cnn.meta["test_accuracy"]) <= 1 / 540 + 1e-12
+    assert m.agreement == 1.0 and "540 digits test images" == m.agreement_basis
+    assert 0 < m.nonzero_params <= m.params and m.macs > m.params
+    lat = m.latency
+    assert 0 < lat.min <= lat.p50 <= lat.p90 <= lat.p99 <= lat.max and lat.n >= quick.min_runs
+    assert lat.threads == 1 and m.environment["threads"] == 1
+    assert m.memory.peak_bytes > 0 and m.parity_max_abs_diff < 1e-4
+    assert r.warnings == ()
+
+
+def test_cached_result_is_not_measured_again(cnn, session_cache, quick, monkeypatch):
+    first = evaluate(cnn, settings=quick, cache=session_cache)
+
+    def fail(*a, **k):
+        raise AssertionError("a cached variant was measured again")
+
+    monkeypatch.setattr(measure, "measure_latency", fail)
+    again = evaluate(cnn, settings=quick, cache=session_cache)
+    assert again.key == first.key and again.metrics == first.metrics
+
+
+def test_damaged_entry_is_ignored_and_rebuilt(cnn, tmp_path, quick):
+    cache = Cache(tmp_path)
+    r = evaluate(cnn, settings=quick, cache=cache)
+    r.artifact.write_bytes(b"not an onnx file")
+    assert cache.get(r.key) is None  # the damaged entry is dropped
+    rebuilt = evaluate(cnn, settings=quick, cache=cache)
+    assert onnx.load(str(rebuilt.artifact)) is not None
+    (cache.entry_dir(rebuilt.key) / "result.json").write_text("{ truncated")
+    assert cache.get(rebuilt.key) is None
+
+
+def test_interrupted_sweep_resumes_where_it_stopped(cnn, tmp_path, quick, monkeypatch):
+    import threading
+
+    cache = Cache(tmp_path)
+    recipes = grid(prune=[PruneConfig(sparsity=0.5), PruneConfig(sparsity=0.7)])
+    cancel = threading.Event()
+    seen = []
+    first = sweep(cnn, recipes, settings=quick, cache=cache, progress=False,
+                  on_result=lambda r: (seen.append(r), cancel.set()), cancel=cancel)
+    assert len(first.results) == 1  # stopped after the baseline
+    measured = []
+    real = measure.measure_latency
+    monkeypatch.setattr(measure, "measure_latency", lambda *a, **k: measured.append(a[0]) or real(*a, **k))
+    second = sweep(cnn, recipes, settings=quick, cache=cache, progress=False)
+    assert [r.recipe for r in second.results] == recipes
+    assert len(measured) == 2  # only the two variants not finished before
+    assert not list(tmp_path.glob(".build-*"))  # no half-built entries left
+
+
+def test_unstructured_pruning_warns_structured_does_not(cnn, session_cache, quick):
+    un = evaluate(cnn, Recipe.of(PruneConfig(sparsity=0.5)), settings=quick, cache=session_cache)
+    assert any("Unstructured pruning (50% of weights" in w for w in un.warnings)
+    assert un.metrics.nonzero_params < 0.75 * un.metrics.params
+    assert un.metrics.size_bytes == pytest.approx(evaluate(cnn, settings=quick, cache=session_cache).metrics.size_bytes, rel=0.01)
+    st = evaluate(cnn, Recipe.of(PruneConfig(method="structured", sparsity=0.3)), settings=quick, cache=session_cache)
+    assert not any("Unstructured" in w for w in st.warnings)
+    assert st.metrics.macs < evaluate(cnn, settings=quick, cache=session_cache).metrics.macs
+
+
+def test_dynamic_quantization_of_convolutions_warns(cnn, session_cache, quick):
+    r = evaluate(cnn, Recipe.of(quantize=QuantizeConfig(scheme="dynamic")), settings=quick, cache=session_cache)
+    assert any("Dynamic quantization of a model with" in w for w in r.warnings)
+    s = evaluate(cnn, Recipe.of(quantize=QuantizeConfig(scheme="int8")), settings=quick, cache=session_cache)
+    assert not any("Dynamic quantization" in w for w in s.warnings)
+    # int8 weights are really in the artifact.
+    types = {t.data_type for t in onnx.load(str(s.artifact)).graph.initializer}
+    assert onnx.TensorProto.INT8 in types
+    assert s.metrics.size_bytes < 0.5 * evaluate(cnn, settings=quick, cache=session_cache).metrics.size_bytes
+
+
+def test_slower_than_float_warning_follows_the_measurement(cnn, session_cache, quick):
+    base = evaluate(cnn, settings=quick, cache=session_cache)
+    r = evaluate(cnn, Recipe.of(quantize=QuantizeConfig(scheme="int8")), settings=quick, cache=session_cache)
+    slower = r.metrics.latency.p50 / base.metrics.latency.p50 > 1.05
+    assert slower == any("measured slower than the float baseline" in w for w in r.warnings)
+
+
+def test_accuracy_drop_warns_beyond_the_limit(cnn, session_cache, quick):
+    r = evaluate(cnn, Recipe.of(PruneConfig(sparsity=0.95, keep_first_last=False)), settings=quick, cache=session_cache)
+    base = evaluate(cnn, settings=quick, cache=session_cache)
+    drop = (base.metrics.accuracy - r.metrics.accuracy) * 100
+    assert drop > 1.0, "95% sparsity on every layer should cost this small CNN accuracy"
+    assert any(f"Accuracy dropped {drop:.1f} points" in w for w in r.warnings)
+    assert r.metrics.agreement < 1.0
+
+
+def test_rules_that_depend_on_the_cpu_and_the_graph():
+    """The CPU cannot be swapped in a test, so the rules are checked on given figures."""
+    from workbench.results import LatencyStats, MemoryStats, Metrics
+
+    lat = LatencyStats(1, 1, 1, 1, 1, 1, 10, 1, 1)
+    m = Metrics(0.98, 1.0, "x", 10, 5, 10, 10, 10, lat, MemoryStats(1, 1, 1))
+    per_tensor = Recipe.of(quantize=QuantizeConfig(per_channel=False))
+    no_vnni = honesty_warnings(per_tensor, m, m, ConvCensus(3, 2), False, 1.0)
+    assert any("no VNNI (x86) or dot-product (Arm)" in w for w in no_vnni)
+    assert any("Per-tensor int8 on 2 depthwise" in w for w in no_vnni)
+    vnni = honesty_warnings(Recipe.of(quantize=QuantizeConfig()), m, m, ConvCensus(3, 2), True, 1.0)
+    assert vnni == ()
+    fp16 = honesty_warnings(Recipe.of(quantize=QuantizeConfig(scheme="fp16")), m, m, ConvCensus(3, 2), False, 1.0)
+    assert fp16 == ()  # fp16 is not int8: neither the VNNI nor the depthwise rule applies
+
+
+def test_bad_requests_fail_clearly_and_leave_nothing(cnn, tmp_path, quick):
+    cache = Cache(tmp_path)
+    with pytest.raises(WorkbenchError, match="layer .conv_that_is_not_there. in exclude is not a module of this model"):
+        evaluate(cnn, Recipe.of(PruneConfig(exclude=("conv_that_is_not_there",))), settings=quick, cache=cache)
+    assert not list(tmp_path.glob(".build-*"))
+
+
+def test_pruning_an_onnx_file_is_refused(tmp_path, session_cache, quick, cnn):
+    from workbench.models import load_model
+
+    base = evaluate(cnn, settings=quick, cache=session_cache)
+    onnx_model = load_model(base.artifact, task="digits", preprocessing=cnn.preprocessing)
+    with pytest.raises(WorkbenchError, match="pruning needs the PyTorch model"):
+        evaluate(onnx_model, Recipe.of(PruneConfig()), settings=quick, cache=session_cache)
+    # The same artifact loaded as a user ONNX file measures the same accuracy.
+    again = evaluate(onnx_model, settings=quick, cache=session_cache)
+    assert again.metrics.accuracy == base.metrics.accuracy
+    assert again.metrics.parity_max_abs_diff is None
+
+
+def test_settings_are_validated():
+    with pytest.raises(WorkbenchError, match="threads 0"):
+        MeasureSettings(threads=0)

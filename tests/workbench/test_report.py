@@ -1,0 +1,96 @@
+"""The HTML report: self-contained, holding the charts' specs and every variant."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import pytest
+
+from workbench import Cache, MeasureSettings, PruneConfig, QuantizeConfig, Recipe, load_model, sweep
+from workbench.errors import WorkbenchError
+from workbench.report import write_report
+from workbench.study import Study
+
+# Quick but real measurements; the widget tests use the same settings and cache folder,
+# so a variant measured by one test module is a cache hit for the others.
+FAST = MeasureSettings(warmup=3, min_runs=30, min_seconds=0.05)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Study:
+    cache = Cache(tmp_path_factory.getbasetemp() / "digits-cnn-cache")
+    recipes = [
+        Recipe(),
+        Recipe.of(PruneConfig(method="unstructured", sparsity=0.5)),
+        Recipe.of(quantize=QuantizeConfig(scheme="int8")),
+    ]
+    return sweep(load_model("digits-cnn"), recipes, settings=FAST, cache=cache, progress=False)
+
+
+def embedded_specs(text: str) -> dict[str, dict]:
+    """The Vega-Lite specs passed to vegaEmbed, by target element id."""
+    decoder = json.JSONDecoder()
+    specs = {}
+    for match in re.finditer(r'vegaEmbed\("#([\w-]+)", ', text):
+        spec, _end = decoder.raw_decode(text, match.end())
+        specs[match.group(1)] = spec
+    return specs
+
+
+@pytest.mark.slow
+def test_report_is_self_contained_with_charts_and_every_variant(study, tmp_path):
+    path = write_report(study, tmp_path / "out" / "report.html")
+    assert path == tmp_path / "out" / "report.html"
+    assert [p.name for p in path.parent.iterdir()] == ["report.html"]  # no temp file left
+    text = path.read_text(encoding="utf-8")
+
+    # Offline: no script is fetched, the libraries are inlined.
+    assert not re.search(r"<script[^>]*\bsrc\s*=", text, re.I)
+    assert not re.search(r"<link[^>]*href\s*=\s*[\"']https?:", text, re.I)
+    assert "window.vegaEmbed=" in text and len(text) > 500_000
+
+    specs = embedded_specs(text)
+    xs = [specs[f"tradeoff-{i}"]["layer"][1]["encoding"]["x"]["field"] for i in range(3)]
+    assert xs == ["latency_p50_ms", "size_bytes", "compressed_bytes"]
+    for i in range(3):
+        spec = specs[f"tradeoff-{i}"]
+        assert spec["layer"][0]["mark"]["type"] == "line"  # the frontier
+        rows = spec["datasets"][spec["data"]["name"]]
+        assert {r["recipe"] for r in rows} == {r.recipe.name for r in study.results}
+        assert "tooltip" in spec["layer"][1]["encoding"]
+    assert "operators" in specs  # where the baseline spends its time
+
+    # The table: every variant, its warnings, and the context of the numbers.
+    for result in study.results:
+        assert f'data-key="{result.key}"' in text
+        assert html.escape(result.recipe.name) in text
+        for warning in result.warnings:
+            assert html.escape(warning) in text
+    assert any(r.warnings for r in study.results)  # unstructured pruning always warns
+    env = study.baseline.metrics.environment
+    assert html.escape(env["cpu_model"]) in text
+    assert env["onnxruntime"] in text
+    assert study.model_info["fingerprint"] in text
+
+
+@pytest.mark.slow
+def test_report_marks_the_frontier(study, tmp_path):
+    text = write_report(study, tmp_path / "r.html").read_text(encoding="utf-8")
+    frontier = {
+        r.key
+        for r in study.frontier({"accuracy": "max", "latency_p50_ms": "min", "size_bytes": "min"})
+    }
+    assert frontier
+    for result in study.results:
+        row = re.search(rf'<tr class="([^"]*)" data-key="{result.key}"', text)
+        assert ("frontier" in row.group(1)) == (result.key in frontier)
+
+
+def test_report_refuses_an_empty_study_and_a_folder(tmp_path):
+    with pytest.raises(WorkbenchError, match="no variants"):
+        write_report(Study("m"), tmp_path / "r.html")
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(WorkbenchError, match="is a folder"):
+        write_report(Study("m"), tmp_path)

@@ -1,0 +1,269 @@
+"""PruningPanel and QuantizationPanel: controls whose state is one step config.
+
+Each panel holds its settings as traits linked to its controls, and one observer
+turns them into a frozen config (``PruneConfig`` / ``QuantizeConfig``, validated by
+the engine) in the ``config`` trait, or None for "no such step". ``set_config``
+loads a config back into the controls (e.g. from a variant picked on the chart).
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as W
+import traitlets as T
+
+from workbench.errors import WorkbenchError
+from workbench.recipe import CALIBRATIONS, INT8_TYPES, PruneConfig, QuantizeConfig
+
+__all__ = ["PruningPanel", "QuantizationPanel"]
+
+# Op types a user most often keeps in float (the first/last layers' ops, or ops whose
+# quantized kernels are slow); free text is accepted too (node names work as well).
+_PRUNE, _QUANT = PruneConfig(), QuantizeConfig()  # the engine's defaults
+
+COMMON_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Relu", "GlobalAveragePool", "Softmax")
+
+
+def _row(*children: W.Widget) -> W.HBox:
+    return W.HBox(list(children), layout=W.Layout(align_items="center", flex_flow="row wrap"))
+
+
+class PruningPanel(W.VBox):
+    """Magnitude pruning settings.
+
+    Traits:
+        method: "none", "unstructured" or "structured".
+        sparsity: fraction removed, 0 to 0.95.
+        scope: "global" (one threshold for all layers) or "layer".
+        keep_first_last: leave the first and last prunable layers dense.
+        config: (read-only) the ``PruneConfig``, or None when method is "none".
+        error: (read-only) why the settings make no config, "" when they do.
+    """
+
+    # Defaults follow the engine's config defaults.
+    method = T.Unicode("none")
+    sparsity = T.Float(_PRUNE.sparsity)
+    scope = T.Unicode(_PRUNE.scope)
+    keep_first_last = T.Bool(_PRUNE.keep_first_last)
+    exclude = T.Tuple(_PRUNE.exclude)
+    config = T.Any(None, read_only=True)
+    error = T.Unicode("", read_only=True)
+
+    def __init__(self, **kwargs) -> None:
+        self.method_w = W.ToggleButtons(
+            options=[
+                ("none", "none"),
+                ("unstructured", "unstructured"),
+                ("structured", "structured"),
+            ],
+            description="pruning",
+            style={"button_width": "96px"},
+            tooltips=[
+                "no pruning",
+                "zero individual weights: only the compressed file shrinks",
+                "remove whole channels: fewer MACs, smaller file, lower latency",
+            ],
+        )
+        # continuous_update=False: a new variant is measured when the slider is released,
+        # not for every position it passes while dragged.
+        self.sparsity_w = W.FloatSlider(
+            min=0.0,
+            max=0.95,
+            step=0.05,
+            description="sparsity",
+            readout_format=".0%",
+            continuous_update=False,
+        )
+        self.scope_w = W.ToggleButtons(
+            options=[("global", "global"), ("per layer", "layer")],
+            description="scope",
+            style={"button_width": "80px"},
+            tooltips=["one threshold across all layers", "the same fraction in every layer"],
+        )
+        self.keep_w = W.Checkbox(description="keep first and last layers dense", indent=False)
+        self._error_w = W.HTML()
+        super().__init__(
+            children=[
+                W.HTML("<b>Pruning</b>"),
+                self.method_w,
+                self.sparsity_w,
+                self.scope_w,
+                self.keep_w,
+                self._error_w,
+            ],
+            **kwargs,
+        )
+        for widget, name in (
+            (self.method_w, "method"),
+            (self.sparsity_w, "sparsity"),
+            (self.scope_w, "scope"),
+            (self.keep_w, "keep_first_last"),
+        ):
+            T.link((self, name), (widget, "value"))  # the trait's default wins
+        self._update()
+
+    @T.observe("method", "sparsity", "scope", "keep_first_last", "exclude")
+    def _on_settings(self, change: dict) -> None:
+        self._update()
+
+    def _update(self) -> None:
+        active = self.method != "none"
+        for w in (self.sparsity_w, self.scope_w, self.keep_w):
+            w.disabled = not active
+        config, error = None, ""
+        if active:
+            try:
+                config = PruneConfig(
+                    method=self.method,
+                    sparsity=round(self.sparsity, 4),
+                    scope=self.scope,
+                    keep_first_last=self.keep_first_last,
+                    exclude=self.exclude,
+                )
+            except WorkbenchError as exc:
+                error = str(exc)
+        self.set_trait("error", error)
+        self._error_w.value = (
+            f'<span style="color:#b00020">{html.escape(error)}</span>' if error else ""
+        )
+        self.set_trait("config", config)
+
+    def set_config(self, config: PruneConfig | None) -> None:
+        """Show ``config`` in the controls (None: no pruning); ``config`` follows."""
+        with self.hold_trait_notifications():
+            if config is None:
+                self.method = "none"
+            else:
+                self.method = config.method
+                self.sparsity = config.sparsity
+                self.scope = config.scope
+                self.keep_first_last = config.keep_first_last
+                self.exclude = config.exclude
+
+
+class QuantizationPanel(W.VBox):
+    """Quantization settings for ONNX Runtime.
+
+    Traits:
+        scheme: "none", "dynamic", "int8" (static, calibrated) or "fp16".
+        per_channel: one scale per output channel (int8 and dynamic).
+        calibration: "minmax", "entropy" or "percentile" (int8 only).
+        calibration_samples: training images used to calibrate (int8 only).
+        activation_type, weight_type: "int8" or "uint8".
+        keep_float: op types or node names left in float.
+        config: (read-only) the ``QuantizeConfig``, or None when scheme is "none".
+        error: (read-only) why the settings make no config, "" when they do.
+    """
+
+    scheme = T.Unicode("none")
+    per_channel = T.Bool(_QUANT.per_channel)
+    calibration = T.Unicode(_QUANT.calibration)
+    calibration_samples = T.Int(_QUANT.calibration_samples)
+    activation_type = T.Unicode(_QUANT.activation_type)
+    weight_type = T.Unicode(_QUANT.weight_type)
+    keep_float = T.Tuple(_QUANT.keep_float)
+    config = T.Any(None, read_only=True)
+    error = T.Unicode("", read_only=True)
+
+    def __init__(self, **kwargs) -> None:
+        self.scheme_w = W.ToggleButtons(
+            options=[("none", "none"), ("dynamic", "dynamic"), ("int8", "int8"), ("fp16", "fp16")],
+            description="quantize",
+            style={"button_width": "72px"},
+            tooltips=[
+                "keep float32",
+                "int8 weights, activations quantized at run time (best for Linear/LSTM)",
+                "static int8 (QDQ), calibrated on training images",
+                "float16 weights and compute",
+            ],
+        )
+        self.per_channel_w = W.Checkbox(description="per-channel scales", indent=False)
+        self.calibration_w = W.Dropdown(options=list(CALIBRATIONS), description="calibration")
+        self.samples_w = W.BoundedIntText(min=1, max=10_000, step=32, description="samples")
+        self.activation_w = W.Dropdown(options=list(INT8_TYPES), description="activations")
+        self.weight_w = W.Dropdown(options=list(INT8_TYPES), description="weights")
+        self.keep_float_w = W.TagsInput(allowed_tags=[], allow_duplicates=False)
+        self._error_w = W.HTML()
+        super().__init__(
+            children=[
+                W.HTML("<b>Quantization</b>"),
+                self.scheme_w,
+                self.per_channel_w,
+                _row(self.calibration_w, self.samples_w),
+                _row(self.activation_w, self.weight_w),
+                W.HTML(
+                    "keep in float (op types such as <code>Gemm</code>, or node names; "
+                    f"e.g. {', '.join(COMMON_FLOAT_OPS[:4])}):"
+                ),
+                self.keep_float_w,
+                self._error_w,
+            ],
+            **kwargs,
+        )
+        for widget, name in (
+            (self.scheme_w, "scheme"),
+            (self.per_channel_w, "per_channel"),
+            (self.calibration_w, "calibration"),
+            (self.samples_w, "calibration_samples"),
+            (self.activation_w, "activation_type"),
+            (self.weight_w, "weight_type"),
+        ):
+            T.link((self, name), (widget, "value"))  # the trait's default wins
+        # TagsInput holds a list; the config wants a tuple.
+        T.link((self, "keep_float"), (self.keep_float_w, "value"), transform=(list, tuple))
+        self._update()
+
+    @T.observe(
+        "scheme",
+        "per_channel",
+        "calibration",
+        "calibration_samples",
+        "activation_type",
+        "weight_type",
+        "keep_float",
+    )
+    def _on_settings(self, change: dict) -> None:
+        self._update()
+
+    def _update(self) -> None:
+        scheme = self.scheme
+        # Only the controls that change the chosen scheme's result are enabled.
+        self.per_channel_w.disabled = scheme not in ("int8", "dynamic")
+        for w in (self.calibration_w, self.samples_w, self.activation_w):
+            w.disabled = scheme != "int8"
+        self.weight_w.disabled = scheme not in ("int8", "dynamic")
+        self.keep_float_w.disabled = scheme == "none"
+        config, error = None, ""
+        if scheme != "none":
+            try:
+                config = QuantizeConfig(
+                    scheme=scheme,
+                    per_channel=self.per_channel,
+                    calibration=self.calibration,
+                    calibration_samples=self.calibration_samples,
+                    activation_type=self.activation_type,
+                    weight_type=self.weight_type,
+                    keep_float=self.keep_float,
+                )
+            except WorkbenchError as exc:
+                error = str(exc)
+        self.set_trait("error", error)
+        self._error_w.value = (
+            f'<span style="color:#b00020">{html.escape(error)}</span>' if error else ""
+        )
+        self.set_trait("config", config)
+
+    def set_config(self, config: QuantizeConfig | None) -> None:
+        """Show ``config`` in the controls (None: no quantization); ``config`` follows."""
+        with self.hold_trait_notifications():
+            if config is None:
+                self.scheme = "none"
+            else:
+                self.scheme = config.scheme
+                self.per_channel = config.per_channel
+                self.calibration = config.calibration
+                self.calibration_samples = config.calibration_samples
+                self.activation_type = config.activation_type
+                self.weight_type = config.weight_type
+                self.keep_float = tuple(config.keep_float)

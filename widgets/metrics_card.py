@@ -1,0 +1,179 @@
+"""MetricsCard: the current variant against the baseline, with its context and warnings.
+
+A pure HTML widget: set ``result`` and ``baseline`` (``workbench.Result`` values) and
+it shows every figure with its change against the baseline, the honesty warnings in
+plain words, and the environment line (CPU, threads, ONNX Runtime version) without
+which a number is not shown.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import ipywidgets as W
+import traitlets as T
+
+from workbench.charts import format_bytes, format_count, format_ms, format_percent
+
+__all__ = ["MetricsCard", "environment_line", "point_delta", "ratio_delta"]
+
+GOOD, BAD, NEUTRAL = "#1a7f37", "#b00020", "#555555"
+# Within this ratio a change is shown as a percent ("+3%"), beyond it as a factor ("-3.4x").
+_PERCENT_BAND = 1.1
+
+
+def ratio_delta(value: float | None, base: float | None) -> str:
+    """How ``value`` compares with ``base`` as a factor or a small percent.
+
+    ``ratio_delta(10, 34) == "-3.4x"``, ``ratio_delta(2, 1) == "+2.0x"``,
+    ``ratio_delta(1.03, 1) == "+3%"``, equal values give ``"same"``; "" when either
+    is missing or the base is zero.
+    """
+    if value is None or base is None or base == 0 or math.isnan(value) or math.isnan(base):
+        return ""
+    if value == base:
+        return "same"
+    ratio = value / base
+    if 1 / _PERCENT_BAND < ratio < _PERCENT_BAND:
+        pct = (ratio - 1) * 100
+        return f"{pct:+.0f}%" if abs(pct) >= 0.5 else f"{pct:+.1f}%"
+    if ratio > 1:
+        return f"+{ratio:.1f}x"
+    if value <= 0:
+        return "-100%"
+    return f"-{1 / ratio:.1f}x"
+
+
+def point_delta(value: float | None, base: float | None) -> str:
+    """The change of a fraction in percentage points: ``(0.952, 0.95) -> "+0.2 pt"``."""
+    if value is None or base is None or math.isnan(value) or math.isnan(base):
+        return ""
+    return f"{(value - base) * 100:+.1f} pt"
+
+
+def _delta_colour(value: float | None, base: float | None, better: str) -> str:
+    if value is None or base is None or value == base:
+        return NEUTRAL
+    improved = value > base if better == "max" else value < base
+    return GOOD if improved else BAD
+
+
+def environment_line(environment: dict[str, Any]) -> str:
+    """One line of measurement context: CPU, int8 features, threads, runtime versions."""
+    if not environment:
+        return "environment not recorded"
+    features = ", ".join(environment.get("cpu_features") or []) or "none detected"
+    int8 = "int8 dot product" if environment.get("int8_dot_product") else "no int8 dot product"
+    return (
+        f"{environment.get('cpu_model', 'unknown CPU')} ({features}; {int8}) · "
+        f"{environment.get('threads', '?')} thread(s) of {environment.get('usable_cores', '?')} "
+        f"usable cores · ONNX Runtime {environment.get('onnxruntime', '?')} · "
+        f"{environment.get('os', '')} · Python {environment.get('python', '?')}"
+    )
+
+
+# (label, getter of the figure from Metrics, formatter, delta kind, better direction)
+_ROWS: tuple[tuple[str, Any, Any, str, str], ...] = (
+    ("accuracy", lambda m: m.accuracy, lambda v: format_percent(v, 2), "points", "max"),
+    ("agreement", lambda m: m.agreement, lambda v: format_percent(v, 2), "points", "max"),
+    ("latency p50", lambda m: m.latency.p50, format_ms, "ratio", "min"),
+    ("latency p90", lambda m: m.latency.p90, format_ms, "ratio", "min"),
+    ("size", lambda m: m.size_bytes, format_bytes, "ratio", "min"),
+    ("compressed size", lambda m: m.compressed_bytes, format_bytes, "ratio", "min"),
+    ("peak memory", lambda m: m.memory.peak_bytes, format_bytes, "ratio", "min"),
+    ("MACs", lambda m: m.macs, format_count, "ratio", "min"),
+    ("params", lambda m: m.params, format_count, "ratio", "min"),
+    ("non-zero params", lambda m: m.nonzero_params, format_count, "ratio", "min"),
+)
+
+
+def card_html(result: Any, baseline: Any | None, *, busy: str = "", error: str = "") -> str:
+    """The card's HTML for ``result`` against ``baseline`` (both ``workbench.Result``)."""
+    style = "font-family: system-ui, sans-serif; font-size: 13px; transition: opacity 0.2s;"
+    if busy:
+        style += " opacity: 0.55;"
+    parts = [f'<div class="edge-workbench-card" style="{style}">']
+    if busy:
+        parts.append(
+            f'<div class="edge-workbench-busy" style="color:{NEUTRAL}; font-style: italic;">'
+            f"&#8987; {html.escape(busy)}</div>"
+        )
+    if error:
+        parts.append(f'<div style="color:{BAD};">{html.escape(error)}</div>')
+    if result is None:
+        parts.append(f'<div style="color:{NEUTRAL};">No variant measured yet.</div></div>')
+        return "".join(parts)
+    m = result.metrics
+    b = baseline.metrics if baseline is not None else None
+    name = html.escape(result.recipe.name)
+    parts.append(f'<div style="font-size: 15px; margin-bottom: 4px;"><b>{name}</b>')
+    if baseline is not None and not result.recipe.is_baseline:
+        parts.append(f' <span style="color:{NEUTRAL};">vs baseline</span>')
+    parts.append("</div>")
+    parts.append('<table style="border-collapse: collapse;">')
+    for label, get, fmt, kind, better in _ROWS:
+        value = get(m)
+        if value is None and (b is None or get(b) is None):
+            continue
+        base_value = get(b) if b is not None else None
+        delta, base_text = "", ""
+        if b is not None and not result.recipe.is_baseline:
+            delta = (point_delta if kind == "points" else ratio_delta)(value, base_value)
+            base_text = f"from {fmt(base_value)}"
+        colour = _delta_colour(value, base_value, better)
+        parts.append(
+            f'<tr><td style="padding: 1px 10px 1px 0; color:{NEUTRAL};">{label}</td>'
+            f'<td style="padding: 1px 10px 1px 0; text-align: right;"><b>{fmt(value)}</b></td>'
+            f'<td style="padding: 1px 10px 1px 0; color:{colour}; text-align: right;">{delta}</td>'
+            f'<td style="color:{NEUTRAL};">{base_text}</td></tr>'
+        )
+    parts.append("</table>")
+    lat = m.latency
+    parts.append(
+        f'<div style="color:{NEUTRAL}; margin-top: 4px;">latency over {lat.n} timed runs '
+        f"after {lat.warmup} warm-up, batch 1; accuracy and agreement on "
+        f"{html.escape(m.agreement_basis)}</div>"
+    )
+    if result.warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings)
+        parts.append(
+            '<div style="margin-top: 6px; padding: 4px 8px; background: #fff8e1; '
+            'border-left: 3px solid #f0a000;"><b>What this setting does here</b>'
+            f'<ul style="margin: 2px 0; padding-left: 18px;">{items}</ul></div>'
+        )
+    parts.append(
+        f'<div class="edge-workbench-env" style="color:{NEUTRAL}; font-size: 11px; '
+        f'margin-top: 6px;">measured on {html.escape(environment_line(m.environment))}</div>'
+    )
+    parts.append("</div>")
+    return "".join(parts)
+
+
+class MetricsCard(W.HTML):
+    """The current variant's figures against the baseline's.
+
+    Traits:
+        result: the ``workbench.Result`` shown, or None.
+        baseline: the baseline ``Result`` the deltas are taken against, or None.
+        busy: a message shown while a new variant is measured ("" when idle); the
+            figures below it are dimmed since they are the previous variant's.
+        error: a message shown above the figures ("" for none).
+    """
+
+    result = T.Any(None)
+    baseline = T.Any(None)
+    busy = T.Unicode("")
+    error = T.Unicode("")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._render()
+
+    @T.observe("result", "baseline", "busy", "error")
+    def _on_change(self, change: dict) -> None:
+        self._render()
+
+    def _render(self) -> None:
+        self.value = card_html(self.result, self.baseline, busy=self.busy, error=self.error)

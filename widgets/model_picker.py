@@ -1,0 +1,186 @@
+"""ModelPicker: choose a sample model, name one, or upload your own model file.
+
+Whatever the source, the panel calls ``workbench.load_model`` and puts the loaded
+``Model`` in its ``model`` trait; a file the engine refuses shows the engine's
+message in the panel and leaves the previous model in place.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+import traitlets as T
+
+from workbench.data import DIGITS
+from workbench.errors import WorkbenchError
+from workbench.models import list_models, load_model
+
+__all__ = ["UPLOAD_SUFFIXES", "ModelPicker"]
+
+UPLOAD_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth")
+
+
+def _describe(model: Any) -> str:
+    shape = "x".join(str(d) for d in model.input_shape)
+    task = (
+        f", task {model.task.name}"
+        if getattr(model, "task", None) is not None
+        else ", no labelled task"
+    )
+    return f"{model.name} ({model.source}, input {shape}{task})"
+
+
+class ModelPicker(W.VBox):
+    """Pick the model to compress.
+
+    Args:
+        initial: the model to load first (a sample name, ``torchvision:<arch>``, a
+            path, or a loaded ``Model``), or None to load nothing yet.
+
+    Traits:
+        model: (read-only) the loaded ``workbench.models.Model``, or None.
+        source: (read-only) what ``model`` was loaded from.
+        error: (read-only) the last load's error message, "" after a successful load.
+    """
+
+    model = T.Any(None, read_only=True)
+    source = T.Unicode("", read_only=True)
+    error = T.Unicode("", read_only=True)
+
+    def __init__(self, initial: Any = "digits-cnn", **kwargs) -> None:
+        names = list_models()
+        samples = [n for n in names if ":" not in n]
+        self.sample_w = W.Dropdown(options=samples, value=None, description="sample")
+        # A combobox: it completes torchvision:<arch> names and accepts any path.
+        self.path_w = W.Combobox(
+            options=[n for n in names if ":" in n],
+            ensure_option=False,
+            placeholder="torchvision:resnet18, or a path to .onnx / .pt / .pt2 / .pth",
+            description="or name",
+            layout=W.Layout(width="420px"),
+        )
+        self.arch_w = W.Text(
+            placeholder="architecture, for a state_dict .pth (e.g. resnet18)",
+            description="arch",
+            layout=W.Layout(width="420px"),
+        )
+        # A file or torchvision model has no labels of its own: the task to score it on.
+        self.task_w = W.Dropdown(
+            options=[("none: agreement only", ""), (DIGITS.name, DIGITS.name)],
+            description="task",
+            tooltip="the labelled test split a file's outputs mean (not for samples)",
+        )
+        self.load_w = W.Button(description="Load", icon="folder-open")
+        self.upload_w = W.FileUpload(
+            accept=",".join(UPLOAD_SUFFIXES), multiple=False, description="Upload model"
+        )
+        self._status_w = W.HTML()
+        super().__init__(
+            children=[
+                W.HTML("<b>Model</b>"),
+                self.sample_w,
+                W.HBox([self.path_w, self.load_w]),
+                W.HBox([self.upload_w, self.task_w]),
+                self.arch_w,
+                self._status_w,
+            ],
+            **kwargs,
+        )
+        # Uploaded files must outlive the load: an ONNX Model points at its file.
+        self._upload_root = Path(tempfile.mkdtemp(prefix="workbench-upload-"))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self._upload_root, True)
+        self.sample_w.observe(self._on_sample, names="value")
+        self.load_w.on_click(lambda _b: self.load(self.path_w.value.strip()))
+        self.upload_w.observe(self._on_upload, names="value")
+        if initial is not None and not isinstance(initial, (str, Path)):
+            self.use(initial)
+        elif initial:
+            if initial in samples:
+                self.sample_w.value = initial  # the observer loads it
+            else:
+                self.path_w.value = str(initial)
+                self.load(initial)
+
+    def load(self, source: str | Path, arch: str | None = None, task: str | None = None) -> bool:
+        """Load ``source`` with ``load_model``; returns whether it worked.
+
+        ``arch`` and ``task`` default to the panel's boxes ("" for none). On failure
+        ``error`` holds the message and ``model`` is unchanged.
+        """
+        source = str(source)
+        if not source:
+            self._fail("no model named", "choose a sample, type a name or path, or upload a file")
+            return False
+        arch = arch if arch is not None else self.arch_w.value.strip()
+        task = task if task is not None else self.task_w.value
+        options: dict[str, Any] = {}
+        if arch:
+            options["arch"] = arch
+        if task:
+            options["task"] = task
+        try:
+            model = load_model(source, **options)
+        except WorkbenchError as exc:
+            self._show_error(str(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - a bad model file must not break the app
+            self._show_error(
+                f"{Path(source).name} could not be loaded ({type(exc).__name__}: {exc})."
+            )
+            return False
+        self.use(model)
+        self.set_trait("source", source)
+        return True
+
+    def use(self, model: Any) -> None:
+        """Show an already loaded ``Model`` (e.g. one built in a notebook)."""
+        self.set_trait("error", "")
+        self.set_trait("source", str(model.name))
+        self.set_trait("model", model)
+        self._status_w.value = f"loaded <b>{html.escape(_describe(model))}</b>"
+
+    def _fail(self, problem: str, fix: str) -> None:
+        self._show_error(str(WorkbenchError(problem, fix)))
+
+    def _show_error(self, message: str) -> None:
+        self.set_trait("error", message)
+        self._status_w.value = f'<span style="color:#b00020">{html.escape(message)}</span>'
+
+    def _on_sample(self, change: dict) -> None:
+        if change["new"]:
+            self.load(change["new"], arch="", task="")  # a sample brings its own task
+
+    def _on_upload(self, change: dict) -> None:
+        files = change["new"]
+        if not files:
+            return
+        item = files[0]
+        # Let go of the bytes (a model can be tens of MB) once they are on disk.
+        self.upload_w.value = ()
+        name = Path(str(item.get("name") or "model")).name  # never a path from the browser
+        suffix = Path(name).suffix.lower()
+        if suffix not in UPLOAD_SUFFIXES:
+            self._fail(
+                f"{name} is not a model file this workbench reads",
+                f"upload a {', '.join(UPLOAD_SUFFIXES)} file",
+            )
+            return
+        folder = Path(tempfile.mkdtemp(dir=self._upload_root))
+        path = folder / name
+        # Written to a temp name then renamed: the loader never sees a half-written file.
+        tmp = folder / f".{name}.part"
+        tmp.write_bytes(bytes(item["content"]))
+        tmp.replace(path)
+        if not self.load(path):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def close(self) -> None:
+        """Close the panel and remove its uploaded files."""
+        self._finalizer()
+        super().close()

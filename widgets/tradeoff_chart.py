@@ -1,0 +1,99 @@
+"""TradeoffChart: the study's variants on an Altair JupyterChart, clickable.
+
+The chart itself is :func:`workbench.charts.tradeoff_chart`; this panel adds the axis
+choosers, redraws when the study or the current variant changes, and turns a click
+on a point into the ``picked_key`` trait.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import altair as alt
+import ipywidgets as W
+import pandas as pd
+import traitlets as T
+
+from workbench.charts import PICK_PARAM, default_y, tradeoff_chart
+
+__all__ = ["X_AXES", "Y_AXES", "TradeoffChart", "enable_offline_charts"]
+
+X_AXES = (
+    ("latency p50", "latency_p50_ms"),
+    ("latency p90", "latency_p90_ms"),
+    ("size", "size_bytes"),
+    ("compressed size", "compressed_bytes"),
+    ("peak memory", "peak_memory_bytes"),
+)
+Y_AXES = (("accuracy", "accuracy"), ("agreement", "agreement"))
+
+_offline_lock = threading.Lock()
+
+
+def enable_offline_charts() -> None:
+    """Serve Vega from the kernel (bundled by vl-convert) instead of a CDN.
+
+    Without it a JupyterChart fetches Vega from the network and draws nothing offline.
+    Called once per process (it bundles ~900 kB of JavaScript in about 1.5 s).
+    """
+    with _offline_lock:
+        alt.JupyterChart.enable_offline()
+
+
+class TradeoffChart(W.VBox):
+    """Every variant of ``study`` as a point; the frontier; the current one ringed.
+
+    Traits:
+        study: the ``workbench.Study`` drawn. It is mutable: call :meth:`refresh`
+            after adding results to it (assigning a new Study redraws by itself).
+        current_key: the cache key of the variant to ring.
+        x: the cost axis (a column of ``Study.to_dataframe()``).
+        y: "accuracy" or "agreement"; accuracy falls back to agreement for a model
+            without labels.
+        picked_key: (read-only) the key of the point clicked, "" when none is selected.
+    """
+
+    study = T.Any(None)
+    current_key = T.Unicode("")
+    x = T.Unicode("latency_p50_ms")
+    y = T.Unicode("accuracy")
+    picked_key = T.Unicode("", read_only=True)
+
+    def __init__(self, study=None, **kwargs) -> None:
+        enable_offline_charts()
+        self.x_w = W.Dropdown(options=X_AXES, value=self.x, description="x axis")
+        self.y_w = W.Dropdown(options=Y_AXES, value=self.y, description="y axis")
+        self._lock = threading.Lock()  # redraws come from the UI and worker threads
+        self.jchart = alt.JupyterChart(self._build())
+        self.jchart.observe(self._on_selection, names="_vl_selections")
+        super().__init__(children=[W.HBox([self.x_w, self.y_w]), self.jchart], **kwargs)
+        T.link((self, "x"), (self.x_w, "value"))
+        T.link((self, "y"), (self.y_w, "value"))
+        if study is not None:
+            self.study = study
+
+    def _dataframe(self) -> pd.DataFrame:
+        return self.study.to_dataframe() if self.study is not None else pd.DataFrame()
+
+    def _build(self) -> alt.LayerChart:
+        df = self._dataframe()
+        y = self.y if (self.y != "accuracy" or df.empty) else default_y(df)
+        return tradeoff_chart(df, x=self.x, y=y, current_key=self.current_key or None)
+
+    @T.observe("study", "current_key", "x", "y")
+    def _on_change(self, change: dict) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Redraw from the study as it is now."""
+        with self._lock:
+            self.jchart.chart = self._build()
+
+    def _on_selection(self, change: dict) -> None:
+        # The browser sends the "pick" selection as a Vega signal; JupyterChart's own
+        # observer has already parsed it into selections.pick by the time this runs.
+        selection = getattr(self.jchart.selections, PICK_PARAM, None)
+        points = selection.value if selection is not None else []
+        # An emptied selection (double click, or a redraw) clears the pick, so clicking
+        # the same point again later is a new pick.
+        self.set_trait("picked_key", str(points[0].get("key", "")) if points else "")

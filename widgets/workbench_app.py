@@ -1,0 +1,364 @@
+"""Workbench: the whole app in one widget.
+
+Model picker, pruning and quantization panels, the metrics card, the tradeoff chart,
+the sweep, the Netron graph of the current artifact, and export. Whenever a panel's
+config changes the current variant follows:
+
+- already in the cache: shown at once, on the calling (UI) thread;
+- otherwise measured on one worker thread while the card says "measuring...".
+  The latest setting wins: a generation counter marks every request, a result that
+  is no longer the latest is added to the study (it is a real measurement) but never
+  shown as current, and at most one measurement runs with one waiting (the latest).
+
+The UI thread never waits for a measurement; ``wait_idle`` is for scripts and tests.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ipywidgets as W
+import traitlets as T
+
+from widgets.compression_panels import PruningPanel, QuantizationPanel
+from widgets.export_panel import ExportPanel
+from widgets.metrics_card import MetricsCard
+from widgets.model_picker import ModelPicker
+from widgets.netron_view import NetronView
+from widgets.sweep_panel import SweepPanel
+from widgets.tradeoff_chart import TradeoffChart
+from workbench.cache import Cache
+from workbench.errors import WorkbenchError
+from workbench.pipeline import MeasureSettings, evaluate, variant_key
+from workbench.recipe import Recipe
+from workbench.study import Study
+
+__all__ = ["Workbench"]
+
+
+@dataclass(frozen=True)
+class _Job:
+    generation: int
+    model: Any
+    recipe: Recipe
+
+
+class Workbench(W.VBox):
+    """Pick a model, compress it, and see what each setting costs and buys.
+
+    Args:
+        model: a sample name (default "digits-cnn"), ``torchvision:<arch>``, a model
+            file path, or a loaded ``Model``.
+        cache: where variants are kept (default: ``Cache()``, the user's cache folder).
+        threads: ONNX Runtime threads for latency and memory measurements.
+        settings: full measurement settings (overrides ``threads``).
+
+    Traits (read-only):
+        model: the loaded Model.
+        study: the Study of every variant measured in this session (the chart's points).
+        recipe: the Recipe the panels describe.
+        current: the Result shown in the card; current_key its cache key.
+        baseline: the baseline Result the card compares with.
+        busy: a measurement for the latest setting is running or waiting.
+        status: one line of what happened last (with timings).
+        error: the last failed measurement's message, "" otherwise.
+        last_update_seconds: how long the last shown update took from the request.
+    """
+
+    model = T.Any(None, read_only=True)
+    study = T.Any(None, read_only=True)
+    recipe = T.Any(None, read_only=True)
+    current = T.Any(None, read_only=True)
+    current_key = T.Unicode("", read_only=True)
+    baseline = T.Any(None, read_only=True)
+    busy = T.Bool(False, read_only=True)
+    status = T.Unicode("", read_only=True)
+    error = T.Unicode("", read_only=True)
+    last_update_seconds = T.Float(0.0, read_only=True)
+
+    def __init__(
+        self,
+        model: Any = "digits-cnn",
+        cache: Cache | None = None,
+        threads: int = 1,
+        *,
+        settings: MeasureSettings | None = None,
+        **kwargs,
+    ) -> None:
+        self.cache = cache if cache is not None else Cache()
+        self.settings = settings if settings is not None else MeasureSettings(threads=threads)
+        # _lock guards the job bookkeeping; _display_lock makes "is this still the
+        # latest? then show it" one step, so a stale result can never overwrite a newer one.
+        self._lock = threading.Lock()
+        self._display_lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._generation = 0
+        self._pending: _Job | None = None
+        self._worker: threading.Thread | None = None
+        self._requested_at: dict[int, float] = {}
+        self._loading_recipe = False
+
+        self.picker = ModelPicker(initial=None)
+        self.pruning = PruningPanel()
+        self.quantization = QuantizationPanel()
+        self.card = MetricsCard()
+        self.chart = TradeoffChart()
+        self._study_lock = threading.Lock()  # the worker and the sweep both add points
+        self.sweep = SweepPanel(
+            cache=self.cache, settings=self.settings, study_lock=self._study_lock
+        )
+        self.netron = NetronView()
+        self.exporter = ExportPanel(cache=self.cache, settings=self.settings)
+        self._status_w = W.HTML()
+
+        # The graph sits in a tab and follows the current variant only while that tab
+        # is open: Netron takes the focus when it loads a model, which would scroll the
+        # page to it on every slider move.
+        self.tabs = tabs = W.Tab(children=[self.sweep, self.exporter, self.netron])
+        for i, title in enumerate(("Sweep", "Export", "Graph (Netron)")):
+            tabs.set_title(i, title)
+        # Controls beside the card (both fit in ~1100 px; they stack on a narrow
+        # screen), the chart below them at full width.
+        left = W.VBox(
+            [self.picker, self.pruning, self.quantization],
+            layout=W.Layout(width="560px", padding="0 16px 0 0"),
+        )
+        right = W.VBox([self.card], layout=W.Layout(flex="1 1 420px", min_width="420px"))
+        super().__init__(
+            children=[
+                W.HTML("<h2 style='margin: 4px 0'>Edge Workbench</h2>"),
+                self._status_w,
+                W.HBox([left, right], layout=W.Layout(flex_flow="row wrap")),
+                self.chart,
+                tabs,
+            ],
+            **kwargs,
+        )
+        self.picker.observe(self._on_model, names="model")
+        self.pruning.observe(self._on_config, names="config")
+        self.quantization.observe(self._on_config, names="config")
+        self.chart.observe(self._on_pick, names="picked_key")
+        self.sweep.observe(self._on_sweep_result, names="last_result")
+        self.observe(self._on_state, names=["busy", "status", "error"])
+        tabs.observe(lambda _c: self._sync_graph(), names="selected_index")
+        if model is not None:
+            if isinstance(model, str) and model in (self.picker.sample_w.options or ()):
+                self.picker.sample_w.value = model  # loads it; _on_model follows
+            elif isinstance(model, str):
+                self.picker.path_w.value = model
+                self.picker.load(model)
+            else:
+                self.picker.use(model)
+        if self.model is None and self.picker.error:
+            self.set_trait("error", self.picker.error)
+
+    # -- requests -------------------------------------------------------------------
+
+    def _on_model(self, change: dict) -> None:
+        model = change["new"]
+        if model is None:
+            return
+        self.sweep.cancel()
+        study = Study(model.name, model_info=model.describe())
+        with self._display_lock:
+            with self._lock:
+                self._generation += 1  # whatever runs for the old model is now stale
+                self._pending = None
+            with self.hold_trait_notifications():
+                self.set_trait("model", model)
+                self.set_trait("study", study)
+                self.set_trait("current", None)
+                self.set_trait("current_key", "")
+                self.set_trait("baseline", None)
+                self.set_trait("error", "")
+            self.card.result, self.card.baseline, self.card.error = None, None, ""
+            self.sweep.study, self.sweep.model = study, model
+            self.exporter.model, self.exporter.result = model, None
+            self.chart.current_key = ""
+            self.chart.study = study
+        self.request()
+
+    def _on_config(self, change: dict) -> None:
+        if not self._loading_recipe:
+            self.request()
+
+    def _on_pick(self, change: dict) -> None:
+        key = change["new"]
+        if not key or self.study is None:
+            return
+        result = next((r for r in self.study.results if r.key == key), None)
+        if result is not None:
+            self.load_recipe(result.recipe)
+
+    def _on_sweep_result(self, change: dict) -> None:
+        # The sweep panel has added the result to the shared study already.
+        self.chart.refresh()
+
+    def load_recipe(self, recipe: Recipe) -> None:
+        """Put ``recipe``'s steps in the panels and show that variant (one request)."""
+        self._loading_recipe = True
+        try:
+            self.pruning.set_config(recipe.get("prune"))
+            self.quantization.set_config(recipe.get("quantize"))
+        finally:
+            self._loading_recipe = False
+        self.request()
+
+    def request(self) -> None:
+        """Show the variant the panels describe: from the cache now, else measured off-thread."""
+        model = self.model
+        invalid = self.pruning.error or self.quantization.error
+        if invalid:  # a config of None here means "invalid", not "no such step"
+            with self._lock:
+                self._generation += 1  # whatever is measuring is no longer wanted
+                self._pending = None
+            self._fail(self._generation, invalid)
+            return
+        recipe = Recipe.of(self.pruning.config, self.quantization.config)
+        self.set_trait("recipe", recipe)
+        if model is None:
+            return
+        started = time.perf_counter()
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+            self._requested_at = {generation: started}
+        try:
+            hit = self.cache.get(variant_key(model, recipe, self.settings))
+        except WorkbenchError as exc:
+            self._fail(generation, str(exc))
+            return
+        if hit is not None:
+            with self._lock:
+                self._pending = None  # nothing older is worth measuring now
+            self._display(hit, generation, model, source="cached")
+            return
+        # Busy first: a fast worker may finish (and clear it) before this returns.
+        with self._display_lock:
+            if not self._is_latest(generation):
+                return
+            self.set_trait("busy", True)
+            self.set_trait("status", f"measuring {recipe.name}...")
+            self.card.busy = f"measuring {recipe.name} (a new variant: export, then measure)..."
+        with self._lock:
+            self._pending = _Job(generation, model, recipe)
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._work, name="workbench-measure", daemon=True
+                )
+                self._worker.start()
+
+    def _is_latest(self, generation: int) -> bool:
+        with self._lock:
+            return generation == self._generation
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                job = self._pending
+                self._pending = None
+                if job is None:
+                    self._worker = None
+                    self._idle.notify_all()
+                    return
+            try:
+                result = evaluate(job.model, job.recipe, settings=self.settings, cache=self.cache)
+            except Exception as exc:  # noqa: BLE001 - shown in the panel, never kills the worker
+                message = (
+                    str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
+                )
+                self._fail(job.generation, f"{job.recipe.name} could not be measured: {message}")
+                continue
+            if not self._display(result, job.generation, job.model, source="measured"):
+                self._add_to_study(result, job.model)  # stale: a point, not the current one
+
+    # -- display --------------------------------------------------------------------
+
+    def _baseline_for(self, model: Any) -> Any:
+        return self.cache.get(variant_key(model, Recipe(), self.settings))
+
+    def _add_to_study(self, result: Any, model: Any) -> None:
+        if model is not self.model or self.study is None:
+            return  # measured for a model no longer loaded
+        baseline = None
+        if self.study.baseline is None and not result.recipe.is_baseline:
+            baseline = self._baseline_for(model)
+        with self._study_lock:
+            if baseline is not None:
+                self.study.add(baseline)
+            self.study.add(result)
+        self.chart.refresh()
+
+    def _display(self, result: Any, generation: int, model: Any, *, source: str) -> bool:
+        """Show ``result`` as current if ``generation`` is still the latest; True if shown."""
+        with self._display_lock:
+            if not self._is_latest(generation) or model is not self.model:
+                return False
+            baseline = result if result.recipe.is_baseline else self._baseline_for(model)
+            with self._study_lock:
+                if self.study.baseline is None and baseline is not None:
+                    self.study.add(baseline)
+                self.study.add(result)
+            self.card.result, self.card.baseline = result, baseline
+            self.card.error, self.card.busy = "", ""
+            if self.chart.current_key != result.key:
+                self.chart.current_key = result.key  # redraws
+            else:
+                self.chart.refresh()
+            self.exporter.result = result
+            self._sync_graph(result)
+            with self._lock:
+                started = self._requested_at.get(generation, time.perf_counter())
+            # From the request to every panel updated (for a measured variant: the
+            # measurement included).
+            seconds = time.perf_counter() - started
+            with self.hold_trait_notifications():
+                self.set_trait("current", result)
+                self.set_trait("current_key", result.key)
+                self.set_trait("baseline", baseline)
+                self.set_trait("error", "")
+                self.set_trait("last_update_seconds", seconds)
+                self.set_trait(
+                    "status", f"{result.recipe.name}: {source}, shown in {seconds:.2f} s"
+                )
+                self.set_trait("busy", False)
+            return True
+
+    def _sync_graph(self, result: Any = None) -> None:
+        """Point the graph at ``result``'s (default: the current) artifact, if its tab is open."""
+        result = result if result is not None else self.current
+        if self.tabs.selected_index == 2 and result is not None:
+            self.netron.path = str(result.artifact)
+
+    def _fail(self, generation: int, message: str) -> None:
+        with self._display_lock:
+            if not self._is_latest(generation):
+                return
+            with self.hold_trait_notifications():
+                self.set_trait("error", message)
+                self.set_trait("status", "the last setting could not be measured")
+                self.set_trait("busy", False)
+            self.card.busy, self.card.error = "", message
+
+    def _on_state(self, change: dict) -> None:
+        colour = "#b00020" if self.error else ("#555" if self.busy else "#1a7f37")
+        icon = "&#8987; " if self.busy else ""
+        text = html.escape(" · ".join(t for t in (self.status, self.error) if t))
+        self._status_w.value = f'<span style="color:{colour}">{icon}{text}</span>'
+
+    # -- for scripts and tests ------------------------------------------------------
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no measurement runs or waits; returns False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._worker is not None or self._pending is not None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True

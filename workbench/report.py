@@ -1,0 +1,262 @@
+"""A self-contained HTML report of a Study: interactive charts, every variant, the context.
+
+The file works offline and from an e-mail attachment: Vega, Vega-Lite and vega-embed
+are inlined (bundled by vl-convert), so the page loads no script from the network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import html
+import json
+import os
+import uuid
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+
+from workbench.charts import (
+    AXIS_TITLES,
+    default_y,
+    format_bytes,
+    format_count,
+    format_ms,
+    format_percent,
+    operator_chart,
+    tradeoff_chart,
+)
+from workbench.errors import WorkbenchError
+from workbench.study import Study
+
+__all__ = ["report_html", "write_report"]
+
+# Cost axes charted against accuracy (or agreement, for a model without labels).
+REPORT_AXES = ("latency_p50_ms", "size_bytes", "compressed_bytes")
+# The frontier the report lists: what a product team trades.
+REPORT_OBJECTIVES = {"accuracy": "max", "latency_p50_ms": "min", "size_bytes": "min"}
+# vega-embed's menu, without the links to the online editor (the page stays offline).
+EMBED_OPTIONS = {
+    "renderer": "svg",
+    "actions": {"export": True, "source": False, "compiled": False, "editor": False},
+}
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;
+       max-width: 1200px; color: #222; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+.muted { color: #666; }
+table { border-collapse: collapse; font-size: 0.88em; }
+th, td { border: 1px solid #ddd; padding: 4px 8px; vertical-align: top; text-align: right; }
+th { background: #f4f4f4; } td { white-space: nowrap; }
+td.text, th.text { text-align: left; white-space: normal; }
+tr.warn-row td { border-top: none; padding-top: 0; background: #fffdf3; }
+tr.frontier td:first-child { font-weight: bold; }
+tr.baseline { background: #f8f8f8; }
+ul.warnings { margin: 0; padding-left: 1.2em; color: #6a4a00; }
+.charts { display: flex; flex-wrap: wrap; gap: 1.5em; }
+dl.kv { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; }
+dl.kv dt { font-weight: bold; } dl.kv dd { margin: 0; }
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _javascript_bundle() -> str:
+    """Vega, Vega-Lite and vega-embed in one script (about 900 kB; built once per process)."""
+    try:
+        import vl_convert
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise WorkbenchError(
+            "the HTML report needs vl-convert-python to inline the chart libraries",
+            "pip install vl-convert-python",
+        ) from exc
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    return vl_convert.javascript_bundle(vl_version=vl_version_for_vl_convert())
+
+
+def _script_json(value: Any) -> str:
+    # "</" inside a <script> would end it early; "<\/" is the same JSON string.
+    return json.dumps(value).replace("</", "<\\/")
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _kv_list(items: dict[str, Any]) -> str:
+    rows = []
+    for k, v in items.items():
+        if isinstance(v, (list, tuple)):
+            v = ", ".join(str(i) for i in v)
+        elif isinstance(v, dict):
+            v = json.dumps(v)
+        rows.append(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>")
+    return f'<dl class="kv">{"".join(rows)}</dl>'
+
+
+def _environments(study: Study) -> list[dict[str, Any]]:
+    """The distinct environments the study's numbers were measured in."""
+    seen: list[dict[str, Any]] = []
+    for r in study.results:
+        env = r.metrics.environment
+        if env and env not in seen:
+            seen.append(env)
+    return seen
+
+
+def _variant_table(study: Study) -> str:
+    objectives = dict(REPORT_OBJECTIVES)
+    frontier = {r.key for r in study.frontier(objectives)}
+    head = (
+        '<tr><th class="text">recipe</th><th>accuracy</th><th>agreement</th>'
+        "<th>latency p50</th><th>p90</th><th>p99</th><th>size</th><th>compressed</th>"
+        "<th>peak memory</th><th>MACs</th><th>params</th><th>non-zero</th></tr>"
+    )
+    body = []
+    for r in study.results:
+        m = r.metrics
+        classes = []
+        if r.key in frontier:
+            classes.append("frontier")
+        if r.recipe.is_baseline:
+            classes.append("baseline")
+        # Warnings go in a full-width row under their variant: they are sentences.
+        warnings = (
+            '<tr class="warn-row"><td class="text" colspan="12">'
+            '<ul class="warnings">'
+            + "".join(f"<li>{_e(w)}</li>" for w in r.warnings)
+            + "</ul></td></tr>"
+            if r.warnings
+            else ""
+        )
+        mark = " &#9733;" if r.key in frontier else ""
+        body.append(
+            f'<tr class="{" ".join(classes)}" data-key="{_e(r.key)}">'
+            f'<td class="text">{_e(r.recipe.name)}{mark}</td>'
+            f"<td>{format_percent(m.accuracy, 2)}</td><td>{format_percent(m.agreement, 2)}</td>"
+            f"<td>{format_ms(m.latency.p50)}</td><td>{format_ms(m.latency.p90)}</td>"
+            f"<td>{format_ms(m.latency.p99)}</td>"
+            f"<td>{format_bytes(m.size_bytes)}</td><td>{format_bytes(m.compressed_bytes)}</td>"
+            f"<td>{format_bytes(m.memory.peak_bytes)}</td><td>{format_count(m.macs)}</td>"
+            f"<td>{format_count(m.params)}</td><td>{format_count(m.nonzero_params)}</td></tr>"
+            + warnings
+        )
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def report_html(study: Study) -> str:
+    """The report of ``study`` as one HTML document (see :func:`write_report`)."""
+    if not study.results:
+        raise WorkbenchError(
+            f"the study of {study.model} has no variants", "run a sweep before writing a report"
+        )
+    df = study.to_dataframe()
+    y = default_y(df)
+    specs: list[tuple[str, dict]] = []
+    for i, x in enumerate(REPORT_AXES):
+        chart: alt.TopLevelMixin = tradeoff_chart(df, x=x, y=y, width=440, height=300)
+        specs.append((f"tradeoff-{i}", chart.to_dict()))
+    baseline = study.baseline
+    if baseline is not None and baseline.metrics.operator_ms:
+        specs.append(("operators", operator_chart(baseline.metrics.operator_ms).to_dict()))
+
+    embeds = "\n".join(
+        f"vegaEmbed({_script_json('#' + name)}, {_script_json(spec)}, opts).catch(console.error);"
+        for name, spec in specs
+    )
+    chart_divs = "".join(f'<div id="{name}"></div>' for name, spec in specs if name != "operators")
+    envs = _environments(study)
+    env_html = "".join(_kv_list(env) for env in envs) or '<p class="muted">not recorded</p>'
+    if len(envs) > 1:
+        env_html = (
+            f"<p><b>These variants were measured in {len(envs)} different environments: "
+            "compare latencies only within one.</b></p>" + env_html
+        )
+    y_note = (
+        ""
+        if y == "accuracy"
+        else '<p class="muted">This model has no labelled task: agreement with the float '
+        "model's predictions stands in for accuracy.</p>"
+    )
+    operators = (
+        '<h2>Where the baseline spends its time</h2><div id="operators"></div>'
+        if any(n == "operators" for n, _ in specs)
+        else ""
+    )
+    try:
+        version = metadata.version("edge-workbench")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    frontier_axes = ", ".join(
+        AXIS_TITLES[c].split(" (")[0] + (" (max)" if s == "max" else " (min)")
+        for c, s in REPORT_OBJECTIVES.items()
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Edge Workbench report: {_e(study.model)}</title>
+<style>{_CSS}</style>
+<script type="text/javascript">{_javascript_bundle()}</script>
+</head>
+<body>
+<h1>Edge Workbench report: {_e(study.model)}</h1>
+<p class="muted">{len(study.results)} variants · written {_e(created)}
+by edge-workbench {_e(version)}.
+Latency and memory were measured on the exported artifact in ONNX Runtime, batch 1;
+accuracy on the held-out test split.</p>
+<h2>Trade-offs</h2>
+{y_note}
+<p class="muted">Hover a point for its recipe and figures. The dashed line is the Pareto
+frontier for the two plotted figures.</p>
+<div class="charts">{chart_divs}</div>
+<h2>Every variant</h2>
+<p class="muted">&#9733; marks the Pareto frontier over {_e(frontier_axes)}.</p>
+{_variant_table(study)}
+{operators}
+<h2>Model</h2>
+{_kv_list(study.model_info) if study.model_info else _kv_list({"name": study.model})}
+<h2>Environment</h2>
+{env_html}
+<script type="text/javascript">
+const opts = {_script_json(EMBED_OPTIONS)};
+{embeds}
+</script>
+</body>
+</html>
+"""
+
+
+def write_report(study: Study, path: str | Path) -> Path:
+    """Write ``study`` as one self-contained HTML file, atomically.
+
+    The page holds interactive tradeoff charts of accuracy (or agreement) against
+    latency p50, size and compressed size with their Pareto frontiers, the table of
+    every variant with its warnings, the baseline's time per operator, the model and
+    the environment the numbers were measured in.
+
+    Returns:
+        The path written.
+
+    Raises:
+        WorkbenchError: the study is empty, or ``path`` is a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise WorkbenchError(f"{path} is a folder", "give a file name such as report.html")
+    text = report_html(study)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A temp name in the same folder, then a rename: never a half-written report. Not
+    # mkstemp: its 0600 mode would make a report meant for sharing unreadable to others.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
