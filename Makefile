@@ -7,9 +7,9 @@ PORT ?= 8866
 
 .PHONY: app test lint bench clean
 
-# Re-install only when pyproject.toml changes.
 JUPYTER_CONFIG := jupyter-config/jupyter_server_config.d/edge_workbench.json
 
+# Re-install only when pyproject.toml (or the Jupyter config) changes.
 $(STAMP): pyproject.toml $(JUPYTER_CONFIG)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

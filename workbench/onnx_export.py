@@ -9,7 +9,7 @@ fallback for modules the tracer cannot handle (e.g. ``torch.export`` programs).
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -94,9 +94,7 @@ def export_onnx(
     if parity_inputs is None:
         gen = torch.Generator().manual_seed(1)
         parity_inputs = torch.randn(8, *input_shape[1:], generator=gen).numpy()
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx.tmp", dir=dst.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
     errors: list[str] = []
     try:
         for exporter, dynamo in (("torchscript", False), ("dynamo", True)):

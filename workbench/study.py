@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,14 +51,14 @@ DEFAULT_OBJECTIVES: dict[str, str] = {"accuracy": "max", "latency_p50_ms": "min"
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # A unique name opened with "x" keeps the user's umask (mkstemp would make it 0600).
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "x", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def result_row(result: Result) -> dict[str, Any]:

@@ -7,8 +7,9 @@ The browser is Debian's Chromium (Playwright's own download does not work offlin
 What a user does and sees: the app renders; the card shows the baseline's figures;
 pruning is switched to structured and the sparsity slider is moved one step with the
 keyboard; the card's figures change and one new point lands on the chart (counted from
-the chart's SVG marks); Export writes manifest.json and model.onnx to disk. Every
-request the page makes stays on this machine. Screenshots go to test-artifacts/.
+the chart's SVG marks); Export writes manifest.json and model.onnx to disk; the graph
+tab draws the artifact in Netron. Every request the page, its frames and its workers
+make stays on this machine. Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
 
 # Selectors. The pruning panel's method buttons are the ones offering "none" (the sweep
 # panel's do not); "sparsity" labels the one slider.
-PRUNING_METHOD = '.widget-toggle-buttons:has(label:text-is("pruning")):has(button[data-value="none"])'
+PRUNING_METHOD = (
+    '.widget-toggle-buttons:has(label:text-is("pruning")):has(button[data-value="none"])'
+)
 SPARSITY_HANDLE = '.widget-slider:has(label:text-is("sparsity")) .noUi-handle'
+SPARSITY_READOUT = '.widget-slider:has(label:text-is("sparsity")) .widget-readout'
 CARD = ".edge-workbench-card"
 BUSY = ".edge-workbench-busy"
 # The chart's variant points: Vega's SVG renderer labels each mark from its encodings,
@@ -65,8 +69,12 @@ def _free_port() -> int:
 def make_app_command(port: int) -> list[str]:
     """The command ``make app`` would run, for ``port``, listening on localhost only."""
     out = subprocess.run(
-        ["make", "-s", "-n", "app", f"PORT={port}"], cwd=REPO, check=True,
-        capture_output=True, text=True, timeout=30,
+        ["make", "-s", "-n", "app", f"PORT={port}"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
     ).stdout
     # Earlier lines, if any, are the install steps (skipped: the venv is the one running us).
     command = shlex.split([line for line in out.splitlines() if line.strip()][-1])
@@ -87,14 +95,18 @@ def app_server(tmp_path_factory):
     }
     log_path = tmp / "server.log"
     with open(log_path, "wb") as log:
-        # A session of its own: the kernels it starts are stopped with it.
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # A process group of its own, signalled as a whole at the end; on SIGTERM the
+        # server shuts down the kernels it started (they run in sessions of their own).
+        proc = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"`{shlex.join(command)}` exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                tail = log_path.read_text()[-3000:]
+                pytest.fail(f"`{shlex.join(command)}` exited with {proc.returncode}:\n{tail}")
             try:
                 # A static file: fetching "/" would make Voila start a kernel and run the app.
                 with urllib.request.urlopen(url + "voila/static/voila.js", timeout=2) as response:
@@ -103,7 +115,8 @@ def app_server(tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"the app did not answer within {SERVER_START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
+                tail = log_path.read_text()[-3000:]
+                pytest.fail(f"the app did not answer within {SERVER_START_TIMEOUT} s:\n{tail}")
             time.sleep(0.5)
         yield url, log_path
     finally:
@@ -121,12 +134,15 @@ def _card_figures(page) -> dict[str, str]:
     """The card's rows as {label: value shown}."""
     return page.eval_on_selector_all(
         f"{CARD} table tr",
-        "rows => Object.fromEntries(rows.map(r => [r.cells[0].innerText.trim(), r.cells[1].innerText.trim()]))",
+        """rows => Object.fromEntries(
+            rows.map(r => [r.cells[0].innerText.trim(), r.cells[1].innerText.trim()]))""",
     )
 
 
 def _point_labels(page) -> list[str]:
-    return page.eval_on_selector_all(VARIANT_POINTS, "ps => ps.map(p => p.getAttribute('aria-label'))")
+    return page.eval_on_selector_all(
+        VARIANT_POINTS, "ps => ps.map(p => p.getAttribute('aria-label'))"
+    )
 
 
 def _wait_for_variant(page, recipe: str) -> None:
@@ -144,8 +160,8 @@ def _wait_for_variant(page, recipe: str) -> None:
 
 def _wait_for_point(page, recipe: str) -> None:
     page.wait_for_function(
-        """([sel, recipe]) => [...document.querySelectorAll(sel)]
-               .some(p => (p.getAttribute('aria-label') || '').includes('recipe: ' + recipe + ';'))""",
+        """([sel, recipe]) => [...document.querySelectorAll(sel)].some(
+            p => (p.getAttribute('aria-label') || '').includes('recipe: ' + recipe + ';'))""",
         arg=[VARIANT_POINTS, recipe],
         timeout=MEASURE_TIMEOUT_MS,
     )
@@ -161,7 +177,7 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            context = browser.new_context(viewport={"width": 1400, "height": 1900})
             # Context-wide: requests of the page, its iframes (Netron) and its workers.
             context.on("request", lambda r: requests.append(r.url))
             context.on("websocket", lambda ws: requests.append(ws.url))
@@ -193,7 +209,7 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
             points_after = _point_labels(page)
             page.screenshot(path=str(ARTIFACTS / "app-2-after-slider.png"), full_page=True)
 
-            assert page.locator(SPARSITY_HANDLE).get_attribute("aria-valuenow") in ("0.55", "0.550")
+            assert page.locator(SPARSITY_READOUT).inner_text().strip() == "55%"
             changed = {k for k in after if after[k] != before.get(k)}
             # Removing more channels must remove weights and operations.
             assert {"params", "MACs"} <= changed, (before, after)
@@ -208,6 +224,14 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
             page.locator('button.widget-button[title="Export"]').click()
             page.locator("a.edge-workbench-download").wait_for(timeout=MEASURE_TIMEOUT_MS)
             page.screenshot(path=str(ARTIFACTS / "app-3-exported.png"), full_page=True)
+
+            # The current artifact's graph, drawn by Netron from this server.
+            page.locator(".lm-TabBar-tab", has_text="Netron").click()
+            iframe = page.locator("iframe[title^='Netron graph']")
+            iframe.wait_for(timeout=30_000)
+            frame = iframe.element_handle().content_frame()
+            frame.wait_for_selector("svg#canvas g.graph-node", timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "app-4-graph.png"), full_page=True)
         finally:
             browser.close()
 
@@ -216,7 +240,14 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
     model_onnx = export_dir / "model.onnx"
     assert model_onnx.stat().st_size == manifest["artifact"]["size_bytes"]
 
-    offsite = sorted({u for u in requests if urlparse(u).scheme not in ("data", "blob") and urlparse(u).hostname not in LOCAL_HOSTS})
+    offsite = sorted(
+        {
+            u
+            for u in requests
+            if urlparse(u).scheme not in ("data", "blob")
+            and urlparse(u).hostname not in LOCAL_HOSTS
+        }
+    )
     assert not offsite, f"the app made requests off this machine: {offsite}"
     assert len(requests) > 10  # the recorder saw the page's own requests
     assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]

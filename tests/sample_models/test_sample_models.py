@@ -181,6 +181,7 @@ def test_train_writes_consistent_weights_and_meta(tmp_path):
     assert torch.equal(torch.random.get_rng_state(), rng_state)
     folder = tmp_path / "digits-cnn"
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "weights.pt"]
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in folder.iterdir())  # readable
     assert json.loads((folder / "meta.json").read_text()) == meta
     assert meta["training"]["epochs"] == 1
     data = (folder / "weights.pt").read_bytes()
