@@ -78,8 +78,10 @@ def bench_structured(rep: Report, cache: Cache, settings: MeasureSettings, round
     base = evaluate(model, settings=settings, cache=cache)
     pr = evaluate(model, Recipe.of(PruneConfig(method="structured", sparsity=sparsity)), settings=settings, cache=cache)
     p50 = side_by_side({"dense": base.artifact, "pruned": pr.artifact}, model.input_shape, rounds, seconds)
-    rep.check("digits-resnet18 structured pruning MACs kept", pr.metrics.macs / base.metrics.macs, 0.5,
-              f"sparsity {sparsity:.3f}: {base.metrics.macs:,} -> {pr.metrics.macs:,} MACs", higher_is_better=False)
+    ratio = pr.metrics.macs / base.metrics.macs  # counted on the two ONNX artifacts
+    rep.check("digits-resnet18 structured pruning halves the MACs (|kept - 0.5|)", abs(ratio - 0.5), 0.01,
+              f"sparsity {sparsity:.3f}: {base.metrics.macs:,} -> {pr.metrics.macs:,} MACs ({ratio:.3f} kept)",
+              higher_is_better=False)
     rep.check("digits-resnet18 structured (half MACs) speed-up p50", p50["dense"] / p50["pruned"], 1.6,
               f"dense {p50['dense']:.3f} ms vs pruned {p50['pruned']:.3f} ms; accuracy "
               f"{base.metrics.accuracy:.2%} -> {pr.metrics.accuracy:.2%} (no fine-tuning)")

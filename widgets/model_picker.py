@@ -72,8 +72,8 @@ class ModelPicker(W.VBox):
         )
         # A file or torchvision model has no labels of its own: the task to score it on.
         self.task_w = W.Dropdown(
-            options=[("none: agreement only", ""), (DIGITS.name, DIGITS.name)],
-            description="task",
+            options=[("none (agreement only)", ""), (DIGITS.name, DIGITS.name)],
+            description="file's task",
             tooltip="the labelled test split a file's outputs mean (not for samples)",
         )
         self.load_w = W.Button(description="Load", icon="folder-open")

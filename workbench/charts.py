@@ -291,9 +291,10 @@ def sensitivity_chart(rows: Iterable[Mapping[str, Any]]) -> alt.Chart:
     """A bar per layer: the accuracy lost when only that layer is compressed.
 
     Args:
-        rows: dicts with ``layer`` (name), ``accuracy`` (a fraction 0..1) and ``drop``
-            (accuracy points lost against the baseline); other keys are shown in the
-            tooltip. The most sensitive layer is on top.
+        rows: dicts with ``layer`` (name), ``accuracy`` and ``drop`` (both fractions
+            0..1, as ``workbench.compress.layer_sensitivity`` returns them; the chart
+            shows the drop in accuracy points); other keys are shown in the tooltip.
+            The most sensitive layer is on top.
     """
     data = pd.DataFrame(list(rows))
     for column in ("layer", "accuracy", "drop"):
@@ -303,17 +304,18 @@ def sensitivity_chart(rows: Iterable[Mapping[str, Any]]) -> alt.Chart:
                 "pass dicts with layer, accuracy and drop",
             )
     extra = [c for c in data.columns if c not in ("layer", "accuracy", "drop")]
+    data["drop_points"] = data["drop"].astype(float) * 100
     tooltip = [
         alt.Tooltip("layer:N", title="layer"),
         alt.Tooltip("accuracy:Q", title="accuracy", format=".2%"),
-        alt.Tooltip("drop:Q", title="drop (points)", format=".2f"),
+        alt.Tooltip("drop_points:Q", title="drop (points)", format=".2f"),
         *[alt.Tooltip(f"{c}:N", title=c) for c in extra],
     ]
     return (
         alt.Chart(data)
         .mark_bar(color="#d62728")
         .encode(
-            x=alt.X("drop:Q", title="accuracy drop (points, larger = more sensitive)"),
+            x=alt.X("drop_points:Q", title="accuracy drop (points, larger = more sensitive)"),
             y=alt.Y("layer:N", title="layer", sort="-x"),
             tooltip=tooltip,
         )

@@ -89,9 +89,19 @@ class PruneConfig(StepConfig):
     scope: str = "global"  # "global": one threshold for all layers; "layer": each layer alone
     keep_first_last: bool = True  # leave the first and last prunable layers dense
     exclude: tuple[str, ...] = ()  # module names never pruned (as in model.named_modules())
+    # Structured only: channels kept per layer are rounded to a multiple of this. ONNX
+    # Runtime's convolutions run far slower on odd channel counts (measured on
+    # digits-resnet18 at half the MACs: 1.25 ms with counts like 37 and 77, 0.50 ms with
+    # multiples of 8, 0.97 ms dense); 1 keeps the exact counts.
+    round_to: int = 8
 
     def __post_init__(self) -> None:
         _choice("pruning method", self.method, PRUNE_METHODS)
+        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
+            raise WorkbenchError(
+                f"round_to {self.round_to!r} is not a whole number >= 1",
+                "use 8 (or 16) for SIMD-friendly channel counts, or 1 for exact counts",
+            )
         _choice("pruning scope", self.scope, PRUNE_SCOPES)
         if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)):
             raise WorkbenchError(f"sparsity {self.sparsity!r} is not a number", "use a number from 0 to 0.95")
@@ -105,7 +115,14 @@ class PruneConfig(StepConfig):
 
     def label(self) -> str:
         scope = "" if self.scope == "global" else "-layer"
-        return f"prune-{self.method}{scope}-{self.sparsity:g}"
+        label = f"prune-{self.method}{scope}-{self.sparsity:g}"
+        if not self.keep_first_last:
+            label += "-all"
+        if self.exclude:
+            label += "-keep(" + ",".join(self.exclude) + ")"
+        if self.method == "structured" and self.round_to != 8:
+            label += f"-round{self.round_to}"
+        return label
 
 
 @dataclass(frozen=True)

@@ -140,13 +140,16 @@ def test_default_y_falls_back_to_agreement_without_labels():
 
 def test_sensitivity_chart_sorts_layers_by_drop():
     rows = [
-        {"layer": "conv1", "accuracy": 0.96, "drop": 1.0, "sparsity": 0.5},
-        {"layer": "fc", "accuracy": 0.90, "drop": 7.0, "sparsity": 0.5},
+        {"layer": "conv1", "accuracy": 0.96, "drop": 0.01, "sparsity": 0.5},
+        {"layer": "fc", "accuracy": 0.90, "drop": 0.07, "sparsity": 0.5},
     ]
     spec = charts.sensitivity_chart(rows).to_dict()
     assert spec["mark"]["type"] == "bar"
     assert spec["encoding"]["y"]["sort"] == "-x"
-    assert spec["encoding"]["x"]["field"] == "drop"
+    # layer_sensitivity gives fractions; the chart shows points.
+    assert spec["encoding"]["x"]["field"] == "drop_points"
+    values = next(iter(spec["datasets"].values()))
+    assert [round(v["drop_points"], 9) for v in values] == [1.0, 7.0]
     assert "sparsity" in [t["field"] for t in spec["encoding"]["tooltip"]]
     with pytest.raises(WorkbenchError, match="'drop'"):
         charts.sensitivity_chart([{"layer": "a", "accuracy": 0.9}])

@@ -35,6 +35,7 @@ def test_recipe_round_trips_and_names():
     assert r.name == "prune-unstructured-0.5+int8-minmax-pc"
     assert QuantizeConfig(activation_type="int8", keep_float=("Gemm",)).label() == "int8-minmax-pc-aint8-float(Gemm)"
     assert QuantizeConfig(scheme="dynamic").label() == "int8-dynamic-pc"
+    assert PruneConfig(sparsity=0.8, keep_first_last=False, exclude=("fc",)).label() == "prune-unstructured-0.8-all-keep(fc)"
     assert Recipe().name == "baseline" and Recipe().is_baseline
     assert r.digest() == Recipe.from_dict(r.to_dict()).digest()
     assert r.digest() != Recipe.of(PruneConfig(sparsity=0.6), QuantizeConfig()).digest()

@@ -69,6 +69,7 @@ import onnx
 from onnx import TensorProto
 
 from workbench.errors import WorkbenchError
+from workbench.measure.artifact import sort_topologically
 from workbench.recipe import QuantizeConfig
 
 __all__ = ["CALIBRATION_BATCH", "INT8_EXTRA_OPTIONS", "QuantizeReport", "quantize"]
@@ -472,6 +473,8 @@ def _fp16(work: _Work, calibration: np.ndarray | None) -> tuple[dict, Callable]:
         op_block_list=op_block,
         node_block_list=list(work.exclude_names),
     )
+    # The converter appends its Cast nodes after the nodes that read them.
+    sort_topologically(model.graph)
     onnx.save(model, str(work.out))
     settings = {
         "converter": "onnxruntime.transformers.float16.convert_float_to_float16",

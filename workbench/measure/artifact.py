@@ -23,7 +23,7 @@ from workbench.errors import WorkbenchError
 if TYPE_CHECKING:  # onnx is imported inside the functions: see _load_onnx
     import onnx
 
-__all__ = ["GraphStats", "file_sizes", "graph_stats"]
+__all__ = ["GraphStats", "file_sizes", "graph_stats", "sort_topologically"]
 
 _CHUNK = 1 << 20  # compress in 1 MiB pieces so a large artifact is never held twice
 
@@ -219,6 +219,35 @@ def _count_nonzero(values: np.ndarray, zp: np.ndarray | None, axis: int) -> int:
     return int(np.count_nonzero(values))  # blocked zero-points: count against 0
 
 
+def sort_topologically(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph``'s nodes so each comes after the nodes producing its inputs.
+
+    ONNX requires this order, and shape inference depends on it; some converters (e.g.
+    ONNX Runtime's float16 converter, which appends its Cast nodes) do not keep it.
+    Nodes in a cycle or fed by unknown names keep their relative order at the end.
+    """
+    import onnx
+
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            ordered.extend(pending)
+            break
+        for n in ready:
+            available.update(n.output)
+        ordered.extend(ready)
+        ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ids]
+    copies = [onnx.NodeProto() for _ in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
 def _count_macs(model: onnx.ModelProto) -> tuple[dict[str, int], list[str]]:
     """MACs per op type of a batch-1 inference, and the compute nodes left uncounted."""
     import onnx
@@ -226,6 +255,10 @@ def _count_macs(model: onnx.ModelProto) -> tuple[dict[str, int], list[str]]:
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     # Shape inference needs concrete sizes: a symbolic (batch) dimension becomes 1.
+    # Stored value_info keeps the symbolic dimension (converters such as float16 leave
+    # it there), so it is dropped and inferred afresh from the fixed input.
+    del fixed.graph.value_info[:]
+    sort_topologically(fixed.graph)
     for inp in fixed.graph.input:
         for dim in inp.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):

@@ -205,7 +205,7 @@ def test_structured_never_skips_a_layer_and_macs_fall_with_sparsity(scope):
     ratios = []
     for sparsity in (0.3, 0.6, 0.9, 0.95):
         m = tiny()
-        report = prune_(m, PruneConfig(method="structured", sparsity=sparsity, scope=scope), X8)
+        report = prune_(m, PruneConfig(method="structured", sparsity=sparsity, scope=scope, round_to=1), X8)
         ratios.append(report.macs_ratio)
         assert m(X8).shape == (2, 10)
     assert ratios == sorted(ratios, reverse=True) and len(set(ratios)) == 4
@@ -237,7 +237,7 @@ def test_structured_torchvision_models_stay_runnable_and_exportable(arch, tmp_pa
     first, last = report.layers[0], report.layers[-1]
     assert first.out_channels_after == first.out_channels_before  # stem kept
     assert last.out_channels_after == 10  # classes kept
-    assert report.achieved_sparsity == pytest.approx(0.5, abs=1e-3)
+    assert report.achieved_sparsity == pytest.approx(0.5, abs=0.01)
     coupled = {n for n, why in report.kept_dense.items() if why == "coupled"}
     # Layers whose outputs are tied to the kept stem: ResNet's residual adds in layer1,
     # MobileNetV2's first depthwise conv.
@@ -266,7 +266,7 @@ def test_structured_global_at_high_sparsity_wipes_out_no_layer():
     for r in report.layers:
         assert r.out_channels_after >= int(r.out_channels_before * 0.05)
     assert m(X32).shape == (1, 10)
-    assert report.achieved_sparsity == pytest.approx(0.9, abs=1e-3)
+    assert report.achieved_sparsity == pytest.approx(0.9, abs=0.01)
     assert any("capped" in note for note in report.notes)  # the cap did bind somewhere
 
 
@@ -293,10 +293,11 @@ def test_search_structured_sparsity_halves_the_macs_of_resnet18():
 
 
 def test_structured_sparsity_for_macs_takes_a_factory_and_returns_the_sparsity():
-    sparsity = structured_sparsity_for_macs(tiny, X8, 0.6, 0.02)
+    exact = PruneConfig(method="structured", round_to=1)  # 16-channel layers: no rounding
+    sparsity = structured_sparsity_for_macs(tiny, X8, 0.6, 0.02, config=exact)
     m = tiny()
     before = tp.utils.count_ops_and_params(m, X8)[0]
-    prune_(m, PruneConfig(method="structured", sparsity=sparsity), X8)
+    prune_(m, PruneConfig(method="structured", sparsity=sparsity, round_to=1), X8)
     after = tp.utils.count_ops_and_params(m, X8)[0]
     assert isinstance(sparsity, float)
     assert after / before == pytest.approx(0.6, abs=0.02)
@@ -351,3 +352,17 @@ def test_layer_sensitivity_structured_skips_the_classifier_and_needs_an_input():
 def test_layer_sensitivity_rejects_unknown_layers():
     with pytest.raises(WorkbenchError, match="'head.9'"):
         layer_sensitivity(tiny(), lambda _: 1.0, layers=["head.9"])
+
+
+def test_structured_rounds_kept_channels_to_simd_friendly_counts():
+    """ONNX Runtime's convolutions are much slower on odd channel counts (see round_to)."""
+    import torchvision
+
+    m = torchvision.models.resnet18(num_classes=10).eval()
+    report = prune_(m, PruneConfig(method="structured", sparsity=0.33), X32)
+    counts = [mod.out_channels for mod in m.modules() if isinstance(mod, nn.Conv2d)]
+    assert all(c % 8 == 0 for c in counts), counts
+    assert report.macs_after < 0.75 * report.macs_before
+    exact = torchvision.models.resnet18(num_classes=10).eval()
+    prune_(exact, PruneConfig(method="structured", sparsity=0.33, round_to=1), X32)
+    assert any(mod.out_channels % 8 for mod in exact.modules() if isinstance(mod, nn.Conv2d))

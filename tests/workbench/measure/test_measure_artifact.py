@@ -204,3 +204,21 @@ def test_missing_file(tmp_path):
         file_sizes(tmp_path / "nope.onnx")
     with pytest.raises(WorkbenchError, match="no artifact file"):
         graph_stats(tmp_path / "nope.onnx")
+
+
+def test_macs_are_counted_on_an_unsorted_fp16_graph(tmp_path):
+    """ONNX Runtime's float16 converter appends Cast nodes; counting must not give up."""
+    import onnx
+    import torch
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from workbench.onnx_export import export_onnx
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 10)).eval()
+    export_onnx(module, (1, 1, 8, 8), tmp_path / "f.onnx")
+    half = convert_float_to_float16(onnx.load(str(tmp_path / "f.onnx")), keep_io_types=True)
+    assert half.graph.node[-1].op_type == "Cast"  # the converter's order, not topological
+    onnx.save(half, str(tmp_path / "h.onnx"))
+    expected = 4 * 36 * 9 + 144 * 10
+    assert graph_stats(tmp_path / "f.onnx").macs == expected
+    assert graph_stats(tmp_path / "h.onnx").macs == expected
