@@ -47,6 +47,16 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
 class Cache:
     """Variants stored by key under ``root`` (default: :func:`default_cache_dir`)."""
 
@@ -70,8 +80,9 @@ class Cache:
             artifact = entry / ARTIFACT_FILE
             if sha256_file(artifact) != record["artifact_sha256"]:
                 raise ValueError("artifact does not match its recorded sha256")
-            if not (entry / PREDICTIONS_FILE).is_file():
-                raise ValueError("predictions are missing")
+            # Later variants read these predictions for their agreement figure.
+            if sha256_file(entry / PREDICTIONS_FILE) != record["predictions_sha256"]:
+                raise ValueError("predictions do not match their recorded sha256")
         except Exception as exc:  # noqa: BLE001 - any damage means: rebuild
             log.warning("ignoring damaged cache entry %s (%s); it will be rebuilt", entry, exc)
             shutil.rmtree(entry, ignore_errors=True)
@@ -90,7 +101,10 @@ class Cache:
         :meth:`write_result` on the scratch folder.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=self.root))
+        self._clear_abandoned_builds()
+        # The builder's pid in the name lets a later run tell an abandoned build (its
+        # process was killed) from one in progress in another process.
+        scratch = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-{os.getpid()}-", dir=self.root))
         try:
             yield scratch
             final = self.entry_dir(key)
@@ -104,11 +118,18 @@ class Cache:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def _clear_abandoned_builds(self) -> None:
+        for scratch in self.root.glob(".build-*-*-*"):
+            pid = scratch.name.split("-")[2]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                shutil.rmtree(scratch, ignore_errors=True)
+
     @staticmethod
     def write_result(scratch: Path, result: Result) -> None:
         record = {
             "result": result.to_dict(),
             "artifact_sha256": sha256_file(scratch / ARTIFACT_FILE),
+            "predictions_sha256": sha256_file(scratch / PREDICTIONS_FILE),
         }
         (scratch / RESULT_FILE).write_text(json.dumps(record, indent=1))
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
+import threading
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +37,13 @@ def _shape(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.replace("x", ",").split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape such as 1,3,224,224") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a malformed command line gets one line (exit status 2), not the usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}. run `{self.prog} --help` for the options\n")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -64,7 +73,7 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description="Compress neural networks for edge devices and measure what each setting costs and buys.")
+    parser = _Parser(prog="workbench", description="Compress neural networks for edge devices and measure what each setting costs and buys.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the models the registry knows")
@@ -267,6 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for bad input)."""
     args = build_parser().parse_args(argv)
     scratch: list[Path] = []
+    on_term = None
+    if threading.current_thread() is threading.main_thread():
+        # `kill` (SIGTERM) would end Python without running the clean-up below and in
+        # the cache: treat it as Ctrl-C, so no half-built entry or temp folder is left.
+        on_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if args.command == "models":
             return _cmd_models(args)
@@ -284,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for path in scratch:
             shutil.rmtree(path, ignore_errors=True)
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -65,17 +66,21 @@ def _save_torch_program(model: Any, recipe: Recipe, onnx_artifact: Path, dst_dir
         TORCH_STEPS[type(step)](module, step, model)
     module.eval()
     example = model.example_input()
-    try:
-        program = torch.export.export(module, (example,))
-        path = dst_dir / "model.pt2"
-        torch.export.save(program, str(path))
-        loaded = torch.export.load(str(path)).module()
-        fmt = "torch.export"
-    except Exception:  # noqa: BLE001 - fall back to TorchScript for untraceable graphs
-        path = dst_dir / "model.torchscript.pt"
-        torch.jit.save(torch.jit.trace(module, example), str(path))
-        loaded = torch.jit.load(str(path))
-        fmt = "torchscript"
+    # torch.jit warns that it is deprecated on every call: noise under the CLI's output,
+    # and the fallback is chosen on purpose.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.export.export(module, (example,))
+            path = dst_dir / "model.pt2"
+            torch.export.save(program, str(path))
+            loaded = torch.export.load(str(path)).module()
+            fmt = "torch.export"
+        except Exception:  # noqa: BLE001 - fall back to TorchScript for untraceable graphs
+            path = dst_dir / "model.torchscript.pt"
+            torch.jit.save(torch.jit.trace(module, example), str(path))
+            loaded = torch.jit.load(str(path))
+            fmt = "torchscript"
     with torch.no_grad():
         ours = loaded(example).numpy()
     theirs = measure.predict(onnx_artifact, example.numpy())

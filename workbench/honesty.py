@@ -52,6 +52,8 @@ def honesty_warnings(
     census: ConvCensus,
     int8_dot_product: bool,
     max_accuracy_drop: float,
+    *,
+    float_reference: Metrics | None = None,
 ) -> tuple[str, ...]:
     """The warnings that apply to a measured variant.
 
@@ -62,6 +64,9 @@ def honesty_warnings(
         census: the float model's convolutions.
         int8_dot_product: whether this CPU has VNNI (x86) or dot-product (Arm) instructions.
         max_accuracy_drop: accuracy points that may be lost before a warning.
+        float_reference: what was measured on the recipe's PyTorch steps alone (the
+            variant before quantization) when it has any; otherwise the baseline is
+            the float version a quantized variant is compared with.
     """
     out: list[str] = []
     prune = recipe.get("prune")
@@ -100,12 +105,15 @@ def honesty_warnings(
             "cover channels whose weight ranges differ widely, which usually costs accuracy. "
             "Use per-channel quantization."
         )
-    if isinstance(quant, QuantizeConfig) and baseline is not None:
-        ratio = metrics.latency.p50 / baseline.latency.p50
+    reference = float_reference or baseline
+    if isinstance(quant, QuantizeConfig) and reference is not None:
+        ratio = metrics.latency.p50 / reference.latency.p50
+        float_steps = "+".join(s.label() for s in recipe.torch_steps())
+        versus = f"its float version ({float_steps})" if float_reference else "the float baseline"
         if ratio > SLOWER_MARGIN:
             out.append(
-                f"This {quant.label()} variant measured slower than the float baseline: "
-                f"p50 {metrics.latency.p50:.3f} ms vs {baseline.latency.p50:.3f} ms "
+                f"This {quant.label()} variant measured slower than {versus}: "
+                f"p50 {metrics.latency.p50:.3f} ms vs {reference.latency.p50:.3f} ms "
                 f"({ratio:.2f}x). Quantization pays off only where the runtime has fast "
                 "kernels for the quantized operators."
             )

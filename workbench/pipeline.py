@@ -28,10 +28,10 @@ from workbench.honesty import conv_census, honesty_warnings
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe, StepConfig
 from workbench.results import Metrics, Result
 
-__all__ = ["MeasureSettings", "evaluate", "evaluation_inputs", "variant_key"]
+__all__ = ["MeasureSettings", "check_applicable", "evaluate", "evaluation_inputs", "variant_key"]
 
 # Bump when a change to the pipeline changes what a cached number would be.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2  # 2: predictions one input at a time; slower-than-float vs the float variant
 # One timing at a time in this process: a sweep in the background and the panel's
 # current variant would otherwise share the cores and disturb each other's latency.
 _MEASURE_LOCK = threading.Lock()
@@ -139,6 +139,20 @@ TORCH_STEPS: dict[type, Callable[..., dict]] = {PruneConfig: _prune_step}
 ONNX_STEPS: dict[type, Callable[..., dict]] = {QuantizeConfig: _quantize_step}
 
 
+def check_applicable(model: Any, recipe: Recipe) -> None:
+    """Raise WorkbenchError when ``recipe`` cannot be applied to ``model`` at all.
+
+    Checked before anything is built or measured, so a sweep or an evaluation that
+    cannot succeed fails at once.
+    """
+    if model.module is None and recipe.torch_steps():
+        raise WorkbenchError(
+            f"{model.name} is an ONNX file, and pruning needs the PyTorch model",
+            "load the PyTorch model (a sample, torchvision:<arch>, TorchScript, .pt2 or a "
+            "state_dict with --arch), or use quantization only",
+        )
+
+
 def _build_artifact(model: Any, recipe: Recipe, work: Path, parity_inputs: np.ndarray) -> tuple[Path, float | None, Path]:
     """Apply the recipe; returns the artifact, the export parity and the float ONNX file."""
     float_onnx = work / "float.onnx"
@@ -151,12 +165,6 @@ def _build_artifact(model: Any, recipe: Recipe, work: Path, parity_inputs: np.nd
             TORCH_STEPS[type(step)](module, step, model)
         parity = export_onnx(module, model.input_shape, float_onnx, parity_inputs=parity_inputs).max_abs_diff
     else:
-        if recipe.torch_steps():
-            raise WorkbenchError(
-                f"{model.name} is an ONNX file, and pruning needs the PyTorch model",
-                "load the PyTorch model (a sample, torchvision:<arch>, TorchScript, .pt2 or a "
-                "state_dict with --arch), or use quantization only",
-            )
         shutil.copyfile(model.onnx_path, float_onnx)
     artifact = work / ARTIFACT_FILE
     src = float_onnx
@@ -193,18 +201,27 @@ def evaluate(
     recipe = recipe or Recipe()
     settings = settings or MeasureSettings()
     cache = cache or Cache()
+    check_applicable(model, recipe)
     key = variant_key(model, recipe, settings)
     hit = cache.get(key)
     if hit is not None:
         return hit
 
     baseline = None if recipe.is_baseline else evaluate(model, Recipe(), settings=settings, cache=cache)
+    # "Slower than float" compares a quantized variant with the same model in float:
+    # pruned the same way, else the baseline.
+    float_reference = None
+    if recipe.onnx_steps() and recipe.torch_steps():
+        float_reference = evaluate(model, Recipe(recipe.torch_steps()), settings=settings, cache=cache).metrics
     inputs, labels, basis = evaluation_inputs(model)
     with cache.building(key) as work:
         artifact, parity, float_onnx = _build_artifact(model, recipe, work, inputs[:16])
         census = conv_census(float_onnx)
         float_onnx.unlink()
-        logits = measure.predict(artifact, inputs)
+        # One input at a time, as the latency is measured and a device runs it: dynamic
+        # quantization scales activations over the whole batch it is given, so a batched
+        # run would measure predictions the batch-1 artifact never makes.
+        logits = measure.predict(artifact, inputs, batch_size=1)
         preds = np.argmax(logits.reshape(len(inputs), -1), axis=1)
         np.save(work / PREDICTIONS_FILE, preds)
         base_preds = preds if baseline is None else np.load(cache.predictions_path(baseline.key))
@@ -236,6 +253,7 @@ def evaluate(
         warnings = honesty_warnings(
             recipe, metrics, baseline.metrics if baseline else None, census,
             measure.has_int8_dot_product(), settings.max_accuracy_drop,
+            float_reference=float_reference,
         )
         result = Result(model.name, recipe, artifact, metrics, warnings, key)
         Cache.write_result(work, result)

@@ -89,7 +89,8 @@ class PruneConfig(StepConfig):
     scope: str = "global"  # "global": one threshold for all layers; "layer": each layer alone
     keep_first_last: bool = True  # leave the first and last prunable layers dense
     exclude: tuple[str, ...] = ()  # module names never pruned (as in model.named_modules())
-    # Structured only: channels kept per layer are rounded to a multiple of this. ONNX
+    # Structured only: channels kept per layer (layers of >= 8 * round_to channels) are
+    # rounded to a multiple of this. ONNX
     # Runtime's convolutions run far slower on odd channel counts (measured on
     # digits-resnet18 at half the MACs: 1.25 ms with counts like 37 and 77, 0.50 ms with
     # multiples of 8, 0.97 ms dense); 1 keeps the exact counts.

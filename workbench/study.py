@@ -17,7 +17,7 @@ import pandas as pd
 
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
-from workbench.pipeline import MeasureSettings, evaluate
+from workbench.pipeline import MeasureSettings, check_applicable, evaluate
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
 from workbench.results import Result
 
@@ -236,6 +236,8 @@ def sweep(
         todo.insert(0, Recipe())
     else:
         todo.insert(0, todo.pop(todo.index(Recipe())))
+    for recipe in todo:  # refuse the whole grid before measuring any of it
+        check_applicable(model, recipe)
     study = Study(model.name, model_info=model.describe())
     for recipe in tqdm(todo, desc=f"sweep {model.name}", unit="variant", disable=not progress):
         if cancel is not None and cancel.is_set():

@@ -144,3 +144,45 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "workbench"
     proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "evaluate" in proc.stdout and "sweep" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("evaluate", "digits-cnn", "--quantize", "int9"),
+        ("evaluate", "digits-cnn", "--input-shape", "abc"),
+        ("sweep", "digits-cnn", "--sparsity", "a,b", "--out", "s.json"),
+        ("evaluate", "digits-cnn", "--no-such-option"),
+    ],
+)
+def test_malformed_arguments_exit_2_with_one_line(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 1, err
+    assert lines[0].startswith("workbench") and ": error: " in lines[0] and "--help" in lines[0]
+
+
+@pytest.mark.slow
+def test_a_terminated_sweep_leaves_no_half_built_entry(tmp_path):
+    import os
+    import signal
+    import time
+
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "sweep", "digits-cnn", "--sparsity", "0.3,0.4,0.6",
+         "--out", str(tmp_path / "s.json"), "--cache-dir", str(cache), *FAST],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(cache.glob(".build-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before a build could be interrupted"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err.strip().splitlines()[-1]
+    assert not list(cache.glob(".build-*")), "a half-built entry was left in the cache"

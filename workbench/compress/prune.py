@@ -36,8 +36,9 @@ Structured choices, and why:
   first, but no layer loses more than ``s + (1 - s) / 2`` of its channels (it keeps at
   least half the fraction the request keeps on average) and every layer keeps at least
   one. Layer scope removes ``round(s * C)`` channels of each group (keeping >= 1).
-- Then each layer's kept channels are rounded to the nearest multiple of
-  ``PruneConfig.round_to`` (8 by default; 1 keeps the exact counts). ONNX Runtime's
+- Then the kept channels of each layer at least ``8 * round_to`` wide are rounded to
+  the nearest multiple of ``PruneConfig.round_to`` (8 by default; 1 keeps the exact
+  counts; narrower layers keep exact counts, where rounding would be too coarse). ONNX Runtime's
   CPU convolutions accept any count but run far slower on odd ones (see the comment on
   ``round_to`` for the measurement), so the achieved sparsity is near, not exactly, the
   request; the report gives the achieved figure.
@@ -418,8 +419,10 @@ def _prune_structured(
     if config.round_to > 1:
         # Keep a multiple of round_to channels per layer (the nearest, at least one
         # multiple); the lowest-importance channels of the group are the ones removed.
+        # Layers narrower than 8 * round_to keep exact counts: there a step of round_to
+        # would be over 1/8 of the layer, and a slider move would change nothing.
         for g, (_, _, channels, imp, cap) in enumerate(records):
-            if channels <= config.round_to or not chosen[g]:
+            if channels < 8 * config.round_to or not chosen[g]:
                 continue
             kept = channels - len(chosen[g])
             kept = max(config.round_to, int(round(kept / config.round_to)) * config.round_to)

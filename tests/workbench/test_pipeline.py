@@ -1,0 +1,102 @@
+"""evaluate(): figures as a batch-1 deployment sees them, fair comparisons, early refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from workbench import pipeline
+from workbench.cache import Cache
+from workbench.errors import WorkbenchError
+from workbench.honesty import ConvCensus, honesty_warnings
+from workbench.pipeline import evaluate, evaluation_inputs
+from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
+from workbench.results import LatencyStats, MemoryStats, Metrics
+from workbench.study import sweep
+
+
+class _HeavyTailed(nn.Module):
+    """exp() makes a few huge activations, so a scale computed over a batch differs from a row's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(64, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):  # noqa: D102
+        return self.fc2(torch.relu(self.fc1(torch.exp(3 * x.flatten(1)))))
+
+
+@pytest.fixture(scope="module")
+def heavy_onnx(tmp_path_factory):
+    from workbench.models import load_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("heavy") / "heavy.onnx"
+    torch.onnx.export(
+        _HeavyTailed().eval(), (torch.randn(1, 1, 8, 8),), str(path),
+        input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False,
+    )
+    return load_model(path)
+
+
+def _one_by_one(path, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.array([sess.run(None, {name: x[i : i + 1]})[0].argmax() for i in range(len(x))])
+
+
+def test_predictions_are_those_of_batch_one_inference(heavy_onnx, tmp_path, quick):
+    # Dynamic quantization scales activations over the whole batch it is given, so a
+    # batched evaluation measures a model that a batch-1 deployment never runs.
+    cache = Cache(tmp_path)
+    r = evaluate(heavy_onnx, Recipe.of(quantize=QuantizeConfig(scheme="dynamic")), settings=quick, cache=cache)
+    base = evaluate(heavy_onnx, settings=quick, cache=cache)
+    x, _, _ = evaluation_inputs(heavy_onnx)
+    ours = _one_by_one(r.artifact, x)
+    batched = ort.InferenceSession(str(r.artifact), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0].argmax(1)
+    assert (ours != batched).any(), "the model no longer shows the batch dependence this test needs"
+    np.testing.assert_array_equal(np.load(cache.predictions_path(r.key)), ours)
+    assert r.metrics.agreement == pytest.approx(np.mean(ours == _one_by_one(base.artifact, x)))
+
+
+def test_pruning_an_onnx_file_is_refused_before_anything_is_measured(heavy_onnx, tmp_path, quick):
+    cache = Cache(tmp_path)
+    with pytest.raises(WorkbenchError, match="pruning needs the PyTorch model"):
+        evaluate(heavy_onnx, Recipe.of(PruneConfig()), settings=quick, cache=cache)
+    with pytest.raises(WorkbenchError, match="pruning needs the PyTorch model"):
+        sweep(heavy_onnx, [Recipe(), Recipe.of(PruneConfig())], settings=quick, cache=cache, progress=False)
+    assert not list(tmp_path.rglob("*.onnx")), "a baseline was measured before the refusal"
+
+
+def _metrics(p50: float) -> Metrics:
+    lat = LatencyStats(p50, p50, p50, p50, p50, p50, 10, 1, 1)
+    return Metrics(0.98, 1.0, "x", 10, 5, 10, 10, 10, lat, MemoryStats(1, 1, 1))
+
+
+def test_quantized_variant_is_compared_with_its_own_float_version():
+    recipe = Recipe.of(PruneConfig(method="structured"), QuantizeConfig())
+    # Faster than the unpruned baseline (1.0 ms) but slower than the pruned float model (0.5 ms).
+    warnings = honesty_warnings(recipe, _metrics(0.8), _metrics(1.0), ConvCensus(3, 0), True, 1.0,
+                                float_reference=_metrics(0.5))
+    assert any("slower than its float version" in w and "0.800 ms vs 0.500 ms (1.60x)" in w for w in warnings)
+    assert not honesty_warnings(recipe, _metrics(0.4), _metrics(1.0), ConvCensus(3, 0), True, 1.0,
+                                float_reference=_metrics(0.5))
+
+
+def test_evaluate_passes_the_float_version_of_a_pruned_quantized_recipe(cnn, session_cache, quick, monkeypatch):
+    prune = PruneConfig(sparsity=0.45)  # a variant no other test caches
+    seen = {}
+    real = pipeline.honesty_warnings
+
+    def spy(recipe, metrics, baseline, census, dot, drop, *, float_reference=None):
+        seen[recipe.name] = float_reference
+        return real(recipe, metrics, baseline, census, dot, drop, float_reference=float_reference)
+
+    monkeypatch.setattr(pipeline, "honesty_warnings", spy)
+    evaluate(cnn, Recipe.of(prune, QuantizeConfig()), settings=quick, cache=session_cache)
+    pruned = evaluate(cnn, Recipe.of(prune), settings=quick, cache=session_cache)
+    assert seen[Recipe.of(prune, QuantizeConfig()).name] == pruned.metrics
