@@ -21,19 +21,23 @@ from pathlib import Path
 from workbench import measure
 from workbench.cache import Cache
 from workbench.compress import structured_sparsity_for_macs
-from workbench.pipeline import MeasureSettings, evaluate
 from workbench.models import load_model
+from workbench.pipeline import MeasureSettings, evaluate
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
 
 INT8 = QuantizeConfig(scheme="int8", per_channel=True, calibration="minmax")
 
 
-def side_by_side(paths: dict[str, Path], input_shape, rounds: int, seconds: float) -> dict[str, float]:
+def side_by_side(
+    paths: dict[str, Path], input_shape, rounds: int, seconds: float
+) -> dict[str, float]:
     """Median over interleaved rounds of each artifact's p50 latency, in ms."""
     p50s: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(rounds):
         for name, path in paths.items():
-            stats = measure.measure_latency(path, input_shape, threads=1, warmup=5, min_runs=20, min_seconds=seconds)
+            stats = measure.measure_latency(
+                path, input_shape, threads=1, warmup=5, min_runs=20, min_seconds=seconds
+            )
             p50s[name].append(stats.p50)
     return {k: statistics.median(v) for k, v in p50s.items()}
 
@@ -42,24 +46,45 @@ class Report:
     def __init__(self) -> None:
         self.rows: list[dict] = []
 
-    def check(self, target: str, measured: float, floor: float, detail: str, higher_is_better: bool = True) -> None:
+    def check(
+        self, target: str, measured: float, floor: float, detail: str, higher_is_better: bool = True
+    ) -> None:
         ok = measured >= floor if higher_is_better else measured <= floor
-        self.rows.append({"target": target, "measured": measured, "required": floor, "ok": ok, "detail": detail})
+        self.rows.append(
+            {"target": target, "measured": measured, "required": floor, "ok": ok, "detail": detail}
+        )
         sign = ">=" if higher_is_better else "<="
-        print(f"[{'PASS' if ok else 'MISS'}] {target}: {measured:.3g} (required {sign} {floor:g}) -- {detail}", flush=True)
+        print(
+            f"[{'PASS' if ok else 'MISS'}] {target}: {measured:.3g} (required {sign} {floor:g}) -- {detail}",
+            flush=True,
+        )
 
 
-def bench_torchvision_int8(rep: Report, cache: Cache, settings: MeasureSettings, rounds: int, seconds: float) -> None:
+def bench_torchvision_int8(
+    rep: Report, cache: Cache, settings: MeasureSettings, rounds: int, seconds: float
+) -> None:
     for arch in ("resnet18", "mobilenet_v2"):
-        model = load_model(f"torchvision:{arch}", pretrained=False)  # random weights serve for speed and size
+        model = load_model(
+            f"torchvision:{arch}", pretrained=False
+        )  # random weights serve for speed and size
         base = evaluate(model, settings=settings, cache=cache)
         q = evaluate(model, Recipe.of(quantize=INT8), settings=settings, cache=cache)
-        p50 = side_by_side({"float": base.artifact, "int8": q.artifact}, model.input_shape, rounds, seconds)
+        p50 = side_by_side(
+            {"float": base.artifact, "int8": q.artifact}, model.input_shape, rounds, seconds
+        )
         size_ratio = base.metrics.size_bytes / q.metrics.size_bytes
-        rep.check(f"{arch} 224x224 int8 size", size_ratio, 3.5,
-                  f"float {base.metrics.size_bytes:,} B vs int8 {q.metrics.size_bytes:,} B")
-        rep.check(f"{arch} 224x224 int8 speed-up p50", p50["float"] / p50["int8"], 2.0,
-                  f"float {p50['float']:.2f} ms vs int8 {p50['int8']:.2f} ms (median of {rounds} interleaved rounds)")
+        rep.check(
+            f"{arch} 224x224 int8 size",
+            size_ratio,
+            3.5,
+            f"float {base.metrics.size_bytes:,} B vs int8 {q.metrics.size_bytes:,} B",
+        )
+        rep.check(
+            f"{arch} 224x224 int8 speed-up p50",
+            p50["float"] / p50["int8"],
+            2.0,
+            f"float {p50['float']:.2f} ms vs int8 {p50['int8']:.2f} ms (median of {rounds} interleaved rounds)",
+        )
 
 
 def bench_digits_accuracy(rep: Report, cache: Cache, settings: MeasureSettings) -> None:
@@ -68,34 +93,63 @@ def bench_digits_accuracy(rep: Report, cache: Cache, settings: MeasureSettings) 
         base = evaluate(model, settings=settings, cache=cache)
         q = evaluate(model, Recipe.of(quantize=INT8), settings=settings, cache=cache)
         lost = (base.metrics.accuracy - q.metrics.accuracy) * 100
-        rep.check(f"{name} int8 accuracy lost (points)", lost, 1.0,
-                  f"float {base.metrics.accuracy:.2%} vs int8 {q.metrics.accuracy:.2%}", higher_is_better=False)
+        rep.check(
+            f"{name} int8 accuracy lost (points)",
+            lost,
+            1.0,
+            f"float {base.metrics.accuracy:.2%} vs int8 {q.metrics.accuracy:.2%}",
+            higher_is_better=False,
+        )
 
 
-def bench_structured(rep: Report, cache: Cache, settings: MeasureSettings, rounds: int, seconds: float) -> None:
+def bench_structured(
+    rep: Report, cache: Cache, settings: MeasureSettings, rounds: int, seconds: float
+) -> None:
     model = load_model("digits-resnet18")
     sparsity = structured_sparsity_for_macs(model.module, model.example_input(), 0.5)
     base = evaluate(model, settings=settings, cache=cache)
-    pr = evaluate(model, Recipe.of(PruneConfig(method="structured", sparsity=sparsity)), settings=settings, cache=cache)
-    p50 = side_by_side({"dense": base.artifact, "pruned": pr.artifact}, model.input_shape, rounds, seconds)
+    pr = evaluate(
+        model,
+        Recipe.of(PruneConfig(method="structured", sparsity=sparsity)),
+        settings=settings,
+        cache=cache,
+    )
+    p50 = side_by_side(
+        {"dense": base.artifact, "pruned": pr.artifact}, model.input_shape, rounds, seconds
+    )
     ratio = pr.metrics.macs / base.metrics.macs  # counted on the two ONNX artifacts
-    rep.check("digits-resnet18 structured pruning halves the MACs (|kept - 0.5|)", abs(ratio - 0.5), 0.01,
-              f"sparsity {sparsity:.3f}: {base.metrics.macs:,} -> {pr.metrics.macs:,} MACs ({ratio:.3f} kept)",
-              higher_is_better=False)
-    rep.check("digits-resnet18 structured (half MACs) speed-up p50", p50["dense"] / p50["pruned"], 1.6,
-              f"dense {p50['dense']:.3f} ms vs pruned {p50['pruned']:.3f} ms; accuracy "
-              f"{base.metrics.accuracy:.2%} -> {pr.metrics.accuracy:.2%} (no fine-tuning)")
+    rep.check(
+        "digits-resnet18 structured pruning halves the MACs (|kept - 0.5|)",
+        abs(ratio - 0.5),
+        0.01,
+        f"sparsity {sparsity:.3f}: {base.metrics.macs:,} -> {pr.metrics.macs:,} MACs ({ratio:.3f} kept)",
+        higher_is_better=False,
+    )
+    rep.check(
+        "digits-resnet18 structured (half MACs) speed-up p50",
+        p50["dense"] / p50["pruned"],
+        1.6,
+        f"dense {p50['dense']:.3f} ms vs pruned {p50['pruned']:.3f} ms; accuracy "
+        f"{base.metrics.accuracy:.2%} -> {pr.metrics.accuracy:.2%} (no fine-tuning)",
+    )
 
 
 def bench_sparse_int8_compressed(rep: Report, cache: Cache, settings: MeasureSettings) -> None:
     model = load_model("digits-resnet18")
     base = evaluate(model, settings=settings, cache=cache)
-    v = evaluate(model, Recipe.of(PruneConfig(method="unstructured", sparsity=0.8, scope="global"), INT8),
-                 settings=settings, cache=cache)
-    rep.check("digits-resnet18 80% unstructured + int8, compressed size ratio",
-              base.metrics.compressed_bytes / v.metrics.compressed_bytes, 10.0,
-              f"float compressed {base.metrics.compressed_bytes:,} B vs {v.metrics.compressed_bytes:,} B; accuracy "
-              f"{base.metrics.accuracy:.2%} -> {v.metrics.accuracy:.2%}")
+    v = evaluate(
+        model,
+        Recipe.of(PruneConfig(method="unstructured", sparsity=0.8, scope="global"), INT8),
+        settings=settings,
+        cache=cache,
+    )
+    rep.check(
+        "digits-resnet18 80% unstructured + int8, compressed size ratio",
+        base.metrics.compressed_bytes / v.metrics.compressed_bytes,
+        10.0,
+        f"float compressed {base.metrics.compressed_bytes:,} B vs {v.metrics.compressed_bytes:,} B; accuracy "
+        f"{base.metrics.accuracy:.2%} -> {v.metrics.accuracy:.2%}",
+    )
 
 
 def bench_variant_time(rep: Report, settings: MeasureSettings) -> None:
@@ -112,10 +166,20 @@ def bench_variant_time(rep: Report, settings: MeasureSettings) -> None:
             t = time.perf_counter()
             evaluate(model, recipe, settings=settings, cache=cache)
             cached.append(time.perf_counter() - t)
-    rep.check("digits-cnn new variant (prune, export, quantize, measure) seconds", new, 3.0,
-              "default measurement settings, profile included", higher_is_better=False)
-    rep.check("digits-cnn cached variant milliseconds", statistics.median(cached) * 1000, 50.0,
-              "median of 20 cache hits", higher_is_better=False)
+    rep.check(
+        "digits-cnn new variant (prune, export, quantize, measure) seconds",
+        new,
+        3.0,
+        "default measurement settings, profile included",
+        higher_is_better=False,
+    )
+    rep.check(
+        "digits-cnn cached variant milliseconds",
+        statistics.median(cached) * 1000,
+        50.0,
+        "median of 20 cache hits",
+        higher_is_better=False,
+    )
 
 
 def main() -> int:
@@ -128,7 +192,10 @@ def main() -> int:
     args = ap.parse_args()
     settings = MeasureSettings(threads=1)
     env = measure.environment(1)
-    print(f"CPU {env.get('cpu_model')}; int8 dot-product: {measure.has_int8_dot_product()}; 1 thread", flush=True)
+    print(
+        f"CPU {env.get('cpu_model')}; int8 dot-product: {measure.has_int8_dot_product()}; 1 thread",
+        flush=True,
+    )
     rep = Report()
     with tempfile.TemporaryDirectory() as tmp:
         cache = Cache(args.cache_dir or tmp)
@@ -141,7 +208,10 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({"environment": env, "rows": rep.rows}, indent=1))
     missed = [r["target"] for r in rep.rows if not r["ok"]]
-    print(f"\n{len(rep.rows) - len(missed)} of {len(rep.rows)} targets met" + (f"; missed: {missed}" if missed else ""))
+    print(
+        f"\n{len(rep.rows) - len(missed)} of {len(rep.rows)} targets met"
+        + (f"; missed: {missed}" if missed else "")
+    )
     return 1 if missed else 0
 
 

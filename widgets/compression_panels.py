@@ -14,13 +14,13 @@ import ipywidgets as W
 import traitlets as T
 
 from workbench.errors import WorkbenchError
-from workbench.recipe import CALIBRATIONS, INT8_TYPES, PruneConfig, QuantizeConfig
+from workbench.recipe import CALIBRATIONS, INT8_TYPES, FineTuneConfig, PruneConfig, QuantizeConfig
 
 __all__ = ["PruningPanel", "QuantizationPanel"]
 
 # Op types a user most often keeps in float (the first/last layers' ops, or ops whose
 # quantized kernels are slow); free text is accepted too (node names work as well).
-_PRUNE, _QUANT = PruneConfig(), QuantizeConfig()  # the engine's defaults
+_PRUNE, _QUANT, _TUNE = PruneConfig(), QuantizeConfig(), FineTuneConfig()  # the engine's defaults
 
 COMMON_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Relu", "GlobalAveragePool", "Softmax")
 
@@ -37,7 +37,10 @@ class PruningPanel(W.VBox):
         sparsity: fraction removed, 0 to 0.95.
         scope: "global" (one threshold for all layers) or "layer".
         keep_first_last: leave the first and last prunable layers dense.
+        finetune_epochs: epochs of retraining after pruning (0: none).
+        teacher: a model name to distil from while retraining ("" for none).
         config: (read-only) the ``PruneConfig``, or None when method is "none".
+        finetune_config: (read-only) the ``FineTuneConfig``, or None.
         error: (read-only) why the settings make no config, "" when they do.
     """
 
@@ -47,10 +50,13 @@ class PruningPanel(W.VBox):
     scope = T.Unicode(_PRUNE.scope)
     keep_first_last = T.Bool(_PRUNE.keep_first_last)
     exclude = T.Tuple(_PRUNE.exclude)
+    finetune_epochs = T.Int(0)
+    teacher = T.Unicode("")
     config = T.Any(None, read_only=True)
+    finetune_config = T.Any(None, read_only=True)
     error = T.Unicode("", read_only=True)
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, teachers: tuple[str, ...] = (), **kwargs) -> None:
         self.method_w = W.ToggleButtons(
             options=[
                 ("none", "none"),
@@ -82,6 +88,21 @@ class PruningPanel(W.VBox):
             tooltips=["one threshold across all layers", "the same fraction in every layer"],
         )
         self.keep_w = W.Checkbox(description="keep first and last layers dense", indent=False)
+        # Retraining repairs what pruning removed; it costs seconds (digits-cnn) to
+        # minutes (digits-resnet18) per variant, so it is off until asked for.
+        self.epochs_w = W.IntSlider(
+            min=0,
+            max=10,
+            description="fine-tune",
+            readout_format="d",
+            continuous_update=False,
+            tooltip="epochs of retraining on the training part after pruning (0: none)",
+        )
+        self.teacher_w = W.Dropdown(
+            options=[("none", "")] + [(t, t) for t in teachers],
+            description="distil from",
+            tooltip="a larger model whose predictions the pruned model learns from",
+        )
         self._error_w = W.HTML()
         super().__init__(
             children=[
@@ -90,6 +111,7 @@ class PruningPanel(W.VBox):
                 self.sparsity_w,
                 self.scope_w,
                 self.keep_w,
+                _row(self.epochs_w, self.teacher_w),
                 self._error_w,
             ],
             **kwargs,
@@ -99,19 +121,24 @@ class PruningPanel(W.VBox):
             (self.sparsity_w, "sparsity"),
             (self.scope_w, "scope"),
             (self.keep_w, "keep_first_last"),
+            (self.epochs_w, "finetune_epochs"),
+            (self.teacher_w, "teacher"),
         ):
             T.link((self, name), (widget, "value"))  # the trait's default wins
         self._update()
 
-    @T.observe("method", "sparsity", "scope", "keep_first_last", "exclude")
+    @T.observe(
+        "method", "sparsity", "scope", "keep_first_last", "exclude", "finetune_epochs", "teacher"
+    )
     def _on_settings(self, change: dict) -> None:
         self._update()
 
     def _update(self) -> None:
         active = self.method != "none"
-        for w in (self.sparsity_w, self.scope_w, self.keep_w):
+        for w in (self.sparsity_w, self.scope_w, self.keep_w, self.epochs_w):
             w.disabled = not active
-        config, error = None, ""
+        self.teacher_w.disabled = not active or self.finetune_epochs == 0
+        config, tune, error = None, None, ""
         if active:
             try:
                 config = PruneConfig(
@@ -121,17 +148,25 @@ class PruningPanel(W.VBox):
                     keep_first_last=self.keep_first_last,
                     exclude=self.exclude,
                 )
+                if self.finetune_epochs > 0:
+                    tune = FineTuneConfig(epochs=self.finetune_epochs, teacher=self.teacher or None)
             except WorkbenchError as exc:
-                error = str(exc)
+                config, tune, error = None, None, str(exc)
         self.set_trait("error", error)
         self._error_w.value = (
             f'<span style="color:#b00020">{html.escape(error)}</span>' if error else ""
         )
-        self.set_trait("config", config)
-
-    def set_config(self, config: PruneConfig | None) -> None:
-        """Show ``config`` in the controls (None: no pruning); ``config`` follows."""
         with self.hold_trait_notifications():
+            self.set_trait("finetune_config", tune)
+            self.set_trait("config", config)
+
+    def set_config(
+        self, config: PruneConfig | None, finetune: FineTuneConfig | None = None
+    ) -> None:
+        """Show ``config`` (None: no pruning) and ``finetune`` in the controls."""
+        with self.hold_trait_notifications():
+            self.finetune_epochs = finetune.epochs if finetune else 0
+            self.teacher = (finetune.teacher or "") if finetune else ""
             if config is None:
                 self.method = "none"
             else:

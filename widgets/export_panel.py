@@ -22,8 +22,8 @@ import traitlets as T
 from workbench.cache import Cache
 from workbench.charts import format_bytes
 from workbench.errors import WorkbenchError
-from workbench.pipeline import MeasureSettings
 from workbench.export import export_variant
+from workbench.pipeline import MeasureSettings
 
 __all__ = ["DOWNLOAD_LIMIT_BYTES", "ExportPanel", "zip_folder"]
 

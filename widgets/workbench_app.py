@@ -33,6 +33,7 @@ from widgets.sweep_panel import SweepPanel
 from widgets.tradeoff_chart import TradeoffChart
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
+from workbench.models import list_models
 from workbench.pipeline import MeasureSettings, evaluate, variant_key
 from workbench.recipe import Recipe
 from workbench.study import Study
@@ -103,7 +104,8 @@ class Workbench(W.VBox):
         self._loading_recipe = False
 
         self.picker = ModelPicker(initial=None)
-        self.pruning = PruningPanel()
+        # Teachers to distil from: the labelled sample models (the registry's own names).
+        self.pruning = PruningPanel(teachers=tuple(list_models("digits-*")))
         self.quantization = QuantizationPanel()
         self.card = MetricsCard()
         self.chart = TradeoffChart()
@@ -139,7 +141,7 @@ class Workbench(W.VBox):
             **kwargs,
         )
         self.picker.observe(self._on_model, names="model")
-        self.pruning.observe(self._on_config, names="config")
+        self.pruning.observe(self._on_config, names=["config", "finetune_config"])
         self.quantization.observe(self._on_config, names="config")
         self.chart.observe(self._on_pick, names="picked_key")
         self.sweep.observe(self._on_sweep_result, names="last_result")
@@ -202,7 +204,7 @@ class Workbench(W.VBox):
         """Put ``recipe``'s steps in the panels and show that variant (one request)."""
         self._loading_recipe = True
         try:
-            self.pruning.set_config(recipe.get("prune"))
+            self.pruning.set_config(recipe.get("prune"), recipe.get("finetune"))
             self.quantization.set_config(recipe.get("quantize"))
         finally:
             self._loading_recipe = False
@@ -218,7 +220,9 @@ class Workbench(W.VBox):
                 self._pending = None
             self._fail(self._generation, invalid)
             return
-        recipe = Recipe.of(self.pruning.config, self.quantization.config)
+        recipe = Recipe.of(
+            self.pruning.config, self.quantization.config, self.pruning.finetune_config
+        )
         self.set_trait("recipe", recipe)
         if model is None:
             return

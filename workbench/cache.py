@@ -9,6 +9,7 @@ do not match what ``result.json`` records is treated as absent and rebuilt.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -88,7 +89,7 @@ class Cache:
             shutil.rmtree(entry, ignore_errors=True)
             return None
         # The entry may have been moved with its cache: point at where it is now.
-        return Result(result.model, result.recipe, artifact, result.metrics, result.warnings, key)
+        return dataclasses.replace(result, artifact=artifact, key=key)
 
     def predictions_path(self, key: str) -> Path:
         return self.entry_dir(key) / PREDICTIONS_FILE
@@ -109,6 +110,7 @@ class Cache:
             yield scratch
             final = self.entry_dir(key)
             final.parent.mkdir(parents=True, exist_ok=True)
+            scratch.chmod(0o755)  # mkdtemp makes it private; an entry is ordinary data
             try:
                 os.rename(scratch, final)
             except OSError:

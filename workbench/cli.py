@@ -11,8 +11,8 @@ import json
 import shutil
 import signal
 import sys
-import threading
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,9 @@ def _floats(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers"
+        ) from None
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -47,33 +49,90 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a name from `workbench models`, or a model file (.onnx, TorchScript, .pt2, state_dict)")
-    p.add_argument("--arch", help="architecture for a state_dict file, e.g. digits-cnn or torchvision:resnet18")
+    p.add_argument(
+        "model",
+        help="a name from `workbench models`, or a model file (.onnx, TorchScript, .pt2, state_dict)",
+    )
+    p.add_argument(
+        "--arch", help="architecture for a state_dict file, e.g. digits-cnn or torchvision:resnet18"
+    )
     p.add_argument("--task", help="the labelled task of a user model (digits)")
     p.add_argument("--input-shape", type=_shape, help="batch-1 input shape, e.g. 1,3,224,224")
-    p.add_argument("--random-init", action="store_true", help="torchvision architectures: random weights instead of pretrained")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for timing (default 1)")
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="torchvision architectures: random weights instead of pretrained",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="ONNX Runtime intra-op threads for timing (default 1)",
+    )
     p.add_argument("--no-profile", action="store_true", help="skip the per-operator profile")
-    p.add_argument("--cache-dir", type=Path, help="where variants are cached (default ~/.cache/edge-workbench)")
+    p.add_argument(
+        "--cache-dir", type=Path, help="where variants are cached (default ~/.cache/edge-workbench)"
+    )
     p.add_argument("--no-cache", action="store_true", help="measure afresh in a temporary cache")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--per-tensor", action="store_true", help="one int8 scale per tensor instead of per channel")
+    p.add_argument(
+        "--per-tensor", action="store_true", help="one int8 scale per tensor instead of per channel"
+    )
     p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="minmax")
-    p.add_argument("--calibration-samples", type=int, default=128, help="training images used to calibrate int8 (default 128)")
-    p.add_argument("--keep-float", action="append", default=[], metavar="NODE_OR_OP", help="node name or op type to leave in float (repeatable)")
+    p.add_argument(
+        "--calibration-samples",
+        type=int,
+        default=128,
+        help="training images used to calibrate int8 (default 128)",
+    )
+    p.add_argument(
+        "--keep-float",
+        action="append",
+        default=[],
+        metavar="NODE_OR_OP",
+        help="node name or op type to leave in float (repeatable)",
+    )
 
 
 def _add_prune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scope", choices=("global", "layer"), default="global", help="one threshold for all layers, or each layer alone")
-    p.add_argument("--exclude", action="append", default=[], metavar="LAYER", help="layer never pruned (repeatable)")
-    p.add_argument("--prune-first-last", action="store_true", help="also prune the first and last layers")
+    p.add_argument(
+        "--scope",
+        choices=("global", "layer"),
+        default="global",
+        help="one threshold for all layers, or each layer alone",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="LAYER",
+        help="layer never pruned (repeatable)",
+    )
+    p.add_argument(
+        "--prune-first-last", action="store_true", help="also prune the first and last layers"
+    )
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="retrain N epochs after pruning (default 0: none)",
+    )
+    p.add_argument(
+        "--teacher",
+        metavar="MODEL",
+        help="distil from this model while retraining, e.g. digits-resnet18",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="workbench", description="Compress neural networks for edge devices and measure what each setting costs and buys.")
+    parser = _Parser(
+        prog="workbench",
+        description="Compress neural networks for edge devices and measure what each setting costs and buys.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the models the registry knows")
@@ -83,22 +142,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="apply a recipe, export to ONNX and measure the artifact")
     _add_model_args(p)
     p.add_argument("--prune", choices=PRUNE_CHOICES, default="none")
-    p.add_argument("--sparsity", type=float, default=0.5, help="fraction pruned, 0 to 0.95 (default 0.5)")
+    p.add_argument(
+        "--sparsity", type=float, default=0.5, help="fraction pruned, 0 to 0.95 (default 0.5)"
+    )
     _add_prune_args(p)
     p.add_argument("--quantize", choices=QUANT_CHOICES, default="none")
     _add_quant_args(p)
-    p.add_argument("--out", type=Path, help="keep the artifact, the baseline and manifest.json in this folder")
+    p.add_argument(
+        "--out", type=Path, help="keep the artifact, the baseline and manifest.json in this folder"
+    )
 
     p = sub.add_parser("sweep", help="evaluate a grid of recipes and print the Pareto frontier")
     _add_model_args(p)
     p.add_argument("--prune", choices=PRUNE_CHOICES, default="unstructured")
-    p.add_argument("--sparsity", type=_floats, default=[0.0], help="comma-separated, e.g. 0,0.5,0.8")
+    p.add_argument(
+        "--sparsity", type=_floats, default=[0.0], help="comma-separated, e.g. 0,0.5,0.8"
+    )
     _add_prune_args(p)
     p.add_argument("--quantize", default="none", help="comma-separated from none,dynamic,int8,fp16")
     _add_quant_args(p)
     p.add_argument("--out", type=Path, required=True, help="the study JSON file to write")
     p.add_argument("--csv", type=Path, help="also write the variants as CSV")
-    p.add_argument("--objectives", default="accuracy:max,latency_p50_ms:min,size_bytes:min", help="frontier objectives as column:min|max,...")
+    p.add_argument(
+        "--objectives",
+        default="accuracy:max,latency_p50_ms:min,size_bytes:min",
+        help="frontier objectives as column:min|max,...",
+    )
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a study")
     p.add_argument("study", type=Path)
@@ -110,7 +179,11 @@ def _load(args: argparse.Namespace) -> Any:
     from workbench.models import load_model
 
     return load_model(
-        args.model, arch=args.arch, pretrained=not args.random_init, task=args.task, input_shape=args.input_shape
+        args.model,
+        arch=args.arch,
+        pretrained=not args.random_init,
+        task=args.task,
+        input_shape=args.input_shape,
     )
 
 
@@ -126,9 +199,22 @@ def _prune_config(args: argparse.Namespace, method: str, sparsity: float) -> Any
     if method == "none":
         return None
     return PruneConfig(
-        method=method, sparsity=sparsity, scope=args.scope,
-        keep_first_last=not args.prune_first_last, exclude=tuple(args.exclude),
+        method=method,
+        sparsity=sparsity,
+        scope=args.scope,
+        keep_first_last=not args.prune_first_last,
+        exclude=tuple(args.exclude),
     )
+
+
+def _finetune_config(args: argparse.Namespace) -> Any:
+    from workbench.recipe import FineTuneConfig
+
+    if args.finetune_epochs == 0:
+        if args.teacher:
+            raise WorkbenchError("--teacher needs retraining", "add --finetune-epochs N (e.g. 3)")
+        return None
+    return FineTuneConfig(epochs=args.finetune_epochs, teacher=args.teacher)
 
 
 def _quant_config(args: argparse.Namespace, scheme: str) -> Any:
@@ -137,10 +223,15 @@ def _quant_config(args: argparse.Namespace, scheme: str) -> Any:
     if scheme == "none":
         return None
     if scheme not in QUANT_CHOICES:
-        raise WorkbenchError(f"quantization {scheme!r} is not supported", f"use one of: {', '.join(QUANT_CHOICES)}")
+        raise WorkbenchError(
+            f"quantization {scheme!r} is not supported", f"use one of: {', '.join(QUANT_CHOICES)}"
+        )
     return QuantizeConfig(
-        scheme=scheme, per_channel=not args.per_tensor, calibration=args.calibration,
-        calibration_samples=args.calibration_samples, keep_float=tuple(args.keep_float),
+        scheme=scheme,
+        per_channel=not args.per_tensor,
+        calibration=args.calibration,
+        calibration_samples=args.calibration_samples,
+        keep_float=tuple(args.keep_float),
     )
 
 
@@ -160,14 +251,24 @@ def result_json(result: Any) -> dict:
         "params": m.params,
         "nonzero_params": m.nonzero_params,
         "macs": m.macs,
-        "latency_ms": {"p50": lat.p50, "p90": lat.p90, "p99": lat.p99, "mean": lat.mean,
-                        "min": lat.min, "max": lat.max, "n": lat.n, "warmup": lat.warmup, "threads": lat.threads},
+        "latency_ms": {
+            "p50": lat.p50,
+            "p90": lat.p90,
+            "p99": lat.p99,
+            "mean": lat.mean,
+            "min": lat.min,
+            "max": lat.max,
+            "n": lat.n,
+            "warmup": lat.warmup,
+            "threads": lat.threads,
+        },
         "peak_memory_bytes": m.memory.peak_bytes,
         "process_peak_memory_bytes": m.memory.process_peak_bytes,
         "operator_ms": m.operator_ms,
         "parity_max_abs_diff": m.parity_max_abs_diff,
         "artifact": str(result.artifact),
         "warnings": list(result.warnings),
+        "step_reports": list(result.steps),
         "environment": m.environment,
     }
 
@@ -192,7 +293,9 @@ def _text(result: Any) -> str:
         top = ", ".join(f"{k} {v:.3f}" for k, v in list(m.operator_ms.items())[:5])
         lines.append(f"  time by op (ms) {top}")
     env = m.environment
-    lines.append(f"  environment     {env.get('cpu_model')} ({', '.join(env.get('int8_features', []) or []) or 'no int8 dot-product'}), onnxruntime {env.get('versions', {}).get('onnxruntime')}")
+    lines.append(
+        f"  environment     {env.get('cpu_model')} ({', '.join(env.get('int8_features', []) or []) or 'no int8 dot-product'}), onnxruntime {env.get('versions', {}).get('onnxruntime')}"
+    )
     lines += [f"  warning: {w}" for w in result.warnings]
     return "\n".join(lines)
 
@@ -215,11 +318,17 @@ def _cache(args: argparse.Namespace, scratch: list[Path]) -> Any:
 
 
 def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
-    from workbench.pipeline import evaluate
     from workbench.export import export_variant
+    from workbench.pipeline import evaluate
     from workbench.recipe import Recipe
 
-    recipe = Recipe.of(_prune_config(args, args.prune, args.sparsity), _quant_config(args, args.quantize))
+    prune = _prune_config(args, args.prune, args.sparsity)
+    finetune = _finetune_config(args)
+    if finetune is not None and prune is None:
+        raise WorkbenchError(
+            "--finetune-epochs retrains after pruning", "add --prune unstructured|structured"
+        )
+    recipe = Recipe.of(prune, _quant_config(args, args.quantize), finetune)
     model = _load(args)
     cache = _cache(args, scratch)
     settings = _settings(args)
@@ -229,7 +338,11 @@ def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
         manifest = export_variant(result, model, args.out, settings=settings, cache=cache)
         out["artifact"] = str(manifest.parent / "model.onnx")
         out["manifest"] = str(manifest)
-    print(json.dumps(out, indent=1) if args.json else _text(result) + (f"\n  manifest        {out['manifest']}" if args.out else ""))
+    print(
+        json.dumps(out, indent=1)
+        if args.json
+        else _text(result) + (f"\n  manifest        {out['manifest']}" if args.out else "")
+    )
     return 0
 
 
@@ -237,29 +350,59 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
     from workbench.study import OBJECTIVE_COLUMNS, grid, sweep
 
     prune = [_prune_config(args, args.prune, s) for s in args.sparsity] or [None]
-    quant = [_quant_config(args, q.strip()) for q in args.quantize.split(",") if q.strip()] or [None]
+    quant = [_quant_config(args, q.strip()) for q in args.quantize.split(",") if q.strip()] or [
+        None
+    ]
     objectives = {}
     for item in args.objectives.split(","):
         col, _, sense = item.partition(":")
         if col not in OBJECTIVE_COLUMNS:
-            raise WorkbenchError(f"unknown objective {col!r}", f"use one of: {', '.join(OBJECTIVE_COLUMNS)}")
+            raise WorkbenchError(
+                f"unknown objective {col!r}", f"use one of: {', '.join(OBJECTIVE_COLUMNS)}"
+            )
         objectives[col] = sense or OBJECTIVE_COLUMNS[col]
     model = _load(args)
-    study = sweep(model, grid(prune, quant), settings=_settings(args), cache=_cache(args, scratch), progress=not args.json)
+    study = sweep(
+        model,
+        grid(prune, quant, _finetune_config(args)),
+        settings=_settings(args),
+        cache=_cache(args, scratch),
+        progress=not args.json,
+    )
     study.save(args.out)
     if args.csv:
         study.to_csv(args.csv)
     front = study.frontier(objectives)
     if args.json:
-        print(json.dumps({"study": str(args.out), "variants": len(study.results),
-                          "frontier": [result_json(r) for r in front]}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "study": str(args.out),
+                    "variants": len(study.results),
+                    "frontier": [result_json(r) for r in front],
+                },
+                indent=1,
+            )
+        )
     else:
         df = study.to_dataframe()
         keys = {r.key for r in front}
         df.insert(0, "frontier", ["*" if k in keys else "" for k in df["key"]])
-        cols = ["frontier", "recipe", "accuracy", "agreement", "latency_p50_ms", "size_bytes", "compressed_bytes", "peak_memory_bytes", "warnings"]
+        cols = [
+            "frontier",
+            "recipe",
+            "accuracy",
+            "agreement",
+            "latency_p50_ms",
+            "size_bytes",
+            "compressed_bytes",
+            "peak_memory_bytes",
+            "warnings",
+        ]
         print(df[cols].to_string(index=False))
-        print(f"\n{len(front)} of {len(study.results)} variants on the frontier of {objectives}; study written to {args.out}")
+        print(
+            f"\n{len(front)} of {len(study.results)} variants on the frontier of {objectives}; study written to {args.out}"
+        )
     return 0
 
 
@@ -293,7 +436,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("workbench: interrupted; finished variants are cached and a rerun resumes", file=sys.stderr)
+        print(
+            "workbench: interrupted; finished variants are cached and a rerun resumes",
+            file=sys.stderr,
+        )
         return 130
     finally:
         for path in scratch:

@@ -45,14 +45,25 @@ def onnx_signature(path: str | Path) -> dict[str, list[dict]]:
                 continue
             t = v.type.tensor_type
             shape = [d.dim_param if d.HasField("dim_param") else d.dim_value for d in t.shape.dim]
-            out.append({"name": v.name, "shape": shape, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
+            out.append(
+                {
+                    "name": v.name,
+                    "shape": shape,
+                    "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+                }
+            )
         return out
 
     return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
 
 
 def _file_entry(path: Path, fmt: str) -> dict:
-    return {"file": path.name, "format": fmt, "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
+    return {
+        "file": path.name,
+        "format": fmt,
+        "sha256": sha256_file(path),
+        "size_bytes": path.stat().st_size,
+    }
 
 
 def _save_torch_program(model: Any, recipe: Recipe, onnx_artifact: Path, dst_dir: Path) -> dict:
@@ -114,9 +125,13 @@ def export_variant(
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise WorkbenchError(f"{out_dir} exists and is not a folder", "choose a folder path for --out")
+        raise WorkbenchError(
+            f"{out_dir} exists and is not a folder", "choose a folder path for --out"
+        )
     if not result.artifact.is_file():
-        raise WorkbenchError(f"the variant's artifact {result.artifact} is gone", "evaluate the variant again")
+        raise WorkbenchError(
+            f"the variant's artifact {result.artifact} is gone", "evaluate the variant again"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
     try:
@@ -141,6 +156,13 @@ def export_variant(
             "workbench_version": metadata.version("edge-workbench"),
             "model": model.describe(),
             "base_model_weights_sha256": model.fingerprint,
+            # Not a file hash: see how it is computed, so another tool can re-check it.
+            "base_model_weights_sha256_method": (
+                "ONNX files: sha256 of the file's bytes (and external data); TorchScript and "
+                ".pt2 archives: sha256 over the archive's entries; PyTorch weights: sha256 over "
+                "the state_dict in sorted name order, each tensor as name, NUL, dtype, NUL, "
+                "shape, NUL, 8-byte little-endian length, raw bytes"
+            ),
             "recipe": result.recipe.to_dict(),
             "recipe_name": result.recipe.name,
             "artifact": files[0],
@@ -151,6 +173,7 @@ def export_variant(
             "task": model.task.to_dict() if model.task else None,
             "metrics": result.metrics.to_dict(),
             "warnings": list(result.warnings),
+            "step_reports": list(result.steps),
             "baseline": baseline_entry,
             "cache_key": result.key,
         }

@@ -25,7 +25,7 @@ from workbench import measure
 from workbench.cache import ARTIFACT_FILE, PREDICTIONS_FILE, Cache
 from workbench.errors import WorkbenchError
 from workbench.honesty import conv_census, honesty_warnings
-from workbench.recipe import PruneConfig, QuantizeConfig, Recipe, StepConfig
+from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe, StepConfig
 from workbench.results import Metrics, Result
 
 __all__ = ["MeasureSettings", "check_applicable", "evaluate", "evaluation_inputs", "variant_key"]
@@ -52,9 +52,13 @@ class MeasureSettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.threads, int) or self.threads < 1:
-            raise WorkbenchError(f"threads {self.threads!r} is not a whole number >= 1", "use 1 or more threads")
+            raise WorkbenchError(
+                f"threads {self.threads!r} is not a whole number >= 1", "use 1 or more threads"
+            )
         if self.min_runs < 1 or self.warmup < 0 or self.min_seconds < 0:
-            raise WorkbenchError("latency settings must be positive", "use min_runs >= 1, warmup >= 0")
+            raise WorkbenchError(
+                "latency settings must be positive", "use min_runs >= 1, warmup >= 0"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,11 +135,24 @@ def _prune_step(module: Any, config: StepConfig, model: Any) -> dict:
 def _quantize_step(src: Path, dst: Path, config: StepConfig, model: Any) -> dict:
     from workbench.compress import quantize
 
-    calib = calibration_inputs(model, config.calibration_samples) if config.scheme == "int8" else None
+    calib = (
+        calibration_inputs(model, config.calibration_samples) if config.scheme == "int8" else None
+    )
     return quantize(src, dst, config, calib).to_dict()
 
 
-TORCH_STEPS: dict[type, Callable[..., dict]] = {PruneConfig: _prune_step}
+def _finetune_step(module: Any, config: StepConfig, model: Any) -> dict:
+    from workbench.compress.finetune import finetune_
+    from workbench.models import load_model
+
+    teacher = load_model(config.teacher) if config.teacher else None
+    return finetune_(module, config, model, teacher).to_dict()
+
+
+TORCH_STEPS: dict[type, Callable[..., dict]] = {
+    PruneConfig: _prune_step,
+    FineTuneConfig: _finetune_step,
+}
 ONNX_STEPS: dict[type, Callable[..., dict]] = {QuantizeConfig: _quantize_step}
 
 
@@ -146,34 +163,49 @@ def check_applicable(model: Any, recipe: Recipe) -> None:
     cannot succeed fails at once.
     """
     if model.module is None and recipe.torch_steps():
+        steps = " and ".join(
+            s.kind.replace("finetune", "fine-tuning").replace("prune", "pruning")
+            for s in recipe.torch_steps()
+        )
         raise WorkbenchError(
-            f"{model.name} is an ONNX file, and pruning needs the PyTorch model",
+            f"{model.name} is an ONNX file, and {steps} needs the PyTorch model",
             "load the PyTorch model (a sample, torchvision:<arch>, TorchScript, .pt2 or a "
             "state_dict with --arch), or use quantization only",
         )
+    if recipe.get("finetune") is not None and model.task is None:
+        raise WorkbenchError(
+            f"fine-tuning {model.name} needs a labelled task to train on",
+            "load the model with a task (e.g. task='digits' / --task digits), or leave fine-tuning out",
+        )
 
 
-def _build_artifact(model: Any, recipe: Recipe, work: Path, parity_inputs: np.ndarray) -> tuple[Path, float | None, Path]:
-    """Apply the recipe; returns the artifact, the export parity and the float ONNX file."""
+def _build_artifact(
+    model: Any, recipe: Recipe, work: Path, parity_inputs: np.ndarray
+) -> tuple[Path, float | None, Path, list[dict]]:
+    """Apply the recipe; returns the artifact, the export parity, the float ONNX file
+    and each step's report."""
     float_onnx = work / "float.onnx"
     parity = None
+    reports: list[dict] = []
     if model.module is not None:
         from workbench.onnx_export import export_onnx
 
         module = copy.deepcopy(model.module)
         for step in recipe.torch_steps():
-            TORCH_STEPS[type(step)](module, step, model)
-        parity = export_onnx(module, model.input_shape, float_onnx, parity_inputs=parity_inputs).max_abs_diff
+            reports.append({"kind": step.kind, **TORCH_STEPS[type(step)](module, step, model)})
+        parity = export_onnx(
+            module, model.input_shape, float_onnx, parity_inputs=parity_inputs
+        ).max_abs_diff
     else:
         shutil.copyfile(model.onnx_path, float_onnx)
     artifact = work / ARTIFACT_FILE
     src = float_onnx
     for step in recipe.onnx_steps():
-        ONNX_STEPS[type(step)](src, artifact, step, model)
+        reports.append({"kind": step.kind, **ONNX_STEPS[type(step)](src, artifact, step, model)})
         src = artifact
     if src == float_onnx:
         shutil.copyfile(float_onnx, artifact)
-    return artifact, parity, float_onnx
+    return artifact, parity, float_onnx, reports
 
 
 def evaluate(
@@ -207,15 +239,18 @@ def evaluate(
     if hit is not None:
         return hit
 
-    baseline = None if recipe.is_baseline else evaluate(model, Recipe(), settings=settings, cache=cache)
+    baseline = (
+        None if recipe.is_baseline else evaluate(model, Recipe(), settings=settings, cache=cache)
+    )
     # "Slower than float" compares a quantized variant with the same model in float:
     # pruned the same way, else the baseline.
     float_reference = None
     if recipe.onnx_steps() and recipe.torch_steps():
-        float_reference = evaluate(model, Recipe(recipe.torch_steps()), settings=settings, cache=cache).metrics
+        float_variant = Recipe(recipe.torch_steps())
+        float_reference = evaluate(model, float_variant, settings=settings, cache=cache).metrics
     inputs, labels, basis = evaluation_inputs(model)
     with cache.building(key) as work:
-        artifact, parity, float_onnx = _build_artifact(model, recipe, work, inputs[:16])
+        artifact, parity, float_onnx, reports = _build_artifact(model, recipe, work, inputs[:16])
         census = conv_census(float_onnx)
         float_onnx.unlink()
         # One input at a time, as the latency is measured and a device runs it: dynamic
@@ -230,11 +265,19 @@ def evaluate(
         shape = model.input_shape
         with _MEASURE_LOCK:
             latency = measure.measure_latency(
-                artifact, shape, threads=settings.threads, warmup=settings.warmup,
-                min_runs=settings.min_runs, min_seconds=settings.min_seconds,
+                artifact,
+                shape,
+                threads=settings.threads,
+                warmup=settings.warmup,
+                min_runs=settings.min_runs,
+                min_seconds=settings.min_seconds,
             )
             memory = measure.measure_memory(artifact, shape, threads=settings.threads)
-            ops = measure.profile_operators(artifact, shape, threads=settings.threads) if settings.profile else {}
+            ops = (
+                measure.profile_operators(artifact, shape, threads=settings.threads)
+                if settings.profile
+                else {}
+            )
         metrics = Metrics(
             accuracy=None if labels is None else measure.accuracy(preds, labels),
             agreement=measure.agreement(preds, base_preds),
@@ -251,10 +294,29 @@ def evaluate(
             environment=measure.environment(settings.threads),
         )
         warnings = honesty_warnings(
-            recipe, metrics, baseline.metrics if baseline else None, census,
-            measure.has_int8_dot_product(), settings.max_accuracy_drop,
+            recipe,
+            metrics,
+            baseline.metrics if baseline else None,
+            census,
+            measure.has_int8_dot_product(),
+            settings.max_accuracy_drop,
             float_reference=float_reference,
         )
-        result = Result(model.name, recipe, artifact, metrics, warnings, key)
+        # A step that could not do all it was asked says so in its report.
+        shortfalls = [
+            f"{r['kind']}: {note}"
+            for r in reports
+            for note in [*r.get("notes", []), *r.get("fallbacks", [])]
+            if "could be removed" in note or r["kind"] == "quantize"
+        ]
+        result = Result(
+            model.name, recipe, artifact, metrics, warnings + tuple(shortfalls), key, tuple(reports)
+        )
         Cache.write_result(work, result)
-    return cache.get(key) or result
+    stored = cache.get(key)
+    if stored is None:
+        raise WorkbenchError(
+            f"the cache entry for {recipe.name} vanished right after it was written",
+            f"check that {cache.root} is writable and not cleaned by another process",
+        )
+    return stored

@@ -17,6 +17,7 @@ from workbench.errors import WorkbenchError
 
 __all__ = [
     "CONFIG_TYPES",
+    "FineTuneConfig",
     "PruneConfig",
     "QuantizeConfig",
     "Recipe",
@@ -34,7 +35,9 @@ MAX_SPARSITY = 0.95
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise WorkbenchError(f"{name} {value!r} is not supported", f"use one of: {', '.join(allowed)}")
+        raise WorkbenchError(
+            f"{name} {value!r} is not supported", f"use one of: {', '.join(allowed)}"
+        )
 
 
 class StepConfig:
@@ -55,7 +58,9 @@ class StepConfig:
         d = dict(d)
         kind = d.pop("kind", cls.kind)
         if kind != cls.kind:
-            raise WorkbenchError(f"a {kind!r} step cannot be read as {cls.kind!r}", "check the recipe")
+            raise WorkbenchError(
+                f"a {kind!r} step cannot be read as {cls.kind!r}", "check the recipe"
+            )
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = set(d) - names
         if unknown:
@@ -98,14 +103,20 @@ class PruneConfig(StepConfig):
 
     def __post_init__(self) -> None:
         _choice("pruning method", self.method, PRUNE_METHODS)
-        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
+        if (
+            isinstance(self.round_to, bool)
+            or not isinstance(self.round_to, int)
+            or self.round_to < 1
+        ):
             raise WorkbenchError(
                 f"round_to {self.round_to!r} is not a whole number >= 1",
                 "use 8 (or 16) for SIMD-friendly channel counts, or 1 for exact counts",
             )
         _choice("pruning scope", self.scope, PRUNE_SCOPES)
         if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)):
-            raise WorkbenchError(f"sparsity {self.sparsity!r} is not a number", "use a number from 0 to 0.95")
+            raise WorkbenchError(
+                f"sparsity {self.sparsity!r} is not a number", "use a number from 0 to 0.95"
+            )
         if not 0.0 <= float(self.sparsity) <= MAX_SPARSITY:
             raise WorkbenchError(
                 f"sparsity {self.sparsity} is out of range",
@@ -154,7 +165,9 @@ class QuantizeConfig(StepConfig):
         _choice("calibration method", self.calibration, CALIBRATIONS)
         _choice("activation type", self.activation_type, INT8_TYPES)
         _choice("weight type", self.weight_type, INT8_TYPES)
-        if isinstance(self.calibration_samples, bool) or not isinstance(self.calibration_samples, int):
+        if isinstance(self.calibration_samples, bool) or not isinstance(
+            self.calibration_samples, int
+        ):
             raise WorkbenchError(
                 f"calibration_samples {self.calibration_samples!r} is not a whole number",
                 "use a whole number such as 128",
@@ -184,7 +197,53 @@ class QuantizeConfig(StepConfig):
         return base
 
 
-CONFIG_TYPES: dict[str, type[StepConfig]] = {c.kind: c for c in (PruneConfig, QuantizeConfig)}
+@dataclass(frozen=True)
+class FineTuneConfig(StepConfig):
+    """Retrain the (pruned) PyTorch model on the task's training part, before export.
+
+    With ``teacher`` set to a model name, the training also distils that model's
+    softened predictions (knowledge distillation). Pruned weights stay zero.
+    """
+
+    kind: ClassVar[str] = "finetune"
+    stage: ClassVar[str] = "torch"
+
+    epochs: int = 3  # passes over the training part (1257 digits images)
+    lr: float = 2e-3  # peak learning rate of a one-cycle AdamW schedule
+    batch_size: int = 64
+    teacher: str | None = None  # a model name to distil from, e.g. "digits-resnet18"
+    temperature: float = 4.0  # softens both distributions in the distillation loss
+    alpha: float = 0.7  # weight of the distillation term (the rest: cross-entropy)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("epochs", 1, 100), ("batch_size", 1, 4096)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise WorkbenchError(
+                    f"fine-tuning {name} {value!r} is out of range",
+                    f"use a whole number from {low} to {high}",
+                )
+        if not 0 < float(self.lr) <= 1:
+            raise WorkbenchError(
+                f"learning rate {self.lr!r} is out of range", "use a value such as 0.002"
+            )
+        if not 0 <= float(self.alpha) <= 1 or float(self.temperature) <= 0:
+            raise WorkbenchError(
+                "distillation needs 0 <= alpha <= 1 and temperature > 0",
+                "use alpha=0.7 and temperature=4 (the defaults) or similar",
+            )
+
+    def label(self) -> str:
+        label = f"finetune-{self.epochs}ep"
+        if self.teacher:
+            label += f"-distill({self.teacher})"
+        return label
+
+
+CONFIG_TYPES: dict[str, type[StepConfig]] = {
+    c.kind: c for c in (PruneConfig, FineTuneConfig, QuantizeConfig)
+}
 
 
 def config_from_dict(d: dict) -> StepConfig:
@@ -219,6 +278,15 @@ class Recipe:
                 "put pruning before quantization: the model is exported to ONNX between them",
             )
         kinds = [s.kind for s in self.steps]
+        if (
+            "prune" in kinds
+            and "finetune" in kinds
+            and kinds.index("finetune") < kinds.index("prune")
+        ):
+            raise WorkbenchError(
+                "fine-tuning comes before pruning in the recipe",
+                "prune first, then fine-tune: the training repairs what pruning removed",
+            )
         if len(set(kinds)) != len(kinds):
             raise WorkbenchError(
                 f"the recipe repeats a step kind: {kinds}", "use each kind of step at most once"
@@ -256,6 +324,11 @@ class Recipe:
         return hashlib.sha256(text.encode()).hexdigest()
 
     @classmethod
-    def of(cls, prune: PruneConfig | None = None, quantize: QuantizeConfig | None = None) -> Recipe:
-        """The recipe pruning with ``prune`` then quantizing with ``quantize`` (either optional)."""
-        return cls(tuple(s for s in (prune, quantize) if s is not None))
+    def of(
+        cls,
+        prune: PruneConfig | None = None,
+        quantize: QuantizeConfig | None = None,
+        finetune: FineTuneConfig | None = None,
+    ) -> Recipe:
+        """The recipe: prune, then fine-tune, then quantize (each optional)."""
+        return cls(tuple(s for s in (prune, finetune, quantize) if s is not None))

@@ -10,14 +10,13 @@ import datetime as dt
 import functools
 import html
 import json
-import os
-import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import altair as alt
 
+from workbench.atomic import write_text_atomic
 from workbench.charts import (
     AXIS_TITLES,
     default_y,
@@ -248,15 +247,4 @@ def write_report(study: Study, path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise WorkbenchError(f"{path} is a folder", "give a file name such as report.html")
-    text = report_html(study)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A temp name in the same folder, then a rename: never a half-written report. Not
-    # mkstemp: its 0600 mode would make a report meant for sharing unreadable to others.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text_atomic(path, report_html(study))

@@ -96,6 +96,7 @@ class Result:
     metrics: Metrics
     warnings: tuple[str, ...] = ()
     key: str = ""  # the cache key this result is stored under
+    steps: tuple[dict, ...] = ()  # each step's own report (layers pruned, nodes quantized, ...)
 
     def to_dict(self) -> dict:
         return {
@@ -106,6 +107,7 @@ class Result:
             "metrics": self.metrics.to_dict(),
             "warnings": list(self.warnings),
             "key": self.key,
+            "steps": list(self.steps),
         }
 
     @classmethod
@@ -117,4 +119,5 @@ class Result:
             metrics=Metrics.from_dict(d["metrics"]),
             warnings=tuple(d.get("warnings", ())),
             key=d.get("key", ""),
+            steps=tuple(d.get("steps", ())),
         )

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workbench.atomic import write_text_atomic
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
 from workbench.pipeline import MeasureSettings, check_applicable, evaluate
-from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
+from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe
 from workbench.results import Result
 
 __all__ = [
@@ -46,19 +45,11 @@ OBJECTIVE_COLUMNS: dict[str, str] = {
     "params": "min",
     "nonzero_params": "min",
 }
-DEFAULT_OBJECTIVES: dict[str, str] = {"accuracy": "max", "latency_p50_ms": "min", "size_bytes": "min"}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name opened with "x" keeps the user's umask (mkstemp would make it 0600).
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+DEFAULT_OBJECTIVES: dict[str, str] = {
+    "accuracy": "max",
+    "latency_p50_ms": "min",
+    "size_bytes": "min",
+}
 
 
 def result_row(result: Result) -> dict[str, Any]:
@@ -94,14 +85,19 @@ def pareto_mask(df: pd.DataFrame, objectives: dict[str, str]) -> np.ndarray:
     """
     for col, sense in objectives.items():
         if col not in df.columns:
-            raise WorkbenchError(f"unknown objective {col!r}", f"use one of: {', '.join(OBJECTIVE_COLUMNS)}")
+            raise WorkbenchError(
+                f"unknown objective {col!r}", f"use one of: {', '.join(OBJECTIVE_COLUMNS)}"
+            )
         if sense not in ("min", "max"):
             raise WorkbenchError(f"objective direction {sense!r} for {col}", "use 'min' or 'max'")
     if df.empty:
         return np.zeros(0, dtype=bool)
     # Turn every objective into "smaller is better".
     values = np.column_stack(
-        [df[c].astype(float).to_numpy() * (-1.0 if s == "max" else 1.0) for c, s in objectives.items()]
+        [
+            df[c].astype(float).to_numpy() * (-1.0 if s == "max" else 1.0)
+            for c, s in objectives.items()
+        ]
     )
     valid = ~np.isnan(values).any(axis=1)
     mask = valid.copy()
@@ -142,7 +138,7 @@ class Study:
             # No labelled task: agreement with the float model stands in for accuracy.
             objectives = {("agreement" if k == "accuracy" else k): v for k, v in objectives.items()}
         mask = pareto_mask(df, objectives)
-        return [r for r, keep in zip(self.results, mask) if keep]
+        return [r for r, keep in zip(self.results, mask, strict=True) if keep]
 
     def to_dict(self) -> dict:
         return {
@@ -164,7 +160,7 @@ class Study:
     def save(self, path: str | Path) -> Path:
         """Write the study as JSON (atomically)."""
         path = Path(path)
-        _write_atomic(path, json.dumps(self.to_dict(), indent=1))
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod
@@ -173,34 +169,43 @@ class Study:
         try:
             d = json.loads(Path(path).read_text())
         except FileNotFoundError:
-            raise WorkbenchError(f"no study file at {path}", "run `workbench sweep ... --out FILE` first") from None
+            raise WorkbenchError(
+                f"no study file at {path}", "run `workbench sweep ... --out FILE` first"
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise WorkbenchError(f"{path} is not a study JSON file ({exc})", "pass the file `workbench sweep --out` wrote") from None
+            raise WorkbenchError(
+                f"{path} is not a study JSON file ({exc})",
+                "pass the file `workbench sweep --out` wrote",
+            ) from None
         try:
             return cls.from_dict(d)
         except (KeyError, TypeError) as exc:
-            raise WorkbenchError(f"{path} is not a complete study (missing {exc})", "pass the file `workbench sweep --out` wrote") from None
+            raise WorkbenchError(
+                f"{path} is not a complete study (missing {exc})",
+                "pass the file `workbench sweep --out` wrote",
+            ) from None
 
     def to_csv(self, path: str | Path) -> Path:
         """Write the DataFrame as CSV (atomically)."""
         path = Path(path)
-        _write_atomic(path, self.to_dataframe().to_csv(index=False))
+        write_text_atomic(path, self.to_dataframe().to_csv(index=False))
         return path
 
 
 def grid(
     prune: Sequence[PruneConfig | None] = (None,),
     quantize: Sequence[QuantizeConfig | None] = (None,),
+    finetune: FineTuneConfig | None = None,
 ) -> list[Recipe]:
     """Every combination of a pruning step and a quantization step (None: no such step).
 
     The baseline comes first; a pruning step at sparsity 0 is the same as none and is
-    dropped, so no variant is measured twice.
+    dropped, so no variant is measured twice. ``finetune`` retrains every pruned variant.
     """
     prune = [None if (p is not None and p.sparsity == 0) else p for p in prune]
     recipes: list[Recipe] = [Recipe()]
     for p, q in itertools.product(prune, quantize):
-        r = Recipe.of(p, q)
+        r = Recipe.of(p, q, finetune if p is not None else None)
         if r not in recipes:
             recipes.append(r)
     return recipes

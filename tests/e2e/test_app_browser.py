@@ -24,23 +24,11 @@ import socket
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from headless import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LOCAL_HOSTS, REPO
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-gpu",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 SERVER_START_TIMEOUT = 60  # s until the server answers HTTP
 MEASURE_TIMEOUT_MS = 60_000  # one new variant: export, quantize/prune, measure
 

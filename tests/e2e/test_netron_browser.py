@@ -26,21 +26,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from headless import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LOCAL_HOSTS, REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(90)]
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-gpu",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 START_TIMEOUT = 30.0  # s for a server to answer
 # Far enough past Netron's build date that, unpatched, it would block with
 # "Please update to the newest version." (it nags after 180 days).

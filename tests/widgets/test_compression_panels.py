@@ -106,3 +106,18 @@ def test_quantization_panel_error_and_set_config():
     assert panel.config == config and panel.error == ""
     assert panel.keep_float_w.value == ["Conv", "Gemm"]
     assert panel.activation_w.value == config.activation_type != QuantizeConfig().activation_type
+
+
+def test_fine_tuning_is_part_of_the_pruning_panel():
+    from workbench.recipe import FineTuneConfig
+
+    panel = PruningPanel(teachers=("digits-resnet18",))
+    assert panel.finetune_config is None and panel.epochs_w.disabled  # no pruning, no retraining
+    panel.method = "structured"
+    assert panel.finetune_config is None and not panel.epochs_w.disabled
+    assert panel.teacher_w.disabled  # a teacher only matters when retraining
+    panel.epochs_w.value = 2
+    panel.teacher_w.value = "digits-resnet18"
+    assert panel.finetune_config == FineTuneConfig(epochs=2, teacher="digits-resnet18")
+    panel.set_config(PruneConfig(method="unstructured", sparsity=0.3), None)
+    assert panel.finetune_config is None and panel.epochs_w.value == 0

@@ -28,7 +28,9 @@ def test_damaged_predictions_are_rebuilt_not_read(cnn, tmp_path, quick):
 
 def test_builds_abandoned_by_a_dead_process_are_cleared(tmp_path):
     cache = Cache(tmp_path)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead_pid = int(dead.stdout)  # that process has exited
     abandoned = tmp_path / f".build-0123456789ab-{dead_pid}-x1"
     running = tmp_path / f".build-0123456789ab-{os.getpid()}-x2"

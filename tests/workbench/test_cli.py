@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -36,13 +35,35 @@ def test_models_lists_the_samples_and_torchvision(capsys):
 def test_evaluate_json_and_out_can_be_remeasured_independently(capsys, tmp_path, session_cache):
     out_dir = tmp_path / "variant"
     code, out, err = run(
-        capsys, "evaluate", "digits-cnn", "--quantize", "int8", "--json", "--out", str(out_dir),
-        "--cache-dir", str(session_cache.root),
+        capsys,
+        "evaluate",
+        "digits-cnn",
+        "--quantize",
+        "int8",
+        "--json",
+        "--out",
+        str(out_dir),
+        "--cache-dir",
+        str(session_cache.root),
     )
     assert code == 0, err
     res = json.loads(out)
-    for key in ("model", "recipe", "accuracy", "agreement", "size_bytes", "compressed_bytes", "params",
-                "nonzero_params", "macs", "latency_ms", "peak_memory_bytes", "artifact", "environment", "warnings"):
+    for key in (
+        "model",
+        "recipe",
+        "accuracy",
+        "agreement",
+        "size_bytes",
+        "compressed_bytes",
+        "params",
+        "nonzero_params",
+        "macs",
+        "latency_ms",
+        "peak_memory_bytes",
+        "artifact",
+        "environment",
+        "warnings",
+    ):
         assert key in res, key
     assert set(res["latency_ms"]) >= {"p50", "p90", "p99", "mean", "n", "threads"}
     artifact = Path(res["artifact"])
@@ -50,15 +71,26 @@ def test_evaluate_json_and_out_can_be_remeasured_independently(capsys, tmp_path,
     assert artifact == out_dir / "model.onnx" and res["size_bytes"] == artifact.stat().st_size
     assert manifest["artifact"]["sha256"] == sha256_file(artifact)
     assert manifest["baseline"]["sha256"] == sha256_file(out_dir / "baseline.onnx")
-    assert sorted(p.name for p in out_dir.iterdir()) == ["baseline.onnx", "manifest.json", "model.onnx"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "baseline.onnx",
+        "manifest.json",
+        "model.onnx",
+    ]
 
     # Re-measure accuracy from the manifest alone, as someone without the workbench would.
     pre = manifest["preprocessing"]
     digits = load_digits()
-    _, x_test, _, y_test = train_test_split(digits.data, digits.target, test_size=0.3, random_state=0, stratify=digits.target)
+    _, x_test, _, y_test = train_test_split(
+        digits.data, digits.target, test_size=0.3, random_state=0, stratify=digits.target
+    )
     x = (x_test.reshape(-1, 8, 8) / pre["divisor"] - pre["mean"]) / pre["std"]
     k = pre["size"] // 8
-    x = x.repeat(k, axis=1).repeat(k, axis=2)[:, None].repeat(pre["channels"], axis=1).astype(np.float32)
+    x = (
+        x.repeat(k, axis=1)
+        .repeat(k, axis=2)[:, None]
+        .repeat(pre["channels"], axis=1)
+        .astype(np.float32)
+    )
     sess = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
     name = manifest["signature"]["inputs"][0]["name"]
     preds = sess.run(None, {name: x})[0].argmax(axis=1)
@@ -68,7 +100,7 @@ def test_evaluate_json_and_out_can_be_remeasured_independently(capsys, tmp_path,
 def _exits_2_with_one_line(capsys, *argv: str) -> str:
     code, out, err = run(capsys, *argv)
     assert code == 2, (out, err)
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("workbench: error: "), err
     return lines[0]
 
@@ -95,8 +127,8 @@ def test_corrupt_files(capsys, tmp_path, name, content):
 
 
 def test_truncated_onnx(capsys, tmp_path, session_cache):
-    from workbench.pipeline import evaluate
     from tests.conftest import QUICK
+    from workbench.pipeline import evaluate
 
     good = evaluate("digits-cnn", settings=QUICK, cache=session_cache).artifact.read_bytes()
     path = tmp_path / "cut.onnx"
@@ -105,7 +137,9 @@ def test_truncated_onnx(capsys, tmp_path, session_cache):
 
 
 def test_wrong_input_shape(capsys):
-    line = _exits_2_with_one_line(capsys, "evaluate", "digits-cnn", "--input-shape", "1,3,32,32", *FAST)
+    line = _exits_2_with_one_line(
+        capsys, "evaluate", "digits-cnn", "--input-shape", "1,3,32,32", *FAST
+    )
     assert "shape" in line
 
 
@@ -131,8 +165,22 @@ def test_a_pickle_that_would_run_code_is_refused_and_not_run(capsys, tmp_path):
 def test_sweep_writes_study_csv_and_prints_frontier(capsys, tmp_path, session_cache):
     study, csv = tmp_path / "study.json", tmp_path / "study.csv"
     code, out, err = run(
-        capsys, "sweep", "digits-cnn", "--prune", "unstructured", "--sparsity", "0,0.5", "--quantize", "none,int8",
-        "--out", str(study), "--csv", str(csv), "--cache-dir", str(session_cache.root), *FAST,
+        capsys,
+        "sweep",
+        "digits-cnn",
+        "--prune",
+        "unstructured",
+        "--sparsity",
+        "0,0.5",
+        "--quantize",
+        "none,int8",
+        "--out",
+        str(study),
+        "--csv",
+        str(csv),
+        "--cache-dir",
+        str(session_cache.root),
+        *FAST,
     )
     assert code == 0, err
     assert "on the frontier" in out and "baseline" in out
@@ -173,9 +221,23 @@ def test_a_terminated_sweep_leaves_no_half_built_entry(tmp_path):
 
     cache = tmp_path / "cache"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench", "sweep", "digits-cnn", "--sparsity", "0.3,0.4,0.6",
-         "--out", str(tmp_path / "s.json"), "--cache-dir", str(cache), *FAST],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "sweep",
+            "digits-cnn",
+            "--sparsity",
+            "0.3,0.4,0.6",
+            "--out",
+            str(tmp_path / "s.json"),
+            "--cache-dir",
+            str(cache),
+            *FAST,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while not list(cache.glob(".build-*")) and proc.poll() is None and time.monotonic() < deadline:

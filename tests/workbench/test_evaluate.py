@@ -6,15 +6,14 @@ import json
 import os
 import zlib
 
-import numpy as np
 import onnx
 import pytest
 
 from workbench import measure
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
-from workbench.pipeline import MeasureSettings, evaluate
 from workbench.honesty import ConvCensus, honesty_warnings
+from workbench.pipeline import MeasureSettings, evaluate
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
 from workbench.study import grid, sweep
 
@@ -65,12 +64,21 @@ def test_interrupted_sweep_resumes_where_it_stopped(cnn, tmp_path, quick, monkey
     recipes = grid(prune=[PruneConfig(sparsity=0.5), PruneConfig(sparsity=0.7)])
     cancel = threading.Event()
     seen = []
-    first = sweep(cnn, recipes, settings=quick, cache=cache, progress=False,
-                  on_result=lambda r: (seen.append(r), cancel.set()), cancel=cancel)
+    first = sweep(
+        cnn,
+        recipes,
+        settings=quick,
+        cache=cache,
+        progress=False,
+        on_result=lambda r: (seen.append(r), cancel.set()),
+        cancel=cancel,
+    )
     assert len(first.results) == 1  # stopped after the baseline
     measured = []
     real = measure.measure_latency
-    monkeypatch.setattr(measure, "measure_latency", lambda *a, **k: measured.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(
+        measure, "measure_latency", lambda *a, **k: measured.append(a[0]) or real(*a, **k)
+    )
     second = sweep(cnn, recipes, settings=quick, cache=cache, progress=False)
     assert [r.recipe for r in second.results] == recipes
     assert len(measured) == 2  # only the two variants not finished before
@@ -81,32 +89,56 @@ def test_unstructured_pruning_warns_structured_does_not(cnn, session_cache, quic
     un = evaluate(cnn, Recipe.of(PruneConfig(sparsity=0.5)), settings=quick, cache=session_cache)
     assert any("Unstructured pruning (50% of weights" in w for w in un.warnings)
     assert un.metrics.nonzero_params < 0.75 * un.metrics.params
-    assert un.metrics.size_bytes == pytest.approx(evaluate(cnn, settings=quick, cache=session_cache).metrics.size_bytes, rel=0.01)
-    st = evaluate(cnn, Recipe.of(PruneConfig(method="structured", sparsity=0.3)), settings=quick, cache=session_cache)
+    assert un.metrics.size_bytes == pytest.approx(
+        evaluate(cnn, settings=quick, cache=session_cache).metrics.size_bytes, rel=0.01
+    )
+    st = evaluate(
+        cnn,
+        Recipe.of(PruneConfig(method="structured", sparsity=0.3)),
+        settings=quick,
+        cache=session_cache,
+    )
     assert not any("Unstructured" in w for w in st.warnings)
     assert st.metrics.macs < evaluate(cnn, settings=quick, cache=session_cache).metrics.macs
 
 
 def test_dynamic_quantization_of_convolutions_warns(cnn, session_cache, quick):
-    r = evaluate(cnn, Recipe.of(quantize=QuantizeConfig(scheme="dynamic")), settings=quick, cache=session_cache)
+    r = evaluate(
+        cnn,
+        Recipe.of(quantize=QuantizeConfig(scheme="dynamic")),
+        settings=quick,
+        cache=session_cache,
+    )
     assert any("Dynamic quantization of a model with" in w for w in r.warnings)
-    s = evaluate(cnn, Recipe.of(quantize=QuantizeConfig(scheme="int8")), settings=quick, cache=session_cache)
+    s = evaluate(
+        cnn, Recipe.of(quantize=QuantizeConfig(scheme="int8")), settings=quick, cache=session_cache
+    )
     assert not any("Dynamic quantization" in w for w in s.warnings)
     # int8 weights are really in the artifact.
     types = {t.data_type for t in onnx.load(str(s.artifact)).graph.initializer}
     assert onnx.TensorProto.INT8 in types
-    assert s.metrics.size_bytes < 0.5 * evaluate(cnn, settings=quick, cache=session_cache).metrics.size_bytes
+    assert (
+        s.metrics.size_bytes
+        < 0.5 * evaluate(cnn, settings=quick, cache=session_cache).metrics.size_bytes
+    )
 
 
 def test_slower_than_float_warning_follows_the_measurement(cnn, session_cache, quick):
     base = evaluate(cnn, settings=quick, cache=session_cache)
-    r = evaluate(cnn, Recipe.of(quantize=QuantizeConfig(scheme="int8")), settings=quick, cache=session_cache)
+    r = evaluate(
+        cnn, Recipe.of(quantize=QuantizeConfig(scheme="int8")), settings=quick, cache=session_cache
+    )
     slower = r.metrics.latency.p50 / base.metrics.latency.p50 > 1.05
     assert slower == any("measured slower than the float baseline" in w for w in r.warnings)
 
 
 def test_accuracy_drop_warns_beyond_the_limit(cnn, session_cache, quick):
-    r = evaluate(cnn, Recipe.of(PruneConfig(sparsity=0.95, keep_first_last=False)), settings=quick, cache=session_cache)
+    r = evaluate(
+        cnn,
+        Recipe.of(PruneConfig(sparsity=0.95, keep_first_last=False)),
+        settings=quick,
+        cache=session_cache,
+    )
     base = evaluate(cnn, settings=quick, cache=session_cache)
     drop = (base.metrics.accuracy - r.metrics.accuracy) * 100
     assert drop > 1.0, "95% sparsity on every layer should cost this small CNN accuracy"
@@ -126,14 +158,24 @@ def test_rules_that_depend_on_the_cpu_and_the_graph():
     assert any("Per-tensor int8 on 2 depthwise" in w for w in no_vnni)
     vnni = honesty_warnings(Recipe.of(quantize=QuantizeConfig()), m, m, ConvCensus(3, 2), True, 1.0)
     assert vnni == ()
-    fp16 = honesty_warnings(Recipe.of(quantize=QuantizeConfig(scheme="fp16")), m, m, ConvCensus(3, 2), False, 1.0)
+    fp16 = honesty_warnings(
+        Recipe.of(quantize=QuantizeConfig(scheme="fp16")), m, m, ConvCensus(3, 2), False, 1.0
+    )
     assert fp16 == ()  # fp16 is not int8: neither the VNNI nor the depthwise rule applies
 
 
 def test_bad_requests_fail_clearly_and_leave_nothing(cnn, tmp_path, quick):
     cache = Cache(tmp_path)
-    with pytest.raises(WorkbenchError, match="layer .conv_that_is_not_there. in exclude is not a module of this model"):
-        evaluate(cnn, Recipe.of(PruneConfig(exclude=("conv_that_is_not_there",))), settings=quick, cache=cache)
+    with pytest.raises(
+        WorkbenchError,
+        match="layer .conv_that_is_not_there. in exclude is not a module of this model",
+    ):
+        evaluate(
+            cnn,
+            Recipe.of(PruneConfig(exclude=("conv_that_is_not_there",))),
+            settings=quick,
+            cache=cache,
+        )
     assert not list(tmp_path.glob(".build-*"))
 
 
@@ -153,3 +195,18 @@ def test_pruning_an_onnx_file_is_refused(tmp_path, session_cache, quick, cnn):
 def test_settings_are_validated():
     with pytest.raises(WorkbenchError, match="threads 0"):
         MeasureSettings(threads=0)
+
+
+def test_step_reports_reach_the_result_and_the_manifest(cnn, session_cache, quick, tmp_path):
+
+    from workbench.export import export_variant
+
+    recipe = Recipe.of(PruneConfig(method="structured", sparsity=0.3), QuantizeConfig())
+    r = evaluate(cnn, recipe, settings=quick, cache=session_cache)
+    assert [s["kind"] for s in r.steps] == ["prune", "quantize"]
+    assert r.steps[0]["achieved_sparsity"] > 0
+    assert evaluate(cnn, recipe, settings=quick, cache=session_cache).steps == r.steps  # cached too
+    manifest = json.loads(
+        export_variant(r, cnn, tmp_path / "out", settings=quick, cache=session_cache).read_text()
+    )
+    assert manifest["step_reports"] == list(r.steps)

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.study import grid, pareto_mask
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
+from workbench.study import grid, pareto_mask
 
 
 def test_frontier_keeps_only_undominated_points():
@@ -29,7 +29,9 @@ def test_frontier_in_three_objectives_and_missing_values():
             "size_bytes": [100, 50, 10],
         }
     )
-    assert pareto_mask(df, {"accuracy": "max", "latency_p50_ms": "min", "size_bytes": "min"}).tolist() == [
+    assert pareto_mask(
+        df, {"accuracy": "max", "latency_p50_ms": "min", "size_bytes": "min"}
+    ).tolist() == [
         False,
         True,
         False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -36,10 +38,19 @@ def heavy_onnx(tmp_path_factory):
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("heavy") / "heavy.onnx"
-    torch.onnx.export(
-        _HeavyTailed().eval(), (torch.randn(1, 1, 8, 8),), str(path),
-        input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", DeprecationWarning
+        )  # the TorchScript-based exporter's notice
+        torch.onnx.export(
+            _HeavyTailed().eval(),
+            (torch.randn(1, 1, 8, 8),),
+            str(path),
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+            dynamo=False,
+        )
     return load_model(path)
 
 
@@ -53,11 +64,20 @@ def test_predictions_are_those_of_batch_one_inference(heavy_onnx, tmp_path, quic
     # Dynamic quantization scales activations over the whole batch it is given, so a
     # batched evaluation measures a model that a batch-1 deployment never runs.
     cache = Cache(tmp_path)
-    r = evaluate(heavy_onnx, Recipe.of(quantize=QuantizeConfig(scheme="dynamic")), settings=quick, cache=cache)
+    r = evaluate(
+        heavy_onnx,
+        Recipe.of(quantize=QuantizeConfig(scheme="dynamic")),
+        settings=quick,
+        cache=cache,
+    )
     base = evaluate(heavy_onnx, settings=quick, cache=cache)
     x, _, _ = evaluation_inputs(heavy_onnx)
     ours = _one_by_one(r.artifact, x)
-    batched = ort.InferenceSession(str(r.artifact), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0].argmax(1)
+    batched = (
+        ort.InferenceSession(str(r.artifact), providers=["CPUExecutionProvider"])
+        .run(None, {"x": x})[0]
+        .argmax(1)
+    )
     assert (ours != batched).any(), "the model no longer shows the batch dependence this test needs"
     np.testing.assert_array_equal(np.load(cache.predictions_path(r.key)), ours)
     assert r.metrics.agreement == pytest.approx(np.mean(ours == _one_by_one(base.artifact, x)))
@@ -68,7 +88,13 @@ def test_pruning_an_onnx_file_is_refused_before_anything_is_measured(heavy_onnx,
     with pytest.raises(WorkbenchError, match="pruning needs the PyTorch model"):
         evaluate(heavy_onnx, Recipe.of(PruneConfig()), settings=quick, cache=cache)
     with pytest.raises(WorkbenchError, match="pruning needs the PyTorch model"):
-        sweep(heavy_onnx, [Recipe(), Recipe.of(PruneConfig())], settings=quick, cache=cache, progress=False)
+        sweep(
+            heavy_onnx,
+            [Recipe(), Recipe.of(PruneConfig())],
+            settings=quick,
+            cache=cache,
+            progress=False,
+        )
     assert not list(tmp_path.rglob("*.onnx")), "a baseline was measured before the refusal"
 
 
@@ -80,14 +106,33 @@ def _metrics(p50: float) -> Metrics:
 def test_quantized_variant_is_compared_with_its_own_float_version():
     recipe = Recipe.of(PruneConfig(method="structured"), QuantizeConfig())
     # Faster than the unpruned baseline (1.0 ms) but slower than the pruned float model (0.5 ms).
-    warnings = honesty_warnings(recipe, _metrics(0.8), _metrics(1.0), ConvCensus(3, 0), True, 1.0,
-                                float_reference=_metrics(0.5))
-    assert any("slower than its float version" in w and "0.800 ms vs 0.500 ms (1.60x)" in w for w in warnings)
-    assert not honesty_warnings(recipe, _metrics(0.4), _metrics(1.0), ConvCensus(3, 0), True, 1.0,
-                                float_reference=_metrics(0.5))
+    warnings = honesty_warnings(
+        recipe,
+        _metrics(0.8),
+        _metrics(1.0),
+        ConvCensus(3, 0),
+        True,
+        1.0,
+        float_reference=_metrics(0.5),
+    )
+    assert any(
+        "slower than its float version" in w and "0.800 ms vs 0.500 ms (1.60x)" in w
+        for w in warnings
+    )
+    assert not honesty_warnings(
+        recipe,
+        _metrics(0.4),
+        _metrics(1.0),
+        ConvCensus(3, 0),
+        True,
+        1.0,
+        float_reference=_metrics(0.5),
+    )
 
 
-def test_evaluate_passes_the_float_version_of_a_pruned_quantized_recipe(cnn, session_cache, quick, monkeypatch):
+def test_evaluate_passes_the_float_version_of_a_pruned_quantized_recipe(
+    cnn, session_cache, quick, monkeypatch
+):
     prune = PruneConfig(sparsity=0.45)  # a variant no other test caches
     seen = {}
     real = pipeline.honesty_warnings

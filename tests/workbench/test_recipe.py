@@ -5,15 +5,28 @@ import json
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.recipe import CONFIG_TYPES, PruneConfig, QuantizeConfig, Recipe, config_from_dict
+from workbench.recipe import (
+    CONFIG_TYPES,
+    FineTuneConfig,
+    PruneConfig,
+    QuantizeConfig,
+    Recipe,
+    config_from_dict,
+)
 
 EXAMPLES = [
     PruneConfig(),
-    PruneConfig(method="structured", sparsity=0.3, scope="layer", keep_first_last=False, exclude=("fc",)),
+    PruneConfig(
+        method="structured", sparsity=0.3, scope="layer", keep_first_last=False, exclude=("fc",)
+    ),
     QuantizeConfig(),
     QuantizeConfig(scheme="dynamic", per_channel=False, weight_type="uint8"),
-    QuantizeConfig(scheme="int8", calibration="entropy", calibration_samples=16, keep_float=("Gemm", "conv1")),
+    QuantizeConfig(
+        scheme="int8", calibration="entropy", calibration_samples=16, keep_float=("Gemm", "conv1")
+    ),
     QuantizeConfig(scheme="fp16"),
+    FineTuneConfig(),
+    FineTuneConfig(epochs=2, teacher="digits-resnet18", temperature=2.0, alpha=0.5),
 ]
 
 
@@ -33,9 +46,15 @@ def test_recipe_round_trips_and_names():
     r = Recipe.of(PruneConfig(sparsity=0.5), QuantizeConfig())
     assert Recipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r
     assert r.name == "prune-unstructured-0.5+int8-minmax-pc"
-    assert QuantizeConfig(activation_type="int8", keep_float=("Gemm",)).label() == "int8-minmax-pc-aint8-float(Gemm)"
+    assert (
+        QuantizeConfig(activation_type="int8", keep_float=("Gemm",)).label()
+        == "int8-minmax-pc-aint8-float(Gemm)"
+    )
     assert QuantizeConfig(scheme="dynamic").label() == "int8-dynamic-pc"
-    assert PruneConfig(sparsity=0.8, keep_first_last=False, exclude=("fc",)).label() == "prune-unstructured-0.8-all-keep(fc)"
+    assert (
+        PruneConfig(sparsity=0.8, keep_first_last=False, exclude=("fc",)).label()
+        == "prune-unstructured-0.8-all-keep(fc)"
+    )
     assert Recipe().name == "baseline" and Recipe().is_baseline
     assert r.digest() == Recipe.from_dict(r.to_dict()).digest()
     assert r.digest() != Recipe.of(PruneConfig(sparsity=0.6), QuantizeConfig()).digest()
@@ -54,7 +73,10 @@ def test_recipe_round_trips_and_names():
         (lambda: QuantizeConfig(calibration_samples=0), "at least one sample"),
         (lambda: QuantizeConfig(weight_type="int16"), "weight type"),
         (lambda: config_from_dict({"kind": "distill"}), "unknown step kind"),
-        (lambda: config_from_dict({"kind": "prune", "amount": 0.5}), "unknown prune setting(s): amount"),
+        (
+            lambda: config_from_dict({"kind": "prune", "amount": 0.5}),
+            "unknown prune setting(s): amount",
+        ),
         (lambda: Recipe((QuantizeConfig(), PruneConfig())), "put pruning before quantization"),
         (lambda: Recipe((PruneConfig(), PruneConfig(sparsity=0.2))), "at most once"),
     ],
@@ -64,3 +86,17 @@ def test_bad_settings_name_the_problem_and_fix(make, message):
         make()
     assert message in str(info.value)
     assert info.value.fix  # every error says what to do instead
+
+
+def test_finetune_config_round_trips_orders_and_validates():
+    cfg = FineTuneConfig(epochs=2, teacher="digits-resnet18")
+    assert config_from_dict(cfg.to_dict()) == cfg
+    r = Recipe.of(PruneConfig(), QuantizeConfig(), cfg)
+    assert [s.kind for s in r.steps] == ["prune", "finetune", "quantize"]
+    assert r.name == "prune-unstructured-0.5+finetune-2ep-distill(digits-resnet18)+int8-minmax-pc"
+    with pytest.raises(WorkbenchError, match="prune first, then fine-tune"):
+        Recipe((cfg, PruneConfig()))
+    with pytest.raises(WorkbenchError, match="epochs 0 is out of range"):
+        FineTuneConfig(epochs=0)
+    with pytest.raises(WorkbenchError, match="alpha"):
+        FineTuneConfig(alpha=1.5)

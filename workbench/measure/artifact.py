@@ -242,7 +242,7 @@ def sort_topologically(graph: onnx.GraphProto) -> None:
         ids = {id(n) for n in ready}
         pending = [n for n in pending if id(n) not in ids]
     copies = [onnx.NodeProto() for _ in ordered]
-    for c, n in zip(copies, ordered):
+    for c, n in zip(copies, ordered, strict=True):
         c.CopyFrom(n)
     del graph.node[:]
     graph.node.extend(copies)

@@ -29,7 +29,6 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 _STDERR_TAIL = 2000
 
 
-
 def _worker_command(args: dict) -> list[str]:
     return [sys.executable, "-m", "workbench.measure._memory_worker", json.dumps(args)]
 
@@ -68,7 +67,12 @@ def measure_memory(
     }
     cmd = _worker_command(args)
     # workbench/__init__.py imports lazily, so the worker loads only numpy and onnxruntime.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")])
+        ),
+    }
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as e:

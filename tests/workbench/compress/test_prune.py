@@ -205,7 +205,9 @@ def test_structured_never_skips_a_layer_and_macs_fall_with_sparsity(scope):
     ratios = []
     for sparsity in (0.3, 0.6, 0.9, 0.95):
         m = tiny()
-        report = prune_(m, PruneConfig(method="structured", sparsity=sparsity, scope=scope, round_to=1), X8)
+        report = prune_(
+            m, PruneConfig(method="structured", sparsity=sparsity, scope=scope, round_to=1), X8
+        )
         ratios.append(report.macs_ratio)
         assert m(X8).shape == (2, 10)
     assert ratios == sorted(ratios, reverse=True) and len(set(ratios)) == 4

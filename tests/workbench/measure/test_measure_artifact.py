@@ -214,7 +214,9 @@ def test_macs_are_counted_on_an_unsorted_fp16_graph(tmp_path):
 
     from workbench.onnx_export import export_onnx
 
-    module = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 10)).eval()
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 10)
+    ).eval()
     export_onnx(module, (1, 1, 8, 8), tmp_path / "f.onnx")
     half = convert_float_to_float16(onnx.load(str(tmp_path / "f.onnx")), keep_io_types=True)
     assert half.graph.node[-1].op_type == "Cast"  # the converter's order, not topological

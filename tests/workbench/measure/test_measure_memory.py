@@ -45,7 +45,9 @@ def test_worker_reports_bad_input_as_workbench_error(tmp_path, conv_linear):
 
 def test_worker_crash_shows_its_stderr(conv_linear, monkeypatch):
     crash = "import sys; sys.stderr.write('worker exploded: xyz'); sys.exit(3)"
-    monkeypatch.setattr(memory_module, "_worker_command", lambda args: [sys.executable, "-c", crash])
+    monkeypatch.setattr(
+        memory_module, "_worker_command", lambda args: [sys.executable, "-c", crash]
+    )
     with pytest.raises(WorkbenchError, match=r"exit status 3\): worker exploded: xyz"):
         measure_memory(conv_linear)
 

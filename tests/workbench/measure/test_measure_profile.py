@@ -18,7 +18,8 @@ def test_profile_lists_conv_and_gemm_within_the_latency(conv_linear, tmp_path, m
     assert all(ms > 0 for ms in profile.values())
     assert list(profile.values()) == sorted(profile.values(), reverse=True)
     latency = measure_latency(conv_linear, shape, min_runs=20, min_seconds=0.05)
-    assert sum(profile.values()) < latency.mean * 1.5
+    # Two separate timings on a shared machine: they must agree in order of magnitude.
+    assert sum(profile.values()) < latency.p90 * 3
     assert os.listdir(cwd) == []  # the profiler's JSON did not land in cwd
 
 
