@@ -71,16 +71,18 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def format_bytes(n: float | None) -> str:
-    """Bytes with a decimal unit: ``1234567`` -> ``"1.23 MB"``; None -> ``"n/a"``."""
-    if _missing(n):
-        return "n/a"
-    n = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} B" if unit == "B" else f"{n:.3g} {unit}"
+def _scaled(n: float, units: tuple[str, ...], sep: str) -> str:
+    """``n`` divided by 1000 until below 1000 (or the last unit), to 3 significant digits."""
+    for unit in units:
+        if abs(n) < 1000 or unit == units[-1]:
+            return f"{n:.0f}{sep}{unit}".rstrip() if unit == units[0] else f"{n:.3g}{sep}{unit}"
         n /= 1000
     raise AssertionError("unreachable")
+
+
+def format_bytes(n: float | None) -> str:
+    """Bytes with a decimal unit: ``1234567`` -> ``"1.23 MB"``; None -> ``"n/a"``."""
+    return "n/a" if _missing(n) else _scaled(float(n), ("B", "kB", "MB", "GB"), " ")
 
 
 def format_ms(ms: float | None) -> str:
@@ -92,14 +94,7 @@ def format_ms(ms: float | None) -> str:
 
 def format_count(n: float | None) -> str:
     """A large count with an SI suffix: ``1234567`` -> ``"1.23M"``."""
-    if _missing(n):
-        return "n/a"
-    n = float(n)
-    for suffix in ("", "k", "M", "G"):
-        if abs(n) < 1000 or suffix == "G":
-            return f"{n:.0f}" if suffix == "" else f"{n:.3g}{suffix}"
-        n /= 1000
-    raise AssertionError("unreachable")
+    return "n/a" if _missing(n) else _scaled(float(n), ("", "k", "M", "G"), "")
 
 
 def format_percent(fraction: float | None, digits: int = 1) -> str:
