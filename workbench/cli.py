@@ -415,15 +415,33 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Stopped(KeyboardInterrupt):
+    """Ctrl-C or ``kill``, raised where Python was, so clean-up code still runs.
+
+    A subclass on purpose: when a plain KeyboardInterrupt passes through a string
+    ``exec`` (dataclasses and torch generate code that way), CPython remembers it and
+    makes ``python -m workbench`` die by SIGINT at exit even after it was handled.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise _Stopped(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (2 for bad input)."""
+    """Run the CLI; returns the exit status (2 for bad input, 128+N on signal N)."""
     args = build_parser().parse_args(argv)
     scratch: list[Path] = []
-    on_term = None
+    previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        # `kill` (SIGTERM) would end Python without running the clean-up below and in
-        # the cache: treat it as Ctrl-C, so no half-built entry or temp folder is left.
-        on_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # Without this `kill` (SIGTERM) would end Python without running the clean-up
+        # below and in the cache; with it no half-built entry or temp folder is left.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, _raise_stopped)
     try:
         if args.command == "models":
             return _cmd_models(args)
@@ -435,17 +453,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(
             "workbench: interrupted; finished variants are cached and a rerun resumes",
             file=sys.stderr,
         )
-        return 130
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     finally:
         for path in scratch:
             shutil.rmtree(path, ignore_errors=True)
-        if on_term is not None:
-            signal.signal(signal.SIGTERM, on_term)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from workbench.cache import sha256_file
 from workbench.cli import main
 
 FAST = ["--no-profile"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -245,6 +247,26 @@ def test_a_terminated_sweep_leaves_no_half_built_entry(tmp_path):
     assert proc.poll() is None, "the sweep ended before a build could be interrupted"
     os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + signal.SIGTERM, err  # exited, not killed by a signal
     assert "interrupted" in err.strip().splitlines()[-1]
     assert not list(cache.glob(".build-*")), "a half-built entry was left in the cache"
+
+
+def test_a_signal_during_generated_code_still_exits_with_a_status(tmp_path):
+    # CPython remembers a plain KeyboardInterrupt that passed through a string `exec`
+    # (dataclasses and torch generate code so) and then kills `python -m` by SIGINT
+    # at exit, even after the CLI handled it. The CLI's handler must not trip that.
+    pkg = tmp_path / "stopper"
+    pkg.mkdir()
+    (pkg / "__main__.py").write_text(
+        "import os, signal, sys, time\n"
+        "from workbench.cli import _raise_stopped\n"
+        "signal.signal(signal.SIGTERM, _raise_stopped)\n"
+        "try:\n"
+        "    exec('os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)', globals())\n"
+        "except KeyboardInterrupt as exc:\n"
+        "    sys.exit(128 + getattr(exc, 'signum', 15))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    proc = subprocess.run([sys.executable, "-m", "stopper"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 143, proc.stderr
