@@ -268,5 +268,7 @@ def test_a_signal_during_generated_code_still_exits_with_a_status(tmp_path):
         "    sys.exit(128 + getattr(exc, 'signum', 15))\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
-    proc = subprocess.run([sys.executable, "-m", "stopper"], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stopper"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 143, proc.stderr
