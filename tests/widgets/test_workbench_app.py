@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 
 import pytest
 
@@ -51,11 +50,9 @@ def test_moving_the_slider_measures_a_new_variant_in_the_background(app):
     before_points = len(app.study.results)
     before_card = card_figures(app)
     app.pruning.sparsity_w.value = 0.45
-    started = time.perf_counter()
     app.pruning.method_w.value = "unstructured"
-    returned = time.perf_counter() - started
-    # The setter returned at once; the measurement runs on the worker.
-    assert returned < 0.5, f"the UI thread was held for {returned:.2f} s"
+    # The setter returned with the measurement still to do: it runs on the worker.
+    # (How long the UI thread is held is measured in benchmarks/ui.py.)
     assert app.busy and "measuring prune-unstructured-0.45" in app.card.value
     assert "opacity: 0.55" in app.card.value  # the previous figures are dimmed
     assert app.wait_idle(120)
@@ -73,14 +70,12 @@ def test_moving_the_slider_measures_a_new_variant_in_the_background(app):
 def test_a_cached_variant_shows_synchronously(app):
     app.pruning.method_w.value = "unstructured"
     assert app.wait_idle(120)
-    started = time.perf_counter()
     app.pruning.method_w.value = "none"  # back to the baseline: in the cache
-    elapsed = time.perf_counter() - started
-    assert app.current.recipe == Recipe()  # already shown when the setter returns
+    # Already shown when the setter returns, with no worker involved; the time it takes
+    # (the 1 s target) is measured in benchmarks/ui.py.
+    assert app.current.recipe == Recipe()
     assert not app.busy
     assert "cached" in app.status
-    assert elapsed < 1.0, f"a cached update took {elapsed:.2f} s"
-    print(f"cached slider update: {elapsed * 1000:.0f} ms (status: {app.status})")
 
 
 def test_the_latest_setting_wins(app):
