@@ -72,7 +72,6 @@ def load_sample(
         name=name,
         source="sample",
         module=module,
-        onnx_path=None,
         input_shape=shape,
         task=task,
         preprocessing=prep,

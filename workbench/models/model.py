@@ -43,13 +43,13 @@ class Model:
 
     name: str  # registry name ("digits-cnn", "torchvision:resnet18") or the file path given
     source: str  # one of SOURCES
-    module: torch.nn.Module | None  # None for ONNX files
-    onnx_path: Path | None  # the file, for ONNX sources
     input_shape: tuple[int, ...]  # batch-1 input shape, e.g. (1, 1, 8, 8)
-    task: Task | None  # the labelled task the outputs mean, or None when unknown
-    preprocessing: Preprocessing | None  # how the task's raw images become inputs
-    class_names: tuple[str, ...] | None  # one name per output class, when known
     fingerprint: str  # sha256 hex of the weights (or of the file's content)
+    module: torch.nn.Module | None = None  # None for ONNX files
+    onnx_path: Path | None = None  # the file, for ONNX sources
+    task: Task | None = None  # the labelled task the outputs mean, or None when unknown
+    preprocessing: Preprocessing | None = None  # how the task's raw images become inputs
+    class_names: tuple[str, ...] | None = None  # one name per output class, when known
     meta: dict = field(default_factory=dict)  # JSON-able: sample meta, weights info, file info
 
     def example_input(self, batch: int = 1, seed: int = 0) -> torch.Tensor:
