@@ -36,6 +36,18 @@ def _describe(model: Any) -> str:
     return f"{model.name} ({model.source}, input {shape}{task})"
 
 
+# The engine's fixes name the Python argument and the CLI flag; say where the panel has it.
+_PANEL_HINTS = (
+    ("--random-init", "In this panel: tick 'random weights' and load again."),
+    ("--input-shape", "In this panel: fill in 'input' (e.g. 1x3x224x224) and load again."),
+)
+
+
+def _with_panel_hint(message: str) -> str:
+    hints = [hint for flag, hint in _PANEL_HINTS if flag in message]
+    return " ".join([message, *hints])
+
+
 class ModelPicker(W.VBox):
     """Pick the model to compress.
 
@@ -76,6 +88,19 @@ class ModelPicker(W.VBox):
             description="file's task",
             tooltip="the labelled test split a file's outputs mean (not for samples)",
         )
+        # torchvision weights are never downloaded: without them on this machine a
+        # random initialisation still serves size and latency studies.
+        self.random_w = W.Checkbox(
+            value=False,
+            description="random weights (torchvision; size and latency only)",
+            indent=False,
+            layout=W.Layout(width="auto"),
+        )
+        self.shape_w = W.Text(
+            placeholder="input shape, e.g. 1x3x224x224 (TorchScript files need it)",
+            description="input",
+            layout=W.Layout(width="420px"),
+        )
         self.load_w = W.Button(description="Load", icon="folder-open")
         self.upload_w = W.FileUpload(
             accept=",".join(UPLOAD_SUFFIXES), multiple=False, description="Upload model"
@@ -86,8 +111,10 @@ class ModelPicker(W.VBox):
                 W.HTML("<b>Model</b>"),
                 self.sample_w,
                 W.HBox([self.path_w, self.load_w]),
+                self.random_w,
                 W.HBox([self.upload_w, self.task_w]),
                 self.arch_w,
+                self.shape_w,
                 self._status_w,
             ],
             **kwargs,
@@ -110,8 +137,9 @@ class ModelPicker(W.VBox):
     def load(self, source: str | Path, arch: str | None = None, task: str | None = None) -> bool:
         """Load ``source`` with ``load_model``; returns whether it worked.
 
-        ``arch`` and ``task`` default to the panel's boxes ("" for none). On failure
-        ``error`` holds the message and ``model`` is unchanged.
+        ``arch`` and ``task`` default to the panel's boxes ("" for none), and so do the
+        input shape and, for torchvision names, random weights. On failure ``error``
+        holds the message and ``model`` is unchanged.
         """
         source = str(source)
         if not source:
@@ -124,10 +152,24 @@ class ModelPicker(W.VBox):
             options["arch"] = arch
         if task:
             options["task"] = task
+        if source.startswith("torchvision:") and self.random_w.value:
+            options["pretrained"] = False
+        shape_text = self.shape_w.value.strip()
+        if shape_text and source not in self.sample_w.options:
+            try:
+                options["input_shape"] = tuple(
+                    int(d) for d in shape_text.replace("x", ",").split(",") if d.strip()
+                )
+            except ValueError:
+                self._fail(
+                    f"input shape {shape_text!r} is not a list of whole numbers",
+                    "write it like 1x3x224x224 (batch first), or leave it empty",
+                )
+                return False
         try:
             model = load_model(source, **options)
         except WorkbenchError as exc:
-            self._show_error(str(exc))
+            self._show_error(_with_panel_hint(str(exc)))
             return False
         except Exception as exc:  # noqa: BLE001 - a bad model file must not break the app
             self._show_error(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from widgets import ModelPicker
@@ -83,3 +84,38 @@ def test_an_unknown_name_shows_an_error_with_the_fix():
     assert picker.model is None
     assert "unknown model 'no-such-model'" in picker.error
     assert "workbench models" in picker.error
+
+
+def test_a_torchvision_name_without_weights_points_at_random_weights(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no pretrained weights on disk here
+    picker = ModelPicker(None)
+    assert not picker.load("torchvision:mobilenet_v3_small")
+    assert picker.model is None
+    assert "tick 'random weights'" in picker.error
+
+    picker.random_w.value = True
+    assert picker.load("torchvision:mobilenet_v3_small"), picker.error
+    assert picker.model.source == "torchvision" and picker.model.input_shape == (1, 3, 224, 224)
+    assert "random" in picker.model.meta["init"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_a_torchscript_upload_takes_its_input_shape_from_the_panel():
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(4, 3)), buffer)
+    picker = ModelPicker(None)
+    upload(picker, "linear.pt", buffer.getvalue())
+    assert picker.model is None and "fill in 'input'" in picker.error
+
+    picker.shape_w.value = "1 x four"
+    upload(picker, "linear.pt", buffer.getvalue())
+    assert picker.model is None and "'1 x four' is not a list of whole numbers" in picker.error
+
+    picker.shape_w.value = "1x4"
+    upload(picker, "linear.pt", buffer.getvalue())
+    assert picker.error == "" and picker.model.source == "torchscript"
+    assert picker.model.input_shape == (1, 4)
