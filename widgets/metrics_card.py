@@ -16,8 +16,9 @@ import ipywidgets as W
 import traitlets as T
 
 from workbench.charts import format_bytes, format_count, format_ms, format_percent
+from workbench.measure.environment import environment_line
 
-__all__ = ["MetricsCard", "environment_line", "point_delta", "ratio_delta"]
+__all__ = ["MetricsCard", "point_delta", "ratio_delta"]
 
 GOOD, BAD, NEUTRAL = "#1a7f37", "#b00020", "#555555"
 # Within this ratio a change is shown as a percent ("+3%"), beyond it as a factor ("-3.4x").
@@ -58,20 +59,6 @@ def _delta_colour(value: float | None, base: float | None, better: str) -> str:
         return NEUTRAL
     improved = value > base if better == "max" else value < base
     return GOOD if improved else BAD
-
-
-def environment_line(environment: dict[str, Any]) -> str:
-    """One line of measurement context: CPU, int8 features, threads, runtime versions."""
-    if not environment:
-        return "environment not recorded"
-    features = ", ".join(environment.get("cpu_features") or []) or "none detected"
-    int8 = "int8 dot product" if environment.get("int8_dot_product") else "no int8 dot product"
-    return (
-        f"{environment.get('cpu_model', 'unknown CPU')} ({features}; {int8}) · "
-        f"{environment.get('threads', '?')} thread(s) of {environment.get('usable_cores', '?')} "
-        f"usable cores · ONNX Runtime {environment.get('onnxruntime', '?')} · "
-        f"{environment.get('os', '')} · Python {environment.get('python', '?')}"
-    )
 
 
 # (label, getter of the figure from Metrics, formatter, delta kind, better direction)

@@ -278,6 +278,8 @@ def _fmt_pct(v: float | None) -> str:
 
 
 def _text(result: Any) -> str:
+    from workbench.measure.environment import environment_line
+
     m = result.metrics
     lines = [
         f"{result.model}  [{result.recipe.name}]",
@@ -292,10 +294,7 @@ def _text(result: Any) -> str:
     if m.operator_ms:
         top = ", ".join(f"{k} {v:.3f}" for k, v in list(m.operator_ms.items())[:5])
         lines.append(f"  time by op (ms) {top}")
-    env = m.environment
-    lines.append(
-        f"  environment     {env.get('cpu_model')} ({', '.join(env.get('int8_features', []) or []) or 'no int8 dot-product'}), onnxruntime {env.get('versions', {}).get('onnxruntime')}"
-    )
+    lines.append(f"  environment     {environment_line(m.environment)}")
     lines += [f"  warning: {w}" for w in result.warnings]
     return "\n".join(lines)
 

@@ -162,15 +162,19 @@ def check_applicable(model: Any, recipe: Recipe) -> None:
     Checked before anything is built or measured, so a sweep or an evaluation that
     cannot succeed fails at once.
     """
-    if model.module is None and recipe.torch_steps():
+    compiled = {"onnx": "an ONNX file", "torchscript": "a TorchScript file", "pt2": "a .pt2 program"}
+    if recipe.torch_steps() and (model.module is None or model.source in compiled):
         steps = " and ".join(
             s.kind.replace("finetune", "fine-tuning").replace("prune", "pruning")
             for s in recipe.torch_steps()
         )
+        # TorchScript and torch.export programs run, but their layers are compiled
+        # graphs, not the nn.Conv2d/nn.Linear modules pruning edits and rebuilds.
         raise WorkbenchError(
-            f"{model.name} is an ONNX file, and {steps} needs the PyTorch model",
-            "load the PyTorch model (a sample, torchvision:<arch>, TorchScript, .pt2 or a "
-            "state_dict with --arch), or use quantization only",
+            f"{model.name} is {compiled.get(model.source, 'not a PyTorch module')}, and "
+            f"{steps} needs the model as PyTorch layers",
+            "load its weights as a state_dict with the architecture (arch=... / --arch: a "
+            "sample name or torchvision:<arch>), or use quantization only",
         )
     if recipe.get("finetune") is not None and model.task is None:
         raise WorkbenchError(

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from widgets import MetricsCard
-from widgets.metrics_card import environment_line, point_delta, ratio_delta
+from widgets.metrics_card import point_delta, ratio_delta
+from workbench.measure.environment import environment_line
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
 from workbench.results import LatencyStats, MemoryStats, Metrics, Result
 

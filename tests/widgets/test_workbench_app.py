@@ -166,9 +166,9 @@ def test_a_failed_measurement_shows_the_engine_error_and_keeps_the_last_variant(
     shown = wb.current_key
     wb.pruning.method_w.value = "structured"  # an ONNX file cannot be pruned
     assert wb.wait_idle(120)
-    assert "pruning needs the PyTorch model" in wb.error
-    assert "pruning needs the PyTorch model" in wb.card.value
-    assert "pruning needs the PyTorch model" in wb._status_w.value
+    assert "pruning needs the model as PyTorch layers" in wb.error
+    assert "pruning needs the model as PyTorch layers" in wb.card.value
+    assert "pruning needs the model as PyTorch layers" in wb._status_w.value
     assert wb.current_key == shown and not wb.busy
     wb.pruning.method_w.value = "none"  # back to what works: cached, error cleared
     assert wb.error == "" and wb.current_key == shown

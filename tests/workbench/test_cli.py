@@ -34,6 +34,16 @@ def test_models_lists_the_samples_and_torchvision(capsys):
     assert "torchvision:mobilenet_v3_small" in names
 
 
+def test_evaluate_text_names_the_cpu_and_runtime(capsys, session_cache):
+    code, out, err = run(
+        capsys, "evaluate", "digits-cnn", "--cache-dir", str(session_cache.root), *FAST
+    )
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.strip().startswith("environment"))
+    assert f"ONNX Runtime {ort.__version__}" in line and "None" not in line
+    assert "thread(s)" in line
+
+
 def test_evaluate_json_and_out_can_be_remeasured_independently(capsys, tmp_path, session_cache):
     out_dir = tmp_path / "variant"
     code, out, err = run(

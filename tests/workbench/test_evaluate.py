@@ -184,7 +184,7 @@ def test_pruning_an_onnx_file_is_refused(tmp_path, session_cache, quick, cnn):
 
     base = evaluate(cnn, settings=quick, cache=session_cache)
     onnx_model = load_model(base.artifact, task="digits", preprocessing=cnn.preprocessing)
-    with pytest.raises(WorkbenchError, match="pruning needs the PyTorch model"):
+    with pytest.raises(WorkbenchError, match="pruning needs the model as PyTorch layers"):
         evaluate(onnx_model, Recipe.of(PruneConfig()), settings=quick, cache=session_cache)
     # The same artifact loaded as a user ONNX file measures the same accuracy.
     again = evaluate(onnx_model, settings=quick, cache=session_cache)

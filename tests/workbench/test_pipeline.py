@@ -85,9 +85,9 @@ def test_predictions_are_those_of_batch_one_inference(heavy_onnx, tmp_path, quic
 
 def test_pruning_an_onnx_file_is_refused_before_anything_is_measured(heavy_onnx, tmp_path, quick):
     cache = Cache(tmp_path)
-    with pytest.raises(WorkbenchError, match="pruning needs the PyTorch model"):
+    with pytest.raises(WorkbenchError, match="pruning needs the model as PyTorch layers"):
         evaluate(heavy_onnx, Recipe.of(PruneConfig()), settings=quick, cache=cache)
-    with pytest.raises(WorkbenchError, match="pruning needs the PyTorch model"):
+    with pytest.raises(WorkbenchError, match="pruning needs the model as PyTorch layers"):
         sweep(
             heavy_onnx,
             [Recipe(), Recipe.of(PruneConfig())],
@@ -145,3 +145,21 @@ def test_evaluate_passes_the_float_version_of_a_pruned_quantized_recipe(
     evaluate(cnn, Recipe.of(prune, QuantizeConfig()), settings=quick, cache=session_cache)
     pruned = evaluate(cnn, Recipe.of(prune), settings=quick, cache=session_cache)
     assert seen[Recipe.of(prune, QuantizeConfig()).name] == pruned.metrics
+
+
+def test_pruning_a_torchscript_file_is_refused_with_the_way_out(tmp_path, quick):
+    from workbench.models import load_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "net.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+        torch.jit.save(
+            torch.jit.script(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))), path
+        )
+        model = load_model(path, input_shape=(1, 4))
+    with pytest.raises(
+        WorkbenchError, match="is a TorchScript file, and pruning needs the model as PyTorch layers"
+    ) as exc:
+        evaluate(model, Recipe.of(PruneConfig()), settings=quick, cache=Cache(tmp_path / "c"))
+    assert "state_dict" in str(exc.value)

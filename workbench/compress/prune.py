@@ -507,9 +507,19 @@ def _prune(module: nn.Module, config: PruneConfig, example_input: torch.Tensor) 
         macs_before, params_before = _count_macs(module, example_input)
         if config.sparsity > 0:
             with torch.enable_grad(), _eval_mode(module):  # the tracer follows grad_fn
-                notes, outputs, removed, prunable_channels = _prune_structured(
-                    module, modules, order, n_called, config, example_input
-                )
+                try:
+                    notes, outputs, removed, prunable_channels = _prune_structured(
+                        module, modules, order, n_called, config, example_input
+                    )
+                except WorkbenchError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - Torch-Pruning on an unforeseen graph
+                    raise WorkbenchError(
+                        f"structured pruning failed on {type(module).__name__}: Torch-Pruning "
+                        f"could not follow its channel dependencies ({type(exc).__name__}: {exc})",
+                        "use unstructured pruning, or exclude the layers involved (exclude=[...], "
+                        "CLI --exclude NAME)",
+                    ) from exc
             for name in targets:
                 if modules[name] not in outputs:
                     # e.g. a ResNet block's last conv, added to the kept stem's output

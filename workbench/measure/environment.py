@@ -13,7 +13,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-__all__ = ["cpu_features", "environment", "has_int8_dot_product"]
+__all__ = ["cpu_features", "environment", "environment_line", "has_int8_dot_product"]
 
 # Raw flag names (x86 /proc/cpuinfo "flags", ARM "Features", macOS sysctl keys) -> the
 # normalized feature the workbench reasons about.
@@ -180,3 +180,17 @@ def environment(threads: int = 1) -> dict:
         "numpy": numpy.__version__,
         "workbench": _version("edge-workbench") or "unknown",
     }
+
+
+def environment_line(environment: dict) -> str:
+    """One line of measurement context: CPU, int8 features, threads, runtime versions."""
+    if not environment:
+        return "environment not recorded"
+    features = ", ".join(environment.get("cpu_features") or []) or "none detected"
+    int8 = "int8 dot product" if environment.get("int8_dot_product") else "no int8 dot product"
+    return (
+        f"{environment.get('cpu_model', 'unknown CPU')} ({features}; {int8}) · "
+        f"{environment.get('threads', '?')} thread(s) of {environment.get('usable_cores', '?')} "
+        f"usable cores · ONNX Runtime {environment.get('onnxruntime', '?')} · "
+        f"{environment.get('os', '')} · Python {environment.get('python', '?')}"
+    )

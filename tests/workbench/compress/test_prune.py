@@ -368,3 +368,19 @@ def test_structured_rounds_kept_channels_to_simd_friendly_counts():
     exact = torchvision.models.resnet18(num_classes=10).eval()
     prune_(exact, PruneConfig(method="structured", sparsity=0.33, round_to=1), X32)
     assert any(mod.out_channels % 8 for mod in exact.modules() if isinstance(mod, nn.Conv2d))
+
+
+def test_a_torch_pruning_failure_becomes_one_clear_error(monkeypatch):
+    # Torch-Pruning can fail inside on graphs it does not foresee (ShuffleNet's channel
+    # shuffle raised ZeroDivisionError): the caller gets a WorkbenchError with a way out.
+    import workbench.compress.prune as prune_module
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("integer division or modulo by zero")
+
+    monkeypatch.setattr(prune_module, "_prune_structured", broken)
+    with pytest.raises(
+        WorkbenchError, match=r"structured pruning failed on TinyNet.*ZeroDivisionError"
+    ) as exc:
+        prune_(tiny(), PruneConfig(method="structured", sparsity=0.5), X8)
+    assert "use unstructured pruning" in str(exc.value)
