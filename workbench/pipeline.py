@@ -162,7 +162,11 @@ def check_applicable(model: Any, recipe: Recipe) -> None:
     Checked before anything is built or measured, so a sweep or an evaluation that
     cannot succeed fails at once.
     """
-    compiled = {"onnx": "an ONNX file", "torchscript": "a TorchScript file", "pt2": "a .pt2 program"}
+    compiled = {
+        "onnx": "an ONNX file",
+        "torchscript": "a TorchScript file",
+        "pt2": "a .pt2 program",
+    }
     if recipe.torch_steps() and (model.module is None or model.source in compiled):
         steps = " and ".join(
             s.kind.replace("finetune", "fine-tuning").replace("prune", "pruning")
@@ -201,7 +205,7 @@ def _build_artifact(
             module, model.input_shape, float_onnx, parity_inputs=parity_inputs
         ).max_abs_diff
     else:
-        shutil.copyfile(model.onnx_path, float_onnx)
+        _copy_onnx(model, float_onnx)
     artifact = work / ARTIFACT_FILE
     src = float_onnx
     for step in recipe.onnx_steps():
@@ -210,6 +214,26 @@ def _build_artifact(
     if src == float_onnx:
         shutil.copyfile(float_onnx, artifact)
     return artifact, parity, float_onnx, reports
+
+
+def _copy_onnx(model: Any, dest: Path) -> None:
+    """Copy an ONNX source into ``dest`` as one self-contained file.
+
+    Weights kept beside the file (ONNX external data) are read in, so every artifact
+    built from it, and every export, carries its weights with it.
+    """
+    if not model.meta.get("external_data"):
+        shutil.copyfile(model.onnx_path, dest)
+        return
+    import onnx
+
+    proto = onnx.load(str(model.onnx_path), load_external_data=True)
+    if proto.ByteSize() >= 2**31:
+        raise WorkbenchError(
+            f"{model.name} holds over 2 GB of weights, more than one ONNX file can carry",
+            "compress a model small enough for an edge device (under 2 GB of weights)",
+        )
+    onnx.save(proto, str(dest))
 
 
 def evaluate(

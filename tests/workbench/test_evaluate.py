@@ -192,6 +192,30 @@ def test_pruning_an_onnx_file_is_refused(tmp_path, session_cache, quick, cnn):
     assert again.metrics.parity_max_abs_diff is None
 
 
+def test_an_onnx_file_with_external_weights_is_measured_self_contained(
+    tmp_path, session_cache, quick, cnn
+):
+    from workbench.models import load_model
+
+    base = evaluate(cnn, settings=quick, cache=session_cache)
+    proto = onnx.load(str(base.artifact))
+    user = tmp_path / "user" / "ext.onnx"
+    user.parent.mkdir()
+    onnx.save(proto, str(user), save_as_external_data=True, location="ext.data", size_threshold=0)
+    assert (user.parent / "ext.data").stat().st_size > user.stat().st_size
+    model = load_model(user, task="digits", preprocessing=cnn.preprocessing)
+    for recipe in (Recipe(), Recipe.of(quantize=QuantizeConfig(scheme="int8"))):
+        result = evaluate(model, recipe, settings=quick, cache=session_cache)
+        artifact = onnx.load(str(result.artifact), load_external_data=False)
+        assert not any(
+            t.data_location == onnx.TensorProto.EXTERNAL for t in artifact.graph.initializer
+        ), "the artifact still points at weights outside it"
+    baseline = evaluate(model, settings=quick, cache=session_cache)
+    assert baseline.metrics.accuracy == base.metrics.accuracy
+    # The same weights in one file (a few bytes of field framing may differ).
+    assert baseline.metrics.size_bytes == pytest.approx(base.artifact.stat().st_size, rel=0.001)
+
+
 def test_settings_are_validated():
     with pytest.raises(WorkbenchError, match="threads 0"):
         MeasureSettings(threads=0)
