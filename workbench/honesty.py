@@ -23,26 +23,41 @@ SLOWER_MARGIN = 1.05
 
 @dataclass(frozen=True)
 class ConvCensus:
-    """How many convolutions a float ONNX graph has, and how many are depthwise."""
+    """The convolutions of a built artifact that the quantization warnings are about.
 
-    conv: int
-    depthwise: int
+    ``dynamic``: ConvInteger nodes (convolutions dynamic quantization turned into integer
+    ops); ``int8_depthwise``: depthwise convolutions whose weights are quantized (fed by a
+    DequantizeLinear, or a QLinearConv). A convolution kept in float counts in neither.
+    """
+
+    dynamic: int
+    int8_depthwise: int
 
 
 def conv_census(path: str | Path) -> ConvCensus:
-    """Count Conv nodes, and depthwise ones (one input channel per group), in an ONNX file."""
+    """Count, in a built ONNX artifact, the quantized convolutions the warnings concern."""
     model = onnx.load(str(path), load_external_data=False)
-    weights = {t.name: list(t.dims) for t in model.graph.initializer}
-    conv = depthwise = 0
-    for node in model.graph.node:
-        if node.op_type != "Conv":
+    graph = model.graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    dynamic = int8_depthwise = 0
+    for node in graph.node:
+        if node.op_type == "ConvInteger":
+            dynamic += 1
+        weight = {"Conv": 1, "QLinearConv": 3}.get(node.op_type)
+        if weight is None or len(node.input) <= weight:
             continue
-        conv += 1
+        source = producer.get(node.input[weight])
+        quantized = node.op_type == "QLinearConv" or (
+            source is not None and source.op_type == "DequantizeLinear"
+        )
+        dims = shapes.get(
+            source.input[0] if quantized and source is not None else node.input[weight]
+        )
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        dims = weights.get(node.input[1]) if len(node.input) > 1 else None
-        if group > 1 and dims is not None and len(dims) >= 2 and dims[1] == 1:
-            depthwise += 1
-    return ConvCensus(conv, depthwise)
+        if quantized and group > 1 and dims is not None and len(dims) >= 2 and dims[1] == 1:
+            int8_depthwise += 1
+    return ConvCensus(dynamic, int8_depthwise)
 
 
 def honesty_warnings(
@@ -61,7 +76,7 @@ def honesty_warnings(
         recipe: the variant's recipe.
         metrics: what was measured on the variant's artifact.
         baseline: what was measured on the uncompressed model (None for the baseline).
-        census: the float model's convolutions.
+        census: the quantized convolutions in the variant's artifact.
         int8_dot_product: whether this CPU has VNNI (x86) or dot-product (Arm) instructions.
         max_accuracy_drop: accuracy points that may be lost before a warning.
         float_reference: what was measured on the recipe's PyTorch steps alone (the
@@ -92,16 +107,16 @@ def honesty_warnings(
             "multiply-accumulates are emulated with wider instructions: expect little or no "
             "speed-up over float here, and measure on the target device."
         )
-    if isinstance(quant, QuantizeConfig) and quant.scheme == "dynamic" and census.conv:
+    if isinstance(quant, QuantizeConfig) and quant.scheme == "dynamic" and census.dynamic:
         out.append(
-            f"Dynamic quantization of a model with {census.conv} convolution(s): ONNX Runtime "
-            "runs them as ConvInteger, which has no fast CPU kernel, and quantizes "
+            f"Dynamic quantization turned {census.dynamic} convolution(s) into ConvInteger, "
+            "for which ONNX Runtime's CPU provider has no fast kernel, and it quantizes "
             "activations again on every inference. Use static int8 (QDQ) for convolutional "
             "models."
         )
-    if is_int8 and not quant.per_channel and census.depthwise:
+    if is_int8 and not quant.per_channel and census.int8_depthwise:
         out.append(
-            f"Per-tensor int8 on {census.depthwise} depthwise convolution(s): one scale must "
+            f"Per-tensor int8 on {census.int8_depthwise} depthwise convolution(s): one scale must "
             "cover channels whose weight ranges differ widely, which usually costs accuracy. "
             "Use per-channel quantization."
         )

@@ -12,7 +12,7 @@ import pytest
 from workbench import measure
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
-from workbench.honesty import ConvCensus, honesty_warnings
+from workbench.honesty import ConvCensus, conv_census, honesty_warnings
 from workbench.pipeline import MeasureSettings, evaluate
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
 from workbench.study import grid, sweep
@@ -109,7 +109,16 @@ def test_dynamic_quantization_of_convolutions_warns(cnn, session_cache, quick):
         settings=quick,
         cache=session_cache,
     )
-    assert any("Dynamic quantization of a model with" in w for w in r.warnings)
+    assert any(
+        "Dynamic quantization turned 3 convolution(s) into ConvInteger" in w for w in r.warnings
+    )
+    kept = evaluate(
+        cnn,
+        Recipe.of(quantize=QuantizeConfig(scheme="dynamic", keep_float=("Conv",))),
+        settings=quick,
+        cache=session_cache,
+    )
+    assert not any("Dynamic quantization" in w for w in kept.warnings)  # no conv was quantized
     s = evaluate(
         cnn, Recipe.of(quantize=QuantizeConfig(scheme="int8")), settings=quick, cache=session_cache
     )
@@ -144,6 +153,30 @@ def test_accuracy_drop_warns_beyond_the_limit(cnn, session_cache, quick):
     assert drop > 1.0, "95% sparsity on every layer should cost this small CNN accuracy"
     assert any(f"Accuracy dropped {drop:.1f} points" in w for w in r.warnings)
     assert r.metrics.agreement < 1.0
+
+
+def test_the_census_counts_only_convolutions_that_were_quantized(tmp_path):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w8 = numpy_helper.from_array(np.ones((4, 1, 3, 3), np.int8), "w8")
+    w32 = numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w32")
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w8", "s"], ["wq"]),
+        helper.make_node("Conv", ["x", "wq"], ["a"], group=4, pads=[1, 1, 1, 1]),  # int8 depthwise
+        helper.make_node("Conv", ["a", "w32"], ["b"], group=4, pads=[1, 1, 1, 1]),  # kept in float
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w8, w32, scale],
+    )
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert conv_census(path) == ConvCensus(dynamic=0, int8_depthwise=1)
 
 
 def test_rules_that_depend_on_the_cpu_and_the_graph():
