@@ -95,7 +95,8 @@ def honesty_warnings(
                 f"(baseline {baseline.compressed_bytes:,})."
             )
         out.append(
-            f"Unstructured pruning ({prune.sparsity:.0%} of weights set to zero) gives no "
+            f"Unstructured pruning (sparsity {prune.sparsity:.0%} in the layers it pruned; "
+            f"{metrics.nonzero_params:,} of {metrics.params:,} parameters are non-zero) gives no "
             "latency gain on ONNX Runtime's dense CPU kernels: the zeros are still stored "
             "and multiplied. It shrinks the file only once compressed (zip, or a sparse "
             "format on the device)." + dense_note + " Use structured pruning to cut latency."

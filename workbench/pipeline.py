@@ -30,6 +30,10 @@ from workbench.results import Metrics, Result
 
 __all__ = ["MeasureSettings", "check_applicable", "evaluate", "evaluation_inputs", "variant_key"]
 
+# Notes of a PyTorch step that mean it could not do what was asked, or did harm: these
+# become warnings on the Result (a quantize step's notes and fallbacks always do).
+_SHORTFALLS = ("could be removed", "lost every weight")
+
 # Bump when a change to the pipeline changes what a cached number would be.
 PIPELINE_VERSION = (
     3  # 2: batch-1 predictions, slower-than-float vs float variant; 3: census of the artifact
@@ -337,7 +341,7 @@ def evaluate(
             f"{r['kind']}: {note}"
             for r in reports
             for note in [*r.get("notes", []), *r.get("fallbacks", [])]
-            if "could be removed" in note or r["kind"] == "quantize"
+            if r["kind"] == "quantize" or any(marker in note for marker in _SHORTFALLS)
         ]
         result = Result(
             model.name, recipe, artifact, metrics, warnings + tuple(shortfalls), key, tuple(reports)

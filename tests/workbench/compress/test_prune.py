@@ -384,3 +384,14 @@ def test_a_torch_pruning_failure_becomes_one_clear_error(monkeypatch):
     ) as exc:
         prune_(tiny(), PruneConfig(method="structured", sparsity=0.5), X8)
     assert "use unstructured pruning" in str(exc.value)
+
+
+def test_a_layer_emptied_by_a_global_threshold_is_reported():
+    m = tiny()
+    with torch.no_grad():
+        m.body[3].weight.mul_(1e-6)  # far below every other layer's weights
+    report = prune_(m, PruneConfig(sparsity=0.5, keep_first_last=False), X8)
+    assert float(m.body[3].weight.abs().sum()) == 0.0
+    assert any(n.startswith("1 layer(s) lost every weight (body.3)") for n in report.notes)
+    per_layer = prune_(tiny(), PruneConfig(sparsity=0.5, scope="layer"), X8)
+    assert not any("lost every weight" in n for n in per_layer.notes)
