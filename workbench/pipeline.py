@@ -122,10 +122,34 @@ def evaluation_inputs(model: Any) -> tuple[np.ndarray, np.ndarray | None, str]:
     return x, None, f"{UNLABELLED_INPUTS} random inputs (no labelled task)"
 
 
+# Random calibration inputs (models without a task) are held in memory at once.
+CALIBRATION_MEMORY_BYTES = 1 << 30
+
+
+def _check_calibration_count(model: Any, n: int) -> None:
+    if model.task is not None:
+        available = len(model.task.raw("train")[0])
+        if n > available:
+            raise WorkbenchError(
+                f"calibration needs between 1 and {available} samples, got {n}",
+                f"choose a sample count from 1 to {available} (the training part's size)",
+            )
+        return
+    per_sample = 4 * int(np.prod(model.input_shape[1:]))
+    most = max(1, CALIBRATION_MEMORY_BYTES // per_sample)
+    if n > most:
+        raise WorkbenchError(
+            f"{n:,} random calibration inputs of shape {list(model.input_shape[1:])} would take "
+            f"{n * per_sample / 1e9:.1f} GB of memory",
+            f"use at most {most:,} calibration samples for this model (a few hundred are usual)",
+        )
+
+
 def calibration_inputs(model: Any, n: int) -> np.ndarray:
     """``n`` calibration inputs: from the task's training part, else seeded random inputs."""
     if model.task is not None:
         return model.task.calibration(model.preprocessing, n)
+    _check_calibration_count(model, n)
     rng = np.random.default_rng(4321)
     return rng.standard_normal((n, *model.input_shape[1:]), dtype=np.float32)
 
@@ -186,6 +210,9 @@ def check_applicable(model: Any, recipe: Recipe) -> None:
             "load its weights as a state_dict with the architecture (arch=... / --arch: a "
             "sample name or torchvision:<arch>), or use quantization only",
         )
+    quant = recipe.get("quantize")
+    if isinstance(quant, QuantizeConfig) and quant.scheme == "int8":
+        _check_calibration_count(model, quant.calibration_samples)
     if recipe.get("finetune") is not None and model.task is None:
         raise WorkbenchError(
             f"fine-tuning {model.name} needs a labelled task to train on",

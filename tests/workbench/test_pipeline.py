@@ -163,3 +163,22 @@ def test_pruning_a_torchscript_file_is_refused_with_the_way_out(tmp_path, quick)
     ) as exc:
         evaluate(model, Recipe.of(PruneConfig()), settings=quick, cache=Cache(tmp_path / "c"))
     assert "state_dict" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "samples", "message"),
+    [
+        ("digits-cnn", 2000, "calibration needs between 1 and 1257 samples, got 2000"),
+        ("torchvision:mobilenet_v3_small", 10_000_000, "would take 6021.1 GB of memory"),
+    ],
+)
+def test_too_many_calibration_samples_are_refused_before_anything_is_measured(
+    source, samples, message, tmp_path, quick
+):
+    from workbench.models import load_model
+
+    model = load_model(source, pretrained=False)
+    recipe = Recipe.of(quantize=QuantizeConfig(calibration_samples=samples))
+    with pytest.raises(WorkbenchError, match=message):
+        evaluate(model, recipe, settings=quick, cache=Cache(tmp_path))
+    assert not list(tmp_path.rglob("*.onnx")), "a baseline was measured before the refusal"
