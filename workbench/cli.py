@@ -345,6 +345,27 @@ def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
     return 0
 
 
+def _check_output_file(flag: str, path: Path) -> None:
+    """Raise WorkbenchError unless ``path`` can be written as a file."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise WorkbenchError(
+            f"{flag} {path} is a folder", f"give a file name, e.g. {path / 'study.json'}"
+        )
+    if not folder.is_dir():
+        raise WorkbenchError(
+            f"{flag} {path}: the folder {folder} does not exist",
+            "create it first, or write elsewhere",
+        )
+    try:  # os.access can say yes where a write fails (/proc, read-only mounts)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise WorkbenchError(
+            f"{flag} {path}: cannot write in {folder} ({exc.strerror})", "write the file elsewhere"
+        ) from None
+
+
 def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
     from workbench.study import OBJECTIVE_COLUMNS, grid, sweep
 
@@ -359,7 +380,16 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
             raise WorkbenchError(
                 f"unknown objective {col!r}", f"use one of: {', '.join(OBJECTIVE_COLUMNS)}"
             )
+        if sense not in ("", "min", "max"):
+            raise WorkbenchError(
+                f"objective {item!r} has the direction {sense!r}",
+                f"write {col}:min or {col}:max (or just {col})",
+            )
         objectives[col] = sense or OBJECTIVE_COLUMNS[col]
+    # Checked before the sweep: hours of measuring must not end in an unwritable path.
+    for flag, path in (("--out", args.out), ("--csv", args.csv)):
+        if path is not None:
+            _check_output_file(flag, Path(path))
     model = _load(args)
     study = sweep(
         model,
@@ -400,7 +430,8 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
         ]
         print(df[cols].to_string(index=False))
         print(
-            f"\n{len(front)} of {len(study.results)} variants on the frontier of {objectives}; study written to {args.out}"
+            f"\n{len(front)} of {len(study.results)} variants on the frontier of "
+            f"{study.objectives_used(objectives)}; study written to {args.out}"
         )
     return 0
 
@@ -451,6 +482,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_report(args)
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the system refused (permissions, a full disk, /proc...)
+        print(
+            f"workbench: error: {exc.strerror or exc}: {exc.filename or ''}. check the path, "
+            "its permissions and the free space",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt as exc:
         print(

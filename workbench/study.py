@@ -128,16 +128,21 @@ class Study:
         """One row per variant: recipe, figures, warning count, cache key, artifact."""
         return pd.DataFrame([result_row(r) for r in self.results])
 
+    def objectives_used(self, objectives: dict[str, str] | None = None) -> dict[str, str]:
+        """The objectives the frontier is computed on: ``objectives`` (default
+        DEFAULT_OBJECTIVES), with agreement standing in for accuracy when no variant has
+        labels to score accuracy on."""
+        objectives = dict(objectives or DEFAULT_OBJECTIVES)
+        if "accuracy" in objectives and all(r.metrics.accuracy is None for r in self.results):
+            objectives = {("agreement" if k == "accuracy" else k): v for k, v in objectives.items()}
+        return objectives
+
     def frontier(self, objectives: dict[str, str] | None = None) -> list[Result]:
         """The Pareto-optimal variants over ``objectives`` (column -> "min"/"max")."""
-        objectives = objectives or DEFAULT_OBJECTIVES
         df = self.to_dataframe()
         if df.empty:
             return []
-        if "accuracy" in objectives and df["accuracy"].isna().all():
-            # No labelled task: agreement with the float model stands in for accuracy.
-            objectives = {("agreement" if k == "accuracy" else k): v for k, v in objectives.items()}
-        mask = pareto_mask(df, objectives)
+        mask = pareto_mask(df, self.objectives_used(objectives))
         return [r for r, keep in zip(self.results, mask, strict=True) if keep]
 
     def to_dict(self) -> dict:

@@ -200,6 +200,26 @@ def test_sweep_writes_study_csv_and_prints_frontier(capsys, tmp_path, session_ca
     assert len(csv.read_text().strip().splitlines()) == 5
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--out", "{tmp}"), "is a folder"),
+        (("--out", "{tmp}/missing/s.json"), "does not exist"),
+        (("--out", "/proc/s.json"), "cannot write in /proc"),
+        (("--out", "{tmp}/s.json", "--csv", "{tmp}"), "--csv"),
+        (("--out", "{tmp}/s.json", "--objectives", "accuracy:up"), "has the direction 'up'"),
+    ],
+)
+def test_sweep_outputs_and_objectives_are_checked_before_any_work(capsys, tmp_path, extra, message):
+    cache = tmp_path / "cache"
+    argv = [a.format(tmp=tmp_path) for a in extra]
+    code, out, err = run(
+        capsys, "sweep", "digits-cnn", "--sparsity", "0.5", "--cache-dir", str(cache), *argv
+    )
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not cache.exists() or not any(cache.rglob("*.onnx")), "work was done before the check"
+
+
 def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "workbench"
     proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
