@@ -187,7 +187,16 @@ def predict(
         n = len(chunk)
         if fixed is not None and n < fixed:  # pad the last chunk to the fixed batch
             chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), chunk.dtype)])
-        outs.append(session.run([out_name], {inp.name: chunk})[0][:n])
+        y = session.run([out_name], {inp.name: chunk})[0]
+        if y.ndim == 0 or y.shape[0] != len(chunk):
+            raise WorkbenchError(
+                f"the model's first output {out_name!r} has shape {list(y.shape)} for a batch "
+                f"of {len(chunk)}: its first dimension is not the batch, so there is no "
+                "prediction per input to score",
+                "export the model with the batch as the first dimension of its first output "
+                "(e.g. [N, classes])",
+            )
+        outs.append(y[:n])
     if not outs:
         shape = session.get_outputs()[0].shape
         return np.zeros((0, *[d if isinstance(d, int) else 0 for d in shape[1:]]), np.float32)

@@ -103,6 +103,20 @@ def test_unsupported_operator_is_named(tmp_path):
     assert "supported" in e.value.fix
 
 
+def test_an_output_without_a_batch_dimension_is_a_clear_error(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)],
+        "scalar",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+    )
+    path = tmp_path / "scalar.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(WorkbenchError, match=r"output 'y' has shape \[\] for a batch of 3") as e:
+        predict(path, np.ones((3, 4), np.float32))
+    assert "batch as the first dimension" in e.value.fix
+
+
 def test_wrong_shape_names_both_shapes(tmp_path, conv_linear, models):
     with pytest.raises(
         WorkbenchError, match=r"expects input of shape \[N,1,8,8\] but got \[1,3,32,32\]"
