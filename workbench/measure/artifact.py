@@ -32,7 +32,7 @@ _CHUNK = 1 << 20  # compress in 1 MiB pieces so a large artifact is never held t
 class GraphStats:
     """Weights and compute of one ONNX graph, counted from the graph itself."""
 
-    params: int  # elements of weight and bias tensors (not scales, zero-points, shapes)
+    params: int  # elements of weight and bias tensors, per layer using them (not scales, zero-points, shapes)
     nonzero_params: int  # of which not zero once dequantized (int8: value != zero-point)
     macs: int  # multiply-accumulates of Conv/ConvTranspose/Gemm/MatMul (+ int8 forms), batch 1
     weight_dtypes: dict[str, int] = field(default_factory=dict)  # dtype -> weight elements
@@ -120,28 +120,32 @@ def graph_stats(path: str | os.PathLike) -> GraphStats:
     consts = _constants(graph)
     producer = {out: node for node in graph.node for out in node.output}
 
-    # name of a weight constant -> (its values, its zero-point or None, the zero-point's axis)
-    weights: dict[str, tuple[np.ndarray, np.ndarray | None, int]] = {}
+    # Weights are counted per use: (node index, input slot) -> (its values, its zero-point
+    # or None, the zero-point's axis). Exporters store identical constants once (zero
+    # biases, a layer pruned to all zeros), so counting per constant would make the count
+    # change with the values; a tensor shared by several layers counts once per layer.
+    weights: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None, int]] = {}
 
-    def record(name: str, zp_name: str | None, axis: int) -> None:
+    def record(use: tuple[int, int], name: str, zp_name: str | None, axis: int) -> None:
         src = _source_constant(name, producer, consts)
-        if src is not None and src[0] not in weights:
+        if src is not None:
             const, dq_zp, dq_axis = src
             if dq_zp is not None:  # dequantized on the way: its zero-point applies
                 zp_name, axis = dq_zp, dq_axis
-            weights[const] = (consts[const], consts.get(zp_name) if zp_name else None, axis)
+            weights[use] = (consts[const], consts.get(zp_name) if zp_name else None, axis)
 
-    for node in graph.node:
+    for index, node in enumerate(graph.node):
         for slot, zp_slot in _WEIGHT_SLOTS.get(node.op_type, ()):
             if slot < len(node.input) and node.input[slot]:
                 has_zp = zp_slot is not None and zp_slot < len(node.input)
                 zp_name = node.input[zp_slot] if has_zp else None
                 # Integer ops quantize weights per output channel: axis 0 for conv
                 # weights, the last axis (columns) for matrix operands.
-                record(node.input[slot], zp_name or None, 0 if "Conv" in node.op_type else -1)
+                axis = 0 if "Conv" in node.op_type else -1
+                record((index, slot), node.input[slot], zp_name or None, axis)
         if node.op_type == "Add" and _follows_product(node, producer, consts):
-            for name in node.input:
-                record(name, None, 0)
+            for slot, name in enumerate(node.input):
+                record((index, slot), name, None, 0)
 
     params = nonzero = 0
     dtypes: Counter[str] = Counter()

@@ -224,3 +224,26 @@ def test_macs_are_counted_on_an_unsorted_fp16_graph(tmp_path):
     expected = 4 * 36 * 9 + 144 * 10
     assert graph_stats(tmp_path / "f.onnx").macs == expected
     assert graph_stats(tmp_path / "h.onnx").macs == expected
+
+
+def test_a_constant_shared_by_two_layers_counts_for_each(tmp_path):
+    # Exporters store identical tensors once (zero biases, a layer pruned to all zeros):
+    # the count must not change with the values.
+    w1 = numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w1")
+    w2 = numpy_helper.from_array(np.full((4, 4, 1, 1), 2, np.float32), "w2")
+    zero = numpy_helper.from_array(np.zeros(4, np.float32), "b")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w1", "b"], ["a"]),
+            helper.make_node("Conv", ["a", "w2", "b"], ["y"]),
+        ],
+        "shared",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])],
+        [w1, w2, zero],
+    )
+    path = tmp_path / "shared.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    stats = graph_stats(path)
+    assert stats.params == 2 * 16 + 2 * 4
+    assert stats.nonzero_params == 2 * 16
