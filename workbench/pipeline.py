@@ -35,9 +35,7 @@ __all__ = ["MeasureSettings", "check_applicable", "evaluate", "evaluation_inputs
 _SHORTFALLS = ("could be removed", "lost every weight")
 
 # Bump when a change to the pipeline changes what a cached number would be.
-PIPELINE_VERSION = (
-    3  # 2: batch-1 predictions, slower-than-float vs float variant; 3: census of the artifact, params per use
-)
+PIPELINE_VERSION = 3  # 2: batch-1 predictions, slower-than-float vs float variant; 3: census of the artifact, params per use
 # One timing at a time in this process: a sweep in the background and the panel's
 # current variant would otherwise share the cores and disturb each other's latency.
 _MEASURE_LOCK = threading.Lock()

@@ -57,6 +57,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -150,6 +151,29 @@ class _ErrorCollector(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage().splitlines()[0])
+
+
+@contextlib.contextmanager
+def _quantizer_warnings(fallbacks: list[str]):
+    """Keep ONNX Runtime quantizer warnings (logged on the root logger) in the report.
+
+    They would otherwise reach stderr in the middle of a CLI run or a notebook; in the
+    report they reach the Result's warnings. Only this thread's records are taken.
+    """
+    thread = threading.get_ident()
+
+    def take(record: logging.LogRecord) -> bool:
+        if record.thread == thread and record.levelno >= logging.WARNING:
+            fallbacks.append(f"ONNX Runtime's quantizer: {record.getMessage().splitlines()[0]}")
+            return False
+        return True
+
+    root = logging.getLogger()
+    root.addFilter(take)
+    try:
+        yield
+    finally:
+        root.removeFilter(take)
 
 
 def _preprocess(src: Path, dst: Path, fallbacks: list[str]) -> str:
@@ -559,7 +583,8 @@ def quantize(
         names, ops = _resolve_keep_float(config.keep_float, src_model, pre_model, fallbacks)
         work = _Work(src, pre, tmp / "quantized.onnx", pre_model, config, names, ops, fallbacks)
         try:
-            settings, summarise = _SCHEMES[config.scheme](work, calibration)
+            with _quantizer_warnings(fallbacks):
+                settings, summarise = _SCHEMES[config.scheme](work, calibration)
             _check_runs(work.out)
         except WorkbenchError:
             raise
