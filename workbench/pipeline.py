@@ -32,7 +32,7 @@ __all__ = ["MeasureSettings", "check_applicable", "evaluate", "evaluation_inputs
 
 # Notes of a PyTorch step that mean it could not do what was asked, or did harm: these
 # become warnings on the Result (a quantize step's notes and fallbacks always do).
-_SHORTFALLS = ("could be removed", "lost every weight")
+_SHORTFALLS = ("could be removed", "lost every weight", "left unpruned")
 
 # Bump when a change to the pipeline changes what a cached number would be.
 PIPELINE_VERSION = 3  # 2: batch-1 predictions, slower-than-float vs float variant; 3: census of the artifact, params per use

@@ -253,6 +253,14 @@ def _check_names(
                 "use names from model.named_modules(); the prunable layers are: "
                 + ", ".join(prunable),
             )
+        if name and not any(_is_under(p, [name]) for p in prunable):
+            kind = type(dict(module.named_modules())[name]).__name__
+            raise WorkbenchError(
+                f"layer {name!r} in {what} is a {kind} and holds no prunable layer, so "
+                f"naming it changes nothing",
+                "name a Conv/Linear layer or a block containing one; the prunable layers are: "
+                + ", ".join(prunable),
+            )
 
 
 def _is_under(name: str, prefixes: Sequence[str]) -> bool:
@@ -373,11 +381,12 @@ def _prune_structured(
     max_ratio = _max_layer_ratio(config)
     records = []  # (root, pruning_fn, channels, importance, cap)
     prunable_outputs: set[nn.Module] = set()
+    grouped: list[str] = []
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=PRUNABLE_TYPES):
         dep = group[0].dep
         root = dep.target.module
         if _has_channel_groups(graph, group):
-            notes.append(f"{name_of.get(root, '?')}: grouped channels, left unpruned")
+            grouped.append(name_of.get(root, "?"))
             continue
         channels = graph.get_out_channels(root)
         imp = importance(group)
@@ -389,6 +398,12 @@ def _prune_structured(
             d.target.module for d, _ in group if graph.is_out_channel_pruning_fn(d.handler)
         }
 
+    if grouped:
+        notes.append(
+            f"{len(grouped)} layer(s) with grouped channels (grouped convolutions, GroupNorm) "
+            f"left unpruned: {', '.join(grouped[:5])}{', ...' if len(grouped) > 5 else ''}; "
+            "the sparsity applies to the other layers only"
+        )
     chosen: list[list[int]] = [[] for _ in records]
     capped: set[int] = set()  # groups that would have lost more than their cap
     if config.scope == "global":

@@ -157,6 +157,14 @@ def test_unknown_exclude_name_says_what_exists():
     assert "body.0, body.3, head.1, head.3" in msg  # the prunable layers, in forward order
 
 
+def test_excluding_a_layer_that_holds_nothing_prunable_is_an_error():
+    with pytest.raises(
+        WorkbenchError, match=r"'body.1' in exclude is a BatchNorm2d and holds no prunable layer"
+    ):
+        prune_(tiny(), PruneConfig(exclude=("body.1",)), X8)
+    prune_(tiny(), PruneConfig(exclude=("body",)), X8)  # a block holding layers is fine
+
+
 def test_bad_example_input_is_a_workbench_error():
     with pytest.raises(WorkbenchError, match="does not run on example_input"):
         prune_(tiny(), PruneConfig(), torch.zeros(1, 1, 8, 8))
@@ -395,3 +403,21 @@ def test_a_layer_emptied_by_a_global_threshold_is_reported():
     assert any(n.startswith("1 layer(s) lost every weight (body.3)") for n in report.notes)
     per_layer = prune_(tiny(), PruneConfig(sparsity=0.5, scope="layer"), X8)
     assert not any("lost every weight" in n for n in per_layer.notes)
+
+
+def test_grouped_convolutions_left_unpruned_are_named_in_one_note():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=4),  # grouped, not depthwise
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 8 * 8, 10),
+    ).eval()
+    report = prune_(net, PruneConfig(method="structured", sparsity=0.5), X8)
+    notes = [n for n in report.notes if "grouped channels" in n]
+    assert len(notes) == 1 and "left unpruned" in notes[0], report.notes
+    assert net(X8).shape == (2, 10)
