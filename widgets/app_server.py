@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from voila.app import Voila
+from voila.shutdown_kernel_handler import VoilaShutdownKernelHandler
 
 from widgets.netron_server import enable_in_process_env
 from widgets.netron_server.handlers import netron_handlers
@@ -23,6 +24,25 @@ from widgets.netron_server.handlers import netron_handlers
 __all__ = ["WorkbenchVoila", "main"]
 
 OFFLINE_TEMPLATE_DIR = Path(__file__).resolve().parent / "app_template"
+
+
+# Kernels of pages nobody has open are shut down after this long idle. The page asks
+# for its kernel's shutdown when it closes, but a browser that crashes or loses the
+# network never does, and each kernel holds about 1 GB once a model is loaded.
+IDLE_KERNEL_SECONDS = 600
+
+
+class _ShutdownOnUnload(VoilaShutdownKernelHandler):
+    """Voila's kernel shutdown on page close, without the XSRF check.
+
+    The page sends it with ``navigator.sendBeacon``, which cannot add the XSRF header,
+    so Jupyter Server refused every one (403) and each page view left its kernel
+    running (voila-dashboards/voila#1458). The request names an unguessable kernel id
+    and can only stop that kernel; authentication still applies.
+    """
+
+    def check_xsrf_cookie(self) -> None:
+        return None
 
 
 class WorkbenchVoila(Voila):
@@ -35,8 +55,14 @@ class WorkbenchVoila(Voila):
             self.template_paths.insert(0, str(OFFLINE_TEMPLATE_DIR))
 
     def init_handlers(self) -> list:
+        handlers = [
+            (route[0], _ShutdownOnUnload, *route[2:])
+            if route[1] is VoilaShutdownKernelHandler
+            else route
+            for route in super().init_handlers()
+        ]
         # Before Voila's catch-all "/(.*)", which would otherwise render the notebook.
-        return netron_handlers(self.server_url) + super().init_handlers()
+        return netron_handlers(self.server_url) + handlers
 
     def start(self) -> None:
         # Before any kernel starts: kernels inherit this environment, and read the
@@ -45,7 +71,19 @@ class WorkbenchVoila(Voila):
         super().start()
 
 
-main = WorkbenchVoila.launch_instance
+def main(argv: list[str] | None = None) -> None:
+    """Run the app server; idle kernels of closed pages are culled unless argv says otherwise."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    defaults = {
+        "--MappingKernelManager.cull_idle_timeout": str(IDLE_KERNEL_SECONDS),
+        "--MappingKernelManager.cull_interval": "60",
+    }
+    given = {a.split("=", 1)[0] for a in argv}
+    argv += [f"{k}={v}" for k, v in defaults.items() if k not in given]
+    WorkbenchVoila.launch_instance(argv)
+
 
 if __name__ == "__main__":
     main()

@@ -106,7 +106,7 @@ def app_server(tmp_path_factory):
                 tail = log_path.read_text()[-3000:]
                 pytest.fail(f"the app did not answer within {SERVER_START_TIMEOUT} s:\n{tail}")
             time.sleep(0.5)
-        yield url, log_path
+        yield url, log_path, proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -155,10 +155,24 @@ def _wait_for_point(page, recipe: str) -> None:
     )
 
 
+def _kernels(server: subprocess.Popen) -> list:
+    """The kernel processes the app server started (each page view gets one)."""
+    import psutil
+
+    running = []
+    for p in psutil.Process(server.pid).children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "ipykernel" in " ".join(p.cmdline()):
+                running.append(p)
+        except psutil.Error:  # it ended while we looked
+            pass
+    return running
+
+
 def test_app_slider_chart_export_offline(app_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    url, log_path = app_server
+    url, log_path, server = app_server
     ARTIFACTS.mkdir(exist_ok=True)
     export_dir = tmp_path / "exported"
     requests: list[str] = []
@@ -220,6 +234,13 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
             frame = iframe.element_handle().content_frame()
             frame.wait_for_selector("svg#canvas g.graph-node", timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "app-4-graph.png"), full_page=True)
+            assert _kernels(server), "no kernel runs the open page"
+            # Closing the page asks the server to shut its kernel down.
+            page.close(run_before_unload=True)
+            deadline = time.monotonic() + 30
+            while _kernels(server) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not _kernels(server), "the closed page's kernel is still running"
         finally:
             browser.close()
 
@@ -238,4 +259,6 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
     )
     assert not offsite, f"the app made requests off this machine: {offsite}"
     assert len(requests) > 10  # the recorder saw the page's own requests
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
+    log = log_path.read_text()
+    assert "Traceback" not in log and " 403 " not in log, log[-3000:]
+    assert "Culling kernels with idle durations > 600 seconds" in log, log[-3000:]
