@@ -234,6 +234,18 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
             frame = iframe.element_handle().content_frame()
             frame.wait_for_selector("svg#canvas g.graph-node", timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "app-4-graph.png"), full_page=True)
+
+            # With the graph open, the keyboard stays on the slider while the graph
+            # follows the variant: two steps, two new variants.
+            handle.focus()
+            handle.press("ArrowRight")
+            _wait_for_variant(page, "prune-structured-0.6")
+            frame.wait_for_selector("svg#canvas g.graph-node", timeout=30_000)
+            page.wait_for_timeout(1000)  # Netron has drawn; give any focus grab its chance
+            active = page.evaluate("document.activeElement && document.activeElement.tagName")
+            assert active != "IFRAME", "the graph view took the keyboard focus"
+            handle.press("ArrowRight")
+            _wait_for_variant(page, "prune-structured-0.65")
             assert _kernels(server), "no kernel runs the open page"
             # Closing the page asks the server to shut its kernel down.
             page.close(run_before_unload=True)
@@ -245,7 +257,7 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
             browser.close()
 
     manifest = json.loads((export_dir / "manifest.json").read_text())
-    assert manifest["recipe_name"] == "prune-structured-0.55"
+    assert manifest["recipe_name"] == "prune-structured-0.55"  # exported before the last steps
     model_onnx = export_dir / "model.onnx"
     assert model_onnx.stat().st_size == manifest["artifact"]["size_bytes"]
 

@@ -197,8 +197,9 @@ def test_every_privacy_patch_applies_to_the_installed_netron() -> None:
         data, _, _ = netron_asset(name)
         text = data.decode()
         for patch in (p for p in PATCHES if p.file == name):
-            assert patch.target not in text, patch.why
-            assert patch.replacement in text
+            assert patch.replacement in text, patch.why
+            if patch.target not in patch.replacement:  # not an insertion next to it
+                assert patch.target not in text, patch.why
     browser = netron_asset("browser.js")[0].decode()
     for call in ("await age();", "await consent();", "await telemetry();"):
         assert call not in browser

@@ -15,6 +15,10 @@ As shipped, Netron's browser host (``browser.js``), on every page load:
 * and opens ``?gist=`` ids from ``api.github.com``, and navigates to GitHub from
   its "Report" buttons (``openURL``).
 
+Two more patches make it a good neighbour inside a page: no DNS look-ups of its
+links ahead of a click, and no grabbing of the keyboard focus from the page around
+the iframe each time it opens a model.
+
 Each patch below removes one of these. A patch whose target text is not found
 exactly once raises :class:`NetronPatchError`: after a Netron upgrade the server
 refuses to serve rather than serve a page that phones home. The server also sends
@@ -96,6 +100,26 @@ PATCHES: tuple[Patch, ...] = (
         "window.location = url;",
         "void url; /* edge-workbench: no navigation off this server */",
         "openURL: 'Report' buttons and the update nag navigate to GitHub",
+    ),
+    Patch(
+        "index.html",
+        '<meta charset="utf-8">',
+        '<meta charset="utf-8">\n<meta http-equiv="x-dns-prefetch-control" content="off">',
+        "lets the browser look up github.com (the page's links) in DNS ahead of any click",
+    ),
+    Patch(
+        "view.js",
+        "const element = document.getElementById('target');\n            element.focus();",
+        "const element = document.getElementById('target');\n"
+        "            if (document.hasFocus()) { element.focus(); } /* edge-workbench */",
+        "takes the keyboard focus when it draws a graph",
+    ),
+    Patch(
+        "view.js",
+        "container.style.width = '100%';\n            container.focus();",
+        "container.style.width = '100%';\n"
+        "            if (document.hasFocus()) { container.focus(); } /* edge-workbench */",
+        "takes the keyboard focus when a model opens (closing the sidebar focuses the graph)",
     ),
     Patch(
         "base.js",
