@@ -39,6 +39,8 @@ class PruningPanel(W.VBox):
         keep_first_last: leave the first and last prunable layers dense.
         finetune_epochs: epochs of retraining after pruning (0: none).
         teacher: a model name to distil from while retraining ("" for none).
+        unavailable: why pruning cannot apply to the loaded model ("" when it can): the
+            controls are then disabled and the method is "none".
         config: (read-only) the ``PruneConfig``, or None when method is "none".
         finetune_config: (read-only) the ``FineTuneConfig``, or None.
         error: (read-only) why the settings make no config, "" when they do.
@@ -52,6 +54,7 @@ class PruningPanel(W.VBox):
     exclude = T.Tuple(_PRUNE.exclude)
     finetune_epochs = T.Int(0)
     teacher = T.Unicode("")
+    unavailable = T.Unicode("")
     config = T.Any(None, read_only=True)
     finetune_config = T.Any(None, read_only=True)
     error = T.Unicode("", read_only=True)
@@ -128,13 +131,27 @@ class PruningPanel(W.VBox):
         self._update()
 
     @T.observe(
-        "method", "sparsity", "scope", "keep_first_last", "exclude", "finetune_epochs", "teacher"
+        "method",
+        "sparsity",
+        "scope",
+        "keep_first_last",
+        "exclude",
+        "finetune_epochs",
+        "teacher",
+        "unavailable",
     )
     def _on_settings(self, change: dict) -> None:
+        if change["name"] == "unavailable" and self.unavailable:
+            self.method = "none"  # observed again if it changes
         self._update()
+
+    @T.validate("method")
+    def _method_allowed(self, proposal: dict) -> str:
+        return "none" if self.unavailable else proposal["value"]
 
     def _update(self) -> None:
         active = self.method != "none"
+        self.method_w.disabled = bool(self.unavailable)
         for w in (self.sparsity_w, self.scope_w, self.keep_w, self.epochs_w):
             w.disabled = not active
         self.teacher_w.disabled = not active or self.finetune_epochs == 0
@@ -153,9 +170,16 @@ class PruningPanel(W.VBox):
             except WorkbenchError as exc:
                 config, tune, error = None, None, str(exc)
         self.set_trait("error", error)
-        self._error_w.value = (
-            f'<span style="color:#b00020">{html.escape(error)}</span>' if error else ""
-        )
+        if error:
+            self._error_w.value = f'<span style="color:#b00020">{html.escape(error)}</span>'
+        elif self.unavailable:
+            self._error_w.value = (
+                f'<span style="color:#555">Pruning needs the model as PyTorch layers; this '
+                f"model is {html.escape(self.unavailable)}. Load a state_dict with its "
+                "architecture to prune it; quantization works as it is.</span>"
+            )
+        else:
+            self._error_w.value = ""
         with self.hold_trait_notifications():
             self.set_trait("finetune_config", tune)
             self.set_trait("config", config)

@@ -16,7 +16,7 @@ import traitlets as T
 
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
-from workbench.pipeline import MeasureSettings
+from workbench.pipeline import MeasureSettings, torch_steps_unavailable
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
 from workbench.study import grid, sweep
 
@@ -112,13 +112,21 @@ class SweepPanel(W.VBox):
         self._count()
 
     def recipes(self) -> list[Recipe]:
-        """The grid's recipes (baseline first), as ``workbench.grid`` builds them."""
-        prune = [None] + [PruneConfig(method=self.method, sparsity=s) for s in self.sparsities]
+        """The grid's recipes (baseline first), as ``workbench.grid`` builds them.
+
+        For a model pruning cannot apply to (an ONNX file...), the pruning settings are
+        left out and the grid is the quantization schemes alone.
+        """
+        prunable = self.model is None or not torch_steps_unavailable(self.model)
+        sparsities = self.sparsities if prunable else ()
+        prune = [None] + [PruneConfig(method=self.method, sparsity=s) for s in sparsities]
         quantize = [None if s == "none" else QuantizeConfig(scheme=s) for s in self.schemes]
         return grid(prune=prune, quantize=quantize or [None])
 
-    @T.observe("method", "sparsities", "schemes")
+    @T.observe("method", "sparsities", "schemes", "model")
     def _on_grid(self, change: dict) -> None:
+        prunable = self.model is None or not torch_steps_unavailable(self.model)
+        self.method_w.disabled = self.sparsities_w.disabled = not prunable
         self._count()
 
     def _count(self) -> None:

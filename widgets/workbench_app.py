@@ -34,7 +34,7 @@ from widgets.tradeoff_chart import TradeoffChart
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
 from workbench.models import list_models
-from workbench.pipeline import MeasureSettings, evaluate, variant_key
+from workbench.pipeline import MeasureSettings, evaluate, torch_steps_unavailable, variant_key
 from workbench.recipe import Recipe
 from workbench.study import Study
 
@@ -180,6 +180,11 @@ class Workbench(W.VBox):
             self.card.result, self.card.baseline, self.card.error = None, None, ""
             self.sweep.study, self.sweep.model = study, model
             self.exporter.model, self.exporter.result = model, None
+            self._loading_recipe = True  # one request below, not one per control reset
+            try:
+                self.pruning.unavailable = torch_steps_unavailable(model)
+            finally:
+                self._loading_recipe = False
             self.chart.current_key = ""
             self.chart.study = study
         self.request()

@@ -28,7 +28,14 @@ from workbench.honesty import conv_census, honesty_warnings
 from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe, StepConfig
 from workbench.results import Metrics, Result
 
-__all__ = ["MeasureSettings", "check_applicable", "evaluate", "evaluation_inputs", "variant_key"]
+__all__ = [
+    "MeasureSettings",
+    "check_applicable",
+    "evaluate",
+    "evaluation_inputs",
+    "torch_steps_unavailable",
+    "variant_key",
+]
 
 # Notes of a PyTorch step that mean it could not do what was asked, or did harm: these
 # become warnings on the Result (a quantize step's notes and fallbacks always do).
@@ -184,27 +191,34 @@ TORCH_STEPS: dict[type, Callable[..., dict]] = {
 ONNX_STEPS: dict[type, Callable[..., dict]] = {QuantizeConfig: _quantize_step}
 
 
+_COMPILED = {"onnx": "an ONNX file", "torchscript": "a TorchScript file", "pt2": "a .pt2 program"}
+
+
+def torch_steps_unavailable(model: Any) -> str:
+    """What ``model`` is, when pruning and fine-tuning cannot apply to it; "" when they can.
+
+    They edit and retrain ``nn.Conv2d``/``nn.Linear`` modules: an ONNX file has none,
+    and TorchScript and torch.export programs run compiled graphs instead.
+    """
+    if model.module is None or model.source in _COMPILED:
+        return _COMPILED.get(model.source, "not a PyTorch module")
+    return ""
+
+
 def check_applicable(model: Any, recipe: Recipe) -> None:
     """Raise WorkbenchError when ``recipe`` cannot be applied to ``model`` at all.
 
     Checked before anything is built or measured, so a sweep or an evaluation that
     cannot succeed fails at once.
     """
-    compiled = {
-        "onnx": "an ONNX file",
-        "torchscript": "a TorchScript file",
-        "pt2": "a .pt2 program",
-    }
-    if recipe.torch_steps() and (model.module is None or model.source in compiled):
+    why = torch_steps_unavailable(model)
+    if recipe.torch_steps() and why:
         steps = " and ".join(
             s.kind.replace("finetune", "fine-tuning").replace("prune", "pruning")
             for s in recipe.torch_steps()
         )
-        # TorchScript and torch.export programs run, but their layers are compiled
-        # graphs, not the nn.Conv2d/nn.Linear modules pruning edits and rebuilds.
         raise WorkbenchError(
-            f"{model.name} is {compiled.get(model.source, 'not a PyTorch module')}, and "
-            f"{steps} needs the model as PyTorch layers",
+            f"{model.name} is {why}, and {steps} needs the model as PyTorch layers",
             "load its weights as a state_dict with the architecture (arch=... / --arch: a "
             "sample name or torchvision:<arch>), or use quantization only",
         )

@@ -159,19 +159,25 @@ def test_a_failed_measurement_shows_the_engine_error_and_keeps_the_last_variant(
     model.ir_version = 8
     path = tmp_path / "tiny.onnx"
     onnx.save(model, str(path))
-    wb = Workbench(str(path), cache=Cache(tmp_path / "cache"), settings=FAST)
+    # Pruning is on when the ONNX file replaces a PyTorch model.
+    wb = Workbench("digits-cnn", cache=Cache(tmp_path / "cache"), settings=FAST)
+    wb.pruning.method_w.value = "structured"
+    assert wb.wait_idle(120) and not wb.pruning.unavailable
+    assert wb.picker.load(str(path))
     assert wb.wait_idle(120)
+    # An ONNX file cannot be pruned: the controls say so, and its baseline is shown.
+    assert wb.pruning.unavailable == "an ONNX file" and wb.pruning.method_w.disabled
+    assert (
+        wb.pruning.method == "none"
+        and "needs the model as PyTorch layers" in wb.pruning._error_w.value
+    )
     assert wb.current.recipe == Recipe() and wb.current.metrics.accuracy is None
-    assert "agreement" in wb.card.value
+    assert wb.error == "" and "agreement" in wb.card.value
+    assert wb.sweep.method_w.disabled and wb.sweep.sparsities_w.disabled
+    assert all(not r.torch_steps() for r in wb.sweep.recipes())  # quantization alone
     shown = wb.current_key
-    wb.pruning.method_w.value = "structured"  # an ONNX file cannot be pruned
-    assert wb.wait_idle(120)
-    assert "pruning needs the model as PyTorch layers" in wb.error
-    assert "pruning needs the model as PyTorch layers" in wb.card.value
-    assert "pruning needs the model as PyTorch layers" in wb._status_w.value
-    assert wb.current_key == shown and not wb.busy
-    wb.pruning.method_w.value = "none"  # back to what works: cached, error cleared
-    assert wb.error == "" and wb.current_key == shown
+    wb.pruning.method = "structured"  # a script setting it anyway: refused, nothing runs
+    assert wb.pruning.method == "none" and not wb.busy and wb.current_key == shown
     wb.quantization.scheme = "int8"
     wb.quantization.calibration_samples = 0  # invalid (a script; the box refuses it)
     assert "at least one sample" in wb.error and wb.current_key == shown and not wb.busy
