@@ -129,7 +129,9 @@ class ExportPanel(W.VBox):
         elif self.files:
             items = "".join(f"<li><code>{html.escape(f)}</code></li>" for f in self.files)
             self._out_w.value = (
-                f"wrote <code>{html.escape(str(Path(self.manifest_path).parent))}</code>:"
+                # Absolute: a relative folder is relative to the kernel's working
+                # directory (the notebook's folder), not where the server was started.
+                f"wrote <code>{html.escape(str(Path(self.manifest_path).parent.resolve()))}</code>:"
                 f"<ul>{items}</ul>{self.download_html}"
             )
         else:

@@ -103,7 +103,10 @@ class ModelPicker(W.VBox):
         )
         self.load_w = W.Button(description="Load", icon="folder-open")
         self.upload_w = W.FileUpload(
-            accept=",".join(UPLOAD_SUFFIXES), multiple=False, description="Upload model"
+            accept=",".join(UPLOAD_SUFFIXES),
+            multiple=False,
+            description="Upload model",
+            tooltip="a model file from your computer: " + ", ".join(UPLOAD_SUFFIXES),
         )
         self._status_w = W.HTML()
         super().__init__(
@@ -134,7 +137,14 @@ class ModelPicker(W.VBox):
                 self.path_w.value = str(initial)
                 self.load(initial)
 
-    def load(self, source: str | Path, arch: str | None = None, task: str | None = None) -> bool:
+    def load(
+        self,
+        source: str | Path,
+        arch: str | None = None,
+        task: str | None = None,
+        *,
+        shown_name: str | None = None,
+    ) -> bool:
         """Load ``source`` with ``load_model``; returns whether it worked.
 
         ``arch`` and ``task`` default to the panel's boxes ("" for none), and so do the
@@ -169,23 +179,29 @@ class ModelPicker(W.VBox):
         try:
             model = load_model(source, **options)
         except WorkbenchError as exc:
-            self._show_error(_with_panel_hint(str(exc)))
+            message = _with_panel_hint(str(exc))
+            self._show_error(message.replace(source, shown_name) if shown_name else message)
             return False
         except Exception as exc:  # noqa: BLE001 - a bad model file must not break the app
             self._show_error(
-                f"{Path(source).name} could not be loaded ({type(exc).__name__}: {exc})."
+                f"{shown_name or Path(source).name} could not be loaded ({type(exc).__name__}: {exc})."
             )
             return False
-        self.use(model)
+        self.use(model, shown_name)
         self.set_trait("source", source)
         return True
 
-    def use(self, model: Any) -> None:
+    def use(self, model: Any, shown_name: str | None = None) -> None:
         """Show an already loaded ``Model`` (e.g. one built in a notebook)."""
+        if self.sample_w.value is not None and self.sample_w.value != model.name:
+            self.sample_w.value = None  # so picking that sample again loads it again
         self.set_trait("error", "")
         self.set_trait("source", str(model.name))
         self.set_trait("model", model)
-        self._status_w.value = f"loaded <b>{html.escape(_describe(model))}</b>"
+        described = _describe(model)
+        if shown_name:
+            described = described.replace(str(model.name), shown_name)
+        self._status_w.value = f"loaded <b>{html.escape(described)}</b>"
 
     def _fail(self, problem: str, fix: str) -> None:
         self._show_error(str(WorkbenchError(problem, fix)))
@@ -219,7 +235,8 @@ class ModelPicker(W.VBox):
         tmp = folder / f".{name}.part"
         tmp.write_bytes(bytes(item["content"]))
         tmp.replace(path)
-        if not self.load(path):
+        # Messages name the file the user chose, not where the server keeps it.
+        if not self.load(path, shown_name=name):
             shutil.rmtree(folder, ignore_errors=True)
 
     def close(self) -> None:

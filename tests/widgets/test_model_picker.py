@@ -54,13 +54,15 @@ def test_a_bad_upload_shows_the_engine_error_and_keeps_the_model():
     upload(picker, "good.onnx", tiny_onnx_bytes())
     good = picker.model
     assert good is not None and good.source == "onnx" and good.input_shape == (1, 4)
+    assert "loaded <b>good.onnx (onnx" in picker._status_w.value
     assert picker.error == ""
     assert picker.upload_w.value == ()  # the bytes are not kept in the widget
 
     upload(picker, "broken.onnx", b"this is not a model")
     assert picker.model is good  # nothing broke
-    assert "broken.onnx is a damaged or truncated ONNX file" in picker.error
+    assert picker.error.startswith("broken.onnx is a damaged or truncated ONNX file")
     assert "damaged or truncated" in picker._status_w.value
+    assert "workbench-upload" not in picker.error  # the user's file name, not the server's path
 
     upload(picker, "notes.txt", b"hello")
     assert "notes.txt is not a model file" in picker.error
@@ -119,3 +121,11 @@ def test_a_torchscript_upload_takes_its_input_shape_from_the_panel():
     upload(picker, "linear.pt", buffer.getvalue())
     assert picker.error == "" and picker.model.source == "torchscript"
     assert picker.model.input_shape == (1, 4)
+
+
+def test_the_sample_box_clears_when_another_model_is_loaded():
+    picker = ModelPicker("digits-cnn")
+    upload(picker, "good.onnx", tiny_onnx_bytes())
+    assert picker.sample_w.value is None and picker.model.source == "onnx"
+    picker.sample_w.value = "digits-cnn"  # picking the first sample again loads it again
+    assert picker.model.name == "digits-cnn"
