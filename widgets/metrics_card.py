@@ -18,17 +18,17 @@ import traitlets as T
 from workbench.charts import format_bytes, format_count, format_ms, format_percent
 from workbench.measure.environment import environment_line
 
-__all__ = ["MetricsCard", "point_delta", "ratio_delta"]
+__all__ = ["SPINNER", "MetricsCard", "point_delta", "ratio_delta"]
 
 GOOD, BAD, NEUTRAL = "#1a7f37", "#b00020", "#555555"
-# Within this ratio a change is shown as a percent ("+3%"), beyond it as a factor ("-3.4x").
+# Within this ratio a change is shown as a percent ("+3%"), beyond it as a factor ("÷3.4").
 _PERCENT_BAND = 1.1
 
 
 def ratio_delta(value: float | None, base: float | None) -> str:
     """How ``value`` compares with ``base`` as a factor or a small percent.
 
-    ``ratio_delta(10, 34) == "-3.4x"``, ``ratio_delta(2, 1) == "+2.0x"``,
+    ``ratio_delta(10, 34) == "÷3.4"`` (a 3.4th of the baseline), ``ratio_delta(2, 1) == "×2.0"``,
     ``ratio_delta(1.03, 1) == "+3%"``, equal values give ``"same"``; "" when either
     is missing or the base is zero.
     """
@@ -41,10 +41,10 @@ def ratio_delta(value: float | None, base: float | None) -> str:
         pct = (ratio - 1) * 100
         return f"{pct:+.0f}%" if abs(pct) >= 0.5 else f"{pct:+.1f}%"
     if ratio > 1:
-        return f"+{ratio:.1f}x"
+        return f"×{ratio:.1f}"
     if value <= 0:
         return "-100%"
-    return f"-{1 / ratio:.1f}x"
+    return f"÷{1 / ratio:.1f}"
 
 
 def point_delta(value: float | None, base: float | None) -> str:
@@ -52,6 +52,15 @@ def point_delta(value: float | None, base: float | None) -> str:
     if value is None or base is None or math.isnan(value) or math.isnan(base):
         return ""
     return f"{(value - base) * 100:+.1f} pt"
+
+
+# A busy indicator drawn in CSS: the hourglass character is missing from many fonts.
+SPINNER = (
+    "<style>@keyframes edge-workbench-spin { to { transform: rotate(360deg); } }</style>"
+    '<span role="progressbar" aria-label="busy" style="display: inline-block; width: 9px; '
+    "height: 9px; margin-right: 6px; border: 2px solid #ccc; border-top-color: #555; "
+    'border-radius: 50%; animation: edge-workbench-spin 0.8s linear infinite;"></span>'
+)
 
 
 def _delta_colour(value: float | None, base: float | None, better: str) -> str:
@@ -85,7 +94,7 @@ def card_html(result: Any, baseline: Any | None, *, busy: str = "", error: str =
     if busy:
         parts.append(
             f'<div class="edge-workbench-busy" style="color:{NEUTRAL}; font-style: italic;">'
-            f"&#8987; {html.escape(busy)}</div>"
+            f"{SPINNER}{html.escape(busy)}</div>"
         )
     if error:
         parts.append(f'<div style="color:{BAD};">{html.escape(error)}</div>')

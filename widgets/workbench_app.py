@@ -26,7 +26,7 @@ import traitlets as T
 
 from widgets.compression_panels import PruningPanel, QuantizationPanel
 from widgets.export_panel import ExportPanel
-from widgets.metrics_card import MetricsCard
+from widgets.metrics_card import SPINNER, MetricsCard
 from widgets.model_picker import ModelPicker
 from widgets.netron_view import NetronView
 from widgets.sweep_panel import SweepPanel
@@ -355,7 +355,7 @@ class Workbench(W.VBox):
 
     def _on_state(self, change: dict) -> None:
         colour = "#b00020" if self.error else ("#555" if self.busy else "#1a7f37")
-        icon = "&#8987; " if self.busy else ""
+        icon = SPINNER if self.busy else ""
         text = html.escape(" · ".join(t for t in (self.status, self.error) if t))
         self._status_w.value = f'<span style="color:{colour}">{icon}{text}</span>'
 
