@@ -143,7 +143,12 @@ def _axis(column: str, channel: type) -> Any:
     fmt = _AXIS_FORMATS.get(column)
     axis = alt.Axis(format=fmt) if fmt else alt.Axis()
     return channel(
-        f"{column}:Q", title=AXIS_TITLES[column], axis=axis, scale=alt.Scale(zero=False, nice=True)
+        f"{column}:Q",
+        title=AXIS_TITLES[column],
+        axis=axis,
+        # padding: points on the edge drawn whole. Fractions are not rounded out to
+        # "nice" bounds, which would put 110% on an accuracy axis.
+        scale=alt.Scale(zero=False, nice=fmt != "~%", padding=14),
     )
 
 
@@ -276,8 +281,8 @@ def tradeoff_chart(
         height=height,
         title=alt.Title(
             f"{AXIS_TITLES[y].split(' (')[0]} vs {AXIS_TITLES[x].split(' (')[0]}",
-            subtitle="grey rings and dashed line: Pareto frontier · diamond: baseline · "
-            "orange ring: current",
+            subtitle="grey rings and dashed line: Pareto frontier · diamond: baseline"
+            + (" · orange ring: current" if current_key else ""),
         ),
     )
 
