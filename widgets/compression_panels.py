@@ -39,6 +39,7 @@ class PruningPanel(W.VBox):
         keep_first_last: leave the first and last prunable layers dense.
         finetune_epochs: epochs of retraining after pruning (0: none).
         teacher: a model name to distil from while retraining ("" for none).
+        teachers: the names offered as teachers.
         unavailable: why pruning cannot apply to the loaded model ("" when it can): the
             controls are then disabled and the method is "none".
         config: (read-only) the ``PruneConfig``, or None when method is "none".
@@ -54,6 +55,7 @@ class PruningPanel(W.VBox):
     exclude = T.Tuple(_PRUNE.exclude)
     finetune_epochs = T.Int(0)
     teacher = T.Unicode("")
+    teachers = T.Tuple()
     unavailable = T.Unicode("")
     config = T.Any(None, read_only=True)
     finetune_config = T.Any(None, read_only=True)
@@ -102,7 +104,7 @@ class PruningPanel(W.VBox):
             tooltip="epochs of retraining on the training part after pruning (0: none)",
         )
         self.teacher_w = W.Dropdown(
-            options=[("none", "")] + [(t, t) for t in teachers],
+            options=[("none", "")],
             description="distil from",
             tooltip="a larger model whose predictions the pruned model learns from",
         )
@@ -128,7 +130,14 @@ class PruningPanel(W.VBox):
             (self.teacher_w, "teacher"),
         ):
             T.link((self, name), (widget, "value"))  # the trait's default wins
+        self.teachers = tuple(teachers)
         self._update()
+
+    @T.observe("teachers")
+    def _on_teachers(self, change: dict) -> None:
+        if self.teacher and self.teacher not in self.teachers:
+            self.teacher = ""
+        self.teacher_w.options = [("none", "")] + [(t, t) for t in self.teachers]
 
     @T.observe(
         "method",

@@ -105,7 +105,8 @@ class Workbench(W.VBox):
 
         self.picker = ModelPicker(initial=None)
         # Teachers to distil from: the labelled sample models (the registry's own names).
-        self.pruning = PruningPanel(teachers=tuple(list_models("digits-*")))
+        self._teachers = tuple(list_models("digits-*"))
+        self.pruning = PruningPanel(teachers=self._teachers)
         self.quantization = QuantizationPanel()
         self.card = MetricsCard()
         self.chart = TradeoffChart()
@@ -183,6 +184,8 @@ class Workbench(W.VBox):
             self._loading_recipe = True  # one request below, not one per control reset
             try:
                 self.pruning.unavailable = torch_steps_unavailable(model)
+                # A model distilling from itself learns nothing new.
+                self.pruning.teachers = tuple(t for t in self._teachers if t != model.name)
             finally:
                 self._loading_recipe = False
             self.chart.current_key = ""

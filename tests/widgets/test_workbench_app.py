@@ -32,6 +32,8 @@ def card_figures(wb: Workbench) -> str:
 
 def test_starts_on_the_baseline(app):
     assert app.model.name == "digits-cnn"
+    teachers = [value for _, value in app.pruning.teacher_w.options]
+    assert "digits-resnet18" in teachers and "digits-cnn" not in teachers  # not itself
     assert app.current.recipe == Recipe() and app.current_key == app.current.key
     assert app.baseline is app.current or app.baseline.key == app.current.key
     assert [r.recipe for r in app.study.results] == [Recipe()]
