@@ -133,12 +133,7 @@ CALIBRATION_MEMORY_BYTES = 1 << 30
 
 def _check_calibration_count(model: Any, n: int) -> None:
     if model.task is not None:
-        available = len(model.task.raw("train")[0])
-        if n > available:
-            raise WorkbenchError(
-                f"calibration needs between 1 and {available} samples, got {n}",
-                f"choose a sample count from 1 to {available} (the training part's size)",
-            )
+        model.task.check_calibration_count(n)
         return
     per_sample = 4 * int(np.prod(model.input_shape[1:]))
     most = max(1, CALIBRATION_MEMORY_BYTES // per_sample)

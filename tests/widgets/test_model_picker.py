@@ -4,26 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from widgets import ModelPicker
-
-
-def tiny_onnx_bytes() -> bytes:
-    """A valid one-Gemm ONNX model: 4 inputs -> 3 outputs."""
-    weight = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(3, 4) / 10, "W")
-    graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W"], ["y"], transB=1)],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
-        [weight],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
 
 
 def upload(picker: ModelPicker, name: str, content: bytes) -> None:
@@ -49,9 +32,9 @@ def test_picker_loads_the_initial_sample():
     assert "digits-cnn" in picker._status_w.value
 
 
-def test_a_bad_upload_shows_the_engine_error_and_keeps_the_model():
+def test_a_bad_upload_shows_the_engine_error_and_keeps_the_model(tiny_onnx):
     picker = ModelPicker(None)
-    upload(picker, "good.onnx", tiny_onnx_bytes())
+    upload(picker, "good.onnx", tiny_onnx)
     good = picker.model
     assert good is not None and good.source == "onnx" and good.input_shape == (1, 4)
     assert "loaded <b>good.onnx (onnx" in picker._status_w.value
@@ -69,9 +52,9 @@ def test_a_bad_upload_shows_the_engine_error_and_keeps_the_model():
     assert picker.model is good
 
 
-def test_uploaded_files_stay_until_the_picker_closes():
+def test_uploaded_files_stay_until_the_picker_closes(tiny_onnx):
     picker = ModelPicker(None)
-    upload(picker, "../../evil/name.onnx", tiny_onnx_bytes())
+    upload(picker, "../../evil/name.onnx", tiny_onnx)
     path = picker.model.onnx_path
     assert path.name == "name.onnx" and path.is_file()  # the browser's path is dropped
     assert picker._upload_root in path.parents
@@ -123,9 +106,9 @@ def test_a_torchscript_upload_takes_its_input_shape_from_the_panel():
     assert picker.model.input_shape == (1, 4)
 
 
-def test_the_sample_box_clears_when_another_model_is_loaded():
+def test_the_sample_box_clears_when_another_model_is_loaded(tiny_onnx):
     picker = ModelPicker("digits-cnn")
-    upload(picker, "good.onnx", tiny_onnx_bytes())
+    upload(picker, "good.onnx", tiny_onnx)
     assert picker.sample_w.value is None and picker.model.source == "onnx"
     picker.sample_w.value = "digits-cnn"  # picking the first sample again loads it again
     assert picker.model.name == "digits-cnn"

@@ -143,24 +143,11 @@ def test_a_bad_upload_shows_its_error_and_breaks_nothing(app):
     assert app.model is model and app.current_key == current and not app.busy
 
 
-def test_a_failed_measurement_shows_the_engine_error_and_keeps_the_last_variant(tmp_path):
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    # A one-Gemm ONNX model without labels: it can be quantized, not pruned.
-    weight = numpy_helper.from_array(np.eye(3, 4, dtype=np.float32), "W")
-    graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W"], ["y"], transB=1)],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
-        [weight],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "tiny.onnx"
-    onnx.save(model, str(path))
+def test_a_failed_measurement_shows_the_engine_error_and_keeps_the_last_variant(
+    tmp_path, tiny_onnx
+):
+    path = tmp_path / "tiny.onnx"  # without labels: it can be quantized, not pruned
+    path.write_bytes(tiny_onnx)
     # Pruning is on when the ONNX file replaces a PyTorch model.
     wb = Workbench("digits-cnn", cache=Cache(tmp_path / "cache"), settings=FAST)
     wb.pruning.method_w.value = "structured"

@@ -115,14 +115,19 @@ class Task:
         x, y = self.raw(part)
         return preprocessing.apply(x), y.astype(np.int64)
 
+    def check_calibration_count(self, n: int) -> None:
+        """Raise WorkbenchError unless ``n`` images can be drawn from the training part."""
+        available = len(self.raw("train")[0])
+        if not 1 <= n <= available:
+            raise WorkbenchError(
+                f"calibration needs between 1 and {available} samples, got {n}",
+                f"choose a sample count from 1 to {available} (the training part's size)",
+            )
+
     def calibration(self, preprocessing: Preprocessing, n: int, seed: int = 0) -> np.ndarray:
         """``n`` preprocessed images drawn without replacement from the training part only."""
+        self.check_calibration_count(n)
         x, _ = self.raw("train")
-        if not 1 <= n <= len(x):
-            raise WorkbenchError(
-                f"calibration needs between 1 and {len(x)} samples, got {n}",
-                f"choose a sample count from 1 to {len(x)} (the training part's size)",
-            )
         idx = np.random.default_rng(seed).choice(len(x), size=n, replace=False)
         return preprocessing.apply(x[np.sort(idx)])
 
