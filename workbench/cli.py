@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write a self-contained HTML report of a study")
     p.add_argument("study", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
+    _add_check_parser(sub)
     return parser
 
 
@@ -445,6 +446,114 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_check_parser(sub: Any) -> None:
+    """`workbench check`: the CI gate over one or more devices."""
+    p = sub.add_parser(
+        "check",
+        help="CI gate: measure a model's variants and check thresholds on target devices "
+        "(exit 0 all hold, 1 one missed, 2 bad input)",
+    )
+    _add_model_args(p)
+    p.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="target device (repeatable): host, raspberry-pi-4, cortex-m4, ... or one from "
+        "--devices-file / the config",
+    )
+    p.add_argument("--devices-file", type=Path, help="TOML file of your own [[device]] profiles")
+    p.add_argument("--max-latency-p99", type=float, metavar="MS", help="p99 latency at most MS ms")
+    p.add_argument(
+        "--max-memory-fraction",
+        type=float,
+        metavar="F",
+        help="peak memory at most F of the device's available memory (default: the profile's budget, 0.6)",
+    )
+    p.add_argument(
+        "--max-accuracy-drop", type=float, metavar="PT", help="top-1 points lost vs the baseline"
+    )
+    p.add_argument(
+        "--accept-estimates",
+        action="store_true",
+        help="let a latency lower bound (devices other than host) within the threshold pass; "
+        "by default it is 'unverified' and fails the gate",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="gate TOML file: [gate] thresholds and devices, [[device]] profiles",
+    )
+    p.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML to FILE")
+    p.add_argument("--prune", choices=PRUNE_CHOICES, default="none")
+    p.add_argument(
+        "--sparsity",
+        type=_floats,
+        default=[0.5],
+        help="comma-separated, e.g. 0.5,0.7 (with --prune)",
+    )
+    _add_prune_args(p)
+    p.add_argument("--quantize", default="none", help="comma-separated from none,dynamic,int8,fp16")
+    _add_quant_args(p)
+
+
+def _cmd_check(args: argparse.Namespace, scratch: list[Path]) -> int:
+    from workbench.atomic import write_text_atomic
+    from workbench.devices.gate import (
+        GateThresholds,
+        load_gate_config,
+        register_config_profiles,
+        run_gate,
+    )
+    from workbench.devices.registry import get_device, load_profiles
+    from workbench.pipeline import evaluate
+    from workbench.study import grid
+
+    # Everything that can be wrong with the input is checked before measuring or writing.
+    config = load_gate_config(args.config) if args.config else None
+    if config is not None:
+        register_config_profiles(config)
+    if args.devices_file:
+        load_profiles(args.devices_file)
+    base = config.thresholds if config else GateThresholds()
+    flags = {
+        "max_latency_p99_ms": args.max_latency_p99,
+        "max_memory_fraction": args.max_memory_fraction,
+        "max_accuracy_drop": args.max_accuracy_drop,
+    }
+    thresholds = GateThresholds(
+        **{k: (v if v is not None else getattr(base, k)) for k, v in flags.items()},
+        accept_estimates=args.accept_estimates or base.accept_estimates,
+    )
+    devices = args.device or list(config.devices if config else [])
+    if not devices:
+        raise WorkbenchError(
+            "no target device", "give --device NAME (repeatable), or devices = [...] in --config"
+        )
+    profiles = [get_device(d) for d in dict.fromkeys(devices)]
+    if args.junit is not None:
+        _check_output_file("--junit", Path(args.junit))
+    prune = [_prune_config(args, args.prune, s) for s in args.sparsity] or [None]
+    quant = [_quant_config(args, q.strip()) for q in args.quantize.split(",") if q.strip()] or [
+        None
+    ]
+    recipes = grid(prune, quant, _finetune_config(args))
+    model = _load(args)
+    if thresholds.max_accuracy_drop is not None and model.task is None:
+        raise WorkbenchError(
+            f"--max-accuracy-drop needs accuracy, and {model.name} has no labelled task",
+            "pass --task digits (the task the model was trained for), or leave the threshold out",
+        )
+    cache = _cache(args, scratch)
+    settings = _settings(args)
+    results = [evaluate(model, r, settings=settings, cache=cache) for r in recipes]
+    report = run_gate(results, profiles, thresholds, baseline=results[0], model=model.name)
+    if args.junit is not None:
+        write_text_atomic(args.junit, report.junit_xml())
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.table())
+    return report.exit_code
+
+
 class _Stopped(KeyboardInterrupt):
     """Ctrl-C or ``kill``, raised where Python was, so clean-up code still runs.
 
@@ -479,6 +588,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_evaluate(args, scratch)
         if args.command == "sweep":
             return _cmd_sweep(args, scratch)
+        if args.command == "check":
+            return _cmd_check(args, scratch)
         return _cmd_report(args)
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)

@@ -52,7 +52,7 @@ def get_device(name: str | DeviceProfile) -> DeviceProfile:
         raise WorkbenchError(
             f"unknown device {name!r}",
             f"use one of: {', '.join(list_devices())}, or describe it in a profile file "
-            "([[device]] tables, loaded with --devices FILE / load_profiles)",
+            "([[device]] tables, loaded with --devices-file FILE or load_profiles)",
         )
     return profile
 
