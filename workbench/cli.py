@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
     _add_check_parser(sub)
+    _add_import_parser(sub)
     return parser
 
 
@@ -547,11 +548,56 @@ def _cmd_check(args: argparse.Namespace, scratch: list[Path]) -> int:
     cache = _cache(args, scratch)
     settings = _settings(args)
     results = [evaluate(model, r, settings=settings, cache=cache) for r in recipes]
-    report = run_gate(results, profiles, thresholds, baseline=results[0], model=model.name)
+    report = run_gate(
+        results, profiles, thresholds, baseline=results[0], model=model.name, cache=cache
+    )
     if args.junit is not None:
         write_text_atomic(args.junit, report.junit_xml())
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.table())
     return report.exit_code
+
+
+def _add_import_parser(sub: Any) -> None:
+    """`workbench import`: a device runner's results, recorded for their variant."""
+    p = sub.add_parser(
+        "import",
+        help="record a workbench-runner results JSON (measured on a device) for its variant",
+    )
+    p.add_argument("results", type=Path, help="the results JSON the runner wrote on the device")
+    p.add_argument(
+        "--device",
+        help="the device profile to record it under (default: the runner's --device-name)",
+    )
+    p.add_argument("--devices-file", type=Path, help="TOML file of your own [[device]] profiles")
+    p.add_argument(
+        "--artifact", type=Path, help="the .onnx file the results must belong to (sha256 checked)"
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="the cache holding the variant (default ~/.cache/edge-workbench)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from workbench.cache import Cache
+    from workbench.devices.imported import import_results
+    from workbench.devices.registry import load_profiles
+
+    if args.devices_file:
+        load_profiles(args.devices_file)
+    m = import_results(
+        args.results, device=args.device, artifact=args.artifact, cache=Cache(args.cache_dir)
+    )
+    if args.json:
+        print(json.dumps(m.to_dict(), indent=1))
+    else:
+        print(
+            f"recorded for {m.device}: p50 {m.latency.p50:.3f} ms, p99 {m.latency.p99:.3f} ms, "
+            f"peak memory {m.memory.peak_bytes:,} B ({m.describe()}); artifact sha256 {m.sha256[:12]}..."
+        )
+    return 0
 
 
 class _Stopped(KeyboardInterrupt):
@@ -590,6 +636,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_sweep(args, scratch)
         if args.command == "check":
             return _cmd_check(args, scratch)
+        if args.command == "import":
+            return _cmd_import(args)
         return _cmd_report(args)
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)

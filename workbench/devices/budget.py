@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from workbench.cache import Cache
 from workbench.charts import format_bytes
 from workbench.devices.profile import ONNX_RUNTIME, DeviceProfile
-from workbench.devices.registry import get_device
+from workbench.devices.registry import HOST, get_device
 from workbench.errors import WorkbenchError
 from workbench.results import Metrics, Result
 
@@ -80,7 +81,11 @@ def runtime_note(device: DeviceProfile) -> str:
 
 
 def fit(
-    variant: Result | Metrics, device: str | DeviceProfile, *, fraction: float | None = None
+    variant: Result | Metrics,
+    device: str | DeviceProfile,
+    *,
+    fraction: float | None = None,
+    cache: Cache | None = None,
 ) -> Fit:
     """Check a measured variant against a device's memory budget and storage.
 
@@ -89,6 +94,8 @@ def fit(
         device: a profile or a registered name.
         fraction: the share of available memory allowed for the model, instead of the
             profile's own ``memory_budget_fraction`` (0 < fraction <= 1).
+        cache: where measurements imported from the device runner are looked up; when
+            the device has measured this artifact, its own peak memory is used.
 
     Returns:
         A Fit. On a microcontroller an ONNX artifact never fits: the runtime decides.
@@ -102,7 +109,14 @@ def fit(
             f"memory fraction {fraction!r} is out of range", "use a fraction above 0 and at most 1"
         )
     budget = int(device.available_bytes * fraction)
-    memory = int(metrics.memory.peak_bytes)
+    memory, basis = int(metrics.memory.peak_bytes), MEMORY_BASIS
+    if isinstance(variant, Result) and device.name != HOST:
+        from workbench.devices.imported import find_measurement
+
+        on_device = find_measurement(variant.artifact, device.name, cache)
+        if on_device is not None:
+            memory = int(on_device.memory.peak_bytes)
+            basis = f"peak memory {on_device.describe()}"
     file_bytes = int(metrics.size_bytes)
     mem_room = budget - memory
     disk_room = device.storage_bytes - file_bytes
@@ -129,6 +143,6 @@ def fit(
         file_bytes=file_bytes,
         storage_bytes=device.storage_bytes,
         storage_headroom_bytes=disk_room,
-        memory_basis=MEMORY_BASIS,
+        memory_basis=basis,
         runtime_note=note,
     )

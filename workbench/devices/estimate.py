@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench.cache import Cache
 from workbench.devices.profile import DeviceProfile
 from workbench.devices.registry import HOST, get_device
 from workbench.results import Result
@@ -51,7 +52,8 @@ class LatencyFigure:
     def label(self) -> str:
         """Short text for tables: the figure with what it is."""
         if self.kind == "measured":
-            return f"p99 {self.p99_ms:.3g} ms (measured)"
+            where = "measured" if self.device == HOST else f"measured on {self.device}"
+            return f"p99 {self.p99_ms:.3g} ms ({where})"
         return f">= {self.bound_ms:.3g} ms (estimate: roofline lower bound, {self.bound_by}-bound)"
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,16 +97,36 @@ def roofline_bound(
     return max(compute_ms, memory_ms), compute_ms, memory_ms, which
 
 
-def device_latency(result: Result, device: str | DeviceProfile) -> LatencyFigure:
+def device_latency(
+    result: Result, device: str | DeviceProfile, *, cache: Cache | None = None
+) -> LatencyFigure:
     """The latency of a measured variant on ``device``.
 
-    On ``host`` it is the measured figure. Anywhere else it is a roofline lower bound
-    from the profile (labelled an estimate, with its method): the real latency is higher.
+    On ``host`` it is the figure measured here. On another device it is the figure the
+    device runner measured there, when one was imported into ``cache``; otherwise a
+    roofline lower bound from the profile (labelled an estimate, with its method): the
+    real latency is higher.
     """
     from workbench.devices.budget import runtime_note
+    from workbench.devices.imported import find_measurement
 
     device = get_device(device)
     m = result.metrics
+    on_device = (
+        None if device.name == HOST else find_measurement(result.artifact, device.name, cache)
+    )
+    if on_device is not None:
+        return LatencyFigure(
+            device=device.name,
+            kind="measured",
+            p50_ms=on_device.latency.p50,
+            p99_ms=on_device.latency.p99,
+            bound_ms=None,
+            compute_ms=None,
+            memory_ms=None,
+            bound_by="measured",
+            method=on_device.describe(),
+        )
     if device.name == HOST:  # the only device whose latency is measured here
         lat = m.latency
         return LatencyFigure(

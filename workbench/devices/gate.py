@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from workbench.cache import Cache
 from workbench.charts import format_bytes
 from workbench.devices.budget import fit
 from workbench.devices.estimate import device_latency
@@ -290,9 +291,9 @@ class GateReport:
 
 
 def _memory_check(
-    result: Result, variant: str, device: DeviceProfile, t: GateThresholds
+    result: Result, variant: str, device: DeviceProfile, t: GateThresholds, cache: Cache | None
 ) -> GateCheck:
-    f = fit(result, device, fraction=t.max_memory_fraction)
+    f = fit(result, device, fraction=t.max_memory_fraction, cache=cache)
     if f.decided_by == "runtime" and not f.fits:
         figure = f"does not fit: {f.runtime_note}"
     elif f.decided_by == "storage" and not f.fits:
@@ -319,15 +320,16 @@ def _memory_check(
 
 
 def _latency_check(
-    result: Result, variant: str, device: DeviceProfile, t: GateThresholds
+    result: Result, variant: str, device: DeviceProfile, t: GateThresholds, cache: Cache | None
 ) -> GateCheck:
     limit = t.max_latency_p99_ms
-    lat = device_latency(result, device)
+    lat = device_latency(result, device, cache=cache)
     value = lat.gate_ms
     basis = lat.method + (f"; {lat.note}" if lat.note else "")
     if not lat.is_estimate:
         status = PASS if value <= limit else FAIL
-        figure = f"p99 {value:.3g} ms (measured) {'<=' if status == PASS else '>'} {limit:g} ms"
+        where = "measured" if device.name == "host" else f"measured on {device.name}"
+        figure = f"p99 {value:.3g} ms ({where}) {'<=' if status == PASS else '>'} {limit:g} ms"
     elif value > limit:
         status = FAIL
         figure = f"lower bound {value:.3g} ms (estimate) > {limit:g} ms"
@@ -375,6 +377,7 @@ def run_gate(
     *,
     baseline: Result | None = None,
     model: str | None = None,
+    cache: Cache | None = None,
 ) -> GateReport:
     """Check every measured variant against ``thresholds`` on every device.
 
@@ -382,6 +385,8 @@ def run_gate(
         results: the variants, measured by ``evaluate``.
         devices: profiles or registered names.
         baseline: what accuracy drops are measured from; default the first result.
+        cache: where device-runner measurements were imported; a device's own figures
+            replace the estimate (latency) and this machine's figure (memory).
     """
     if not results:
         raise WorkbenchError("the gate has no variants to check", "evaluate at least the baseline")
@@ -395,9 +400,9 @@ def run_gate(
     names = [r.recipe.name for r in results]
     for result, variant in zip(results, names, strict=True):
         for device in profiles:
-            checks.append(_memory_check(result, variant, device, thresholds))
+            checks.append(_memory_check(result, variant, device, thresholds, cache))
             if thresholds.max_latency_p99_ms is not None:
-                checks.append(_latency_check(result, variant, device, thresholds))
+                checks.append(_latency_check(result, variant, device, thresholds, cache))
             if thresholds.max_accuracy_drop is not None:
                 checks.append(_accuracy_check(result, baseline, variant, device, thresholds))
     return GateReport(
