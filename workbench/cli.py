@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True)
     _add_check_parser(sub)
     _add_import_parser(sub)
+    _add_devices_parser(sub)
     return parser
 
 
@@ -600,6 +601,40 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_devices_parser(sub: Any) -> None:
+    """`workbench devices`: the target devices and their figures."""
+    p = sub.add_parser("devices", help="list the target devices, their budgets and figures")
+    p.add_argument("pattern", nargs="?", default="*", help="glob filter, e.g. 'cortex-*'")
+    p.add_argument("--devices-file", type=Path, help="TOML file of your own [[device]] profiles")
+    p.add_argument("--json", action="store_true")
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from workbench.charts import format_bytes
+    from workbench.devices.registry import get_device, list_devices, load_profiles
+
+    if args.devices_file:
+        load_profiles(args.devices_file)
+    profiles = [get_device(n) for n in list_devices(args.pattern)]
+    if args.json:
+        print(json.dumps([p.to_dict() for p in profiles], indent=1))
+        return 0
+    for p in profiles:
+        peaks = ", ".join(
+            f"{label} {v:g} GMAC/s"
+            for label, v in (("int8", p.peak_int8_gmacs), ("fp32", p.peak_fp32_gmacs))
+            if v is not None
+        )
+        print(
+            f"{p.name} ({p.kind}): {p.cpu}; {p.cores} cores; RAM {format_bytes(p.ram_bytes)}, "
+            f"budget {format_bytes(p.budget_bytes)} ({p.memory_budget_fraction:.0%} of "
+            f"{format_bytes(p.available_bytes)}); storage {format_bytes(p.storage_bytes)}; "
+            f"{p.memory_bandwidth_gbps:g} GB/s; {peaks}; runs {', '.join(p.runtimes)}"
+            + (f"; class estimates: {', '.join(p.estimated)}" if p.estimated else "")
+        )
+    return 0
+
+
 class _Stopped(KeyboardInterrupt):
     """Ctrl-C or ``kill``, raised where Python was, so clean-up code still runs.
 
@@ -638,6 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_check(args, scratch)
         if args.command == "import":
             return _cmd_import(args)
+        if args.command == "devices":
+            return _cmd_devices(args)
         return _cmd_report(args)
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)

@@ -3,7 +3,10 @@
 ``list_devices()`` / ``get_device(name)`` name the profiles (``host`` is this machine,
 detected and micro-benchmarked); ``fit(result, device)`` checks a measured variant
 against a device's memory budget and storage; ``device_latency(result, device)`` gives
-the measured latency on ``host`` and a labelled roofline lower bound elsewhere.
+the measured latency on ``host`` (or on the device, once its runner's results are
+imported with ``import_results``) and a labelled roofline lower bound elsewhere;
+``measure_under_stress`` times an artifact with busy processes and memory pressure;
+``run_gate`` checks thresholds per device (``workbench check``).
 Names are imported on first use.
 """
 
@@ -25,6 +28,12 @@ _EXPORTS = {
     "register_device": "workbench.devices.registry",
     "host_profile": "workbench.devices.host",
     "StressResult": "workbench.devices.stress",
+    "GateThresholds": "workbench.devices.gate",
+    "GateReport": "workbench.devices.gate",
+    "load_gate_config": "workbench.devices.gate",
+    "run_gate": "workbench.devices.gate",
+    "DeviceMeasurement": "workbench.devices.imported",
+    "import_results": "workbench.devices.imported",
     "measure_under_stress": "workbench.devices.stress",
 }
 

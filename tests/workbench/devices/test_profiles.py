@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import pytest
@@ -169,3 +170,20 @@ def test_host_is_detected_and_its_rates_measured():
     assert p.memory_bandwidth_gbps == round(bench.memory_bandwidth_gbps, 2)
     assert get_device("host") is p  # measured once per process
     assert DeviceProfile.from_dict(p.to_dict()) == p
+
+
+def test_cli_devices_lists_budgets_and_says_what_is_estimated(capsys, tmp_path):
+    from workbench.cli import main
+
+    assert main(["devices", "cortex-*"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == ["cortex-m4", "cortex-m7"]
+    assert "budget 157 kB (60% of 262 kB)" in out[0] and "class estimates" in out[0]
+    f = tmp_path / "devices.toml"
+    f.write_text(_TOML)
+    assert main(["devices", "my-jetson", "--devices-file", str(f), "--json"]) == 0
+    (d,) = json.loads(capsys.readouterr().out)
+    assert d["name"] == "my-jetson" and d["memory_budget_fraction"] == 0.5
+    f.write_text(_TOML.replace("cores = 6", "cores = -6"))
+    assert main(["devices", "--devices-file", str(f)]) == 2
+    assert "cores" in capsys.readouterr().err
