@@ -117,6 +117,13 @@ class DeviceProfile:
                 f"is {list(self.runtimes)!r}",
                 'name at least one, e.g. ["onnxruntime"]',
             )
+        if self.kind == "microcontroller" and ONNX_RUNTIME in self.runtimes:
+            raise _bad(
+                self,
+                "runtimes",
+                "lists onnxruntime, which does not run on a microcontroller",
+                'list the runtime it runs, e.g. ["tflite-micro"]',
+            )
         lo, hi = BUDGET_FRACTION_RANGE
         f = self.memory_budget_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not lo <= f <= hi:

@@ -67,6 +67,7 @@ def test_budget_is_the_fraction_of_available_memory(board):
         ({"runtimes": "onnxruntime"}, "runtimes"),
         ({"available_memory_bytes": 10 * 2**30}, "available_memory_bytes"),
         ({"estimated": ("speed",)}, "estimated"),
+        ({"kind": "microcontroller"}, "runtimes"),  # the Pi's runtimes include onnxruntime
     ],
 )
 def test_a_bad_figure_is_named_with_the_fix(board, changes, field):
