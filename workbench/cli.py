@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_parser(sub)
     _add_import_parser(sub)
     _add_devices_parser(sub)
+    _add_stress_parser(sub)
     return parser
 
 
@@ -635,6 +636,75 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_stress_parser(sub: Any) -> None:
+    """`workbench stress`: latency quiet, with busy processes and under memory pressure."""
+    p = sub.add_parser(
+        "stress",
+        help="measure latency here with a device's thread count: quiet, with busy processes, "
+        "and under memory pressure",
+    )
+    _add_model_args(p)
+    p.add_argument("--device", default="host", help="whose thread count to use (default host)")
+    p.add_argument("--devices-file", type=Path, help="TOML file of your own [[device]] profiles")
+    p.add_argument(
+        "--cpu-processes", type=int, help="busy-loop processes (default: one per usable core)"
+    )
+    p.add_argument(
+        "--memory-share",
+        type=float,
+        default=0.3,
+        help="share of available RAM another process holds (default 0.3, at most 0.5)",
+    )
+    p.add_argument("--prune", choices=PRUNE_CHOICES, default="none")
+    p.add_argument("--sparsity", type=float, default=0.5, help="fraction pruned (with --prune)")
+    _add_prune_args(p)
+    p.add_argument("--quantize", choices=QUANT_CHOICES, default="none")
+    _add_quant_args(p)
+
+
+def _cmd_stress(args: argparse.Namespace, scratch: list[Path]) -> int:
+    from workbench.devices.registry import get_device, load_profiles
+    from workbench.devices.stress import check_stress_settings, measure_under_stress
+    from workbench.pipeline import evaluate
+    from workbench.recipe import Recipe
+
+    if args.devices_file:
+        load_profiles(args.devices_file)
+    device = get_device(args.device)
+    check_stress_settings(args.cpu_processes, args.memory_share)
+    recipe = Recipe.of(
+        _prune_config(args, args.prune, args.sparsity),
+        _quant_config(args, args.quantize),
+        _finetune_config(args),
+    )
+    model = _load(args)
+    result = evaluate(model, recipe, settings=_settings(args), cache=_cache(args, scratch))
+    stress = measure_under_stress(
+        result.artifact,
+        device,
+        input_shape=model.input_shape,
+        cpu_processes=args.cpu_processes,
+        memory_share=args.memory_share,
+    )
+    if args.json:
+        print(
+            json.dumps({"model": model.name, "recipe": recipe.name, **stress.to_dict()}, indent=1)
+        )
+        return 0
+    rows = [
+        ("quiet", stress.quiet),
+        (f"{stress.cpu_processes} busy process(es)", stress.cpu),
+        (f"{stress.memory_held_bytes / 1e9:.2f} GB held", stress.memory),
+    ]
+    print(f"{model.name}  [{recipe.name}]  {stress.basis}")
+    for label, st in rows:
+        print(
+            f"  {label:<22} p50 {st.p50:.3f} ms  p99 {st.p99:.3f} ms  "
+            f"(x{st.p50 / stress.quiet.p50:.2f} / x{st.p99 / stress.quiet.p99:.2f} of quiet, n={st.n})"
+        )
+    return 0
+
+
 class _Stopped(KeyboardInterrupt):
     """Ctrl-C or ``kill``, raised where Python was, so clean-up code still runs.
 
@@ -675,6 +745,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_import(args)
         if args.command == "devices":
             return _cmd_devices(args)
+        if args.command == "stress":
+            return _cmd_stress(args, scratch)
         return _cmd_report(args)
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)

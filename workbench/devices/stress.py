@@ -24,7 +24,7 @@ from workbench.devices.registry import get_device
 from workbench.errors import WorkbenchError
 from workbench.results import LatencyStats
 
-__all__ = ["MAX_MEMORY_SHARE", "StressResult", "measure_under_stress"]
+__all__ = ["MAX_MEMORY_SHARE", "StressResult", "check_stress_settings", "measure_under_stress"]
 
 # More than half the available RAM would risk the machine itself (the OOM killer picks
 # whoever it likes): the pressure is bounded.
@@ -121,6 +121,33 @@ def _stop(procs: Sequence[subprocess.Popen]) -> None:
                 stream.close()
 
 
+def check_stress_settings(
+    cpu_processes: int | None,
+    memory_share: float,
+    max_memory_bytes: int | None = None,
+    timeout: float = 120.0,
+) -> None:
+    """Raise a WorkbenchError naming the first stress setting out of range."""
+    if cpu_processes is None:
+        cpu_processes = 1
+    if isinstance(cpu_processes, bool) or not isinstance(cpu_processes, int) or cpu_processes < 1:
+        raise WorkbenchError(
+            f"cpu_processes must be a whole number >= 1, got {cpu_processes!r}",
+            "use 1 or more busy processes",
+        )
+    if isinstance(memory_share, bool) or not 0 < memory_share <= MAX_MEMORY_SHARE:
+        raise WorkbenchError(
+            f"memory_share {memory_share!r} is out of range",
+            f"use a share above 0 and at most {MAX_MEMORY_SHARE} of the available RAM",
+        )
+    if max_memory_bytes is not None and max_memory_bytes < 1:
+        raise WorkbenchError(
+            f"max_memory_bytes {max_memory_bytes!r} is below 1", "give a positive cap"
+        )
+    if timeout <= 0:
+        raise WorkbenchError(f"timeout {timeout!r} is not positive", "give seconds > 0")
+
+
 def measure_under_stress(
     artifact: str | os.PathLike,
     device: str | DeviceProfile = "host",
@@ -160,22 +187,7 @@ def measure_under_stress(
     usable = usable or 1
     if cpu_processes is None:
         cpu_processes = usable
-    if isinstance(cpu_processes, bool) or not isinstance(cpu_processes, int) or cpu_processes < 1:
-        raise WorkbenchError(
-            f"cpu_processes must be a whole number >= 1, got {cpu_processes!r}",
-            "use 1 or more busy processes",
-        )
-    if isinstance(memory_share, bool) or not 0 < memory_share <= MAX_MEMORY_SHARE:
-        raise WorkbenchError(
-            f"memory_share {memory_share!r} is out of range",
-            f"use a share above 0 and at most {MAX_MEMORY_SHARE} of the available RAM",
-        )
-    if max_memory_bytes is not None and max_memory_bytes < 1:
-        raise WorkbenchError(
-            f"max_memory_bytes {max_memory_bytes!r} is below 1", "give a positive cap"
-        )
-    if timeout <= 0:
-        raise WorkbenchError(f"timeout {timeout!r} is not positive", "give seconds > 0")
+    check_stress_settings(cpu_processes, memory_share, max_memory_bytes, timeout)
     threads = min(device.cores, usable)
     held = int(psutil.virtual_memory().available * memory_share)
     if max_memory_bytes is not None:
@@ -219,7 +231,13 @@ def measure_under_stress(
         seconds=time.perf_counter() - start,
         basis=(
             f"measured on this machine in ONNX Runtime with {device.name}'s thread count "
-            f"({threads}); stress: {cpu_processes} busy-loop process(es), then one process "
+            f"({threads}"
+            + (
+                ""
+                if threads == device.cores
+                else f"; it has {device.cores} cores, this machine {usable} usable"
+            )
+            + f"); stress: {cpu_processes} busy-loop process(es), then one process "
             f"holding {held:,} B resident"
         ),
     )

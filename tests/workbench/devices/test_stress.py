@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import psutil
 import pytest
 
@@ -101,3 +103,39 @@ def test_bad_stress_settings_are_refused_before_anything_starts(cnn_baseline, kw
     with pytest.raises(WorkbenchError, match=match):
         measure_under_stress(cnn_baseline.artifact, "host", **kwargs)
     assert _children() == before
+
+
+def test_cli_stress_prints_the_three_figures_side_by_side(capsys, session_cache):
+    from workbench.cli import main
+
+    before = _children()
+    code = main(
+        [
+            "stress",
+            "digits-cnn",
+            "--device",
+            "raspberry-pi-4",
+            "--cpu-processes",
+            "1",
+            "--memory-share",
+            "0.005",
+            "--json",
+            "--no-profile",
+            "--cache-dir",
+            str(session_cache.root),
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["device"] == "raspberry-pi-4" and out["cpu_processes"] == 1
+    assert {"quiet", "cpu", "memory"} <= set(out) and out["memory"]["n"] >= 100
+    assert _children() == before
+
+
+def test_cli_stress_bad_settings_exit_2_before_measuring(capsys):
+    from workbench.cli import main
+
+    assert main(["stress", "digits-cnn", "--memory-share", "0.9", "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert "memory_share" in err and len(err.strip().splitlines()) == 1
+    assert main(["stress", "digits-cnn", "--device", "pi-9", "--no-cache"]) == 2
+    assert "raspberry-pi-4" in capsys.readouterr().err
