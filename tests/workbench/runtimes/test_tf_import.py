@@ -59,9 +59,10 @@ def test_tensorflow_first_then_torch_export_adam_and_compile():
 
 @pytest.mark.slow
 def test_torch_first_then_tensorflow_then_triton_users():
-    # torch imported (triton not yet loaded), TensorFlow next, then the triton users.
-    code = "import torch\n" + _TF_STEP + _TORCH_TRITON_STEPS
-    _ok(_run(code))
+    # torch imported (triton not yet loaded), TensorFlow next, then the triton users
+    # (torch.compile left out: after the accessor this is the case above, and it is slow).
+    steps = _TORCH_TRITON_STEPS.rsplit("assert torch.compile", 1)[0]
+    _ok(_run("import torch\n" + _TF_STEP + steps))
 
 
 @pytest.mark.slow
