@@ -150,6 +150,9 @@ def test_operator_profile_says_litert_offers_none(tflite_files):
 
 def test_version_is_the_installed_package():
     assert litert.litert_version() == importlib.metadata.version("ai-edge-litert")
+    v = litert.versions()
+    assert v["ai-edge-litert"] == litert.litert_version()
+    assert v["keras"] == importlib.metadata.version("keras") and v["tensorflow"]
 
 
 @pytest.mark.parametrize("kind", ["truncated", "not-tflite", "garbage-after-id", "empty"])

@@ -26,6 +26,7 @@ from workbench.runtimes.litert.session import (
     operator_profile,
     predict,
     quantize,
+    versions,
 )
 
 __all__ = [
@@ -48,4 +49,5 @@ __all__ = [
     "predict",
     "quantize",
     "read_tflite",
+    "versions",
 ]

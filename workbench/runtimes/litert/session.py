@@ -38,6 +38,7 @@ __all__ = [
     "operator_profile",
     "predict",
     "quantize",
+    "versions",
 ]
 
 
@@ -46,6 +47,26 @@ def litert_version() -> str:
     import ai_edge_litert
 
     return str(ai_edge_litert.__version__)
+
+
+def versions() -> dict[str, str]:
+    """Library versions that decide a LiteRT artifact and its measurement (cache key,
+    environment record), read from package metadata without importing TensorFlow."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for key, dists in (
+        ("ai-edge-litert", ("ai-edge-litert",)),
+        ("tensorflow", ("tensorflow-cpu", "tensorflow")),  # the converter
+        ("keras", ("keras",)),
+    ):
+        for dist in dists:
+            try:
+                out[key] = version(dist)
+                break
+            except PackageNotFoundError:
+                continue
+    return out
 
 
 def _check_threads(threads: int) -> None:
