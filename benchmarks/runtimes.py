@@ -10,8 +10,9 @@ rounds' p50s.
 
     python benchmarks/runtimes.py [--quick] [--rounds N] [--json FILE]
 
-Not covered yet (issue 7): ONNX Runtime beside LiteRT on the same model, and the
-PyTorch digits samples in LiteRT (they need a PyTorch -> TFLite route).
+ONNX Runtime runs the same Keras models beside LiteRT (tf2onnx, then the workbench's
+static int8 QDQ quantizer). Not covered yet (issue 7): the PyTorch digits samples in
+LiteRT (they need a PyTorch -> TFLite route).
 """
 
 from __future__ import annotations
@@ -37,15 +38,49 @@ ACCURACY_LOSS_CEILING = 0.01  # full-int8 loses at most 1 point of test accuracy
 
 
 def interleaved_p50(paths: dict[str, Path], rounds: int, seconds: float) -> dict[str, float]:
-    """Median over interleaved rounds of each file's LiteRT p50 latency (1 thread), in ms."""
+    """Median over interleaved rounds of each file's p50 latency (1 thread), in ms.
+
+    ``.tflite`` files run in LiteRT, ``.onnx`` files in ONNX Runtime (batch 1).
+    """
     p50s: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(rounds):
         for name, path in paths.items():
-            stats = litert.measure_latency(
-                path, threads=1, warmup=5, min_runs=20, min_seconds=seconds
-            )
+            if path.suffix == ".onnx":
+                stats = measure.measure_latency(
+                    path, None, threads=1, warmup=5, min_runs=20, min_seconds=seconds
+                )
+            else:
+                stats = litert.measure_latency(
+                    path, threads=1, warmup=5, min_runs=20, min_seconds=seconds
+                )
             p50s[name].append(stats.p50)
     return {k: statistics.median(v) for k, v in p50s.items()}
+
+
+def _onnx_pair(model, tmp: Path, stem: str, calibration: np.ndarray) -> dict[str, Path]:
+    """The Keras model as float ONNX (tf2onnx) and as the workbench's static int8 QDQ ONNX."""
+    from workbench.compress.quantize import quantize
+    from workbench.recipe import QuantizeConfig
+    from workbench.runtimes.keras_onnx import keras_to_onnx
+
+    onnx_float = keras_to_onnx(model, tmp / f"{stem}-float.onnx")
+    onnx_int8 = tmp / f"{stem}-int8.onnx"
+    config = QuantizeConfig(scheme="int8", per_channel=True, calibration="minmax")
+    quantize(onnx_float, onnx_int8, config, calibration=calibration)
+    return {"ort-float": onnx_float, "ort-int8": onnx_int8}
+
+
+def _runtimes_side_by_side(paths: dict[str, Path], rounds: int, seconds: float, label: str):
+    p50 = interleaved_p50(paths, rounds, seconds)
+    sizes = ", ".join(f"{k} {p.stat().st_size} B" for k, p in paths.items())
+    times = ", ".join(f"{k} {v:.4g} ms" for k, v in p50.items())
+    print(
+        f"[INFO] {label}: p50 {times}; int8 speed-up LiteRT "
+        f"{p50['float'] / p50['int8']:.2f}x, ONNX Runtime "
+        f"{p50['ort-float'] / p50['ort-int8']:.2f}x; sizes {sizes}",
+        flush=True,
+    )
+    return p50
 
 
 def _constant_bytes(path: Path) -> int:
@@ -122,6 +157,14 @@ def bench_keras_digits(rep: Report, tmp: Path, rounds: int, seconds: float) -> N
         f"{arena.firmware_bytes} B), flash {arena.flash_bytes} B, {arena.probes} probes",
     )
     _int8_speed(interleaved_p50(paths, rounds, seconds), "Keras digits sample")
+    onnx = _onnx_pair(model, tmp, "digits", calibration)
+    ort_acc = {k: float((measure.predict(p, x).argmax(1) == y).mean()) for k, p in onnx.items()}
+    print(
+        f"[INFO] Keras digits sample in ONNX Runtime (tf2onnx, workbench int8 QDQ): accuracy "
+        f"float {ort_acc['ort-float']:.4f}, int8 {ort_acc['ort-int8']:.4f}",
+        flush=True,
+    )
+    _runtimes_side_by_side({**paths, **onnx}, rounds, seconds, "Keras digits, 4 ways")
 
 
 def bench_keras_mobilenetv2_224(rep: Report, tmp: Path, rounds: int, seconds: float) -> None:
@@ -142,7 +185,9 @@ def bench_keras_mobilenetv2_224(rep: Report, tmp: Path, rounds: int, seconds: fl
         SIZE_RATIO_FLOOR,
         f"float {sizes['float']} B, int8 {sizes['int8']} B",
     )
-    _int8_speed(interleaved_p50(paths, rounds, seconds), "Keras MobileNetV2 224x224")
+    onnx = _onnx_pair(model, tmp, "mnv2", calibration)
+    p50 = _runtimes_side_by_side({**paths, **onnx}, rounds, seconds, "Keras MobileNetV2 224x224")
+    _int8_speed(p50, "Keras MobileNetV2 224x224")
 
 
 def main() -> int:
