@@ -1,0 +1,142 @@
+"""Keras model -> ``.tflite`` through the TFLite converter: float, fp16, dynamic int8, full int8.
+
+The schemes use the workbench's quantization scheme names (``workbench.recipe.QUANT_SCHEMES``)
+plus ``"float"`` for no quantization:
+
+- ``"float"``: float32 weights and activations.
+- ``"fp16"``: float16 weights (DEQUANTIZE to float32 at load), float32 compute.
+- ``"dynamic"``: dynamic-range int8: int8 weights, activations quantized on the fly.
+- ``"int8"``: full-integer int8: weights and activations int8, scales from a
+  representative dataset drawn from the training part only; the model's input and
+  output are int8 (``io="int8"``, what a microcontroller wants) or float32 with
+  QUANTIZE/DEQUANTIZE inside (``io="float"``).
+
+The model is converted with a fixed batch of 1 (a wrapper model with a batch-1 input
+around the same layers): the file then has static shapes throughout, which TFLite Micro
+needs and which saves the SHAPE/STRIDED_SLICE/PACK operators a dynamic batch adds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+
+from workbench._tf import keras, tensorflow
+from workbench.errors import WorkbenchError
+from workbench.recipe import QUANT_SCHEMES
+
+__all__ = ["IO_TYPES", "TFLITE_SCHEMES", "convert_keras", "export_tflite"]
+
+TFLITE_SCHEMES = ("float", *QUANT_SCHEMES)
+IO_TYPES = ("int8", "float")
+
+
+def _check(scheme: str, io: str, calibration: np.ndarray | None) -> None:
+    if scheme not in TFLITE_SCHEMES:
+        raise WorkbenchError(
+            f"unknown TFLite scheme {scheme!r}", f"use one of: {', '.join(TFLITE_SCHEMES)}"
+        )
+    if io not in IO_TYPES:
+        raise WorkbenchError(
+            f"unknown input/output type {io!r}", f"use one of: {', '.join(IO_TYPES)}"
+        )
+    if scheme == "int8" and (calibration is None or len(calibration) == 0):
+        raise WorkbenchError(
+            "full-integer int8 needs a representative dataset and none was given",
+            "pass calibration= images from the training part (e.g. Task.calibration(...)), "
+            "in the model's input layout",
+        )
+
+
+def convert_keras(
+    model, scheme: str = "float", *, calibration: np.ndarray | None = None, io: str = "int8"
+) -> bytes:
+    """The ``.tflite`` bytes of a Keras model under ``scheme`` (see the module docstring).
+
+    Args:
+        model: a built Keras 3 model with one input.
+        calibration: for ``"int8"``: float32 inputs in the model's layout (e.g. NHWC),
+            from the training part; each row is fed once to the converter.
+        io: for ``"int8"``: ``"int8"`` (integer input and output) or ``"float"``.
+
+    Raises:
+        WorkbenchError: unknown scheme or io, no calibration for int8, more than one
+            input, or the converter failed (its first line is in the message).
+    """
+    _check(scheme, io, calibration)
+    tf = tensorflow()
+    if len(model.inputs) != 1:
+        raise WorkbenchError(
+            f"the model has {len(model.inputs)} inputs; TFLite export handles one",
+            "export a model with a single image input",
+        )
+    shape = [1, *[int(d) for d in model.inputs[0].shape[1:]]]
+
+    # A wrapper with a fixed batch of 1 around the same layers (no weights copied).
+    # from_keras_model freezes the weights into the file; a tf.function over the model
+    # would keep them as resource variables (VAR_HANDLE / READ_VARIABLE), which the
+    # calibrator and TFLite Micro cannot run.
+    k = keras()
+    inp = k.Input(batch_shape=tuple(shape), name="input")
+    fixed = k.Model(inp, model(inp, training=False))
+    converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
+    if scheme != "float":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if scheme == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if scheme == "int8":
+        rows = np.asarray(calibration, dtype=np.float32)
+        if tuple(rows.shape[1:]) != tuple(shape[1:]):
+            raise WorkbenchError(
+                f"calibration rows have shape {list(rows.shape[1:])}, the model's input "
+                f"{shape[1:]}",
+                "pass calibration images in the model's input layout (NHWC for Keras)",
+            )
+
+        def representative():
+            for row in rows:
+                yield [row[None]]
+
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io == "int8":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    try:
+        # Keras prints its export signature to stdout while converting; that would mix
+        # into the CLI's --json output.
+        with contextlib.redirect_stdout(StringIO()):
+            return bytes(converter.convert())
+    except Exception as e:
+        detail = next((s.strip() for s in str(e).splitlines() if s.strip()), type(e).__name__)
+        raise WorkbenchError(
+            f"the TFLite converter could not convert the model ({detail[:300]})",
+            "use layers with TFLite builtin operators (see the LiteRT op compatibility list)",
+        ) from e
+
+
+def export_tflite(
+    model,
+    path: str | os.PathLike,
+    scheme: str = "float",
+    *,
+    calibration: np.ndarray | None = None,
+    io: str = "int8",
+) -> Path:
+    """Convert ``model`` (see :func:`convert_keras`) and write the file atomically to ``path``."""
+    data = convert_keras(model, scheme, calibration=calibration, io=io)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
