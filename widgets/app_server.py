@@ -19,7 +19,7 @@ from voila.app import Voila
 from voila.shutdown_kernel_handler import VoilaShutdownKernelHandler
 
 from widgets.netron_server import enable_in_process_env
-from widgets.netron_server.handlers import netron_handlers
+from widgets.netron_server.handlers import workbench_handlers
 
 __all__ = ["WorkbenchVoila", "main"]
 
@@ -62,7 +62,7 @@ class WorkbenchVoila(Voila):
             for route in super().init_handlers()
         ]
         # Before Voila's catch-all "/(.*)", which would otherwise render the notebook.
-        return netron_handlers(self.server_url) + handlers
+        return workbench_handlers(self.server_url) + handlers
 
     def start(self) -> None:
         # Before any kernel starts: kernels inherit this environment, and read the

@@ -1,8 +1,10 @@
 """ExportPanel: write the current variant with its manifest, and offer it as a download.
 
 Export calls ``workbench.export_variant`` on a worker thread (a .pt2 export can take
-seconds), lists the files it wrote, and builds a zip of the folder in memory as a
-``data:`` link, so the download works in Voila without a file server.
+seconds), lists the files it wrote, and offers a zip of the folder as a download link.
+Where the page's server serves the workbench's routes (the app server, or Jupyter with
+the ``widgets.netron_server`` extension) the zip is served by it, whatever its size;
+elsewhere a small zip travels as a ``data:`` link and a large one is left on disk.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 import ipywidgets as W
 import traitlets as T
 
+from widgets.netron_server.downloads import download_url, register_download
+from widgets.netron_server.registry import server_base_url
 from workbench.cache import Cache
 from workbench.charts import format_bytes
 from workbench.errors import WorkbenchError
@@ -27,9 +31,11 @@ from workbench.pipeline import MeasureSettings
 
 __all__ = ["DOWNLOAD_LIMIT_BYTES", "ExportPanel", "zip_folder"]
 
-# A data: link travels through the widget channel and sits in the page's memory;
-# beyond this the folder is left on disk for the user to fetch.
+# Without a server route, a data: link travels through the widget channel and sits in
+# the page's memory; beyond this the folder is left on disk for the user to fetch.
 DOWNLOAD_LIMIT_BYTES = 25_000_000
+# A download link looks like a link, wherever the page's styles put it.
+LINK_STYLE = "color: #0b57d0; text-decoration: underline; cursor: pointer; font-weight: bold;"
 
 
 def zip_folder(folder: Path) -> bytes:
@@ -104,6 +110,15 @@ class ExportPanel(W.VBox):
         self.export_w.on_click(lambda _b: self.export())
         self._render()
 
+    def clear(self) -> None:
+        """Forget the last export's files, link and error (e.g. when the model changes)."""
+        with self.hold_trait_notifications():
+            self.result = None
+            self.set_trait("manifest_path", "")
+            self.set_trait("files", [])
+            self.set_trait("download_html", "")
+            self.set_trait("error", "")
+
     def _on_user_folder(self, change: dict) -> None:
         self._folder_edited = bool(change["new"]) and change["new"] != self._auto_folder()
 
@@ -176,6 +191,16 @@ class ExportPanel(W.VBox):
             self.set_trait("busy", False)
 
     def _download_link(self, folder: Path) -> str:
+        base_url = server_base_url()
+        if base_url is not None:  # the page's server serves it: any size
+            token, name, size = register_download(folder)
+            href = html.escape(download_url(token, name, base_url), quote=True)
+            label = html.escape(name)
+            return (
+                f'<a class="edge-workbench-download" style="{LINK_STYLE}" '
+                f'download="{html.escape(name, quote=True)}" href="{href}">'
+                f"download {label} ({format_bytes(size)})</a>"
+            )
         data = zip_folder(folder)
         if len(data) > self.limit_bytes:
             return (
@@ -186,7 +211,7 @@ class ExportPanel(W.VBox):
         b64 = base64.b64encode(data).decode("ascii")
         name = html.escape(f"{folder.name}.zip", quote=True)
         return (
-            f'<a class="edge-workbench-download" download="{name}" '
+            f'<a class="edge-workbench-download" style="{LINK_STYLE}" download="{name}" '
             f'href="data:application/zip;base64,{b64}">download {name} '
             f"({format_bytes(len(data))})</a>"
         )

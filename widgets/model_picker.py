@@ -59,11 +59,13 @@ class ModelPicker(W.VBox):
         model: (read-only) the loaded ``workbench.models.Model``, or None.
         source: (read-only) what ``model`` was loaded from.
         error: (read-only) the last load's error message, "" after a successful load.
+        loading: (read-only) what is being loaded while ``load`` runs, "" otherwise.
     """
 
     model = T.Any(None, read_only=True)
     source = T.Unicode("", read_only=True)
     error = T.Unicode("", read_only=True)
+    loading = T.Unicode("", read_only=True)
 
     def __init__(self, initial: Any = "digits-cnn", **kwargs) -> None:
         names = list_models()
@@ -176,6 +178,9 @@ class ModelPicker(W.VBox):
                     "write it like 1x3x224x224 (batch first), or leave it empty",
                 )
                 return False
+        # Set while load_model runs (seconds for a large model), so the app can clear
+        # what it shows of the previous model at once.
+        self.set_trait("loading", shown_name or source)
         try:
             model = load_model(source, **options)
         except WorkbenchError as exc:
@@ -187,6 +192,8 @@ class ModelPicker(W.VBox):
                 f"{shown_name or Path(source).name} could not be loaded ({type(exc).__name__}: {exc})."
             )
             return False
+        finally:
+            self.set_trait("loading", "")
         self.use(model, shown_name)
         self.set_trait("source", source)
         return True

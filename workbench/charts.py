@@ -27,6 +27,7 @@ __all__ = [
     "format_bytes",
     "format_change",
     "format_count",
+    "format_figure",
     "format_ms",
     "format_percent",
     "operator_chart",
@@ -319,6 +320,20 @@ _TOOLTIP_TEXT: tuple[tuple[str, str, Any], ...] = (
     ("params", "params", format_count),
     ("nonzero_params", "non-zero params", format_count),
 )
+
+
+def format_figure(column: str, value: Any) -> str:
+    """A figure of ``Study.to_dataframe()``'s ``column`` with its unit, as tables show it.
+
+    Fractions get two decimals (99.25% and 99.60% differ by one test image on digits);
+    unknown columns are shown as they are.
+    """
+    if column in ("accuracy", "agreement"):
+        return format_percent(value, 2)
+    fmt = next((f for c, _title, f in _TOOLTIP_TEXT if c == column), None)
+    if fmt is None:
+        return "n/a" if _missing(value) else str(value)
+    return fmt(value)
 
 
 def _chart_data(df: pd.DataFrame, x: str, y: str, current_key: str | None) -> pd.DataFrame:
