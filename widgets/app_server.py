@@ -27,9 +27,14 @@ OFFLINE_TEMPLATE_DIR = Path(__file__).resolve().parent / "app_template"
 
 
 # Kernels of pages nobody has open are shut down after this long idle. The page asks
-# for its kernel's shutdown when it closes, but a browser that crashes or loses the
-# network never does, and each kernel holds about 1 GB once a model is loaded.
-IDLE_KERNEL_SECONDS = 600
+# for its kernel's shutdown when it closes, but a browser that crashes, is killed or
+# loses the network never does (2 of 5 closes in a trial), and each kernel holds
+# about 1 GB once a model is loaded. Jupyter Server's culler never touches a kernel
+# with a connected page (cull_connected is False), so this is the grace a page gone
+# without a word gets, not a limit on a quiet reader; it is checked every
+# CULL_INTERVAL_SECONDS.
+IDLE_KERNEL_SECONDS = 60
+CULL_INTERVAL_SECONDS = 15
 
 
 class _ShutdownOnUnload(VoilaShutdownKernelHandler):
@@ -78,7 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     defaults = {
         "--MappingKernelManager.cull_idle_timeout": str(IDLE_KERNEL_SECONDS),
-        "--MappingKernelManager.cull_interval": "60",
+        "--MappingKernelManager.cull_interval": str(CULL_INTERVAL_SECONDS),
+        # Explicit, because the grace above is short: never cull a kernel a page is
+        # connected to, however long it has been idle.
+        "--MappingKernelManager.cull_connected": "False",
     }
     given = {a.split("=", 1)[0] for a in argv}
     argv += [f"{k}={v}" for k, v in defaults.items() if k not in given]

@@ -23,6 +23,7 @@ import traitlets as T
 
 from widgets.netron_server.downloads import download_url, register_download
 from widgets.netron_server.registry import server_base_url
+from widgets.style import LINK_STYLE
 from workbench.cache import Cache
 from workbench.charts import format_bytes
 from workbench.errors import WorkbenchError
@@ -34,8 +35,6 @@ __all__ = ["DOWNLOAD_LIMIT_BYTES", "ExportPanel", "zip_folder"]
 # Without a server route, a data: link travels through the widget channel and sits in
 # the page's memory; beyond this the folder is left on disk for the user to fetch.
 DOWNLOAD_LIMIT_BYTES = 25_000_000
-# A download link looks like a link, wherever the page's styles put it.
-LINK_STYLE = "color: #0b57d0; text-decoration: underline; cursor: pointer; font-weight: bold;"
 
 
 def zip_folder(folder: Path) -> bytes:

@@ -16,6 +16,7 @@ from typing import Any
 import ipywidgets as W
 import traitlets as T
 
+from widgets.style import LINK_STYLE, TOGGLE_STYLE
 from workbench.charts import format_change, format_figure
 from workbench.study import FIGURES, compare_results, variant_table
 
@@ -28,14 +29,13 @@ _SORT_OPTIONS = (
     + (("warnings", "warnings"),)
 )
 _CELL = "padding: 2px 10px 2px 0; text-align: right; white-space: nowrap;"
-_LINK = "color: #0b57d0; text-decoration: underline; cursor: pointer;"
 
 
 def _csv_link(csv_text: str, model: str) -> str:
     data = base64.b64encode(csv_text.encode("utf-8")).decode("ascii")
     name = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{model}-variants") + ".csv"
     return (
-        f'<a class="edge-workbench-csv" style="{_LINK}" download="{html.escape(name)}" '
+        f'<a class="edge-workbench-csv" style="{LINK_STYLE}" download="{html.escape(name)}" '
         f'href="data:text/csv;charset=utf-8;base64,{data}">download the table as CSV '
         f"({html.escape(name)})</a>"
     )
@@ -71,7 +71,7 @@ class VariantsPanel(W.VBox):
         self.sort_w = W.Dropdown(options=_SORT_OPTIONS, description="sort by")
         self.order_w = W.ToggleButtons(
             options=[("ascending", True), ("descending", False)],
-            style={"button_width": "auto"},
+            style=TOGGLE_STYLE,
         )
         self.a_w = W.Dropdown(options=[("-", "")], description="A")
         self.b_w = W.Dropdown(options=[("-", "")], description="B")

@@ -222,7 +222,8 @@ def _axis(
 ) -> Any:
     """``channel`` on ``field`` (default ``column``) with ``column``'s title, format and range."""
     fmt = _AXIS_FORMATS.get(column)
-    axis = alt.Axis(format=fmt, labelOverlap=True) if fmt else alt.Axis(labelOverlap=True)
+    # About 6 ticks: the default crowds an axis 520 px wide with "0.0155"-long labels.
+    axis = alt.Axis(format=fmt, labelOverlap=True, tickCount=6)
     return channel(
         f"{field or column}:Q", title=AXIS_TITLES[column], axis=axis, scale=_scale(domain)
     )
