@@ -17,6 +17,9 @@ from typing import Any
 import ipywidgets as W
 import traitlets as T
 
+from sample_models import sample_names
+from workbench.atomic import write_text_atomic
+from workbench.cache import default_cache_dir
 from workbench.data import DIGITS
 from workbench.errors import WorkbenchError
 from workbench.models import list_models, load_model
@@ -24,6 +27,37 @@ from workbench.models import list_models, load_model
 __all__ = ["UPLOAD_SUFFIXES", "ModelPicker"]
 
 UPLOAD_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth")
+_TORCHVISION_PATTERN = "torchvision:*"
+
+
+def torchvision_names() -> list[str]:
+    """The registry's ``torchvision:<arch>`` names, for the name box's suggestions.
+
+    Listing them imports torchvision, which costs every page's kernel ~190 MB of
+    memory of its own (measured with psutil's USS) and ~2 s, though a viewer who stays
+    on a sample never needs it. So the list is kept in the cache folder per torchvision
+    version, and only the first kernel after an install imports torchvision for it.
+    """
+    import json
+    from importlib import metadata
+
+    try:
+        version = metadata.version("torchvision")
+    except metadata.PackageNotFoundError:
+        return []
+    path = default_cache_dir() / f"torchvision-names-{version}.json"
+    try:
+        names = json.loads(path.read_text())
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return names
+    except (OSError, ValueError):
+        pass
+    names = list_models(_TORCHVISION_PATTERN)
+    try:
+        write_text_atomic(path, json.dumps(names))
+    except OSError:  # a read-only cache folder: listed again next time
+        pass
+    return names
 
 
 def _describe(model: Any) -> str:
@@ -68,12 +102,13 @@ class ModelPicker(W.VBox):
     loading = T.Unicode("", read_only=True)
 
     def __init__(self, initial: Any = "digits-cnn", **kwargs) -> None:
-        names = list_models()
-        samples = [n for n in names if ":" not in n]
+        # The shipped samples only: list_models() would import torchvision to list its
+        # architectures (see torchvision_names).
+        samples = list(sample_names())
         self.sample_w = W.Dropdown(options=samples, value=None, description="sample")
         # A combobox: it completes torchvision:<arch> names and accepts any path.
         self.path_w = W.Combobox(
-            options=[n for n in names if ":" in n],
+            options=torchvision_names(),
             ensure_option=False,
             placeholder="torchvision:resnet18, or a path to .onnx / .pt / .pt2 / .pth",
             description="or name",

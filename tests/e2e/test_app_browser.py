@@ -256,7 +256,7 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
                 f"edge-workbench/download/{token}/other.zip",
                 f"edge-workbench/download/{token}/..%2F..%2Fserver.log",
                 f"edge-workbench/download/{'0' * 32}/exported.zip",
-                f"edge-workbench/download/{token}/%2E%2E/{token}.json",
+                f"edge-workbench/download/{token}/..%2F{token}.json",
                 "edge-workbench/download/..%2F..%2Fcache/x.zip",
             ):
                 with pytest.raises(urllib.error.HTTPError) as refused:
@@ -354,7 +354,7 @@ def test_a_laptop_screen_shows_the_slider_and_the_chart_together(app_server):
             assert chart["bottom"] - chart["top"] >= 300  # a large chart, not a thumbnail
             # vega-embed's menu: PNG/SVG made in the page, nothing sent to a public editor.
             actions = page.eval_on_selector_all(
-                ".vega-embed .vega-actions a", "as => as.map(a => a.innerText.trim())"
+                ".vega-embed .vega-actions a", "as => as.map(a => a.textContent.trim())"
             )
             assert "Save as SVG" in actions and "Save as PNG" in actions, actions
             assert not [a for a in actions if "Editor" in a or "View" in a], actions
