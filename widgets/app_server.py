@@ -21,7 +21,7 @@ from voila.shutdown_kernel_handler import VoilaShutdownKernelHandler
 from widgets.netron_server import enable_in_process_env
 from widgets.netron_server.handlers import workbench_handlers
 
-__all__ = ["WorkbenchVoila", "main"]
+__all__ = ["WorkbenchVoila", "main", "server_argv"]
 
 OFFLINE_TEMPLATE_DIR = Path(__file__).resolve().parent / "app_template"
 
@@ -76,11 +76,8 @@ class WorkbenchVoila(Voila):
         super().start()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the app server; idle kernels of closed pages are culled unless argv says otherwise."""
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
+def server_argv(argv: list[str]) -> list[str]:
+    """``argv`` plus the culling defaults it does not set itself."""
     defaults = {
         "--MappingKernelManager.cull_idle_timeout": str(IDLE_KERNEL_SECONDS),
         "--MappingKernelManager.cull_interval": str(CULL_INTERVAL_SECONDS),
@@ -89,8 +86,14 @@ def main(argv: list[str] | None = None) -> None:
         "--MappingKernelManager.cull_connected": "False",
     }
     given = {a.split("=", 1)[0] for a in argv}
-    argv += [f"{k}={v}" for k, v in defaults.items() if k not in given]
-    WorkbenchVoila.launch_instance(argv)
+    return list(argv) + [f"{k}={v}" for k, v in defaults.items() if k not in given]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the app server; kernels of closed pages are culled unless argv says otherwise."""
+    import sys
+
+    WorkbenchVoila.launch_instance(server_argv(list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":
