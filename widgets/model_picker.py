@@ -217,21 +217,25 @@ class ModelPicker(W.VBox):
         # what it shows of the previous model at once.
         self.set_trait("loading", shown_name or source)
         try:
-            model = load_model(source, **options)
-        except WorkbenchError as exc:
-            message = _with_panel_hint(str(exc))
-            self._show_error(message.replace(source, shown_name) if shown_name else message)
-            return False
-        except Exception as exc:  # noqa: BLE001 - a bad model file must not break the app
-            self._show_error(
-                f"{shown_name or Path(source).name} could not be loaded ({type(exc).__name__}: {exc})."
-            )
-            return False
+            try:
+                model = load_model(source, **options)
+            except WorkbenchError as exc:
+                message = _with_panel_hint(str(exc))
+                self._show_error(message.replace(source, shown_name) if shown_name else message)
+                return False
+            except Exception as exc:  # noqa: BLE001 - a bad model file must not break the app
+                self._show_error(
+                    f"{shown_name or Path(source).name} could not be loaded "
+                    f"({type(exc).__name__}: {exc})."
+                )
+                return False
+            self.use(model, shown_name)
+            self.set_trait("source", source)
+            return True
         finally:
+            # After the new model is in place (or the error shown): an observer sees
+            # either the new model or the error, never a gap between them.
             self.set_trait("loading", "")
-        self.use(model, shown_name)
-        self.set_trait("source", source)
-        return True
 
     def use(self, model: Any, shown_name: str | None = None) -> None:
         """Show an already loaded ``Model`` (e.g. one built in a notebook)."""

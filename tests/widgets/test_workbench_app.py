@@ -142,6 +142,7 @@ def test_a_bad_upload_shows_its_error_and_breaks_nothing(app):
     assert "mine.onnx is a damaged or truncated ONNX file" in app.picker.error
     assert "damaged or truncated" in app.picker._status_w.value
     assert app.model is model and app.current_key == current and not app.busy
+    assert app.card.busy == "" and app.card.result is app.current  # the card is back as it was
 
 
 def test_a_failed_measurement_shows_the_engine_error_and_keeps_the_last_variant(
