@@ -131,8 +131,9 @@ def wait_for_baseline(page, model: str | None = None) -> None:
         """([card, busy, model]) => {
             const c = document.querySelector(card);
             const b = c && c.querySelector('b');
-            const picked = !model || [...document.querySelectorAll('select')].some(
-                s => s.value === model);
+            // The picker's status names the model once the kernel has loaded it (the
+            // <select> shows the choice before the kernel has even seen it).
+            const picked = !model || document.body.innerText.includes('loaded ' + model + ' (');
             return b && !document.querySelector(busy) && b.innerText.trim() === 'baseline'
                 && picked;
         }""",

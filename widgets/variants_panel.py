@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 import ipywidgets as W
+import pandas as pd
 import traitlets as T
 
 from widgets.style import LINK_STYLE, TOGGLE_STYLE
@@ -124,7 +125,8 @@ class VariantsPanel(W.VBox):
     def _table_html(self, rows: list[dict[str, Any]]) -> str:
         if not rows:
             return f'<div style="color:{NEUTRAL};">No variant measured yet.</div>'
-        figures = [f for f in FIGURES if any(r[f.column] is not None for r in rows)]
+        # A figure no variant has (accuracy, for a model without labels) gets no column.
+        figures = [f for f in FIGURES if any(pd.notna(r[f.column]) for r in rows)]
         head = "".join(
             f'<th style="{_CELL}">{html.escape(f.label)}{self._arrow(f.column)}</th>'
             for f in figures

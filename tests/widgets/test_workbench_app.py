@@ -257,3 +257,20 @@ def test_the_variants_tab_lists_every_variant_and_compares_two(app):
     html = panel._compare_w.value
     assert "A: prune-unstructured-0.5" in html and "B: baseline" in html
     assert re.search(r"[+-]\d+(\.\d)? pt", html) and re.search(r"[+-]\d+(\.\d)?%", html)
+
+
+def test_the_variants_table_leaves_out_a_figure_no_variant_has(tmp_path, tiny_onnx):
+    from widgets import VariantsPanel
+    from workbench import load_model
+    from workbench.pipeline import evaluate
+    from workbench.study import Study
+
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(tiny_onnx)
+    model = load_model(str(path))
+    result = evaluate(model, settings=FAST, cache=Cache(tmp_path / "cache"))
+    panel = VariantsPanel()
+    panel.study = Study(model.name, [result])
+    header = panel._table_w.value.split("</tr>", 1)[0]
+    assert "agreement" in header and "accuracy" not in header  # no labels: no accuracy
+    assert panel.comparison == [] and "Measure two variants" in panel._compare_w.value
