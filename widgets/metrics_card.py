@@ -87,7 +87,9 @@ def card_html(result: Any, baseline: Any | None, *, busy: str = "", error: str =
     if error:
         parts.append(f'<div style="color:{BAD};">{html.escape(error)}</div>')
     if result is None:
-        parts.append(f'<div style="color:{NEUTRAL};">No variant measured yet.</div></div>')
+        if not busy:  # while busy, the busy line says what is coming
+            parts.append(f'<div style="color:{NEUTRAL};">No variant measured yet.</div>')
+        parts.append("</div>")
         return "".join(parts)
     m = result.metrics
     b = baseline.metrics if baseline is not None else None

@@ -210,6 +210,7 @@ def test_switching_models_clears_every_panel_at_once_and_starts_from_the_baselin
         assert seen_while_loading == [("loading " + str(path) + "...", "")]
         assert wb.model.name != "digits-cnn" and wb.busy
         assert wb.card.result is None and "baseline" in wb.card.busy
+        assert "No variant measured yet" not in wb.card.value  # it is being measured
         assert wb.netron.path == "" and wb.exporter.files == [] and wb.exporter.result is None
         assert wb.chart.study is wb.study and wb.study.results == []
         assert wb.variants.rows == [] and "No variant measured yet" in wb.variants._table_w.value
