@@ -364,6 +364,34 @@ def test_a_laptop_screen_shows_the_slider_and_the_chart_together(app_server):
             table.wait_for(timeout=10_000)
             assert "baseline" in table.inner_text()
             assert page.locator("a.edge-workbench-csv").count() == 1
+
+            # Another model: the old one's points and figures go at once, and its
+            # baseline is what is measured (no recipe carried over).
+            page.locator(PRUNING_METHOD).locator('button[data-value="unstructured"]').click()
+            page.wait_for_function(
+                "sel => document.querySelector(sel).innerText.includes('unstructured')",
+                arg=CARD,
+                timeout=MEASURE_TIMEOUT_MS,
+            )
+            page.locator('.widget-dropdown:has(label:text-is("sample")) select').select_option(
+                "digits-mobilenetv2"
+            )
+            page.wait_for_function(
+                """([card, points]) => {
+                    const c = document.querySelector(card);
+                    return c && c.innerText.includes("digits-mobilenetv2's baseline")
+                        && !c.querySelector('table')
+                        && document.querySelectorAll(points).length === 0;
+                }""",
+                arg=[CARD, VARIANT_POINTS],
+                timeout=30_000,
+            )
+            selected = page.locator(PRUNING_METHOD).locator("button.mod-active")
+            assert selected.get_attribute("data-value") == "none"
+            # The table holds the new model's variants only (its baseline may be in already).
+            variants = page.locator(".edge-workbench-variants, .widget-html:has-text('No variant')")
+            assert "prune-unstructured" not in variants.first.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "app-switched-model.png"))
         finally:
             browser.close()
 
