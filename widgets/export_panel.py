@@ -21,7 +21,11 @@ from typing import Any
 import ipywidgets as W
 import traitlets as T
 
-from widgets.netron_server.downloads import download_url, register_download
+from widgets.netron_server.downloads import (
+    download_url,
+    register_download,
+    unregister_download,
+)
 from widgets.netron_server.registry import server_base_url
 from widgets.style import LINK_STYLE
 from workbench.cache import Cache
@@ -89,6 +93,9 @@ class ExportPanel(W.VBox):
         self.settings = settings
         self.limit_bytes = limit_bytes
         self._thread: threading.Thread | None = None
+        # The zip the link points to: deleted when a newer one replaces it, since each
+        # can be as large as the export and the server keeps them in its runtime folder.
+        self._download_token = ""
         self._folder_edited = False
         self.folder_w = W.Text(description="folder", layout=W.Layout(width="460px"))
         self.export_w = W.Button(description="Export", icon="download", button_style="success")
@@ -117,6 +124,12 @@ class ExportPanel(W.VBox):
             self.set_trait("files", [])
             self.set_trait("download_html", "")
             self.set_trait("error", "")
+        self._drop_download()
+
+    def _drop_download(self) -> None:
+        if self._download_token:
+            unregister_download(self._download_token)
+            self._download_token = ""
 
     def _on_user_folder(self, change: dict) -> None:
         self._folder_edited = bool(change["new"]) and change["new"] != self._auto_folder()
@@ -193,6 +206,8 @@ class ExportPanel(W.VBox):
         base_url = server_base_url()
         if base_url is not None:  # the page's server serves it: any size
             token, name, size = register_download(folder)
+            self._drop_download()
+            self._download_token = token
             href = html.escape(download_url(token, name, base_url), quote=True)
             label = html.escape(name)
             return (

@@ -120,5 +120,11 @@ def test_with_a_page_server_any_size_is_a_served_download_link(variant, tmp_path
         (token, "..%2Fsecret.zip"),
     ]:
         assert lookup_download(*bad) is None, bad
+    # A new export replaces the zip: the old one is deleted from the server's folder.
+    assert panel.export() and panel.wait(120)
+    newer = re.search(r'href="([^"]+)"', panel.download_html).group(1).split("/")
+    assert newer[-2] != token and lookup_download(token, name) is None
+    assert lookup_download(newer[-2], newer[-1]) is not None
     panel.clear()
     assert (panel.files, panel.download_html, panel.result) == ([], "", None)
+    assert lookup_download(newer[-2], newer[-1]) is None

@@ -31,6 +31,7 @@ __all__ = [
     "downloads_dir",
     "lookup_download",
     "register_download",
+    "unregister_download",
 ]
 
 DOWNLOAD_ROUTE = "edge-workbench/download/"
@@ -89,6 +90,15 @@ def register_download(folder: str | Path) -> tuple[str, str, int]:
     entry = {"name": name, "folder": str(folder)}
     (target / f"{token}.json").write_text(json.dumps(entry))
     return token, name, size
+
+
+def unregister_download(token: str) -> None:
+    """Delete the zip registered under ``token`` (its page links to a newer one)."""
+    if not _TOKEN.match(token):
+        return
+    folder = downloads_dir()
+    for path in (folder / f"{token}.json", folder / f"{token}.zip"):
+        path.unlink(missing_ok=True)
 
 
 def lookup_download(token: str, name: str) -> Path | None:
