@@ -1,8 +1,9 @@
 """Workbench: the whole app in one widget.
 
 Model picker, pruning and quantization panels, the metrics card, the tradeoff chart,
-the sweep, the Netron graph of the current artifact, and export. Whenever a panel's
-config changes the current variant follows:
+the table of variants (and two compared), the sweep, the Netron graph of the current
+artifact, and export. A new model clears every panel at once and starts from its
+baseline. Whenever a panel's config changes the current variant follows:
 
 - already in the cache: shown at once, on the calling (UI) thread;
 - otherwise measured on one worker thread while the card says "measuring...".
