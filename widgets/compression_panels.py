@@ -13,6 +13,7 @@ import html
 import ipywidgets as W
 import traitlets as T
 
+from widgets.style import TOGGLE_STYLE
 from workbench.errors import WorkbenchError
 from workbench.recipe import CALIBRATIONS, INT8_TYPES, FineTuneConfig, PruneConfig, QuantizeConfig
 
@@ -69,7 +70,7 @@ class PruningPanel(W.VBox):
                 ("structured", "structured"),
             ],
             description="pruning",
-            style={"button_width": "96px"},
+            style=TOGGLE_STYLE,
             tooltips=[
                 "no pruning",
                 "zero individual weights: only the compressed file shrinks",
@@ -89,7 +90,7 @@ class PruningPanel(W.VBox):
         self.scope_w = W.ToggleButtons(
             options=[("global", "global"), ("per layer", "layer")],
             description="scope",
-            style={"button_width": "80px"},
+            style=TOGGLE_STYLE,
             tooltips=["one threshold across all layers", "the same fraction in every layer"],
         )
         self.keep_w = W.Checkbox(description="keep first and last layers dense", indent=False)
@@ -238,7 +239,7 @@ class QuantizationPanel(W.VBox):
         self.scheme_w = W.ToggleButtons(
             options=[("none", "none"), ("dynamic", "dynamic"), ("int8", "int8"), ("fp16", "fp16")],
             description="quantize",
-            style={"button_width": "72px"},
+            style=TOGGLE_STYLE,
             tooltips=[
                 "keep float32",
                 "int8 weights, activations quantized at run time (best for Linear/LSTM)",
@@ -251,7 +252,13 @@ class QuantizationPanel(W.VBox):
         self.samples_w = W.BoundedIntText(min=1, max=10_000, step=32, description="samples")
         self.activation_w = W.Dropdown(options=list(INT8_TYPES), description="activations")
         self.weight_w = W.Dropdown(options=list(INT8_TYPES), description="weights")
-        self.keep_float_w = W.TagsInput(allowed_tags=[], allow_duplicates=False)
+        # Wide enough to type a node name in (the default box fits a few letters).
+        self.keep_float_w = W.TagsInput(
+            allowed_tags=[],
+            allow_duplicates=False,
+            placeholder="type an op type or node name, then Enter",
+            layout=W.Layout(width="95%", min_width="300px", min_height="32px"),
+        )
         self._error_w = W.HTML()
         super().__init__(
             children=[

@@ -9,49 +9,37 @@ which a number is not shown.
 from __future__ import annotations
 
 import html
-import math
 from typing import Any
 
 import ipywidgets as W
 import traitlets as T
 
-from workbench.charts import format_bytes, format_count, format_ms, format_percent
+from workbench.charts import (
+    format_bytes,
+    format_change,
+    format_count,
+    format_ms,
+    format_percent,
+)
 from workbench.measure.environment import environment_line
 
 __all__ = ["SPINNER", "MetricsCard", "point_delta", "ratio_delta"]
 
 GOOD, BAD, NEUTRAL = "#1a7f37", "#b00020", "#555555"
-# Within this ratio a change is shown as a percent ("+3%"), beyond it as a factor ("÷3.4").
-_PERCENT_BAND = 1.1
 
 
 def ratio_delta(value: float | None, base: float | None) -> str:
-    """How ``value`` compares with ``base`` as a factor or a small percent.
+    """A figure's change against ``base`` in the app's one delta format (relative, in %).
 
-    ``ratio_delta(10, 34) == "÷3.4"`` (a 3.4th of the baseline), ``ratio_delta(2, 1) == "×2.0"``,
-    ``ratio_delta(1.03, 1) == "+3%"``, equal values give ``"same"``; "" when either
-    is missing or the base is zero.
+    ``ratio_delta(10, 34) == "-71%"``, ``ratio_delta(1.03, 1) == "+3.0%"``; see
+    :func:`workbench.charts.format_change`.
     """
-    if value is None or base is None or base == 0 or math.isnan(value) or math.isnan(base):
-        return ""
-    if value == base:
-        return "same"
-    ratio = value / base
-    if 1 / _PERCENT_BAND < ratio < _PERCENT_BAND:
-        pct = (ratio - 1) * 100
-        return f"{pct:+.0f}%" if abs(pct) >= 0.5 else f"{pct:+.1f}%"
-    if ratio > 1:
-        return f"×{ratio:.1f}"
-    if value <= 0:
-        return "-100%"
-    return f"÷{1 / ratio:.1f}"
+    return format_change(value, base, "ratio")
 
 
 def point_delta(value: float | None, base: float | None) -> str:
     """The change of a fraction in percentage points: ``(0.952, 0.95) -> "+0.2 pt"``."""
-    if value is None or base is None or math.isnan(value) or math.isnan(base):
-        return ""
-    return f"{(value - base) * 100:+.1f} pt"
+    return format_change(value, base, "points")
 
 
 # A busy indicator drawn in CSS: the hourglass character is missing from many fonts.
@@ -99,7 +87,9 @@ def card_html(result: Any, baseline: Any | None, *, busy: str = "", error: str =
     if error:
         parts.append(f'<div style="color:{BAD};">{html.escape(error)}</div>')
     if result is None:
-        parts.append(f'<div style="color:{NEUTRAL};">No variant measured yet.</div></div>')
+        if not busy:  # while busy, the busy line says what is coming
+            parts.append(f'<div style="color:{NEUTRAL};">No variant measured yet.</div>')
+        parts.append("</div>")
         return "".join(parts)
     m = result.metrics
     b = baseline.metrics if baseline is not None else None

@@ -14,6 +14,7 @@ from typing import Any
 import ipywidgets as W
 import traitlets as T
 
+from widgets.style import TOGGLE_STYLE
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
 from workbench.pipeline import MeasureSettings, torch_steps_unavailable
@@ -77,7 +78,7 @@ class SweepPanel(W.VBox):
         self.method_w = W.ToggleButtons(
             options=["unstructured", "structured"],
             description="pruning",
-            style={"button_width": "96px"},
+            style=TOGGLE_STYLE,
         )
         self.sparsities_w = W.SelectMultiple(
             options=[(f"{s:.0%}", s) for s in SPARSITIES], description="sparsities", rows=6

@@ -1,8 +1,9 @@
 """Workbench: the whole app in one widget.
 
 Model picker, pruning and quantization panels, the metrics card, the tradeoff chart,
-the sweep, the Netron graph of the current artifact, and export. Whenever a panel's
-config changes the current variant follows:
+the table of variants (and two compared), the sweep, the Netron graph of the current
+artifact, and export. A new model clears every panel at once and starts from its
+baseline. Whenever a panel's config changes the current variant follows:
 
 - already in the cache: shown at once, on the calling (UI) thread;
 - otherwise measured on one worker thread while the card says "measuring...".
@@ -31,6 +32,7 @@ from widgets.model_picker import ModelPicker
 from widgets.netron_view import NetronView
 from widgets.sweep_panel import SweepPanel
 from widgets.tradeoff_chart import TradeoffChart
+from widgets.variants_panel import VariantsPanel
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
 from workbench.models import list_models
@@ -38,7 +40,10 @@ from workbench.pipeline import MeasureSettings, evaluate, torch_steps_unavailabl
 from workbench.recipe import Recipe
 from workbench.study import Study
 
-__all__ = ["Workbench"]
+__all__ = ["TAB_TITLES", "Workbench"]
+
+TAB_TITLES = ("Variants", "Sweep", "Export", "Graph (Netron)")
+_GRAPH_TAB = TAB_TITLES.index("Graph (Netron)")
 
 
 @dataclass(frozen=True)
@@ -116,32 +121,39 @@ class Workbench(W.VBox):
         )
         self.netron = NetronView()
         self.exporter = ExportPanel(cache=self.cache, settings=self.settings)
+        self.variants = VariantsPanel()
         self._status_w = W.HTML()
 
         # The graph sits in a tab and follows the current variant only while that tab
         # is open: Netron takes the focus when it loads a model, which would scroll the
         # page to it on every slider move.
-        self.tabs = tabs = W.Tab(children=[self.sweep, self.exporter, self.netron])
-        for i, title in enumerate(("Sweep", "Export", "Graph (Netron)")):
+        self.tabs = tabs = W.Tab(children=[self.variants, self.sweep, self.exporter, self.netron])
+        for i, title in enumerate(TAB_TITLES):
             tabs.set_title(i, title)
-        # Controls beside the card (both fit in ~1100 px; they stack on a narrow
-        # screen), the chart below them at full width.
+        # Controls in a left column, the chart and the card on the right: on a laptop
+        # screen (1280x800) the sliders and the chart are in view together. On a narrow
+        # screen the columns stack.
         left = W.VBox(
             [self.picker, self.pruning, self.quantization],
-            layout=W.Layout(width="560px", padding="0 16px 0 0"),
+            layout=W.Layout(flex="0 1 470px", min_width="360px", padding="0 16px 0 0"),
         )
-        right = W.VBox([self.card], layout=W.Layout(flex="1 1 420px", min_width="420px"))
+        right = W.VBox(
+            [self.chart, self.card], layout=W.Layout(flex="1 1 640px", min_width="420px")
+        )
         super().__init__(
             children=[
                 W.HTML("<h2 style='margin: 4px 0'>Edge Workbench</h2>"),
                 self._status_w,
-                W.HBox([left, right], layout=W.Layout(flex_flow="row wrap")),
-                self.chart,
+                W.HBox(
+                    [left, right],
+                    layout=W.Layout(flex_flow="row wrap", align_items="flex-start"),
+                ),
                 tabs,
             ],
             **kwargs,
         )
         self.picker.observe(self._on_model, names="model")
+        self.picker.observe(self._on_loading, names="loading")
         self.pruning.observe(self._on_config, names=["config", "finetune_config"])
         self.quantization.observe(self._on_config, names="config")
         self.chart.observe(self._on_pick, names="picked_key")
@@ -161,6 +173,15 @@ class Workbench(W.VBox):
 
     # -- requests -------------------------------------------------------------------
 
+    def _on_loading(self, change: dict) -> None:
+        """A model is being loaded: nothing shown of the current one may pass for it."""
+        if change["new"]:
+            self.card.busy = f"loading {change['new']}..."
+            self.netron.path = ""
+        elif self.picker.error:  # the load failed: the current model stays
+            self.card.busy = ""
+            self._sync_graph()
+
     def _on_model(self, change: dict) -> None:
         model = change["new"]
         if model is None:
@@ -171,6 +192,7 @@ class Workbench(W.VBox):
             with self._lock:
                 self._generation += 1  # whatever runs for the old model is now stale
                 self._pending = None
+            previous = self.recipe
             with self.hold_trait_notifications():
                 self.set_trait("model", model)
                 self.set_trait("study", study)
@@ -178,19 +200,35 @@ class Workbench(W.VBox):
                 self.set_trait("current_key", "")
                 self.set_trait("baseline", None)
                 self.set_trait("error", "")
+            # Every panel showing the previous model's variant is cleared now, not when
+            # the new model's first figures arrive.
             self.card.result, self.card.baseline, self.card.error = None, None, ""
             self.sweep.study, self.sweep.model = study, model
-            self.exporter.model, self.exporter.result = model, None
+            self.exporter.model = model
+            self.exporter.clear()
+            self.netron.path = ""
+            self.variants.study = study
             self._loading_recipe = True  # one request below, not one per control reset
             try:
                 self.pruning.unavailable = torch_steps_unavailable(model)
                 # A model distilling from itself learns nothing new.
                 self.pruning.teachers = tuple(t for t in self._teachers if t != model.name)
+                # A new model starts from its baseline: the previous model's recipe is
+                # not carried over (it may not suit it, and its first figures would come
+                # only after a long measurement).
+                self.pruning.set_config(None, None)
+                self.quantization.set_config(None)
             finally:
                 self._loading_recipe = False
             self.chart.current_key = ""
             self.chart.study = study
         self.request()
+        if previous is not None and not previous.is_baseline:
+            self.set_trait(
+                "status",
+                f"{model.name}: settings reset to the baseline ({previous.name} was set for "
+                "the previous model); " + self.status,
+            )
 
     def _on_config(self, change: dict) -> None:
         if not self._loading_recipe:
@@ -207,6 +245,7 @@ class Workbench(W.VBox):
     def _on_sweep_result(self, change: dict) -> None:
         # The sweep panel has added the result to the shared study already.
         self.chart.refresh()
+        self.variants.refresh()
 
     def load_recipe(self, recipe: Recipe) -> None:
         """Put ``recipe``'s steps in the panels and show that variant (one request)."""
@@ -255,7 +294,8 @@ class Workbench(W.VBox):
                 return
             self.set_trait("busy", True)
             self.set_trait("status", f"measuring {recipe.name}...")
-            self.card.busy = f"measuring {recipe.name} (a new variant: export, then measure)..."
+            what = f"{model.name}'s baseline" if recipe.is_baseline else recipe.name
+            self.card.busy = f"measuring {what} (a new variant: export, then measure)..."
         with self._lock:
             self._pending = _Job(generation, model, recipe)
             if self._worker is None:
@@ -304,6 +344,7 @@ class Workbench(W.VBox):
                 self.study.add(baseline)
             self.study.add(result)
         self.chart.refresh()
+        self.variants.refresh()
 
     def _display(self, result: Any, generation: int, model: Any, *, source: str) -> bool:
         """Show ``result`` as current if ``generation`` is still the latest; True if shown."""
@@ -321,6 +362,7 @@ class Workbench(W.VBox):
                 self.chart.current_key = result.key  # redraws
             else:
                 self.chart.refresh()
+            self.variants.refresh()
             self.exporter.result = result
             self._sync_graph(result)
             with self._lock:
@@ -343,7 +385,7 @@ class Workbench(W.VBox):
     def _sync_graph(self, result: Any = None) -> None:
         """Point the graph at ``result``'s (default: the current) artifact, if its tab is open."""
         result = result if result is not None else self.current
-        if self.tabs.selected_index == 2 and result is not None:
+        if self.tabs.selected_index == _GRAPH_TAB and result is not None:
             self.netron.path = str(result.artifact)
 
     def _fail(self, generation: int, message: str) -> None:

@@ -19,6 +19,7 @@ import altair as alt
 from workbench.atomic import write_text_atomic
 from workbench.charts import (
     AXIS_TITLES,
+    EMBED_OPTIONS,
     default_y,
     format_bytes,
     format_count,
@@ -36,11 +37,6 @@ __all__ = ["report_html", "write_report"]
 REPORT_AXES = ("latency_p50_ms", "size_bytes", "compressed_bytes")
 # The frontier the report lists: what a product team trades.
 REPORT_OBJECTIVES = {"accuracy": "max", "latency_p50_ms": "min", "size_bytes": "min"}
-# vega-embed's menu, without the links to the online editor (the page stays offline).
-EMBED_OPTIONS = {
-    "renderer": "svg",
-    "actions": {"export": True, "source": False, "compiled": False, "editor": False},
-}
 
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;

@@ -22,11 +22,15 @@ from workbench.results import Result
 
 __all__ = [
     "DEFAULT_OBJECTIVES",
+    "FIGURES",
     "OBJECTIVE_COLUMNS",
+    "Figure",
     "Study",
+    "compare_results",
     "grid",
     "pareto_mask",
     "sweep",
+    "variant_table",
 ]
 
 STUDY_FORMAT = 1
@@ -50,6 +54,38 @@ DEFAULT_OBJECTIVES: dict[str, str] = {
     "latency_p50_ms": "min",
     "size_bytes": "min",
 }
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure as tables and comparisons show it.
+
+    Attributes:
+        column: its column in ``Study.to_dataframe()``.
+        label: its name for people ("latency p50").
+        kind: "points" for a fraction (changes in percentage points), "ratio" otherwise.
+        better: "max" or "min".
+    """
+
+    column: str
+    label: str
+    kind: str
+    better: str
+
+
+# The figures a variant is shown and compared on, in display order.
+FIGURES: tuple[Figure, ...] = (
+    Figure("accuracy", "accuracy", "points", "max"),
+    Figure("agreement", "agreement", "points", "max"),
+    Figure("latency_p50_ms", "latency p50", "ratio", "min"),
+    Figure("latency_p90_ms", "latency p90", "ratio", "min"),
+    Figure("size_bytes", "size", "ratio", "min"),
+    Figure("compressed_bytes", "compressed size", "ratio", "min"),
+    Figure("peak_memory_bytes", "peak memory", "ratio", "min"),
+    Figure("macs", "MACs", "ratio", "min"),
+    Figure("params", "params", "ratio", "min"),
+    Figure("nonzero_params", "non-zero params", "ratio", "min"),
+)
 
 
 def result_row(result: Result) -> dict[str, Any]:
@@ -195,6 +231,64 @@ class Study:
         path = Path(path)
         write_text_atomic(path, self.to_dataframe().to_csv(index=False))
         return path
+
+
+def variant_table(study: Study, sort_by: str = "recipe", ascending: bool = True) -> pd.DataFrame:
+    """Every variant of ``study``, one row each: recipe, every figure, warnings, frontier.
+
+    The rows a table (and its CSV) shows; ``sort_by`` is any of its columns (missing
+    values last). Columns: ``recipe``, the :data:`FIGURES` columns, ``warnings``,
+    ``on_frontier`` (over the study's default objectives) and ``key``.
+
+    Raises:
+        WorkbenchError: ``sort_by`` is not a column of the table.
+    """
+    columns = ["recipe", *(f.column for f in FIGURES), "warnings", "on_frontier", "key"]
+    df = study.to_dataframe()
+    if df.empty:
+        if sort_by not in columns:
+            raise WorkbenchError(f"cannot sort by {sort_by!r}", f"use one of: {', '.join(columns)}")
+        return pd.DataFrame(columns=columns)
+    df["on_frontier"] = pareto_mask(df, study.objectives_used())
+    df = df[columns]
+    if sort_by not in df.columns:
+        raise WorkbenchError(f"cannot sort by {sort_by!r}", f"use one of: {', '.join(columns)}")
+    return df.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
+
+
+def compare_results(a: Result, b: Result) -> list[dict[str, Any]]:
+    """Variant ``b`` against variant ``a``, figure by figure.
+
+    One dict per :data:`FIGURES` entry that either has: ``figure`` (the Figure),
+    ``a`` and ``b`` (the values, None when not measured), ``difference`` (b - a) and
+    ``ratio`` (b / a; None when a value is missing or a is 0), and ``better``: "a",
+    "b" or "same" by the figure's direction (None when a value is missing).
+    """
+    row_a, row_b = result_row(a), result_row(b)
+    rows = []
+    for fig in FIGURES:
+        va, vb = row_a[fig.column], row_b[fig.column]
+        if va is None and vb is None:
+            continue
+        both = va is not None and vb is not None
+        if not both:
+            better = None
+        elif va == vb:
+            better = "same"
+        else:
+            b_wins = vb > va if fig.better == "max" else vb < va
+            better = "b" if b_wins else "a"
+        rows.append(
+            {
+                "figure": fig,
+                "a": va,
+                "b": vb,
+                "difference": vb - va if both else None,
+                "ratio": vb / va if both and va != 0 else None,
+                "better": better,
+            }
+        )
+    return rows
 
 
 def grid(

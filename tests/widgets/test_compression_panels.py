@@ -121,3 +121,18 @@ def test_fine_tuning_is_part_of_the_pruning_panel():
     assert panel.finetune_config == FineTuneConfig(epochs=2, teacher="digits-resnet18")
     panel.set_config(PruneConfig(method="unstructured", sparsity=0.3), None)
     assert panel.finetune_config is None and panel.epochs_w.value == 0
+
+
+def test_buttons_fit_their_labels_and_the_keep_in_float_box_is_wide():
+    """A fixed button width cut "unstructured" to "unstructu..." in a narrow notebook."""
+    from widgets import PruningPanel, QuantizationPanel, SweepPanel
+
+    pruning, quantization = PruningPanel(), QuantizationPanel()
+    for buttons in (
+        pruning.method_w,
+        pruning.scope_w,
+        quantization.scheme_w,
+        SweepPanel().method_w,
+    ):
+        assert buttons.style.button_width == "auto", buttons.options
+    assert quantization.keep_float_w.layout.min_width == "300px"

@@ -50,6 +50,8 @@ def test_report_is_self_contained_with_charts_and_every_variant(study, tmp_path)
     assert not re.search(r"<script[^>]*\bsrc\s*=", text, re.I)
     assert not re.search(r"<link[^>]*href\s*=\s*[\"']https?:", text, re.I)
     assert "window.vegaEmbed=" in text and len(text) > 500_000
+    # vega-embed's menu without "Open in Vega Editor", which posts the spec to a public site.
+    assert '"editor": false' in text.split("const opts = ", 1)[1].split(";", 1)[0]
 
     specs = embedded_specs(text)
     xs = [specs[f"tradeoff-{i}"]["layer"][1]["encoding"]["x"]["field"] for i in range(3)]
