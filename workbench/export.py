@@ -117,7 +117,8 @@ def export_variant(
     Args:
         result: the evaluated variant (from ``evaluate``).
         model: the Model it was derived from.
-        out_dir: the folder to write (created if needed; files of the same names replaced).
+        out_dir: the folder to write (created if needed). A previous export there is
+            replaced whole; a folder holding anything else is refused.
         torch_program: also save float PyTorch variants as .pt2 (or TorchScript).
 
     Returns:
@@ -132,6 +133,7 @@ def export_variant(
         raise WorkbenchError(
             f"the variant's artifact {result.artifact} is gone", "evaluate the variant again"
         )
+    _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
     try:
@@ -178,10 +180,46 @@ def export_variant(
             "cache_key": result.key,
         }
         (scratch / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        names = sorted(p.name for p in scratch.iterdir() if p.name != "manifest.json")
-        for name in [*names, "manifest.json"]:
-            os.replace(scratch / name, out_dir / name)
+        scratch.chmod(0o755)  # mkdtemp makes it private; an export is meant to be shared
+        _swap_in(scratch, out_dir)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return out_dir / "manifest.json"
+
+
+def _is_previous_export(folder: Path) -> bool:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse an ``out_dir`` holding files that are not a previous export: replacing the
+    folder would delete them, and writing beside them would mix two things in one folder."""
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_previous_export(out_dir):
+        raise WorkbenchError(
+            f"{out_dir} holds files that are not a workbench export",
+            "choose a new or empty folder (an earlier export's folder is replaced whole)",
+        )
+
+
+def _swap_in(new: Path, out_dir: Path) -> None:
+    """Make the finished folder ``new`` become ``out_dir``, replacing a previous export
+    whole, so no file of the old one is left beside the new ones. The old folder is
+    moved aside first and removed only once the new one is in place."""
+    _check_replaceable(out_dir)  # again: the folder may have changed while exporting
+    old = None
+    if out_dir.is_dir():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / "previous")
+    try:
+        os.replace(new, out_dir)
+    except BaseException:
+        if old is not None:  # put the previous export back
+            os.replace(old / "previous", out_dir)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

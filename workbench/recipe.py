@@ -260,6 +260,23 @@ def config_from_dict(d: dict) -> StepConfig:
 _STAGE_ORDER = {"torch": 0, "onnx": 1}
 
 
+def _check_step(
+    value: Any,
+    what: str,
+    cls: type[StepConfig] = StepConfig,
+    example: str = "PruneConfig(sparsity=0.5) or QuantizeConfig(scheme='int8')",
+) -> None:
+    """Raise WorkbenchError unless ``value`` is None or a ``cls`` step config; the
+    message names the config to write instead (a string like "int8" is the usual slip)."""
+    if value is None and cls is not StepConfig:
+        return
+    if not isinstance(value, cls):
+        raise WorkbenchError(
+            f"{what} must be a {cls.__name__}, not {type(value).__name__} {value!r}"[:200],
+            f"pass {example}",
+        )
+
+
 @dataclass(frozen=True)
 class Recipe:
     """An ordered tuple of step configs; the empty recipe is the baseline.
@@ -270,7 +287,15 @@ class Recipe:
     steps: tuple[StepConfig, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.steps, (StepConfig, str)) or not hasattr(self.steps, "__iter__"):
+            raise WorkbenchError(
+                f"Recipe takes a tuple of step configs, not {self.steps!r}"[:200],
+                "write Recipe((PruneConfig(sparsity=0.5), QuantizeConfig(scheme='int8'))) "
+                "or Recipe.of(prune=..., quantize=...)",
+            )
         object.__setattr__(self, "steps", tuple(self.steps))
+        for step in self.steps:
+            _check_step(step, "a step")
         stages = [_STAGE_ORDER[s.stage] for s in self.steps]
         if stages != sorted(stages):
             raise WorkbenchError(
@@ -331,4 +356,7 @@ class Recipe:
         finetune: FineTuneConfig | None = None,
     ) -> Recipe:
         """The recipe: prune, then fine-tune, then quantize (each optional)."""
+        _check_step(prune, "prune", PruneConfig, "PruneConfig(method='unstructured', sparsity=0.5)")
+        _check_step(quantize, "quantize", QuantizeConfig, "QuantizeConfig(scheme='int8')")
+        _check_step(finetune, "finetune", FineTuneConfig, "FineTuneConfig(epochs=3)")
         return cls(tuple(s for s in (prune, finetune, quantize) if s is not None))
