@@ -408,7 +408,7 @@ def _cache(args: argparse.Namespace, scratch: list[Path]) -> Any:
 
 
 def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
-    from workbench.export import export_variant
+    from workbench.export import check_export_folder, export_variant
     from workbench.pipeline import evaluate
     from workbench.recipe import Recipe
 
@@ -420,9 +420,11 @@ def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
             "--finetune-epochs retrains after pruning", "add --prune unstructured|structured"
         )
     recipe = Recipe.of(prune, _quant_config(args, args.quantize), finetune)
+    settings = _settings(args)  # checked before the model is loaded: bad input fails fast
+    if args.out:
+        check_export_folder(args.out)
     model = _load(args)
     cache = _cache(args, scratch)
-    settings = _settings(args)
     result = evaluate(model, recipe, settings=settings, cache=cache)
     out = result_json(result)
     # What the accuracy was scored on: a user model's figures mean little without it.
@@ -506,11 +508,12 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
     for flag, path in (("--out", args.out), ("--csv", args.csv)):
         if path is not None:
             _check_output_file(flag, Path(path))
+    settings = _settings(args)
     model = _load(args)
     study = sweep(
         model,
         grid(prune, quant, _finetune_config(args)),
-        settings=_settings(args),
+        settings=settings,
         cache=_cache(args, scratch),
         progress=not args.json,
     )

@@ -28,7 +28,7 @@ from workbench.pipeline import TORCH_STEPS, MeasureSettings, evaluate
 from workbench.recipe import Recipe
 from workbench.results import Result
 
-__all__ = ["MANIFEST_FORMAT", "export_variant", "onnx_signature"]
+__all__ = ["MANIFEST_FORMAT", "check_export_folder", "export_variant", "onnx_signature"]
 
 MANIFEST_FORMAT = "edge-workbench-manifest/1"
 
@@ -125,15 +125,11 @@ def export_variant(
         The path of manifest.json.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise WorkbenchError(
-            f"{out_dir} exists and is not a folder", "choose a folder path for --out"
-        )
+    check_export_folder(out_dir)
     if not result.artifact.is_file():
         raise WorkbenchError(
             f"the variant's artifact {result.artifact} is gone", "evaluate the variant again"
         )
-    _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
     try:
@@ -195,9 +191,15 @@ def _is_previous_export(folder: Path) -> bool:
     return isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
 
 
-def _check_replaceable(out_dir: Path) -> None:
-    """Refuse an ``out_dir`` holding files that are not a previous export: replacing the
-    folder would delete them, and writing beside them would mix two things in one folder."""
+def check_export_folder(out_dir: str | Path) -> None:
+    """Raise WorkbenchError unless ``out_dir`` can receive an export: absent, empty, or a
+    previous export (replaced whole). A folder holding other files is refused: replacing
+    it would delete them, and writing beside them would mix two things in one folder."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise WorkbenchError(
+            f"{out_dir} exists and is not a folder", "choose a folder path for --out"
+        )
     if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_previous_export(out_dir):
         raise WorkbenchError(
             f"{out_dir} holds files that are not a workbench export",
@@ -209,7 +211,7 @@ def _swap_in(new: Path, out_dir: Path) -> None:
     """Make the finished folder ``new`` become ``out_dir``, replacing a previous export
     whole, so no file of the old one is left beside the new ones. The old folder is
     moved aside first and removed only once the new one is in place."""
-    _check_replaceable(out_dir)  # again: the folder may have changed while exporting
+    check_export_folder(out_dir)  # again: the folder may have changed while exporting
     old = None
     if out_dir.is_dir():
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
