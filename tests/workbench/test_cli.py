@@ -410,3 +410,46 @@ def test_a_user_model_gets_the_preprocessing_it_asks_for(capsys, tmp_path, sessi
 def test_preprocess_needs_a_task(capsys, tmp_path):
     code, _, err = run(capsys, "evaluate", str(tmp_path / "m.onnx"), "--preprocess", "mean=0.5")
     assert code == 2 and "--task digits" in err, err
+
+
+@pytest.mark.parametrize("where", ["timing", "memory"])
+def test_sigterm_ends_a_measurement_promptly(tmp_path, monkeypatch, where):
+    # The CLI turns SIGTERM into _Stopped; the timing loop and the memory subprocess
+    # must let it through within moments, not at the end of the measurement.
+    import signal
+    import threading
+    import time
+
+    from workbench.cli import _raise_stopped, _Stopped
+    from workbench.measure import memory, runtime
+    from workbench.models import load_model
+    from workbench.onnx_export import export_onnx
+
+    artifact = tmp_path / "cnn.onnx"
+    cnn = load_model("digits-cnn")
+    export_onnx(cnn.module, cnn.input_shape, artifact)
+    if where == "memory":
+        monkeypatch.setattr(
+            memory,
+            "_worker_command",
+            lambda args: [sys.executable, "-c", "import time; time.sleep(60)"],
+        )
+
+        def measure():
+            memory.measure_memory(artifact)
+    else:
+
+        def measure():
+            runtime.measure_latency(artifact, min_seconds=60, max_runs=10**9)
+
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    start = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(_Stopped):
+            measure()
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
+    assert time.monotonic() - start < 5
