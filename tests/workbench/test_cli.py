@@ -305,8 +305,13 @@ def test_a_signal_during_generated_code_still_exits_with_a_status(tmp_path):
 
 
 def test_more_threads_than_cores_is_one_clear_error(capsys, tmp_path):
+    from workbench.pipeline import usable_cores
+
+    # One more than the cores, not 10,000: without the bound this test must fail by
+    # measuring, not by starting thousands of threads on a shared machine.
+    too_many = str(usable_cores() + 1)
     code, out, err = run(
-        capsys, "evaluate", "digits-cnn", "--threads", "10000", "--cache-dir", str(tmp_path)
+        capsys, "evaluate", "digits-cnn", "--threads", too_many, "--cache-dir", str(tmp_path)
     )
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert "more than the" in err and "core(s)" in err and "--threads" in err
