@@ -433,14 +433,7 @@ def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
         manifest = export_variant(result, model, args.out, settings=settings, cache=cache)
         out["artifact"] = str(manifest.parent / "model.onnx")
         out["manifest"] = str(manifest)
-    text = _text(result)
-    if model.preprocessing is not None:
-        p = model.preprocessing
-        line = (
-            f"  preprocessing   x = (pixels / {p.divisor:g} - {p.mean:g}) / {p.std:g}, "
-            f"{p.size}x{p.size}, {p.channels} channel(s)"
-        )
-        text = text.replace("\n  artifact ", f"\n{line}\n  artifact ", 1)
+    text = _text(result)  # the preprocessing is in the accuracy line's basis
     print(
         json.dumps(out, indent=1)
         if args.json

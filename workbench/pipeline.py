@@ -138,7 +138,9 @@ def evaluation_inputs(model: Any) -> tuple[np.ndarray, np.ndarray | None, str]:
     """
     if model.task is not None:
         x, y = model.task.arrays("test", model.preprocessing)
-        return x, y, f"{len(y)} {model.task.name} test images"
+        # The preprocessing is part of what a score means: a user model fed other inputs
+        # than it was trained on scores near chance, and this line shows why.
+        return x, y, f"{len(y)} {model.task.name} test images, {model.preprocessing.summary()}"
     rng = np.random.default_rng(1234)
     x = rng.standard_normal((UNLABELLED_INPUTS, *model.input_shape[1:]), dtype=np.float32)
     return x, None, f"{UNLABELLED_INPUTS} random inputs (no labelled task)"

@@ -409,7 +409,8 @@ def test_a_user_model_gets_the_preprocessing_it_asks_for(capsys, tmp_path, sessi
     assert fixed["accuracy"] > 0.97 and fixed["preprocessing"]["mean"] == 0.5
     assert not any("near chance" in w for w in fixed["warnings"])
     code, out, err = run(capsys, *common[:-1], "--preprocess", "mean=0.5,std=0.5")
-    assert "preprocessing   x = (pixels / 16 - 0.5) / 0.5, 8x8, 1 channel(s)" in out
+    accuracy_line = next(x for x in out.splitlines() if x.strip().startswith("accuracy"))
+    assert "x = (pixels / 16 - 0.5) / 0.5, 8x8, 1 channel(s)" in accuracy_line
 
 
 def test_preprocess_needs_a_task(capsys, tmp_path):
