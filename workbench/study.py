@@ -333,7 +333,9 @@ def sweep(
     """Evaluate every recipe on ``model`` (baseline first) and collect a Study.
 
     Results are cached as they finish, so an interrupted sweep resumes where it stopped
-    and a rerun is instant.
+    and a rerun is instant. A variant that fails (e.g. a graph Torch-Pruning cannot
+    prune structurally) is recorded in ``Study.failures`` with its error and the sweep
+    goes on; only a failing baseline stops it, since every variant is compared with it.
 
     Args:
         on_result: called with each Result as it finishes (e.g. to plot it).

@@ -135,3 +135,14 @@ def test_report_on_a_broken_study_is_one_line_and_exit_2(study, tmp_path, capsys
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert str(path) in err and message in err
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_lists_the_variants_that_failed(study, tmp_path):
+    failed = Study(study.model, list(study.results), study.model_info)
+    failed.add_failure(
+        Recipe.of(PruneConfig(method="structured", sparsity=0.5)), RuntimeError("no <graph>")
+    )
+    text = write_report(failed, tmp_path / "r.html").read_text()
+    assert "Variants that failed" in text
+    assert "prune-structured-0.5</b>: RuntimeError: no &lt;graph&gt;" in text
+    assert "Variants that failed" not in write_report(study, tmp_path / "ok.html").read_text()
