@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write a self-contained HTML report of a study")
     p.add_argument("study", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
+    from workbench.cli_devices import add_device_commands
+
+    add_device_commands(sub)
     return parser
 
 
@@ -569,6 +572,8 @@ def _run_command(args: argparse.Namespace, scratch: list[Path]) -> int:
         return _cmd_evaluate(args, scratch)
     if args.command == "sweep":
         return _cmd_sweep(args, scratch)
+    if getattr(args, "device_command", None) is not None:  # workbench/cli_devices.py
+        return args.device_command(args, scratch)
     return _cmd_report(args)
 
 

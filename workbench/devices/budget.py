@@ -1,0 +1,148 @@
+"""Does a variant fit a device? Memory within the budget, the file within the storage.
+
+The budget is the profile's ``memory_budget_fraction`` (0.5-0.7, the guide's rule) of
+its available memory. The memory compared with it is the peak that loading and running
+the artifact added, measured in ONNX Runtime in a fresh process (``Metrics.memory``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from workbench.cache import Cache
+from workbench.charts import format_bytes
+from workbench.devices.profile import ONNX_RUNTIME, DeviceProfile
+from workbench.devices.registry import HOST, get_device
+from workbench.errors import WorkbenchError
+from workbench.results import Metrics, Result
+
+__all__ = ["Fit", "fit", "runtime_note"]
+
+MEMORY_BASIS = "peak memory measured in ONNX Runtime on this machine"
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Whether one variant fits one device, by how much, and which figure decided it."""
+
+    device: str
+    fits: bool
+    decided_by: str  # "memory", "storage" or "runtime"
+    memory_bytes: int  # the variant's measured peak memory
+    budget_bytes: int  # budget_fraction x the device's available memory
+    budget_fraction: float
+    available_bytes: int
+    memory_headroom_bytes: int  # budget - memory (negative: over by that much)
+    file_bytes: int  # the artifact's size
+    storage_bytes: int  # the device's flash or storage
+    storage_headroom_bytes: int
+    memory_basis: str  # how the memory figure was obtained
+    runtime_note: str  # "" when the device runs the runtime the figures were measured in
+
+    @property
+    def verdict(self) -> str:
+        return "fits" if self.fits else "does not fit"
+
+    def summary(self) -> str:
+        """One line: fits / does not fit, the headroom, and the deciding figure."""
+        mem = (
+            f"memory {format_bytes(self.memory_bytes)} of a {format_bytes(self.budget_bytes)} "
+            f"budget ({self.budget_fraction:.0%} of {format_bytes(self.available_bytes)}), "
+            f"headroom {format_bytes(self.memory_headroom_bytes)}"
+        )
+        disk = (
+            f"file {format_bytes(self.file_bytes)} of {format_bytes(self.storage_bytes)} storage, "
+            f"headroom {format_bytes(self.storage_headroom_bytes)}"
+        )
+        line = f"{self.device}: {self.verdict} (decided by {self.decided_by}); {mem}; {disk}"
+        return f"{line}. {self.runtime_note}" if self.runtime_note else line
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["verdict"] = self.verdict
+        return d
+
+
+def runtime_note(device: DeviceProfile) -> str:
+    """What to keep in mind when ONNX Runtime figures are applied to ``device``; "" if none."""
+    if device.kind == "microcontroller":
+        return (
+            f"ONNX Runtime does not run on a microcontroller ({device.name} runs "
+            f"{', '.join(device.runtimes)}): the memory it needs there is the TFLite Micro "
+            "arena plus the model bytes, which needs the TFLite Micro runtime (not built yet)"
+        )
+    if ONNX_RUNTIME not in device.runtimes:
+        return (
+            f"runtime differs: figures were measured in ONNX Runtime, {device.name} runs "
+            f"{', '.join(device.runtimes)}"
+        )
+    return ""
+
+
+def fit(
+    variant: Result | Metrics,
+    device: str | DeviceProfile,
+    *,
+    fraction: float | None = None,
+    cache: Cache | None = None,
+) -> Fit:
+    """Check a measured variant against a device's memory budget and storage.
+
+    Args:
+        variant: a Result (or its Metrics) from ``evaluate``.
+        device: a profile or a registered name.
+        fraction: the share of available memory allowed for the model, instead of the
+            profile's own ``memory_budget_fraction`` (0 < fraction <= 1).
+        cache: where measurements imported from the device runner are looked up; when
+            the device has measured this artifact, its own peak memory is used.
+
+    Returns:
+        A Fit. On a microcontroller an ONNX artifact never fits: the runtime decides.
+    """
+    device = get_device(device)
+    metrics = variant.metrics if isinstance(variant, Result) else variant
+    if fraction is None:
+        fraction = device.memory_budget_fraction
+    elif isinstance(fraction, bool) or not 0 < fraction <= 1:
+        raise WorkbenchError(
+            f"memory fraction {fraction!r} is out of range", "use a fraction above 0 and at most 1"
+        )
+    budget = int(device.available_bytes * fraction)
+    memory, basis = int(metrics.memory.peak_bytes), MEMORY_BASIS
+    if isinstance(variant, Result) and device.name != HOST:
+        from workbench.devices.imported import find_measurement
+
+        on_device = find_measurement(variant.artifact, device.name, cache)
+        if on_device is not None:
+            memory = int(on_device.memory.peak_bytes)
+            basis = f"peak memory {on_device.describe()}"
+    file_bytes = int(metrics.size_bytes)
+    mem_room = budget - memory
+    disk_room = device.storage_bytes - file_bytes
+    note = runtime_note(device)
+    if device.kind == "microcontroller":
+        fits, decided = False, "runtime"
+    elif mem_room < 0:
+        fits, decided = False, "memory"
+    elif disk_room < 0:
+        fits, decided = False, "storage"
+    else:
+        # Both hold: the tighter of the two (smaller share left) decided it.
+        fits = True
+        decided = "memory" if mem_room / budget <= disk_room / device.storage_bytes else "storage"
+    return Fit(
+        device=device.name,
+        fits=fits,
+        decided_by=decided,
+        memory_bytes=memory,
+        budget_bytes=budget,
+        budget_fraction=float(fraction),
+        available_bytes=device.available_bytes,
+        memory_headroom_bytes=mem_room,
+        file_bytes=file_bytes,
+        storage_bytes=device.storage_bytes,
+        storage_headroom_bytes=disk_room,
+        memory_basis=basis,
+        runtime_note=note,
+    )
