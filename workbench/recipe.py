@@ -271,8 +271,14 @@ def _check_step(
     if value is None and cls is not StepConfig:
         return
     if not isinstance(value, cls):
+        # The usual slip is a scheme or method name: suggest the config it stands for.
+        if isinstance(value, str) and value in QUANT_SCHEMES:
+            example = f"QuantizeConfig(scheme={value!r})"
+        elif isinstance(value, str) and value in PRUNE_METHODS:
+            example = f"PruneConfig(method={value!r}, sparsity=0.5)"
+        kind = "step config" if cls is StepConfig else cls.__name__
         raise WorkbenchError(
-            f"{what} must be a {cls.__name__}, not {type(value).__name__} {value!r}"[:200],
+            f"{what} must be a {kind}, not {type(value).__name__} {value!r}"[:200],
             f"pass {example}",
         )
 
@@ -355,8 +361,21 @@ class Recipe:
         quantize: QuantizeConfig | None = None,
         finetune: FineTuneConfig | None = None,
     ) -> Recipe:
-        """The recipe: prune, then fine-tune, then quantize (each optional)."""
-        _check_step(prune, "prune", PruneConfig, "PruneConfig(method='unstructured', sparsity=0.5)")
-        _check_step(quantize, "quantize", QuantizeConfig, "QuantizeConfig(scheme='int8')")
-        _check_step(finetune, "finetune", FineTuneConfig, "FineTuneConfig(epochs=3)")
-        return cls(tuple(s for s in (prune, finetune, quantize) if s is not None))
+        """The recipe: prune, then fine-tune, then quantize (each optional).
+
+        Configs are placed by their kind, so ``Recipe.of(QuantizeConfig())`` is the
+        one-step int8 recipe; anything but a step config (a string such as "int8") is
+        refused with the config to write instead.
+        """
+        examples = {
+            "prune": "PruneConfig(method='unstructured', sparsity=0.5)",
+            "quantize": "QuantizeConfig(scheme='int8')",
+            "finetune": "FineTuneConfig(epochs=3)",
+        }
+        given = {"prune": prune, "quantize": quantize, "finetune": finetune}
+        for what, value in given.items():
+            if value is not None:
+                _check_step(value, what, StepConfig, examples[what])
+        order = {"prune": 0, "finetune": 1, "quantize": 2}
+        steps = sorted((s for s in given.values() if s is not None), key=lambda s: order[s.kind])
+        return cls(tuple(steps))

@@ -106,7 +106,9 @@ def test_finetune_config_round_trips_orders_and_validates():
 @pytest.mark.parametrize(
     ("call", "names"),
     [
-        (lambda: Recipe.of("int8"), "PruneConfig("),
+        (lambda: Recipe.of("int8"), "QuantizeConfig(scheme='int8')"),
+        (lambda: Recipe.of(0.5), "PruneConfig(method='unstructured', sparsity=0.5)"),
+        (lambda: Recipe.of(prune="structured"), "PruneConfig(method='structured'"),
         (lambda: Recipe.of(quantize="int8"), "QuantizeConfig(scheme='int8')"),
         (lambda: Recipe(QuantizeConfig()), "Recipe((PruneConfig"),
         (lambda: Recipe(("int8",)), "QuantizeConfig(scheme='int8')"),
@@ -125,5 +127,9 @@ def test_misuse_names_the_right_call(call, names):
 
 def test_the_obvious_forms_are_accepted():
     assert Recipe.of(PruneConfig()).steps == (PruneConfig(),)
+    # A config is placed by its kind, whatever the argument it was given as.
+    assert Recipe.of(QuantizeConfig()).steps == (QuantizeConfig(),)
+    both = Recipe.of(QuantizeConfig(), PruneConfig())
+    assert both.steps == (PruneConfig(), QuantizeConfig())
     assert Recipe([QuantizeConfig()]).steps == (QuantizeConfig(),)
     assert len(grid(prune=(p for p in [None, PruneConfig()]))) == 2
