@@ -469,9 +469,9 @@ def preprocessing_warning(model: Any, accuracy: float | None) -> str:
     )
     return (
         f"accuracy {accuracy:.1%} is near chance ({chance:.0%}) with the preprocessing "
-        f"{used}: if the model was trained on other inputs, set the preprocessing "
-        "(load_model(..., preprocessing={'mean': 0.5, 'std': 0.5, ...}); CLI: "
-        "--preprocess mean=0.5,std=0.5)"
+        f"{used}: if the model was trained on other inputs, give the preprocessing it was "
+        "trained with, e.g. load_model(..., preprocessing={'mean': 0.5, 'std': 0.5}) "
+        "(CLI: --preprocess mean=0.5,std=0.5)"
     )
 
 
