@@ -12,7 +12,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -53,10 +52,11 @@ UNLABELLED_INPUTS = 64
 
 
 def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """The CPU cores this process may run on (its affinity mask where the OS has one),
+    as the environment line records them."""
+    from workbench.measure.environment import _cores
+
+    return _cores()[2] or 1
 
 
 @dataclass(frozen=True)
