@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8866
+LAB_PORT ?= 8888
 
-.PHONY: app test lint bench clean
+.PHONY: app lab test browser lint bench clean
 
 JUPYTER_CONFIG := jupyter-config/jupyter_server_config.d/edge_workbench.json
 
@@ -22,8 +23,16 @@ app: $(STAMP)
 	# Voila plus the same-origin routes of the offline Netron graph view.
 	$(BIN)/python -m widgets.app_server notebooks/app.ipynb --port=$(PORT) --no-browser --Voila.ip=0.0.0.0
 
-test: $(STAMP)
+# JupyterLab on this folder (the notebooks are in notebooks/), graph view included.
+lab: $(STAMP)
+	$(BIN)/jupyter lab --port=$(LAB_PORT) --no-browser --ip=0.0.0.0
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -ra
+
+# Chromium for the browser tests: installed as root with apt-get, else one line saying how.
+browser:
+	@.ci/install-browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check workbench widgets sample_models tests benchmarks

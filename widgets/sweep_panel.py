@@ -179,7 +179,7 @@ class SweepPanel(W.VBox):
             self.set_trait("last_result", result)
 
         try:
-            sweep(
+            swept = sweep(
                 model,
                 recipes,
                 settings=self.settings,
@@ -192,6 +192,21 @@ class SweepPanel(W.VBox):
                 self.set_trait("status", f"cancelled after {self.done} of {self.total} variants")
             else:
                 self.set_trait("status", f"done: {self.done} variants")
+            # A variant that could not be built is kept with its error; the rest went on.
+            if swept.failures:
+                if study is not None:
+                    with self.study_lock:
+                        for failure in swept.failures:
+                            study.failures = [
+                                f
+                                for f in study.failures
+                                if f["recipe_name"] != failure["recipe_name"]
+                            ] + [failure]
+                self.set_trait(
+                    "error",
+                    f"{len(swept.failures)} variant(s) failed: "
+                    + "; ".join(f"{f['recipe_name']}: {f['error']}" for f in swept.failures),
+                )
         except WorkbenchError as exc:
             self.set_trait("error", str(exc))
         except Exception as exc:  # noqa: BLE001 - shown in the panel, never kills the app

@@ -9,6 +9,7 @@ change the file; then the file is measured in ONNX Runtime.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -50,6 +51,14 @@ _MEASURE_LOCK = threading.Lock()
 UNLABELLED_INPUTS = 64
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one),
+    as the environment line records them."""
+    from workbench.measure.environment import _cores
+
+    return _cores()[2] or 1
+
+
 @dataclass(frozen=True)
 class MeasureSettings:
     """How a variant is measured; part of every cache key."""
@@ -65,6 +74,14 @@ class MeasureSettings:
         if not isinstance(self.threads, int) or self.threads < 1:
             raise WorkbenchError(
                 f"threads {self.threads!r} is not a whole number >= 1", "use 1 or more threads"
+            )
+        # More threads than cores measure contention, not the model; and thousands of
+        # threads can bring the machine to a halt before a single figure is out.
+        cores = usable_cores()
+        if self.threads > cores:
+            raise WorkbenchError(
+                f"threads {self.threads} is more than the {cores} core(s) this process can use",
+                f"use threads from 1 to {cores} (CLI: --threads)",
             )
         if self.min_runs < 1 or self.warmup < 0 or self.min_seconds < 0:
             raise WorkbenchError(
@@ -121,7 +138,9 @@ def evaluation_inputs(model: Any) -> tuple[np.ndarray, np.ndarray | None, str]:
     """
     if model.task is not None:
         x, y = model.task.arrays("test", model.preprocessing)
-        return x, y, f"{len(y)} {model.task.name} test images"
+        # The preprocessing is part of what a score means: a user model fed other inputs
+        # than it was trained on scores near chance, and this line shows why.
+        return x, y, f"{len(y)} {model.task.name} test images, {model.preprocessing.summary()}"
     rng = np.random.default_rng(1234)
     x = rng.standard_normal((UNLABELLED_INPUTS, *model.input_shape[1:]), dtype=np.float32)
     return x, None, f"{UNLABELLED_INPUTS} random inputs (no labelled task)"
@@ -294,18 +313,14 @@ def evaluate(
     Returns:
         The Result, whose artifact lives in the cache entry.
     """
-    from workbench.models import load_model
-
-    if isinstance(model, (str, Path)):
-        model = load_model(model)
-    recipe = recipe or Recipe()
+    model, recipe = _coerce_arguments(model, recipe)
     settings = settings or MeasureSettings()
     cache = cache or Cache()
     check_applicable(model, recipe)
     key = variant_key(model, recipe, settings)
     hit = cache.get(key)
     if hit is not None:
-        return hit
+        return _for_caller(hit, model)
 
     baseline = (
         None if recipe.is_baseline else evaluate(model, Recipe(), settings=settings, cache=cache)
@@ -387,4 +402,82 @@ def evaluate(
             f"the cache entry for {recipe.name} vanished right after it was written",
             f"check that {cache.root} is writable and not cleaned by another process",
         )
-    return stored
+    return _for_caller(stored, model)
+
+
+def _coerce_arguments(model: Any, recipe: Any) -> tuple[Any, Recipe]:
+    """``evaluate``'s model and recipe as a Model and a Recipe, or a WorkbenchError that
+    names the right call (a raw AttributeError deep inside says nothing)."""
+    from workbench.models import Model, load_model
+
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    elif not isinstance(model, Model):
+        kind = type(model).__name__
+        if _is_torch_module(model):
+            raise WorkbenchError(
+                f"evaluate() was given a bare PyTorch module ({kind}): the workbench needs "
+                "its input shape and a fingerprint of its weights",
+                "save it (torch.export.save(torch.export.export(module, (example,)), "
+                "'model.pt2')) and pass load_model('model.pt2', input_shape=(1, C, H, W))",
+            )
+        raise WorkbenchError(
+            f"evaluate() needs a model, not {kind} {model!r}"[:200],
+            "pass load_model('digits-cnn') (or a name or path from `workbench models`)",
+        )
+    if recipe is None:
+        return model, Recipe()
+    if isinstance(recipe, StepConfig):  # a bare config is the obvious one-step recipe
+        return model, Recipe((recipe,))
+    if not isinstance(recipe, Recipe):
+        raise WorkbenchError(
+            f"evaluate()'s recipe must be a Recipe or a step config, not {type(recipe).__name__} "
+            f"{recipe!r}"[:200],
+            "pass e.g. QuantizeConfig(scheme='int8') or Recipe.of(prune=PruneConfig(sparsity=0.5), "
+            "quantize=QuantizeConfig(scheme='int8'))",
+        )
+    return model, recipe
+
+
+def _is_torch_module(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.nn.Module) or (
+        isinstance(value, type) and issubclass(value, torch.nn.Module)
+    )
+
+
+# Accuracy below this multiple of chance (1 / classes) on a user's model points at inputs
+# prepared differently from training more often than at a broken model.
+NEAR_CHANCE_FACTOR = 2.5
+
+
+def preprocessing_warning(model: Any, accuracy: float | None) -> str:
+    """A warning when a user model with a task scores near chance: the likely cause is a
+    preprocessing other than the one it was trained with. "" when there is nothing to say."""
+    if model.source == "sample" or model.task is None or accuracy is None:
+        return ""
+    chance = 1.0 / model.task.num_classes
+    if accuracy >= NEAR_CHANCE_FACTOR * chance:
+        return ""
+    p = model.preprocessing
+    used = (
+        f"size={p.size}, channels={p.channels}, divisor={p.divisor:g}, mean={p.mean:g}, "
+        f"std={p.std:g}"
+        if p is not None
+        else "none"
+    )
+    return (
+        f"accuracy {accuracy:.1%} is near chance ({chance:.0%}) with the preprocessing "
+        f"{used}: if the model was trained on other inputs, give the preprocessing it was "
+        "trained with, e.g. load_model(..., preprocessing={'mean': 0.5, 'std': 0.5}) "
+        "(CLI: --preprocess mean=0.5,std=0.5)"
+    )
+
+
+def _for_caller(result: Result, model: Any) -> Result:
+    """``result`` as this caller asked for it: an entry is shared by every model with the
+    same weights, so it is named after the caller's model, with the caller's warnings."""
+    extra = preprocessing_warning(model, result.metrics.accuracy)
+    warnings = result.warnings + ((extra,) if extra and extra not in result.warnings else ())
+    return dataclasses.replace(result, model=model.name, warnings=warnings)

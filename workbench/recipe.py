@@ -260,6 +260,29 @@ def config_from_dict(d: dict) -> StepConfig:
 _STAGE_ORDER = {"torch": 0, "onnx": 1}
 
 
+def _check_step(
+    value: Any,
+    what: str,
+    cls: type[StepConfig] = StepConfig,
+    example: str = "PruneConfig(sparsity=0.5) or QuantizeConfig(scheme='int8')",
+) -> None:
+    """Raise WorkbenchError unless ``value`` is None or a ``cls`` step config; the
+    message names the config to write instead (a string like "int8" is the usual slip)."""
+    if value is None and cls is not StepConfig:
+        return
+    if not isinstance(value, cls):
+        # The usual slip is a scheme or method name: suggest the config it stands for.
+        if isinstance(value, str) and value in QUANT_SCHEMES:
+            example = f"QuantizeConfig(scheme={value!r})"
+        elif isinstance(value, str) and value in PRUNE_METHODS:
+            example = f"PruneConfig(method={value!r}, sparsity=0.5)"
+        kind = "step config" if cls is StepConfig else cls.__name__
+        raise WorkbenchError(
+            f"{what} must be a {kind}, not {type(value).__name__} {value!r}"[:200],
+            f"pass {example}",
+        )
+
+
 @dataclass(frozen=True)
 class Recipe:
     """An ordered tuple of step configs; the empty recipe is the baseline.
@@ -270,7 +293,15 @@ class Recipe:
     steps: tuple[StepConfig, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.steps, (StepConfig, str)) or not hasattr(self.steps, "__iter__"):
+            raise WorkbenchError(
+                f"Recipe takes a tuple of step configs, not {self.steps!r}"[:200],
+                "write Recipe((PruneConfig(sparsity=0.5), QuantizeConfig(scheme='int8'))) "
+                "or Recipe.of(prune=..., quantize=...)",
+            )
         object.__setattr__(self, "steps", tuple(self.steps))
+        for step in self.steps:
+            _check_step(step, "a step")
         stages = [_STAGE_ORDER[s.stage] for s in self.steps]
         if stages != sorted(stages):
             raise WorkbenchError(
@@ -330,5 +361,21 @@ class Recipe:
         quantize: QuantizeConfig | None = None,
         finetune: FineTuneConfig | None = None,
     ) -> Recipe:
-        """The recipe: prune, then fine-tune, then quantize (each optional)."""
-        return cls(tuple(s for s in (prune, finetune, quantize) if s is not None))
+        """The recipe: prune, then fine-tune, then quantize (each optional).
+
+        Configs are placed by their kind, so ``Recipe.of(QuantizeConfig())`` is the
+        one-step int8 recipe; anything but a step config (a string such as "int8") is
+        refused with the config to write instead.
+        """
+        examples = {
+            "prune": "PruneConfig(method='unstructured', sparsity=0.5)",
+            "quantize": "QuantizeConfig(scheme='int8')",
+            "finetune": "FineTuneConfig(epochs=3)",
+        }
+        given = {"prune": prune, "quantize": quantize, "finetune": finetune}
+        for what, value in given.items():
+            if value is not None:
+                _check_step(value, what, StepConfig, examples[what])
+        order = {"prune": 0, "finetune": 1, "quantize": 2}
+        steps = sorted((s for s in given.values() if s is not None), key=lambda s: order[s.kind])
+        return cls(tuple(steps))

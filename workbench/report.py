@@ -142,6 +142,16 @@ def _variant_table(study: Study) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
+def _failures(study: Study) -> str:
+    """The variants that could not be built or measured, with their errors ("" if none)."""
+    if not study.failures:
+        return ""
+    items = "".join(
+        f"<li><b>{_e(f.get('recipe_name', '?'))}</b>: {_e(f['error'])}</li>" for f in study.failures
+    )
+    return f"<h2>Variants that failed</h2><ul>{items}</ul>"
+
+
 def report_html(study: Study) -> str:
     """The report of ``study`` as one HTML document (see :func:`write_report`)."""
     if not study.results:
@@ -212,6 +222,7 @@ frontier for the two plotted figures.</p>
 <h2>Every variant</h2>
 <p class="muted">&#9733; marks the Pareto frontier over {_e(frontier_axes)}.</p>
 {_variant_table(study)}
+{_failures(study)}
 {operators}
 <h2>Model</h2>
 {_kv_list(study.model_info) if study.model_info else _kv_list({"name": study.model})}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from workbench.atomic import write_text_atomic
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
 from workbench.pipeline import MeasureSettings, check_applicable, evaluate
-from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe
+from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe, StepConfig
 from workbench.results import Result
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "sweep",
     "variant_table",
 ]
+
+log = logging.getLogger(__name__)
 
 STUDY_FORMAT = 1
 
@@ -151,6 +154,10 @@ class Study:
     model: str
     results: list[Result] = field(default_factory=list)
     model_info: dict[str, Any] = field(default_factory=dict)
+    # Variants that could not be built or measured: {"recipe", "recipe_name", "error"}.
+    # Kept so a sweep goes on past one failure and says which ones failed; never on the
+    # frontier (they have no figures).
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def baseline(self) -> Result | None:
@@ -159,6 +166,19 @@ class Study:
     def add(self, result: Result) -> None:
         """Add a result, replacing one with the same recipe."""
         self.results = [r for r in self.results if r.recipe != result.recipe] + [result]
+        self.failures = [f for f in self.failures if f["recipe_name"] != result.recipe.name]
+
+    def add_failure(self, recipe: Recipe, error: BaseException) -> None:
+        """Record that ``recipe`` failed with ``error`` (replacing an earlier record)."""
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        entry = {
+            "recipe": recipe.to_dict(),
+            "recipe_name": recipe.name,
+            "error": f"{type(error).__name__}: {text}"[:500]
+            if not isinstance(error, WorkbenchError)
+            else text[:500],
+        }
+        self.failures = [f for f in self.failures if f["recipe_name"] != recipe.name] + [entry]
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per variant: recipe, figures, warning count, cache key, artifact."""
@@ -187,16 +207,37 @@ class Study:
             "model": self.model,
             "model_info": self.model_info,
             "results": [r.to_dict() for r in self.results],
+            "failures": list(self.failures),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Study:
+        if not isinstance(d, dict):
+            raise WorkbenchError(
+                f"a study is a JSON object, not {type(d).__name__ if d is not None else 'null'}",
+                "pass the file `workbench sweep --out` wrote",
+            )
         if d.get("format") != STUDY_FORMAT:
             raise WorkbenchError(
                 f"unsupported study format {d.get('format')!r}",
                 f"re-run the sweep with this version of the workbench (format {STUDY_FORMAT})",
             )
-        return cls(d["model"], [Result.from_dict(r) for r in d["results"]], d.get("model_info", {}))
+        if not isinstance(d["results"], list):
+            raise WorkbenchError(
+                "the study's results are not a list", "pass the file `workbench sweep --out` wrote"
+            )
+        results = [Result.from_dict(r) for r in d["results"]]
+        for r in results:
+            _check_figures(r)
+        failures = d.get("failures", [])
+        if not isinstance(failures, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("error"), str) for f in failures
+        ):
+            raise WorkbenchError(
+                "the study's failures are not a list of {recipe, error} entries",
+                "pass the file `workbench sweep --out` wrote",
+            )
+        return cls(d["model"], results, d.get("model_info", {}), failures)
 
     def save(self, path: str | Path) -> Path:
         """Write the study as JSON (atomically)."""
@@ -220,9 +261,16 @@ class Study:
             ) from None
         try:
             return cls.from_dict(d)
-        except (KeyError, TypeError) as exc:
+        except WorkbenchError as exc:
+            raise WorkbenchError(f"{path}: {exc.problem}", exc.fix) from None
+        except KeyError as exc:
             raise WorkbenchError(
                 f"{path} is not a complete study (missing {exc})",
+                "pass the file `workbench sweep --out` wrote",
+            ) from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise WorkbenchError(
+                f"{path} is not a valid study ({str(exc).splitlines()[0][:200]})",
                 "pass the file `workbench sweep --out` wrote",
             ) from None
 
@@ -291,6 +339,53 @@ def compare_results(a: Result, b: Result) -> list[dict[str, Any]]:
     return rows
 
 
+def _config_list(values: Any, what: str, cls: type, example: str) -> list:
+    """``values`` as a non-empty list of ``cls`` configs or None, else a WorkbenchError
+    naming the call to write (a bare number or string is the usual slip)."""
+    if isinstance(values, (str, StepConfig)) or not isinstance(values, Iterable):
+        raise WorkbenchError(
+            f"grid's {what} must be a list of {cls.__name__}s, not {values!r}"[:200],
+            f"pass {example}",
+        )
+    values = list(values)
+    if not values:
+        raise WorkbenchError(f"grid's {what} list is empty", f"pass {example} (None: no step)")
+    for v in values:
+        if v is not None and not isinstance(v, cls):
+            raise WorkbenchError(
+                f"grid's {what} list holds {type(v).__name__} {v!r}, not a {cls.__name__}"[:200],
+                f"pass {example}",
+            )
+    return values
+
+
+_LATENCY_FIGURES = ("p50", "p90", "p99", "mean", "min", "max", "n")
+_MEMORY_FIGURES = ("peak_bytes", "process_peak_bytes")
+
+
+def _check_figures(result: Result) -> None:
+    """Raise WorkbenchError unless every figure of ``result`` is a number (None where a
+    figure may be absent): a hand-edited study must fail here, not deep in a chart."""
+    m = result.metrics
+    figures = {
+        "accuracy": (m.accuracy, True),
+        "agreement": (m.agreement, True),
+        "parity_max_abs_diff": (m.parity_max_abs_diff, True),
+        **{k: (getattr(m, k), False) for k in ("size_bytes", "compressed_bytes", "params")},
+        **{k: (getattr(m, k), False) for k in ("nonzero_params", "macs")},
+        **{f"latency.{k}": (getattr(m.latency, k), False) for k in _LATENCY_FIGURES},
+        **{f"memory.{k}": (getattr(m.memory, k), False) for k in _MEMORY_FIGURES},
+    }
+    for name, (value, optional) in figures.items():
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise WorkbenchError(
+                f"variant {result.recipe.name}: {name} is {value!r}, not a number",
+                "pass the file `workbench sweep --out` wrote, unedited (or re-run the sweep)",
+            )
+
+
 def grid(
     prune: Sequence[PruneConfig | None] = (None,),
     quantize: Sequence[QuantizeConfig | None] = (None,),
@@ -301,6 +396,15 @@ def grid(
     The baseline comes first; a pruning step at sparsity 0 is the same as none and is
     dropped, so no variant is measured twice. ``finetune`` retrains every pruned variant.
     """
+    prune = _config_list(prune, "prune", PruneConfig, "prune=[PruneConfig(sparsity=0.5), ...]")
+    quantize = _config_list(
+        quantize, "quantize", QuantizeConfig, "quantize=[None, QuantizeConfig(scheme='int8')]"
+    )
+    if finetune is not None and not isinstance(finetune, FineTuneConfig):
+        raise WorkbenchError(
+            f"grid's finetune must be a FineTuneConfig, not {finetune!r}"[:200],
+            "pass finetune=FineTuneConfig(epochs=3)",
+        )
     prune = [None if (p is not None and p.sparsity == 0) else p for p in prune]
     recipes: list[Recipe] = [Recipe()]
     for p, q in itertools.product(prune, quantize):
@@ -323,7 +427,9 @@ def sweep(
     """Evaluate every recipe on ``model`` (baseline first) and collect a Study.
 
     Results are cached as they finish, so an interrupted sweep resumes where it stopped
-    and a rerun is instant.
+    and a rerun is instant. A variant that fails (e.g. a graph Torch-Pruning cannot
+    prune structurally) is recorded in ``Study.failures`` with its error and the sweep
+    goes on; only a failing baseline stops it, since every variant is compared with it.
 
     Args:
         on_result: called with each Result as it finishes (e.g. to plot it).
@@ -346,7 +452,14 @@ def sweep(
     for recipe in tqdm(todo, desc=f"sweep {model.name}", unit="variant", disable=not progress):
         if cancel is not None and cancel.is_set():
             break
-        result = evaluate(model, recipe, settings=settings, cache=cache)
+        try:
+            result = evaluate(model, recipe, settings=settings, cache=cache)
+        except Exception as exc:  # noqa: BLE001 - one variant's failure must not lose the rest
+            if recipe.is_baseline:
+                raise  # every variant is compared with the baseline: nothing can go on
+            log.warning("sweep %s: %s failed: %s", model.name, recipe.name, exc)
+            study.add_failure(recipe, exc)
+            continue
         study.add(result)
         if on_result is not None:
             on_result(result)

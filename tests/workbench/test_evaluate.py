@@ -26,7 +26,9 @@ def test_baseline_figures_are_measured_on_the_artifact(cnn, session_cache, quick
     assert m.compressed_bytes == len(zlib.compress(data, 9))
     # The ONNX artifact reproduces the accuracy recorded when the model was trained.
     assert abs(m.accuracy - cnn.meta["test_accuracy"]) <= 1 / 540 + 1e-12
-    assert m.agreement == 1.0 and "540 digits test images" == m.agreement_basis
+    assert m.agreement == 1.0 and m.agreement_basis.startswith(
+        "540 digits test images, x = (pixels / 16 - 0.5) / 0.5"
+    )
     assert 0 < m.nonzero_params <= m.params and m.macs > m.params
     lat = m.latency
     assert 0 < lat.min <= lat.p50 <= lat.p90 <= lat.p99 <= lat.max and lat.n >= quick.min_runs
@@ -291,3 +293,72 @@ def test_slower_than_float_needs_more_than_the_float_versions_spread():
     assert any(
         "measured slower than the float baseline: p50 1.300 ms vs 1.000 ms" in w for w in beyond
     )
+
+
+@pytest.mark.parametrize(
+    ("model", "recipe", "names"),
+    [
+        (42, None, "load_model('digits-cnn')"),
+        ("CLASS", None, "load_model('model.pt2', input_shape="),
+        ("MODULE", None, "torch.export.save"),
+        ("CNN", "int8", "QuantizeConfig(scheme='int8')"),
+        ("CNN", ["int8"], "Recipe.of("),
+    ],
+)
+def test_api_misuse_names_the_right_call(cnn, model, recipe, names):
+    import torch
+
+    model = {"CLASS": torch.nn.Conv2d, "MODULE": torch.nn.Linear(2, 2), "CNN": cnn}.get(
+        model, model
+    )
+    with pytest.raises(WorkbenchError) as exc:
+        evaluate(model, recipe)
+    assert names in str(exc.value)
+
+
+def test_a_bare_config_is_a_one_step_recipe(cnn, session_cache, quick):
+    step = PruneConfig(sparsity=0.3)
+    bare = evaluate(cnn, step, settings=quick, cache=session_cache)
+    assert bare.recipe == Recipe((step,))
+    assert bare.key == evaluate(cnn, Recipe.of(step), settings=quick, cache=session_cache).key
+
+
+def test_threads_are_bounded_by_the_usable_cores():
+    from workbench.pipeline import usable_cores
+
+    cores = usable_cores()
+    assert MeasureSettings(threads=cores).threads == cores
+    with pytest.raises(WorkbenchError, match=f"use threads from 1 to {cores}"):
+        MeasureSettings(threads=10_000)
+
+
+def test_one_failing_variant_is_recorded_and_the_sweep_goes_on(cnn, tmp_path, quick, monkeypatch):
+    # Torch-Pruning cannot prune some graphs structurally (ShuffleNetV2's channel
+    # shuffle); any step that raises stands for it here.
+    from workbench import pipeline
+
+    real = pipeline.TORCH_STEPS[PruneConfig]
+
+    def prune_or_fail(module, config, model):
+        if config.method == "structured":
+            raise RuntimeError("torch_pruning: cannot prune this graph structurally")
+        return real(module, config, model)
+
+    monkeypatch.setitem(pipeline.TORCH_STEPS, PruneConfig, prune_or_fail)
+    broken = Recipe.of(PruneConfig(method="structured", sparsity=0.5))
+    good = Recipe.of(PruneConfig(sparsity=0.5))
+    study = sweep(cnn, [broken, good], settings=quick, cache=Cache(tmp_path), progress=False)
+    assert [r.recipe for r in study.results] == [Recipe(), good]
+    assert study.failures == [
+        {
+            "recipe": broken.to_dict(),
+            "recipe_name": broken.name,
+            "error": "RuntimeError: torch_pruning: cannot prune this graph structurally",
+        }
+    ]
+    assert broken.name not in {r.recipe.name for r in study.frontier()}
+    from workbench.study import Study
+
+    again = Study.load(study.save(tmp_path / "s.json"))
+    assert again.failures == study.failures
+    assert not list(tmp_path.glob(".build-*")), "the failed build was left behind"

@@ -13,6 +13,7 @@ from workbench.recipe import (
     Recipe,
     config_from_dict,
 )
+from workbench.study import grid
 
 EXAMPLES = [
     PruneConfig(),
@@ -100,3 +101,35 @@ def test_finetune_config_round_trips_orders_and_validates():
         FineTuneConfig(epochs=0)
     with pytest.raises(WorkbenchError, match="alpha"):
         FineTuneConfig(alpha=1.5)
+
+
+@pytest.mark.parametrize(
+    ("call", "names"),
+    [
+        (lambda: Recipe.of("int8"), "QuantizeConfig(scheme='int8')"),
+        (lambda: Recipe.of(0.5), "PruneConfig(method='unstructured', sparsity=0.5)"),
+        (lambda: Recipe.of(prune="structured"), "PruneConfig(method='structured'"),
+        (lambda: Recipe.of(quantize="int8"), "QuantizeConfig(scheme='int8')"),
+        (lambda: Recipe(QuantizeConfig()), "Recipe((PruneConfig"),
+        (lambda: Recipe(("int8",)), "QuantizeConfig(scheme='int8')"),
+        (lambda: grid(prune=[0.5]), "PruneConfig(sparsity=0.5)"),
+        (lambda: grid(prune=0.5), "PruneConfig(sparsity=0.5)"),
+        (lambda: grid(quantize=["int8"]), "QuantizeConfig(scheme='int8')"),
+        (lambda: grid(quantize=[]), "QuantizeConfig(scheme='int8')"),
+        (lambda: grid(finetune=3), "FineTuneConfig(epochs=3)"),
+    ],
+)
+def test_misuse_names_the_right_call(call, names):
+    with pytest.raises(WorkbenchError) as exc:
+        call()
+    assert names in str(exc.value)
+
+
+def test_the_obvious_forms_are_accepted():
+    assert Recipe.of(PruneConfig()).steps == (PruneConfig(),)
+    # A config is placed by its kind, whatever the argument it was given as.
+    assert Recipe.of(QuantizeConfig()).steps == (QuantizeConfig(),)
+    both = Recipe.of(QuantizeConfig(), PruneConfig())
+    assert both.steps == (PruneConfig(), QuantizeConfig())
+    assert Recipe([QuantizeConfig()]).steps == (QuantizeConfig(),)
+    assert len(grid(prune=(p for p in [None, PruneConfig()]))) == 2

@@ -64,6 +64,14 @@ class Preprocessing:
         x = np.repeat(x[:, None, :, :], self.channels, axis=1)
         return np.ascontiguousarray(x, dtype=np.float32)
 
+    def summary(self) -> str:
+        """One line a reader can check a score against, e.g.
+        ``x = (pixels / 16 - 0.5) / 0.5, 8x8, 1 channel(s)``."""
+        return (
+            f"x = (pixels / {self.divisor:g} - {self.mean:g}) / {self.std:g}, "
+            f"{self.size}x{self.size}, {self.channels} channel(s)"
+        )
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["description"] = (

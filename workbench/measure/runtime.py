@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,6 +101,9 @@ def make_session(
     except Exception as e:
         msg = str(e)
         detail = _first_line(msg)
+        too_new = too_new_for_runtime(p.name, msg)
+        if too_new is not None:
+            raise too_new from e
         if any(m in msg for m in _UNSUPPORTED_MARKERS):
             raise WorkbenchError(
                 f"ONNX Runtime {ort.__version__} cannot run {p.name}: {detail}",
@@ -272,6 +276,37 @@ def measure_latency(
         warmup=int(warmup),
         threads=int(threads),
     )
+
+
+_OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*?till opset (\d+)", re.S)
+_IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+
+
+def too_new_for_runtime(name: str, msg: str) -> WorkbenchError | None:
+    """The error for a model stamped with an opset (or IR version) newer than this ONNX
+    Runtime supports, read from ONNX Runtime's load message; None for other failures.
+
+    ORT's own text is a C++ signature hundreds of characters long that, cut to one
+    line, never reaches the point: say it, with the number to re-export with.
+    """
+    found = _OPSET_TOO_NEW.search(msg)
+    if found:
+        opset, most = found.groups()
+        return WorkbenchError(
+            f"{name} uses opset {opset}, newer than ONNX Runtime {ort.__version__} supports "
+            f"(max {most})",
+            f"re-export the model with opset <= {most} (torch.onnx.export(..., "
+            f"opset_version={min(int(most), 17)}))",
+        )
+    found = _IR_TOO_NEW.search(msg)
+    if found:
+        ir, most = found.groups()
+        return WorkbenchError(
+            f"{name} has ONNX IR version {ir}, newer than ONNX Runtime {ort.__version__} "
+            f"supports (max {most})",
+            f"re-export the model with an older onnx package, or set model.ir_version = {most}",
+        )
+    return None
 
 
 def _first_line(msg: str) -> str:

@@ -423,3 +423,34 @@ def test_quantizer_warnings_go_to_the_report_not_to_stderr(small, tmp_path, monk
     report = quantize(small["path"], tmp_path / "h.onnx", QuantizeConfig(scheme="fp16"))
     assert "ONNX Runtime's quantizer: Axis 1 is out-of-range for this tensor" in report.fallbacks
     assert "out-of-range" not in capsys.readouterr().err
+
+
+class TinyConvNeXt(nn.Module):
+    """Two ConvNeXt blocks (depthwise conv, LayerNorm, Linear+GELU+Linear as MatMul+Add,
+    layer scale): the layers whose int8 form lost bias counts and repeated warnings."""
+
+    def __init__(self) -> None:
+        from torchvision.models.convnext import CNBlock
+
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 4, stride=4)
+        self.blocks = nn.Sequential(CNBlock(16, 1e-6, 0.0), CNBlock(16, 1e-6, 0.0))
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_convnext_int8_keeps_the_params_and_says_each_quantizer_line_once(tmp_path):
+    from workbench.measure import graph_stats
+
+    torch.manual_seed(0)
+    src = export(TinyConvNeXt().eval(), (1, 3, 32, 32), tmp_path / "float.onnx")
+    calib = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    report = quantize(src, tmp_path / "int8.onnx", QuantizeConfig(), calib)
+    # The MatMul + Add layers' biases behind int8's QuantizeLinear/DequantizeLinear pair
+    # are still weights: the count must not change with the number format.
+    assert graph_stats(tmp_path / "int8.onnx").params == graph_stats(src).params
+    assert len(report.fallbacks) == len(set(report.fallbacks))
+    repeated = [f for f in report.fallbacks if f.endswith("(×2)")]
+    assert repeated, report.fallbacks  # ORT logs its LayerNorm line twice: said once, counted
