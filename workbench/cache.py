@@ -29,6 +29,8 @@ RESULT_FILE = "result.json"
 # The sha256 of result.json's bytes: the figures are checked like the artifact, so an
 # edited digit (an accuracy of 0.9926 turned into 0.4926) is caught, not reported.
 RESULT_DIGEST_FILE = "result.json.sha256"
+# The artifact's file name in entries written before runtimes named theirs (then
+# ``result.json`` records it as ``artifact_file``).
 ARTIFACT_FILE = "model.onnx"
 PREDICTIONS_FILE = "predictions.npy"
 
@@ -84,7 +86,10 @@ class Cache:
                 raise ValueError("result.json does not match its recorded sha256")
             record = json.loads((entry / RESULT_FILE).read_text())
             result = Result.from_dict(record["result"])
-            artifact = entry / ARTIFACT_FILE
+            artifact_file = record.get("artifact_file", ARTIFACT_FILE)
+            if not isinstance(artifact_file, str) or Path(artifact_file).name != artifact_file:
+                raise ValueError(f"artifact file {artifact_file!r} is not a plain file name")
+            artifact = entry / artifact_file
             if sha256_file(artifact) != record["artifact_sha256"]:
                 raise ValueError("artifact does not match its recorded sha256")
             # Later variants read these predictions for their agreement figure.
@@ -104,8 +109,8 @@ class Cache:
     def building(self, key: str) -> Iterator[Path]:
         """A scratch folder for a new entry; it becomes the entry only if the block succeeds.
 
-        The block must write ``model.onnx``, ``predictions.npy`` and then call
-        :meth:`write_result` on the scratch folder.
+        The block must write the artifact (the runtime's file name, e.g. ``model.onnx``),
+        ``predictions.npy`` and then call :meth:`write_result` on the scratch folder.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         self._clear_abandoned_builds()
@@ -134,9 +139,11 @@ class Cache:
 
     @staticmethod
     def write_result(scratch: Path, result: Result) -> None:
+        artifact_file = Path(result.artifact).name
         record = {
             "result": result.to_dict(),
-            "artifact_sha256": sha256_file(scratch / ARTIFACT_FILE),
+            "artifact_file": artifact_file,
+            "artifact_sha256": sha256_file(scratch / artifact_file),
             "predictions_sha256": sha256_file(scratch / PREDICTIONS_FILE),
         }
         (scratch / RESULT_FILE).write_text(json.dumps(record, indent=1))

@@ -2,8 +2,10 @@
 
 ``evaluate(model, recipe)`` is the one path every number takes: the CLI, the sweeps,
 the panels and CI all call it. PyTorch steps (pruning) change a copy of the module;
-the module is exported to ONNX (with a parity check); ONNX steps (quantization)
-change the file; then the file is measured in ONNX Runtime.
+the module is exported to the runtime's artifact (with a parity check); artifact steps
+(quantization) change the file; then the file is measured in that runtime. Everything
+runtime-specific goes through :func:`workbench.runtimes.get_runtime` (default ONNX
+Runtime).
 """
 
 from __future__ import annotations
@@ -16,18 +18,17 @@ import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from workbench import measure
-from workbench.cache import ARTIFACT_FILE, PREDICTIONS_FILE, Cache
+from workbench.cache import PREDICTIONS_FILE, Cache
 from workbench.errors import WorkbenchError
-from workbench.honesty import conv_census, honesty_warnings
 from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe, StepConfig
 from workbench.results import Metrics, Result
+from workbench.runtimes import DEFAULT_RUNTIME, Runtime, get_runtime
 
 __all__ = [
     "MeasureSettings",
@@ -43,7 +44,7 @@ __all__ = [
 _SHORTFALLS = ("could be removed", "lost every weight", "left unpruned")
 
 # Bump when a change to the pipeline changes what a cached number would be.
-PIPELINE_VERSION = 3  # 2: batch-1 predictions, slower-than-float vs float variant; 3: census of the artifact, params per use
+PIPELINE_VERSION = 4  # 2: batch-1 predictions, slower-than-float vs float variant; 3: census of the artifact, params per use; 4: the runtime is part of the key and the Result
 # One timing at a time in this process: a sweep in the background and the panel's
 # current variant would otherwise share the cores and disturb each other's latency.
 _MEASURE_LOCK = threading.Lock()
@@ -69,6 +70,7 @@ class MeasureSettings:
     min_seconds: float = 0.5  # and timing for at least this long
     profile: bool = True  # time per operator type from ONNX Runtime's profiler
     max_accuracy_drop: float = 1.0  # points lost before the accuracy warning
+    runtime: str = DEFAULT_RUNTIME  # the runtime the artifact is built for and measured in
 
     def __post_init__(self) -> None:
         if not isinstance(self.threads, int) or self.threads < 1:
@@ -83,6 +85,7 @@ class MeasureSettings:
                 f"threads {self.threads} is more than the {cores} core(s) this process can use",
                 f"use threads from 1 to {cores} (CLI: --threads)",
             )
+        get_runtime(self.runtime)  # an unknown name fails here, listing the known ones
         if self.min_runs < 1 or self.warmup < 0 or self.min_seconds < 0:
             raise WorkbenchError(
                 "latency settings must be positive", "use min_runs >= 1, warmup >= 0"
@@ -92,14 +95,9 @@ class MeasureSettings:
         return asdict(self)
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for dist in ("edge-workbench", "torch", "onnx", "onnxruntime", "torch-pruning", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "absent"
-    return out
+def _versions(runtime: str = DEFAULT_RUNTIME) -> dict[str, str]:
+    """The library versions a measurement in ``runtime`` depends on."""
+    return get_runtime(runtime).versions()
 
 
 def _model_identity(model: Any) -> dict:
@@ -124,7 +122,8 @@ def variant_key(model: Any, recipe: Recipe, settings: MeasureSettings) -> str:
         "model": _model_identity(model),
         "recipe": recipe.to_dict(),
         "settings": settings.to_dict(),
-        "versions": _versions(),
+        "runtime": settings.runtime,
+        "versions": _versions(settings.runtime),
         "cpu": [env.get("cpu_model"), env.get("logical_cores")],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -174,20 +173,12 @@ def calibration_inputs(model: Any, n: int) -> np.ndarray:
 
 
 # Step handlers, found by config type (not an if/elif chain): torch steps change a
-# module in place; ONNX steps write a new file from an old one.
+# module in place. Artifact steps write a new file from an old one; each runtime holds
+# its own table of them (``Runtime.artifact_steps``).
 def _prune_step(module: Any, config: StepConfig, model: Any) -> dict:
     from workbench.compress import prune_
 
     return prune_(module, config, model.example_input()).to_dict()
-
-
-def _quantize_step(src: Path, dst: Path, config: StepConfig, model: Any) -> dict:
-    from workbench.compress import quantize
-
-    calib = (
-        calibration_inputs(model, config.calibration_samples) if config.scheme == "int8" else None
-    )
-    return quantize(src, dst, config, calib).to_dict()
 
 
 def _finetune_step(module: Any, config: StepConfig, model: Any) -> dict:
@@ -202,7 +193,6 @@ TORCH_STEPS: dict[type, Callable[..., dict]] = {
     PruneConfig: _prune_step,
     FineTuneConfig: _finetune_step,
 }
-ONNX_STEPS: dict[type, Callable[..., dict]] = {QuantizeConfig: _quantize_step}
 
 
 _COMPILED = {"onnx": "an ONNX file", "torchscript": "a TorchScript file", "pt2": "a .pt2 program"}
@@ -219,12 +209,20 @@ def torch_steps_unavailable(model: Any) -> str:
     return ""
 
 
-def check_applicable(model: Any, recipe: Recipe) -> None:
+def check_applicable(model: Any, recipe: Recipe, runtime: str | Runtime = DEFAULT_RUNTIME) -> None:
     """Raise WorkbenchError when ``recipe`` cannot be applied to ``model`` at all.
 
     Checked before anything is built or measured, so a sweep or an evaluation that
-    cannot succeed fails at once.
+    cannot succeed fails at once; ``runtime`` must have a handler for every step that
+    acts on its artifact.
     """
+    rt = get_runtime(runtime)
+    for step in recipe.artifact_steps():
+        if type(step) not in rt.artifact_steps:
+            raise WorkbenchError(
+                f"the {step.kind} step ({step.label()}) has no {rt.name} implementation",
+                f"use a runtime that has one, or leave the {step.kind} step out",
+            )
     why = torch_steps_unavailable(model)
     if recipe.torch_steps() and why:
         steps = " and ".join(
@@ -247,52 +245,32 @@ def check_applicable(model: Any, recipe: Recipe) -> None:
 
 
 def _build_artifact(
-    model: Any, recipe: Recipe, work: Path, parity_inputs: np.ndarray
+    model: Any, recipe: Recipe, work: Path, parity_inputs: np.ndarray, runtime: Runtime
 ) -> tuple[Path, float | None, Path, list[dict]]:
-    """Apply the recipe; returns the artifact, the export parity, the float ONNX file
-    and each step's report."""
-    float_onnx = work / "float.onnx"
-    parity = None
+    """Apply the recipe for ``runtime``; returns the artifact, the export parity, the
+    float artifact (before the artifact steps) and each step's report."""
+    float_artifact = work / f"float.{runtime.artifact_format}"
     reports: list[dict] = []
+    module = None
     if model.module is not None:
-        from workbench.onnx_export import export_onnx
-
         module = copy.deepcopy(model.module)
         for step in recipe.torch_steps():
             reports.append({"kind": step.kind, **TORCH_STEPS[type(step)](module, step, model)})
-        parity = export_onnx(
-            module, model.input_shape, float_onnx, parity_inputs=parity_inputs
-        ).max_abs_diff
-    else:
-        _copy_onnx(model, float_onnx)
-    artifact = work / ARTIFACT_FILE
-    src = float_onnx
-    for step in recipe.onnx_steps():
-        reports.append({"kind": step.kind, **ONNX_STEPS[type(step)](src, artifact, step, model)})
+    parity = runtime.export(model, module, float_artifact, parity_inputs)
+    artifact = work / runtime.artifact_file
+    src = float_artifact
+    for step in recipe.artifact_steps():
+        handler = runtime.artifact_steps[type(step)]
+        reports.append({"kind": step.kind, **handler(src, artifact, step, model)})
         src = artifact
-    if src == float_onnx:
-        shutil.copyfile(float_onnx, artifact)
-    return artifact, parity, float_onnx, reports
+    if src == float_artifact:
+        shutil.copyfile(float_artifact, artifact)
+    return artifact, parity, float_artifact, reports
 
 
-def _copy_onnx(model: Any, dest: Path) -> None:
-    """Copy an ONNX source into ``dest`` as one self-contained file.
-
-    Weights kept beside the file (ONNX external data) are read in, so every artifact
-    built from it, and every export, carries its weights with it.
-    """
-    if not model.meta.get("external_data"):
-        shutil.copyfile(model.onnx_path, dest)
-        return
-    import onnx
-
-    proto = onnx.load(str(model.onnx_path), load_external_data=True)
-    if proto.ByteSize() >= 2**31:
-        raise WorkbenchError(
-            f"{model.name} holds over 2 GB of weights, more than one ONNX file can carry",
-            "compress a model small enough for an edge device (under 2 GB of weights)",
-        )
-    onnx.save(proto, str(dest))
+def _environment(runtime: Runtime, threads: int) -> dict:
+    """The environment a measurement ran in, naming the runtime it ran in."""
+    return {**measure.environment(threads), "runtime": runtime.name}
 
 
 def evaluate(
@@ -316,7 +294,8 @@ def evaluate(
     model, recipe = _coerce_arguments(model, recipe)
     settings = settings or MeasureSettings()
     cache = cache or Cache()
-    check_applicable(model, recipe)
+    runtime = get_runtime(settings.runtime)
+    check_applicable(model, recipe, runtime)
     key = variant_key(model, recipe, settings)
     hit = cache.get(key)
     if hit is not None:
@@ -328,36 +307,31 @@ def evaluate(
     # "Slower than float" compares a quantized variant with the same model in float:
     # pruned the same way, else the baseline.
     float_reference = None
-    if recipe.onnx_steps() and recipe.torch_steps():
+    if recipe.artifact_steps() and recipe.torch_steps():
         float_variant = Recipe(recipe.torch_steps())
         float_reference = evaluate(model, float_variant, settings=settings, cache=cache).metrics
     inputs, labels, basis = evaluation_inputs(model)
     with cache.building(key) as work:
-        artifact, parity, float_onnx, reports = _build_artifact(model, recipe, work, inputs[:16])
-        float_onnx.unlink()
-        census = conv_census(artifact)
+        artifact, parity, float_artifact, reports = _build_artifact(
+            model, recipe, work, inputs[:16], runtime
+        )
+        float_artifact.unlink()
+        census = runtime.census(artifact)
         # One input at a time, as the latency is measured and a device runs it: dynamic
         # quantization scales activations over the whole batch it is given, so a batched
         # run would measure predictions the batch-1 artifact never makes.
-        logits = measure.predict(artifact, inputs, batch_size=1)
+        logits = runtime.predict(artifact, inputs, batch_size=1)
         preds = np.argmax(logits.reshape(len(inputs), -1), axis=1)
         np.save(work / PREDICTIONS_FILE, preds)
         base_preds = preds if baseline is None else np.load(cache.predictions_path(baseline.key))
         size, compressed = measure.file_sizes(artifact)
-        stats = measure.graph_stats(artifact)
+        stats = runtime.graph_stats(artifact)
         shape = model.input_shape
         with _MEASURE_LOCK:
-            latency = measure.measure_latency(
-                artifact,
-                shape,
-                threads=settings.threads,
-                warmup=settings.warmup,
-                min_runs=settings.min_runs,
-                min_seconds=settings.min_seconds,
-            )
-            memory = measure.measure_memory(artifact, shape, threads=settings.threads)
+            latency = runtime.measure_latency(artifact, shape, settings)
+            memory = runtime.measure_memory(artifact, shape, settings.threads)
             ops = (
-                measure.profile_operators(artifact, shape, threads=settings.threads)
+                runtime.profile_operators(artifact, shape, settings.threads)
                 if settings.profile
                 else {}
             )
@@ -374,14 +348,13 @@ def evaluate(
             memory=memory,
             operator_ms=ops,
             parity_max_abs_diff=parity,
-            environment=measure.environment(settings.threads),
+            environment=_environment(runtime, settings.threads),
         )
-        warnings = honesty_warnings(
+        warnings = runtime.honesty_warnings(
             recipe,
             metrics,
             baseline.metrics if baseline else None,
             census,
-            measure.has_int8_dot_product(),
             settings.max_accuracy_drop,
             float_reference=float_reference,
         )
@@ -393,7 +366,14 @@ def evaluate(
             if r["kind"] == "quantize" or any(marker in note for marker in _SHORTFALLS)
         ]
         result = Result(
-            model.name, recipe, artifact, metrics, warnings + tuple(shortfalls), key, tuple(reports)
+            model.name,
+            recipe,
+            artifact,
+            metrics,
+            warnings + tuple(shortfalls),
+            key,
+            tuple(reports),
+            runtime.name,
         )
         Cache.write_result(work, result)
     stored = cache.get(key)

@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from workbench import pipeline
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
 from workbench.honesty import ConvCensus, honesty_warnings
 from workbench.pipeline import evaluate, evaluation_inputs
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
 from workbench.results import LatencyStats, MemoryStats, Metrics
+from workbench.runtimes import get_runtime
 from workbench.study import sweep
 
 
@@ -135,13 +135,14 @@ def test_evaluate_passes_the_float_version_of_a_pruned_quantized_recipe(
 ):
     prune = PruneConfig(sparsity=0.45)  # a variant no other test caches
     seen = {}
-    real = pipeline.honesty_warnings
+    runtime = get_runtime("onnxruntime")
+    real = runtime.honesty_warnings
 
-    def spy(recipe, metrics, baseline, census, dot, drop, *, float_reference=None):
+    def spy(recipe, metrics, baseline, census, drop, *, float_reference=None):
         seen[recipe.name] = float_reference
-        return real(recipe, metrics, baseline, census, dot, drop, float_reference=float_reference)
+        return real(recipe, metrics, baseline, census, drop, float_reference=float_reference)
 
-    monkeypatch.setattr(pipeline, "honesty_warnings", spy)
+    monkeypatch.setattr(runtime, "honesty_warnings", spy)
     evaluate(cnn, Recipe.of(prune, QuantizeConfig()), settings=quick, cache=session_cache)
     pruned = evaluate(cnn, Recipe.of(prune), settings=quick, cache=session_cache)
     assert seen[Recipe.of(prune, QuantizeConfig()).name] == pruned.metrics
