@@ -15,13 +15,10 @@ import ipywidgets as W
 import traitlets as T
 
 from workbench.charts import (
-    format_bytes,
     format_change,
-    format_count,
-    format_ms,
-    format_percent,
 )
 from workbench.measure.environment import environment_line
+from workbench.study import FIGURES
 
 __all__ = ["SPINNER", "MetricsCard", "point_delta", "ratio_delta"]
 
@@ -58,21 +55,6 @@ def _delta_colour(value: float | None, base: float | None, better: str) -> str:
     return GOOD if improved else BAD
 
 
-# (label, getter of the figure from Metrics, formatter, delta kind, better direction)
-_ROWS: tuple[tuple[str, Any, Any, str, str], ...] = (
-    ("accuracy", lambda m: m.accuracy, lambda v: format_percent(v, 2), "points", "max"),
-    ("agreement", lambda m: m.agreement, lambda v: format_percent(v, 2), "points", "max"),
-    ("latency p50", lambda m: m.latency.p50, format_ms, "ratio", "min"),
-    ("latency p90", lambda m: m.latency.p90, format_ms, "ratio", "min"),
-    ("size", lambda m: m.size_bytes, format_bytes, "ratio", "min"),
-    ("compressed size", lambda m: m.compressed_bytes, format_bytes, "ratio", "min"),
-    ("peak memory", lambda m: m.memory.peak_bytes, format_bytes, "ratio", "min"),
-    ("MACs", lambda m: m.macs, format_count, "ratio", "min"),
-    ("params", lambda m: m.params, format_count, "ratio", "min"),
-    ("non-zero params", lambda m: m.nonzero_params, format_count, "ratio", "min"),
-)
-
-
 def card_html(result: Any, baseline: Any | None, *, busy: str = "", error: str = "") -> str:
     """The card's HTML for ``result`` against ``baseline`` (both ``workbench.Result``)."""
     style = "font-family: system-ui, sans-serif; font-size: 13px; transition: opacity 0.2s;"
@@ -99,19 +81,19 @@ def card_html(result: Any, baseline: Any | None, *, busy: str = "", error: str =
         parts.append(f' <span style="color:{NEUTRAL};">vs baseline</span>')
     parts.append("</div>")
     parts.append('<table style="border-collapse: collapse;">')
-    for label, get, fmt, kind, better in _ROWS:
-        value = get(m)
-        if value is None and (b is None or get(b) is None):
+    for fig in FIGURES:  # the one table of figures (workbench.study.METRICS)
+        value = fig.read(result)
+        base_value = fig.read(baseline) if baseline is not None else None
+        if value is None and base_value is None:
             continue
-        base_value = get(b) if b is not None else None
         delta, base_text = "", ""
         if b is not None and not result.recipe.is_baseline:
-            delta = (point_delta if kind == "points" else ratio_delta)(value, base_value)
-            base_text = f"from {fmt(base_value)}"
-        colour = _delta_colour(value, base_value, better)
+            delta = (point_delta if fig.kind == "points" else ratio_delta)(value, base_value)
+            base_text = f"from {fig.text(base_value)}"
+        colour = _delta_colour(value, base_value, fig.better)
         parts.append(
-            f'<tr><td style="padding: 1px 10px 1px 0; color:{NEUTRAL};">{label}</td>'
-            f'<td style="padding: 1px 10px 1px 0; text-align: right;"><b>{fmt(value)}</b></td>'
+            f'<tr><td style="padding: 1px 10px 1px 0; color:{NEUTRAL};">{fig.label}</td>'
+            f'<td style="padding: 1px 10px 1px 0; text-align: right;"><b>{fig.text(value)}</b></td>'
             f'<td style="padding: 1px 10px 1px 0; color:{colour}; text-align: right;">{delta}</td>'
             f'<td style="color:{NEUTRAL};">{base_text}</td></tr>'
         )

@@ -472,7 +472,7 @@ def _check_output_file(flag: str, path: Path) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
-    from workbench.study import OBJECTIVE_COLUMNS, grid, sweep
+    from workbench.study import FIGURES, OBJECTIVE_COLUMNS, grid, sweep
 
     schemes = [q.strip() for q in args.quantize.split(",") if q.strip()]
     if not schemes:
@@ -513,9 +513,9 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
         cache=_cache(args, scratch),
         progress=not args.json,
     )
-    study.save(args.out)
+    study.save(args.out, objectives)
     if args.csv:
-        study.to_csv(args.csv)
+        study.to_csv(args.csv, objectives)
     front = study.frontier(objectives)
     if args.json:
         print(
@@ -533,15 +533,12 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
         df = study.to_dataframe()
         keys = {r.key for r in front}
         df.insert(0, "frontier", ["*" if k in keys else "" for k in df["key"]])
+        # The terminal is narrow: quality, speed, size and memory; the CSV has them all.
+        shown = ("accuracy", "agreement", "latency_p50_ms", "size_bytes", "compressed_bytes")
         cols = [
             "frontier",
             "recipe",
-            "accuracy",
-            "agreement",
-            "latency_p50_ms",
-            "size_bytes",
-            "compressed_bytes",
-            "peak_memory_bytes",
+            *(f.column for f in FIGURES if f.column in shown or f.unit == "bytes"),
             "warnings",
         ]
         print(df[cols].to_string(index=False))
