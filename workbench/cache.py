@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from workbench.atomic import write_text_atomic
 from workbench.results import Result
 
 __all__ = ["Cache", "default_cache_dir", "sha256_file"]
@@ -133,7 +134,19 @@ class Cache:
             "artifact_sha256": sha256_file(scratch / ARTIFACT_FILE),
             "predictions_sha256": sha256_file(scratch / PREDICTIONS_FILE),
         }
-        (scratch / RESULT_FILE).write_text(json.dumps(record, indent=1))
+        # Through a temp file and a rename: a re-measured entry replaces its figures
+        # while readers may be reading them.
+        write_text_atomic(scratch / RESULT_FILE, json.dumps(record, indent=1))
+
+    def replace_result(self, key: str, result: Result) -> None:
+        """Replace the figures of the existing entry ``key`` (its files stay as they are).
+
+        Used to re-measure a variant's latency and memory on its cached artifact.
+        """
+        entry = self.entry_dir(key)
+        if not (entry / ARTIFACT_FILE).is_file():
+            raise FileNotFoundError(f"no cache entry {key} to replace the figures of")
+        self.write_result(entry, dataclasses.replace(result, artifact=entry / ARTIFACT_FILE))
 
     def clear(self) -> None:
         """Remove every entry."""
