@@ -46,6 +46,7 @@ class _Job:
     generation: int
     model: Any
     recipe: Recipe
+    remeasure: bool = False  # time a cached variant again instead of showing it
 
 
 class Workbench(W.VBox):
@@ -68,6 +69,8 @@ class Workbench(W.VBox):
         status: one line of what happened last (with timings).
         error: the last failed measurement's message, "" otherwise.
         last_update_seconds: how long the last shown update took from the request.
+        first_figures_seconds: for the last new variant, how long from the request
+            until its first figures (accuracy, sizes) were on the card.
     """
 
     model = T.Any(None, read_only=True)
@@ -80,6 +83,7 @@ class Workbench(W.VBox):
     status = T.Unicode("", read_only=True)
     error = T.Unicode("", read_only=True)
     last_update_seconds = T.Float(0.0, read_only=True)
+    first_figures_seconds = T.Float(0.0, read_only=True)
 
     def __init__(
         self,
@@ -130,7 +134,10 @@ class Workbench(W.VBox):
             [self.picker, self.pruning, self.quantization],
             layout=W.Layout(width="560px", padding="0 16px 0 0"),
         )
-        right = W.VBox([self.card], layout=W.Layout(flex="1 1 420px", min_width="420px"))
+        right = W.VBox(
+            [self.card, self.card.remeasure_button],
+            layout=W.Layout(flex="1 1 420px", min_width="420px"),
+        )
         super().__init__(
             children=[
                 W.HTML("<h2 style='margin: 4px 0'>Edge Workbench</h2>"),
@@ -146,6 +153,7 @@ class Workbench(W.VBox):
         self.quantization.observe(self._on_config, names="config")
         self.chart.observe(self._on_pick, names="picked_key")
         self.sweep.observe(self._on_sweep_result, names="last_result")
+        self.card.observe(lambda _c: self.remeasure(), names="remeasure_requests")
         self.observe(self._on_state, names=["busy", "status", "error"])
         tabs.observe(lambda _c: self._sync_graph(), names="selected_index")
         if model is not None:
@@ -179,6 +187,7 @@ class Workbench(W.VBox):
                 self.set_trait("baseline", None)
                 self.set_trait("error", "")
             self.card.result, self.card.baseline, self.card.error = None, None, ""
+            self.card.progress = None
             self.sweep.study, self.sweep.model = study, model
             self.exporter.model, self.exporter.result = model, None
             self._loading_recipe = True  # one request below, not one per control reset
@@ -218,7 +227,12 @@ class Workbench(W.VBox):
             self._loading_recipe = False
         self.request()
 
-    def request(self) -> None:
+    def remeasure(self) -> None:
+        """Time the variant the panels describe again, off the UI thread (its latency,
+        memory and profile on the cached artifact; nothing is rebuilt)."""
+        self.request(remeasure=True)
+
+    def request(self, *, remeasure: bool = False) -> None:
         """Show the variant the panels describe: from the cache now, else measured off-thread."""
         model = self.model
         invalid = self.pruning.error or self.quantization.error
@@ -244,7 +258,7 @@ class Workbench(W.VBox):
         except WorkbenchError as exc:
             self._fail(generation, str(exc))
             return
-        if hit is not None:
+        if hit is not None and not remeasure:
             with self._lock:
                 self._pending = None  # nothing older is worth measuring now
             self._display(hit, generation, model, source="cached")
@@ -254,10 +268,15 @@ class Workbench(W.VBox):
             if not self._is_latest(generation):
                 return
             self.set_trait("busy", True)
-            self.set_trait("status", f"measuring {recipe.name}...")
-            self.card.busy = f"measuring {recipe.name} (a new variant: export, then measure)..."
+            verb = "re-measuring" if hit is not None else "measuring"
+            self.set_trait("status", f"{verb} {recipe.name}...")
+            self.card.busy = (
+                f"re-measuring {recipe.name} (timing, memory and profile)..."
+                if hit is not None
+                else f"measuring {recipe.name} (a new variant: export, then measure)..."
+            )
         with self._lock:
-            self._pending = _Job(generation, model, recipe)
+            self._pending = _Job(generation, model, recipe, remeasure=hit is not None)
             if self._worker is None:
                 self._worker = threading.Thread(
                     target=self._work, name="workbench-measure", daemon=True
@@ -278,7 +297,14 @@ class Workbench(W.VBox):
                     self._idle.notify_all()
                     return
             try:
-                result = evaluate(job.model, job.recipe, settings=self.settings, cache=self.cache)
+                result = evaluate(
+                    job.model,
+                    job.recipe,
+                    settings=self.settings,
+                    cache=self.cache,
+                    remeasure=job.remeasure,
+                    on_progress=lambda p, job=job: self._show_progress(p, job),
+                )
             except Exception as exc:  # noqa: BLE001 - shown in the panel, never kills the worker
                 message = (
                     str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
@@ -315,6 +341,7 @@ class Workbench(W.VBox):
                 if self.study.baseline is None and baseline is not None:
                     self.study.add(baseline)
                 self.study.add(result)
+            self.card.progress = None
             self.card.result, self.card.baseline = result, baseline
             self.card.error, self.card.busy = "", ""
             if self.chart.current_key != result.key:
@@ -340,6 +367,19 @@ class Workbench(W.VBox):
                 self.set_trait("busy", False)
             return True
 
+    def _show_progress(self, progress: Any, job: _Job) -> None:
+        """Show a variant's first figures while the rest are measured (if still wanted)."""
+        with self._display_lock:
+            if not self._is_latest(job.generation) or job.model is not self.model:
+                return
+            if progress.stage == "complete":
+                return  # _display shows the finished result
+            self.card.progress = progress
+            with self._lock:
+                started = self._requested_at.get(job.generation)
+            if started is not None and progress.stage == "accuracy":
+                self.set_trait("first_figures_seconds", time.perf_counter() - started)
+
     def _sync_graph(self, result: Any = None) -> None:
         """Point the graph at ``result``'s (default: the current) artifact, if its tab is open."""
         result = result if result is not None else self.current
@@ -354,7 +394,7 @@ class Workbench(W.VBox):
                 self.set_trait("error", message)
                 self.set_trait("status", "the last setting could not be measured")
                 self.set_trait("busy", False)
-            self.card.busy, self.card.error = "", message
+            self.card.busy, self.card.error, self.card.progress = "", message, None
 
     def _on_state(self, change: dict) -> None:
         colour = "#b00020" if self.error else ("#555" if self.busy else "#1a7f37")

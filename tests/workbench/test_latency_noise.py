@@ -205,3 +205,47 @@ def test_noise_limits_are_validated():
         MeasureSettings(rounds=0)
     with pytest.raises(WorkbenchError, match="noise limits"):
         MeasureSettings(max_spread=-1)
+
+
+def test_cli_remeasure_times_cached_variants_again_and_rebuilds_nothing(
+    capsys, tmp_path, monkeypatch
+):
+    from workbench.cli import main
+
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--no-profile"]
+    assert main(["evaluate", "digits-cnn", "--quantize", "fp16", "--json", *cache]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert [s["reference"] for s in first["speedup"]] == ["baseline"]
+    assert first["latency_noise"] is not None
+    monkeypatch.setattr(
+        pipeline, "_build_artifact", lambda *a, **k: pytest.fail("--remeasure rebuilt a variant")
+    )
+    timed = []
+    real = measure.measure_latency_interleaved
+    monkeypatch.setattr(
+        measure,
+        "measure_latency_interleaved",
+        lambda paths, *a, **k: timed.append(len(paths)) or real(paths, *a, **k),
+    )
+    assert main(["evaluate", "digits-cnn", "--quantize", "fp16", "--remeasure", *cache]) == 0
+    out = capsys.readouterr().out
+    assert timed[-1] == 2  # the variant with its baseline, interleaved
+    assert "speed" in out and "than the baseline (×" in out and "rounds)" in out
+    study = tmp_path / "study.json"
+    timed.clear()
+    code = main(
+        [
+            "sweep",
+            "digits-cnn",
+            "--sparsity",
+            "0",
+            "--quantize",
+            "fp16",
+            "--remeasure",
+            "--out",
+            str(study),
+            "--json",
+            *cache,
+        ]
+    )
+    assert code == 0 and timed == [1, 2]  # baseline alone, then the variant against it
