@@ -331,7 +331,6 @@ def _cache(args: argparse.Namespace, scratch: list[Path]) -> Any:
 
 
 def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
-    from workbench.export import export_variant
     from workbench.pipeline import evaluate
     from workbench.recipe import Recipe
 
@@ -348,6 +347,8 @@ def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
     result = evaluate(model, recipe, settings=settings, cache=cache, remeasure=args.remeasure)
     out = result_json(result)
     if args.out:
+        from workbench.export import export_variant  # onnx and the export code: only here
+
         manifest = export_variant(result, model, args.out, settings=settings, cache=cache)
         out["artifact"] = str(manifest.parent / "model.onnx")
         out["manifest"] = str(manifest)

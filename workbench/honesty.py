@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
 from workbench.results import Metrics, NoiseCheck, SpeedComparison
@@ -112,6 +111,8 @@ class ConvCensus:
 
 def conv_census(path: str | Path) -> ConvCensus:
     """Count, in a built ONNX artifact, the quantized convolutions the warnings concern."""
+    import onnx  # here, not at the top: a cached result is shown without loading onnx
+
     model = onnx.load(str(path), load_external_data=False)
     graph = model.graph
     shapes = {t.name: list(t.dims) for t in graph.initializer}

@@ -357,18 +357,24 @@ def _fields(metrics: Metrics) -> dict[str, Any]:
     return {f.name: getattr(metrics, f.name) for f in dataclasses.fields(metrics)}
 
 
-_PENDING = {
-    "accuracy": ("latency", "comparisons", "noise", "memory", "operator_ms"),
-    "latency": ("memory", "operator_ms"),
-    "complete": (),
-}
+# What is still to come after each of PROGRESS_STAGES (Metrics field names).
+_PENDING = dict(
+    zip(
+        PROGRESS_STAGES,
+        (
+            ("latency", "comparisons", "noise", "memory", "operator_ms"),
+            ("memory", "operator_ms"),
+            (),
+        ),
+        strict=True,
+    )
+)
 
 
 def _report(
     on_progress: Callable[[Progress], None] | None, stage: str, recipe: Recipe, known: dict
 ) -> None:
     if on_progress is not None:
-        assert stage in PROGRESS_STAGES
         on_progress(Progress(stage, recipe, dict(known), _PENDING[stage]))
 
 
