@@ -506,16 +506,33 @@ def evaluate(
     hit = cache.get(key)
     if hit is not None and not remeasure and not hit.noisy:
         return hit
+    return _evaluate_uncached(model, recipe, settings, cache, key, hit, on_progress)
 
-    baseline = (
-        None if recipe.is_baseline else evaluate(model, Recipe(), settings=settings, cache=cache)
-    )
+
+def _reference(model: Any, recipe: Recipe, settings: MeasureSettings, cache: Cache) -> Result:
+    """A variant's baseline or float version: cached is enough, even if its own timing
+    was noisy, since it is timed again interleaved with the variant."""
+    hit = cache.get(variant_key(model, recipe, settings))
+    return hit if hit is not None else evaluate(model, recipe, settings=settings, cache=cache)
+
+
+def _evaluate_uncached(
+    model: Any,
+    recipe: Recipe,
+    settings: MeasureSettings,
+    cache: Cache,
+    key: str,
+    hit: Result | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> Result:
+    """Build and measure ``recipe`` (``hit`` None), or measure a cached ``hit`` again."""
+    baseline = None if recipe.is_baseline else _reference(model, Recipe(), settings, cache)
     references: list[tuple[str, Result]] = [] if baseline is None else [("baseline", baseline)]
     # "Slower than float" compares a quantized variant with the same model in float:
     # pruned the same way, else the baseline.
     if recipe.onnx_steps() and recipe.torch_steps():
         float_variant = Recipe(recipe.torch_steps())
-        references.append(("float", evaluate(model, float_variant, settings=settings, cache=cache)))
+        references.append(("float", _reference(model, float_variant, settings, cache)))
     base_preds_path = None if baseline is None else cache.predictions_path(baseline.key)
     if hit is not None:
         return _remeasure(

@@ -249,3 +249,28 @@ def test_cli_remeasure_times_cached_variants_again_and_rebuilds_nothing(
         ]
     )
     assert code == 0 and timed == [1, 2]  # baseline alone, then the variant against it
+
+
+def test_a_noisy_baseline_is_not_re_measured_before_a_new_variant(
+    cnn, tmp_path, quick, monkeypatch
+):
+    # The variant times the baseline again interleaved with itself, so re-measuring the
+    # baseline's own entry first would only delay the variant's figures.
+    settings = dataclasses.replace(quick, **CALM)
+    cache = Cache(tmp_path)
+    preempted_on_every_run(monkeypatch)
+    base = evaluate(cnn, settings=settings, cache=cache)
+    assert base.noisy
+    never_preempted(monkeypatch)
+    timed = []
+    real = measure.measure_latency_interleaved
+    monkeypatch.setattr(
+        measure,
+        "measure_latency_interleaved",
+        lambda paths, *a, **k: timed.append(len(paths)) or real(paths, *a, **k),
+    )
+    evaluate(cnn, Recipe.of(PruneConfig(sparsity=0.25)), settings=settings, cache=cache)
+    assert timed == [2]  # the variant with its baseline; the baseline alone: not again
+    assert cache.get(base.key).noisy  # still to be re-measured when it is asked for
+    evaluate(cnn, settings=settings, cache=cache)
+    assert timed == [2, 1] and not cache.get(base.key).noisy
