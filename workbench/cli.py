@@ -286,13 +286,15 @@ def _fmt_pct(v: float | None) -> str:
 
 def _text(result: Any) -> str:
     from workbench.honesty import speed_text, versus_text
+    from workbench.measure.artifact import COMPRESSION_LEVEL
     from workbench.measure.environment import environment_line
 
     m = result.metrics
     lines = [
         f"{result.model}  [{result.recipe.name}]",
         f"  accuracy        {_fmt_pct(m.accuracy)}   agreement {_fmt_pct(m.agreement)} ({m.agreement_basis})",
-        f"  size            {m.size_bytes:,} B on disk, {m.compressed_bytes:,} B deflated",
+        f"  size            {m.size_bytes:,} B on disk, {m.compressed_bytes:,} B deflated "
+        f"(zlib level {COMPRESSION_LEVEL})",
         f"  params          {m.params:,} ({m.nonzero_params:,} non-zero), {m.macs:,} MACs",
         f"  latency         p50 {m.latency.p50:.3f} ms  p90 {m.latency.p90:.3f}  p99 {m.latency.p99:.3f}  "
         f"mean {m.latency.mean:.3f} (n={m.latency.n}, {m.latency.threads} thread(s))",
