@@ -312,7 +312,7 @@ def _noise_check(timing: measure.InterleavedTiming, comparisons, settings) -> No
     """Whether the timing was disturbed: spread over rounds, preemption, load."""
     if comparisons:
         spread = max(c.relative_spread for c in comparisons)
-        what = "the speed-up's rounds:"
+        what = "the speed-up's"
     else:
         own = timing.latency[0]
         spread = (
@@ -320,11 +320,11 @@ def _noise_check(timing: measure.InterleavedTiming, comparisons, settings) -> No
             if own.p50_low is not None and own.p50 > 0
             else 0.0
         )
-        what = "the p50's rounds:"
+        what = "the p50's"
     reasons = []
     if spread > settings.max_spread:
         reasons.append(
-            f"{what} their middle half spans {spread:.0%} of the median "
+            f"the middle half of {what} rounds spans {spread:.0%} of its median "
             f"(limit {settings.max_spread:.0%})"
         )
     if timing.preempted_share > settings.max_preempted:

@@ -274,3 +274,25 @@ def test_a_noisy_baseline_is_not_re_measured_before_a_new_variant(
     assert cache.get(base.key).noisy  # still to be re-measured when it is asked for
     evaluate(cnn, settings=settings, cache=cache)
     assert timed == [2, 1] and not cache.get(base.key).noisy
+
+
+def test_a_wide_spread_over_rounds_makes_a_timing_noisy():
+    from workbench.measure.runtime import InterleavedTiming
+    from workbench.pipeline import MeasureSettings, _noise_check
+    from workbench.results import LatencyStats, SpeedComparison
+
+    settings = MeasureSettings(rounds=5, max_spread=0.25, max_preempted=0.1)
+    lat = LatencyStats(1, 1, 1, 1, 1, 1, 50, 3, 1, rounds=5, p50_low=0.9, p50_high=1.1)
+    timing = InterleavedTiming((lat, lat), ((1.0,) * 5, (2.0,) * 5), preempted_share=0.0)
+
+    def speed(variant_p50s):
+        return SpeedComparison.from_rounds("baseline", "baseline", variant_p50s, [2.0] * 5)
+
+    steady = _noise_check(timing, (speed([1.0, 1.0, 1.05, 0.95, 1.0]),), settings)
+    assert not steady.noisy and steady.reasons == () and steady.spread < 0.25
+    wide = _noise_check(timing, (speed([1.0, 0.6, 1.6, 0.7, 1.4]),), settings)
+    assert wide.noisy and wide.spread > 0.25
+    assert wide.reasons[0].startswith("the middle half of the speed-up's rounds spans")
+    # The baseline alone: its own p50s over the rounds (0.9-1.1 ms around 1 ms: 20%).
+    assert not _noise_check(timing, (), settings).noisy
+    assert _noise_check(timing, (), dataclasses.replace(settings, max_spread=0.1)).noisy
