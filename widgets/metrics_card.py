@@ -70,6 +70,7 @@ SPINNER = (
 
 # Progress's pending field names, as a reader would say them.
 _PENDING_NAMES = {
+    "compressed_bytes": "compressed size",
     "latency": "latency",
     "comparisons": "speed-up",
     "noise": "noise check",

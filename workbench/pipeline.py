@@ -362,7 +362,7 @@ _PENDING = dict(
     zip(
         PROGRESS_STAGES,
         (
-            ("latency", "comparisons", "noise", "memory", "operator_ms"),
+            ("compressed_bytes", "latency", "comparisons", "noise", "memory", "operator_ms"),
             ("memory", "operator_ms"),
             (),
         ),
@@ -375,7 +375,8 @@ def _report(
     on_progress: Callable[[Progress], None] | None, stage: str, recipe: Recipe, known: dict
 ) -> None:
     if on_progress is not None:
-        on_progress(Progress(stage, recipe, dict(known), _PENDING[stage]))
+        pending = tuple(name for name in _PENDING[stage] if name not in known)
+        on_progress(Progress(stage, recipe, dict(known), pending))
 
 
 def _measure_speed(
@@ -542,10 +543,12 @@ def _evaluate_uncached(
     with cache.building(key) as work:
         artifact, parity, float_onnx, reports = _build_artifact(model, recipe, work, inputs[:16])
         float_onnx.unlink()
-        # Compressing a large file takes seconds; zlib releases the GIL, so it runs on a
-        # second core while the predictions are made (the timing comes after both).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-zlib") as pool:
+        # Compressing a large file and counting its weights take seconds; zlib and
+        # ONNX Runtime release the GIL, so they run beside the predictions (on other
+        # cores where there are some). The timing comes after all of them.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="workbench-figures") as pool:
             sizes = pool.submit(measure.file_sizes, artifact)
+            graph = pool.submit(measure.graph_stats, artifact)
             census = conv_census(artifact)
             # One input at a time, as the latency is measured and a device runs it:
             # dynamic quantization scales activations over the whole batch it is given,
@@ -554,20 +557,20 @@ def _evaluate_uncached(
             preds = np.argmax(logits.reshape(len(inputs), -1), axis=1)
             np.save(work / PREDICTIONS_FILE, preds)
             base_preds = preds if base_preds_path is None else np.load(base_preds_path)
-            stats = measure.graph_stats(artifact)
-            size, compressed = sizes.result()
-        known: dict[str, Any] = {
-            "accuracy": None if labels is None else measure.accuracy(preds, labels),
-            "agreement": measure.agreement(preds, base_preds),
-            "agreement_basis": basis,
-            "size_bytes": size,
-            "compressed_bytes": compressed,
-            "params": stats.params,
-            "nonzero_params": stats.nonzero_params,
-            "macs": stats.macs,
-            "parity_max_abs_diff": parity,
-        }
-        _report(on_progress, "accuracy", recipe, known)
+            stats = graph.result()
+            known: dict[str, Any] = {
+                "accuracy": None if labels is None else measure.accuracy(preds, labels),
+                "agreement": measure.agreement(preds, base_preds),
+                "agreement_basis": basis,
+                "size_bytes": artifact.stat().st_size,
+                "params": stats.params,
+                "nonzero_params": stats.nonzero_params,
+                "macs": stats.macs,
+                "parity_max_abs_diff": parity,
+            }
+            # The first figures do not wait for the compression; the timing does.
+            _report(on_progress, "accuracy", recipe, known)
+            known["size_bytes"], known["compressed_bytes"] = sizes.result()
         known.update(
             _measure_speed(artifact, references, model, settings, known, recipe, on_progress)
         )

@@ -79,24 +79,32 @@ def test_card_shows_partial_figures_with_the_rest_pending():
             "agreement": m.agreement,
             "agreement_basis": m.agreement_basis,
             "size_bytes": m.size_bytes,
-            "compressed_bytes": m.compressed_bytes,
             "params": m.params,
             "nonzero_params": m.nonzero_params,
             "macs": m.macs,
         },
-        ("latency", "comparisons", "noise", "memory", "operator_ms"),
+        ("compressed_bytes", "latency", "comparisons", "noise", "memory", "operator_ms"),
     )
     card.busy = "measuring prune-structured-0.5..."
     card.progress = first
     html = card.value
     assert "prune-structured-0.5" in html and "96.00%" in html and "60 kB" in html
-    assert html.count("pending…") == 3  # latency p50, p90, peak memory
-    assert "pending: latency, speed-up, noise check, peak memory, operator profile" in html
+    assert html.count("pending…") == 4  # compressed size, latency p50 and p90, peak memory
+    assert (
+        "pending: compressed size, latency, speed-up, noise check, peak memory, "
+        "operator profile" in html
+    )
     assert "opacity: 0.55" not in html  # these are the new variant's figures: not dimmed
     latency = Progress(
         PROGRESS_STAGES[1],
         VARIANT,
-        {**first.figures, "latency": m.latency, "comparisons": (), "noise": None},
+        {
+            **first.figures,
+            "compressed_bytes": m.compressed_bytes,
+            "latency": m.latency,
+            "comparisons": (),
+            "noise": None,
+        },
         ("memory", "operator_ms"),
     )
     card.progress = latency

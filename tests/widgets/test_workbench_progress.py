@@ -31,7 +31,7 @@ def test_a_new_variant_shows_its_first_figures_before_the_latency(app):
     assert [stage for stage, _ in shown] == ["accuracy", "latency"]
     first = shown[0][1]
     assert "prune-structured-0.55" in first and "pending…" in first
-    assert "pending: latency" in first
+    assert "pending: compressed size, latency" in first
     assert app.card.progress is None and "pending" not in app.card.value
     assert 0 < app.first_figures_seconds <= app.last_update_seconds
     assert "speed:" in app.card.value and "rounds" in app.card.value
