@@ -94,6 +94,7 @@ FIGURES: tuple[Figure, ...] = (
 def result_row(result: Result) -> dict[str, Any]:
     """One flat row of a result's figures, as in Study.to_dataframe()."""
     m = result.metrics
+    speed = m.comparison("baseline")
     return {
         "recipe": result.recipe.name,
         "accuracy": m.accuracy,
@@ -102,6 +103,14 @@ def result_row(result: Result) -> dict[str, Any]:
         "latency_p90_ms": m.latency.p90,
         "latency_p99_ms": m.latency.p99,
         "latency_mean_ms": m.latency.mean,
+        # The middle half of the rounds' p50s (error bars), the interleaved speed-up
+        # against the baseline with its middle half, and whether the timing was noisy.
+        "latency_p50_low_ms": m.latency.p50_low,
+        "latency_p50_high_ms": m.latency.p50_high,
+        "speedup": speed.speedup if speed else None,
+        "speedup_low": speed.low if speed else None,
+        "speedup_high": speed.high if speed else None,
+        "latency_noisy": result.noisy,
         "latency_runs": m.latency.n,
         "threads": m.latency.threads,
         "size_bytes": m.size_bytes,
@@ -423,6 +432,7 @@ def sweep(
     progress: bool = True,
     on_result: Callable[[Result], None] | None = None,
     cancel: threading.Event | None = None,
+    remeasure: bool = False,
 ) -> Study:
     """Evaluate every recipe on ``model`` (baseline first) and collect a Study.
 
@@ -434,6 +444,8 @@ def sweep(
     Args:
         on_result: called with each Result as it finishes (e.g. to plot it).
         cancel: when set, the sweep stops after the variant in progress.
+        remeasure: measure the latency and memory of variants already cached again
+            (nothing is rebuilt), replacing their cached figures.
     """
     from tqdm.auto import tqdm
 
@@ -453,7 +465,7 @@ def sweep(
         if cancel is not None and cancel.is_set():
             break
         try:
-            result = evaluate(model, recipe, settings=settings, cache=cache)
+            result = evaluate(model, recipe, settings=settings, cache=cache, remeasure=remeasure)
         except Exception as exc:  # noqa: BLE001 - one variant's failure must not lose the rest
             if recipe.is_baseline:
                 raise  # every variant is compared with the baseline: nothing can go on
