@@ -3,12 +3,16 @@
 A pure HTML widget: set ``result`` and ``baseline`` (``workbench.Result`` values) and
 it shows every figure with its change against the baseline, the honesty warnings in
 plain words, and the environment line (CPU, threads, ONNX Runtime version) without
-which a number is not shown.
+which a number is not shown. The speed-up is the one timed interleaved with the
+baseline in the same run, shown with its spread over rounds. While a new variant is
+measured, ``progress`` shows the figures known so far with the rest marked pending.
+Its ``remeasure_button`` (placed by the app) asks for the timing to be measured again.
 """
 
 from __future__ import annotations
 
 import html
+from types import SimpleNamespace
 from typing import Any
 
 import ipywidgets as W
@@ -17,6 +21,7 @@ import traitlets as T
 from workbench.charts import (
     format_change,
 )
+from workbench.honesty import speed_text, versus_text
 from workbench.measure.environment import environment_line
 from workbench.study import FIGURES
 
@@ -48,6 +53,17 @@ SPINNER = (
 )
 
 
+# Progress's pending field names, as a reader would say them.
+_PENDING_NAMES = {
+    "compressed_bytes": "compressed size",
+    "latency": "latency",
+    "comparisons": "speed-up",
+    "noise": "noise check",
+    "memory": "peak memory",
+    "operator_ms": "operator profile",
+}
+
+
 def _delta_colour(value: float | None, base: float | None, better: str) -> str:
     if value is None or base is None or value == base:
         return NEUTRAL
@@ -55,10 +71,59 @@ def _delta_colour(value: float | None, base: float | None, better: str) -> str:
     return GOOD if improved else BAD
 
 
-def card_html(result: Any, baseline: Any | None, *, busy: str = "", error: str = "") -> str:
-    """The card's HTML for ``result`` against ``baseline`` (both ``workbench.Result``)."""
+def _get(fig: Any, result: Any) -> Any:
+    """A figure of ``result`` (a Result, or a partial stand-in), or None while it is not
+    measured yet or there is no ``result``."""
+    if result is None:
+        return None
+    try:
+        return fig.read(result)
+    except AttributeError:
+        return None
+
+
+def _partial_result(progress: Any) -> Any:
+    """A stand-in Result holding the figures ``progress`` knows, the rest None."""
+    metrics = SimpleNamespace(
+        accuracy=None,
+        agreement=None,
+        agreement_basis="",
+        latency=None,
+        memory=None,
+        comparisons=(),
+        noise=None,
+        environment={},
+    )
+    metrics.__dict__.update(progress.figures)
+    return SimpleNamespace(recipe=progress.recipe, metrics=metrics, warnings=(), noisy=False)
+
+
+def _speed_html(m: Any) -> str:
+    """The interleaved speed-ups with their spread, one line each."""
+    lines = []
+    for c in m.comparisons or ():
+        colour = GOOD if c.low > 1 else (BAD if c.high < 1 else NEUTRAL)
+        lines.append(
+            f'<div class="edge-workbench-speed" style="margin-top: 4px;">speed: '
+            f'<b style="color:{colour};">{html.escape(speed_text(c, versus_text(c)))}</b>'
+            f'<span style="color:{NEUTRAL};">, timed interleaved in one run</span></div>'
+        )
+    return "".join(lines)
+
+
+def card_html(
+    result: Any, baseline: Any | None, *, busy: str = "", error: str = "", progress: Any = None
+) -> str:
+    """The card's HTML for ``result`` against ``baseline`` (both ``workbench.Result``).
+
+    With ``progress`` (a ``workbench.results.Progress`` of a variant being measured)
+    the card shows its figures known so far and marks the others pending.
+    """
+    pending = progress is not None
+    if pending:
+        result = _partial_result(progress)
     style = "font-family: system-ui, sans-serif; font-size: 13px; transition: opacity 0.2s;"
-    if busy:
+    if busy and not pending:  # dim the previous variant's figures, not the new ones
         style += " opacity: 0.55;"
     parts = [f'<div class="edge-workbench-card" style="{style}">']
     if busy:
@@ -81,27 +146,52 @@ def card_html(result: Any, baseline: Any | None, *, busy: str = "", error: str =
         parts.append(f' <span style="color:{NEUTRAL};">vs baseline</span>')
     parts.append("</div>")
     parts.append('<table style="border-collapse: collapse;">')
+    speed = next((c for c in m.comparisons or () if c.reference == "baseline"), None)
     for fig in FIGURES:  # the one table of figures (workbench.study.METRICS)
-        value = fig.read(result)
-        base_value = fig.read(baseline) if baseline is not None else None
+        label, kind, better = fig.label, fig.kind, fig.better
+        value = _get(fig, result)
+        base_value = _get(fig, baseline)
         if value is None and base_value is None:
             continue
         delta, base_text = "", ""
-        if b is not None and not result.recipe.is_baseline:
-            delta = (point_delta if fig.kind == "points" else ratio_delta)(value, base_value)
+        if b is not None and not result.recipe.is_baseline and value is not None:
+            delta = (point_delta if kind == "points" else ratio_delta)(value, base_value)
+            if label.startswith("latency") and speed is not None:
+                # The ratio timed interleaved in one run, not against a p50 measured
+                # at another time on a machine that may have been busier or calmer; the
+                # tail (p90) was not timed side by side, so it gets no ratio.
+                delta = (
+                    ratio_delta(speed.variant_p50, speed.reference_p50)
+                    if label == "latency p50"
+                    else ""
+                )
             base_text = f"from {fig.text(base_value)}"
-        colour = _delta_colour(value, base_value, fig.better)
+        colour = _delta_colour(value, base_value, better)
+        shown = (
+            f'<i style="color:{NEUTRAL};">pending…</i>'
+            if value is None and pending
+            else f"<b>{fig.text(value)}</b>"
+        )
         parts.append(
-            f'<tr><td style="padding: 1px 10px 1px 0; color:{NEUTRAL};">{fig.label}</td>'
-            f'<td style="padding: 1px 10px 1px 0; text-align: right;"><b>{fig.text(value)}</b></td>'
+            f'<tr><td style="padding: 1px 10px 1px 0; color:{NEUTRAL};">{label}</td>'
+            f'<td style="padding: 1px 10px 1px 0; text-align: right;">{shown}</td>'
             f'<td style="padding: 1px 10px 1px 0; color:{colour}; text-align: right;">{delta}</td>'
             f'<td style="color:{NEUTRAL};">{base_text}</td></tr>'
         )
     parts.append("</table>")
+    parts.append(_speed_html(m))
     lat = m.latency
+    if pending:
+        parts.append(
+            f'<div style="color:{NEUTRAL}; margin-top: 4px;">measured so far; pending: '
+            f"{html.escape(', '.join(_PENDING_NAMES.get(p, p) for p in progress.pending))}"
+            "</div></div>"
+        )
+        return "".join(parts)
+    rounds = f" in {lat.rounds} interleaved rounds" if getattr(lat, "rounds", 1) > 1 else ""
     parts.append(
-        f'<div style="color:{NEUTRAL}; margin-top: 4px;">latency over {lat.n} timed runs '
-        f"after {lat.warmup} warm-up, batch 1; accuracy and agreement on "
+        f'<div style="color:{NEUTRAL}; margin-top: 4px;">latency over {lat.n} timed runs'
+        f"{rounds} after {lat.warmup} warm-up, batch 1; accuracy and agreement on "
         f"{html.escape(m.agreement_basis)}</div>"
     )
     if result.warnings:
@@ -128,20 +218,41 @@ class MetricsCard(W.HTML):
         busy: a message shown while a new variant is measured ("" when idle); the
             figures below it are dimmed since they are the previous variant's.
         error: a message shown above the figures ("" for none).
+        progress: a ``workbench.results.Progress`` of the variant being measured: its
+            figures so far are shown (the rest pending) instead of ``result``'s.
+        remeasure_requests: counts clicks on ``remeasure_button`` ("Re-measure": time
+            the shown variant again); the app observes it.
     """
 
     result = T.Any(None)
     baseline = T.Any(None)
     busy = T.Unicode("")
     error = T.Unicode("")
+    progress = T.Any(None)
+    remeasure_requests = T.Int(0)
 
     def __init__(self, **kwargs) -> None:
+        # Made first: traits given as arguments render the card, which sets its state.
+        self.remeasure_button = W.Button(
+            description="Re-measure",
+            icon="refresh",
+            tooltip="time this variant again (latency, memory, profile; nothing is rebuilt)",
+            disabled=True,
+            layout=W.Layout(width="auto"),
+        )
         super().__init__(**kwargs)
+        self.remeasure_button.on_click(self._on_remeasure)
         self._render()
 
-    @T.observe("result", "baseline", "busy", "error")
+    def _on_remeasure(self, _button: Any) -> None:
+        self.remeasure_requests += 1
+
+    @T.observe("result", "baseline", "busy", "error", "progress")
     def _on_change(self, change: dict) -> None:
         self._render()
 
     def _render(self) -> None:
-        self.value = card_html(self.result, self.baseline, busy=self.busy, error=self.error)
+        self.value = card_html(
+            self.result, self.baseline, busy=self.busy, error=self.error, progress=self.progress
+        )
+        self.remeasure_button.disabled = self.result is None or bool(self.busy)

@@ -51,6 +51,7 @@ class _Job:
     generation: int
     model: Any
     recipe: Recipe
+    remeasure: bool = False  # time a cached variant again instead of showing it
 
 
 class Workbench(W.VBox):
@@ -73,6 +74,8 @@ class Workbench(W.VBox):
         status: one line of what happened last (with timings).
         error: the last failed measurement's message, "" otherwise.
         last_update_seconds: how long the last shown update took from the request.
+        first_figures_seconds: for the last new variant, how long from the request
+            until its first figures (accuracy, sizes) were on the card.
     """
 
     model = T.Any(None, read_only=True)
@@ -85,6 +88,7 @@ class Workbench(W.VBox):
     status = T.Unicode("", read_only=True)
     error = T.Unicode("", read_only=True)
     last_update_seconds = T.Float(0.0, read_only=True)
+    first_figures_seconds = T.Float(0.0, read_only=True)
 
     def __init__(
         self,
@@ -138,7 +142,8 @@ class Workbench(W.VBox):
             layout=W.Layout(flex="0 1 470px", min_width="360px", padding="0 16px 0 0"),
         )
         right = W.VBox(
-            [self.chart, self.card], layout=W.Layout(flex="1 1 640px", min_width="420px")
+            [self.chart, self.card, self.card.remeasure_button],
+            layout=W.Layout(flex="1 1 640px", min_width="420px"),
         )
         super().__init__(
             children=[
@@ -158,6 +163,7 @@ class Workbench(W.VBox):
         self.quantization.observe(self._on_config, names="config")
         self.chart.observe(self._on_pick, names="picked_key")
         self.sweep.observe(self._on_sweep_result, names="last_result")
+        self.card.observe(lambda _c: self.remeasure(), names="remeasure_requests")
         self.observe(self._on_state, names=["busy", "status", "error"])
         tabs.observe(lambda _c: self._sync_graph(), names="selected_index")
         if model is not None:
@@ -203,6 +209,7 @@ class Workbench(W.VBox):
             # Every panel showing the previous model's variant is cleared now, not when
             # the new model's first figures arrive.
             self.card.result, self.card.baseline, self.card.error = None, None, ""
+            self.card.progress = None
             self.sweep.study, self.sweep.model = study, model
             self.exporter.model = model
             self.exporter.clear()
@@ -257,7 +264,12 @@ class Workbench(W.VBox):
             self._loading_recipe = False
         self.request()
 
-    def request(self) -> None:
+    def remeasure(self) -> None:
+        """Time the variant the panels describe again, off the UI thread (its latency,
+        memory and profile on the cached artifact; nothing is rebuilt)."""
+        self.request(remeasure=True)
+
+    def request(self, *, remeasure: bool = False) -> None:
         """Show the variant the panels describe: from the cache now, else measured off-thread."""
         model = self.model
         invalid = self.pruning.error or self.quantization.error
@@ -283,7 +295,7 @@ class Workbench(W.VBox):
         except WorkbenchError as exc:
             self._fail(generation, str(exc))
             return
-        if hit is not None:
+        if hit is not None and not remeasure:
             with self._lock:
                 self._pending = None  # nothing older is worth measuring now
             self._display(hit, generation, model, source="cached")
@@ -293,11 +305,16 @@ class Workbench(W.VBox):
             if not self._is_latest(generation):
                 return
             self.set_trait("busy", True)
-            self.set_trait("status", f"measuring {recipe.name}...")
+            verb = "re-measuring" if hit is not None else "measuring"
+            self.set_trait("status", f"{verb} {recipe.name}...")
             what = f"{model.name}'s baseline" if recipe.is_baseline else recipe.name
-            self.card.busy = f"measuring {what} (a new variant: export, then measure)..."
+            self.card.busy = (
+                f"re-measuring {what} (timing, memory and profile)..."
+                if hit is not None
+                else f"measuring {what} (a new variant: export, then measure)..."
+            )
         with self._lock:
-            self._pending = _Job(generation, model, recipe)
+            self._pending = _Job(generation, model, recipe, remeasure=hit is not None)
             if self._worker is None:
                 self._worker = threading.Thread(
                     target=self._work, name="workbench-measure", daemon=True
@@ -318,7 +335,14 @@ class Workbench(W.VBox):
                     self._idle.notify_all()
                     return
             try:
-                result = evaluate(job.model, job.recipe, settings=self.settings, cache=self.cache)
+                result = evaluate(
+                    job.model,
+                    job.recipe,
+                    settings=self.settings,
+                    cache=self.cache,
+                    remeasure=job.remeasure,
+                    on_progress=lambda p, job=job: self._show_progress(p, job),
+                )
             except Exception as exc:  # noqa: BLE001 - shown in the panel, never kills the worker
                 message = (
                     str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
@@ -356,6 +380,7 @@ class Workbench(W.VBox):
                 if self.study.baseline is None and baseline is not None:
                     self.study.add(baseline)
                 self.study.add(result)
+            self.card.progress = None
             self.card.result, self.card.baseline = result, baseline
             self.card.error, self.card.busy = "", ""
             if self.chart.current_key != result.key:
@@ -382,6 +407,19 @@ class Workbench(W.VBox):
                 self.set_trait("busy", False)
             return True
 
+    def _show_progress(self, progress: Any, job: _Job) -> None:
+        """Show a variant's first figures while the rest are measured (if still wanted)."""
+        with self._display_lock:
+            if not self._is_latest(job.generation) or job.model is not self.model:
+                return
+            if progress.stage == "complete":
+                return  # _display shows the finished result
+            self.card.progress = progress
+            with self._lock:
+                started = self._requested_at.get(job.generation)
+            if started is not None and progress.stage == "accuracy":
+                self.set_trait("first_figures_seconds", time.perf_counter() - started)
+
     def _sync_graph(self, result: Any = None) -> None:
         """Point the graph at ``result``'s (default: the current) artifact, if its tab is open."""
         result = result if result is not None else self.current
@@ -396,7 +434,7 @@ class Workbench(W.VBox):
                 self.set_trait("error", message)
                 self.set_trait("status", "the last setting could not be measured")
                 self.set_trait("busy", False)
-            self.card.busy, self.card.error = "", message
+            self.card.busy, self.card.error, self.card.progress = "", message, None
 
     def _on_state(self, change: dict) -> None:
         colour = "#b00020" if self.error else ("#555" if self.busy else "#1a7f37")

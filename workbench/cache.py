@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from workbench.atomic import write_text_atomic
 from workbench.results import Result
 
 __all__ = ["Cache", "default_cache_dir", "sha256_file"]
@@ -26,11 +27,8 @@ __all__ = ["Cache", "default_cache_dir", "sha256_file"]
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
-# The sha256 of result.json's bytes: the figures are checked like the artifact, so an
-# edited digit (an accuracy of 0.9926 turned into 0.4926) is caught, not reported.
-RESULT_DIGEST_FILE = "result.json.sha256"
-# The artifact's file name in entries written before runtimes named theirs (then
-# ``result.json`` records it as ``artifact_file``).
+# The artifact's file name in entries of ONNX Runtime (other runtimes name theirs; an
+# entry's artifact is the file its Result names).
 ARTIFACT_FILE = "model.onnx"
 PREDICTIONS_FILE = "predictions.npy"
 
@@ -51,6 +49,26 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _result_digest(result: dict) -> str:
+    """The sha256 of a result's figures as canonical JSON.
+
+    Kept inside result.json beside the result, so the figures are checked like the
+    artifact (an edited digit, an accuracy of 0.9926 turned into 0.4926, is caught, not
+    reported) and a re-measured entry replaces figures and digest in one atomic write.
+    """
+    canonical = json.dumps(result, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _artifact_file(result: Result) -> str:
+    """The file name of ``result``'s artifact in its entry (the runtime's, e.g.
+    ``model.onnx``); a path reaching out of the entry is refused."""
+    name = Path(result.artifact).name
+    if name in ("", ".", "..") or name in (RESULT_FILE, PREDICTIONS_FILE):
+        raise ValueError(f"artifact file {name!r} is not an artifact's file name")
+    return name
 
 
 def _process_alive(pid: int) -> bool:
@@ -81,15 +99,11 @@ class Cache:
         if not entry.is_dir():
             return None
         try:
-            recorded = (entry / RESULT_DIGEST_FILE).read_text().strip()
-            if sha256_file(entry / RESULT_FILE) != recorded:
-                raise ValueError("result.json does not match its recorded sha256")
             record = json.loads((entry / RESULT_FILE).read_text())
+            if _result_digest(record["result"]) != record["result_sha256"]:
+                raise ValueError("result.json's figures do not match their recorded sha256")
             result = Result.from_dict(record["result"])
-            artifact_file = record.get("artifact_file", ARTIFACT_FILE)
-            if not isinstance(artifact_file, str) or Path(artifact_file).name != artifact_file:
-                raise ValueError(f"artifact file {artifact_file!r} is not a plain file name")
-            artifact = entry / artifact_file
+            artifact = entry / _artifact_file(result)
             if sha256_file(artifact) != record["artifact_sha256"]:
                 raise ValueError("artifact does not match its recorded sha256")
             # Later variants read these predictions for their agreement figure.
@@ -109,8 +123,8 @@ class Cache:
     def building(self, key: str) -> Iterator[Path]:
         """A scratch folder for a new entry; it becomes the entry only if the block succeeds.
 
-        The block must write the artifact (the runtime's file name, e.g. ``model.onnx``),
-        ``predictions.npy`` and then call :meth:`write_result` on the scratch folder.
+        The block must write ``model.onnx``, ``predictions.npy`` and then call
+        :meth:`write_result` on the scratch folder.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         self._clear_abandoned_builds()
@@ -139,15 +153,27 @@ class Cache:
 
     @staticmethod
     def write_result(scratch: Path, result: Result) -> None:
-        artifact_file = Path(result.artifact).name
+        figures = result.to_dict()
         record = {
-            "result": result.to_dict(),
-            "artifact_file": artifact_file,
-            "artifact_sha256": sha256_file(scratch / artifact_file),
+            "result": figures,
+            "result_sha256": _result_digest(figures),
+            "artifact_sha256": sha256_file(scratch / _artifact_file(result)),
             "predictions_sha256": sha256_file(scratch / PREDICTIONS_FILE),
         }
-        (scratch / RESULT_FILE).write_text(json.dumps(record, indent=1))
-        (scratch / RESULT_DIGEST_FILE).write_text(sha256_file(scratch / RESULT_FILE) + "\n")
+        # Through a temp file and a rename: a re-measured entry replaces its figures
+        # while readers may be reading them.
+        write_text_atomic(scratch / RESULT_FILE, json.dumps(record, indent=1))
+
+    def replace_result(self, key: str, result: Result) -> None:
+        """Replace the figures of the existing entry ``key`` (its files stay as they are).
+
+        Used to re-measure a variant's latency and memory on its cached artifact.
+        """
+        entry = self.entry_dir(key)
+        artifact = entry / _artifact_file(result)
+        if not artifact.is_file():
+            raise FileNotFoundError(f"no cache entry {key} to replace the figures of")
+        self.write_result(entry, dataclasses.replace(result, artifact=artifact))
 
     def clear(self) -> None:
         """Remove every entry."""

@@ -281,6 +281,42 @@ def format_figure(column: str, value: Any) -> str:
     return fig.text(value)
 
 
+# Study columns with the 25th and 75th percentile of the rounds' p50s (see LatencyStats).
+_LATENCY_SPREAD = ("latency_p50_low_ms", "latency_p50_high_ms")
+
+
+def _speedup_text(speedup: Any, low: Any, high: Any) -> str:
+    """``"×2.4 (×2.2–2.6)"``: the interleaved speed-up against the baseline; "n/a" if none."""
+    if _missing(speedup):
+        return "n/a"
+    return f"×{float(speedup):.2f} (×{float(low):.2f}–{float(high):.2f})"
+
+
+def _latency_error_bars(
+    base: alt.Chart,
+    data: pd.DataFrame,
+    x: str,
+    y: str,
+    domains: tuple[tuple[float, float] | None, tuple[float, float] | None],
+) -> alt.Chart | None:
+    """Error bars over the middle half of the rounds' p50s, where an axis is the p50
+    and some variant was timed in rounds; None otherwise. They share the points' axes."""
+    low, high = _LATENCY_SPREAD
+    if not (data[low].notna() & data[high].notna()).any():
+        return None
+    if x == "latency_p50_ms":
+        encoding = {"x": _axis(x, alt.X, domains[0], low), "x2": alt.X2(f"{high}:Q")}
+    elif y == "latency_p50_ms":
+        encoding = {"y": _axis(y, alt.Y, domains[1], low), "y2": alt.Y2(f"{high}:Q")}
+    else:
+        return None
+    return (
+        base.transform_filter(f"isValid(datum.{low}) && isValid(datum.{high})")
+        .mark_rule(color="#555555", strokeWidth=1.5, opacity=0.8)
+        .encode(**encoding)
+    )
+
+
 def _chart_data(df: pd.DataFrame, x: str, y: str, current_key: str | None) -> pd.DataFrame:
     """The columns the chart needs: plotted values, formatted tooltip text, roles."""
     rows = df[df[x].notna() & df[y].notna()].copy() if not df.empty else df.copy()
@@ -306,6 +342,13 @@ def _chart_data(df: pd.DataFrame, x: str, y: str, current_key: str | None) -> pd
     for role in ("baseline", "current"):  # where their labels go: see _place_labels
         data[f"{role}_label_x"] = float("nan")
         data[f"{role}_label_y"] = float("nan")
+    # The middle half of the rounds' p50s: error bars where an axis is the p50.
+    for column in _LATENCY_SPREAD:
+        data[column] = rows[column].astype(float) if column in rows else float("nan")
+    data["speedup_text"] = [
+        _speedup_text(*(row.get(c) for c in ("speedup", "speedup_low", "speedup_high")))
+        for _, row in rows.iterrows()
+    ]
     warn = rows["warnings"] if "warnings" in rows else [0] * len(rows)
     data["warnings_text"] = [str(int(w)) if not _missing(w) else "0" for w in warn]
     return data.reset_index(drop=True)
@@ -330,7 +373,9 @@ def tradeoff_chart(
     where they cover no point. Axes are padded around the data (one point still gets
     a readable range), fractions span at least 5 points, and ticks are rounded to
     3 significant digits. Tooltips give the recipe and its formatted figures.
-    Variants missing ``x`` or ``y`` are left out.
+    Where an axis is the latency p50, error bars span the middle half of the p50s over
+    the interleaved timing rounds, and tooltips give the interleaved speed-up against
+    the baseline. Variants missing ``x`` or ``y`` are left out.
 
     Args:
         df: ``Study.to_dataframe()``.
@@ -347,6 +392,7 @@ def tradeoff_chart(
     tooltip = [alt.Tooltip("recipe:N", title="recipe")] + [
         alt.Tooltip(f"{fig.column}_text:N", title=fig.label) for fig in FIGURES
     ]
+    tooltip.append(alt.Tooltip("speedup_text:N", title="speed-up vs baseline (interleaved)"))
     tooltip.append(alt.Tooltip("warnings_text:N", title="warnings"))
     tooltip.append(alt.Tooltip("frontier_text:N", title="on the frontier"))
     x_domain, y_domain = axis_domain(data[x], x), axis_domain(data[y], y)
@@ -429,8 +475,16 @@ def tradeoff_chart(
 
     baseline_label = label_layer("baseline", "#222222")
     current_label = label_layer("current", CURRENT_COLOR)
+    # Last, so the other layers keep their places.
+    error_bars = _latency_error_bars(base, data, x, y, (x_domain, y_domain))
     return alt.layer(
-        frontier, points, baseline_mark, baseline_label, current_mark, current_label
+        frontier,
+        points,
+        baseline_mark,
+        baseline_label,
+        current_mark,
+        current_label,
+        *([error_bars] if error_bars is not None else []),
     ).properties(
         width=width,
         height=height,

@@ -107,6 +107,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--cache-dir", type=Path, help="where variants are cached (default ~/.cache/edge-workbench)"
     )
     p.add_argument("--no-cache", action="store_true", help="measure afresh in a temporary cache")
+    p.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="time cached variants again (latency, memory, profile; nothing is rebuilt)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -356,6 +361,8 @@ def result_json(result: Any) -> dict:
             "warmup": lat.warmup,
             "threads": lat.threads,
         },
+        "speedup": [c.to_dict() for c in m.comparisons],
+        "latency_noise": None if m.noise is None else m.noise.to_dict(),
         "peak_memory_bytes": m.memory.peak_bytes,
         "process_peak_memory_bytes": m.memory.process_peak_bytes,
         "operator_ms": m.operator_ms,
@@ -372,16 +379,23 @@ def _fmt_pct(v: float | None) -> str:
 
 
 def _text(result: Any) -> str:
+    from workbench.honesty import speed_text, versus_text
+    from workbench.measure.artifact import COMPRESSION_LEVEL
     from workbench.measure.environment import environment_line
 
     m = result.metrics
     lines = [
         f"{result.model}  [{result.recipe.name}]",
         f"  accuracy        {_fmt_pct(m.accuracy)}   agreement {_fmt_pct(m.agreement)} ({m.agreement_basis})",
-        f"  size            {m.size_bytes:,} B on disk, {m.compressed_bytes:,} B deflated",
+        f"  size            {m.size_bytes:,} B on disk, {m.compressed_bytes:,} B deflated "
+        f"(zlib level {COMPRESSION_LEVEL})",
         f"  params          {m.params:,} ({m.nonzero_params:,} non-zero), {m.macs:,} MACs",
         f"  latency         p50 {m.latency.p50:.3f} ms  p90 {m.latency.p90:.3f}  p99 {m.latency.p99:.3f}  "
         f"mean {m.latency.mean:.3f} (n={m.latency.n}, {m.latency.threads} thread(s))",
+        *[
+            f"  speed           {speed_text(c, versus_text(c))}, timed interleaved in one run"
+            for c in m.comparisons
+        ],
         f"  peak memory     {m.memory.peak_bytes:,} B added by the model ({m.memory.process_peak_bytes:,} B process)",
         f"  artifact        {result.artifact}",
     ]
@@ -389,6 +403,8 @@ def _text(result: Any) -> str:
         top = ", ".join(f"{k} {v:.3f}" for k, v in list(m.operator_ms.items())[:5])
         lines.append(f"  time by op (ms) {top}")
     lines.append(f"  environment     {environment_line(m.environment)}")
+    if m.noise is not None and m.noise.noisy:
+        lines.append("  noise           noisy: " + "; ".join(m.noise.reasons))
     lines += [f"  warning: {w}" for w in result.warnings]
     return "\n".join(lines)
 
@@ -411,7 +427,6 @@ def _cache(args: argparse.Namespace, scratch: list[Path]) -> Any:
 
 
 def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
-    from workbench.export import check_export_folder, export_variant
     from workbench.pipeline import evaluate
     from workbench.recipe import Recipe
 
@@ -425,14 +440,18 @@ def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
     recipe = Recipe.of(prune, _quant_config(args, args.quantize), finetune)
     settings = _settings(args)  # checked before the model is loaded: bad input fails fast
     if args.out:
+        from workbench.export import check_export_folder  # onnx and the export code: only here
+
         check_export_folder(args.out)
     model = _load(args)
     cache = _cache(args, scratch)
-    result = evaluate(model, recipe, settings=settings, cache=cache)
+    result = evaluate(model, recipe, settings=settings, cache=cache, remeasure=args.remeasure)
     out = result_json(result)
     # What the accuracy was scored on: a user model's figures mean little without it.
     out["preprocessing"] = model.preprocessing.to_dict() if model.preprocessing else None
     if args.out:
+        from workbench.export import export_variant
+
         manifest = export_variant(result, model, args.out, settings=settings, cache=cache)
         out["artifact"] = str(manifest.parent / "model.onnx")
         out["manifest"] = str(manifest)
@@ -512,6 +531,7 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
         settings=settings,
         cache=_cache(args, scratch),
         progress=not args.json,
+        remeasure=args.remeasure,
     )
     study.save(args.out, objectives)
     if args.csv:

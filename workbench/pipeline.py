@@ -14,9 +14,11 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,16 @@ import numpy as np
 from workbench import measure
 from workbench.cache import PREDICTIONS_FILE, Cache
 from workbench.errors import WorkbenchError
+from workbench.honesty import agreement_warning, noise_warning
 from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe, StepConfig
-from workbench.results import Metrics, Result
+from workbench.results import (
+    PROGRESS_STAGES,
+    Metrics,
+    NoiseCheck,
+    Progress,
+    Result,
+    SpeedComparison,
+)
 from workbench.runtimes import DEFAULT_RUNTIME, Runtime, get_runtime
 
 __all__ = [
@@ -44,7 +54,7 @@ __all__ = [
 _SHORTFALLS = ("could be removed", "lost every weight", "left unpruned")
 
 # Bump when a change to the pipeline changes what a cached number would be.
-PIPELINE_VERSION = 4  # 2: batch-1 predictions, slower-than-float vs float variant; 3: census of the artifact, params per use; 4: the runtime is part of the key and the Result
+PIPELINE_VERSION = 5  # 2: batch-1 predictions, slower-than-float vs float variant; 3: census of the artifact, params per use; 4: latency interleaved with the references, noise check, zlib level 6; 5: the runtime is part of the key and the Result
 # One timing at a time in this process: a sweep in the background and the panel's
 # current variant would otherwise share the cores and disturb each other's latency.
 _MEASURE_LOCK = threading.Lock()
@@ -70,6 +80,15 @@ class MeasureSettings:
     min_seconds: float = 0.5  # and timing for at least this long
     profile: bool = True  # time per operator type from ONNX Runtime's profiler
     max_accuracy_drop: float = 1.0  # points lost before the accuracy warning
+    # The variant and its references are timed in this many interleaved rounds.
+    rounds: int = 9
+    # A measurement is noisy (kept, but measured again next time) when the middle half
+    # of its rounds spans more than this fraction of the median (the speed-up's rounds,
+    # or the baseline's own p50s) ...
+    max_spread: float = 0.25
+    # ... or when the OS took the CPU from the timing thread on more than this share of
+    # the timed runs (another process wanted the core).
+    max_preempted: float = 0.1
     runtime: str = DEFAULT_RUNTIME  # the runtime the artifact is built for and measured in
 
     def __post_init__(self) -> None:
@@ -89,6 +108,14 @@ class MeasureSettings:
         if self.min_runs < 1 or self.warmup < 0 or self.min_seconds < 0:
             raise WorkbenchError(
                 "latency settings must be positive", "use min_runs >= 1, warmup >= 0"
+            )
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise WorkbenchError(
+                f"rounds {self.rounds!r} is not a whole number >= 1", "use 1 or more rounds"
+            )
+        if self.max_spread < 0 or self.max_preempted < 0:
+            raise WorkbenchError(
+                "noise limits must be >= 0", "use e.g. max_spread=0.25, max_preempted=0.1"
             )
 
     def to_dict(self) -> dict:
@@ -268,9 +295,154 @@ def _build_artifact(
     return artifact, parity, float_artifact, reports
 
 
-def _environment(runtime: Runtime, threads: int) -> dict:
-    """The environment a measurement ran in, naming the runtime it ran in."""
-    return {**measure.environment(threads), "runtime": runtime.name}
+def _noise_check(timing: measure.InterleavedTiming, comparisons, settings) -> NoiseCheck:
+    """Whether the timing was disturbed: spread over rounds, preemption, load."""
+    if comparisons:
+        spread = max(c.relative_spread for c in comparisons)
+        what = "the speed-up's"
+    else:
+        own = timing.latency[0]
+        spread = (
+            (own.p50_high - own.p50_low) / own.p50
+            if own.p50_low is not None and own.p50 > 0
+            else 0.0
+        )
+        what = "the p50's"
+    reasons = []
+    if spread > settings.max_spread:
+        reasons.append(
+            f"the middle half of {what} rounds spans {spread:.0%} of its median "
+            f"(limit {settings.max_spread:.0%})"
+        )
+    if timing.preempted_share > settings.max_preempted:
+        reasons.append(
+            f"other processes took the CPU from the timing {timing.preempted_share:.2f} "
+            f"times per run (limit {settings.max_preempted:g})"
+        )
+    try:
+        load: float | None = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on this platform
+        load = None
+    try:
+        cores: int | None = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count()
+    if reasons and load is not None:
+        reasons.append(f"load average {load:.1f} on {cores} usable cores")
+    return NoiseCheck(
+        noisy=bool(reasons),
+        reasons=tuple(reasons),
+        spread=float(spread),
+        preempted_share=float(timing.preempted_share),
+        load_average=load,
+        usable_cores=cores,
+    )
+
+
+def _fields(metrics: Metrics) -> dict[str, Any]:
+    """A Metrics' fields by name, values as they are (not turned into dicts)."""
+    return {f.name: getattr(metrics, f.name) for f in dataclasses.fields(metrics)}
+
+
+# What is still to come after each of PROGRESS_STAGES (Metrics field names).
+_PENDING = dict(
+    zip(
+        PROGRESS_STAGES,
+        (
+            ("compressed_bytes", "latency", "comparisons", "noise", "memory", "operator_ms"),
+            ("memory", "operator_ms"),
+            (),
+        ),
+        strict=True,
+    )
+)
+
+
+def _report(
+    on_progress: Callable[[Progress], None] | None, stage: str, recipe: Recipe, known: dict
+) -> None:
+    if on_progress is not None:
+        pending = tuple(name for name in _PENDING[stage] if name not in known)
+        on_progress(Progress(stage, recipe, dict(known), pending))
+
+
+def _measure_speed(
+    artifact: Path,
+    references: list[tuple[str, Result]],
+    model: Any,
+    settings: MeasureSettings,
+    known: dict,
+    recipe: Recipe,
+    on_progress: Callable[[Progress], None] | None,
+) -> dict:
+    """Time ``artifact`` interleaved with its references, then memory and profile.
+
+    Returns the Metrics fields measured here; ``on_progress`` hears of the latency
+    before memory and the profile are measured.
+    """
+    shape = model.input_shape
+    runtime = get_runtime(settings.runtime)
+    with _MEASURE_LOCK:
+        timing = runtime.measure_latency_interleaved(
+            [artifact, *(ref.artifact for _, ref in references)], shape, settings
+        )
+        comparisons = tuple(
+            SpeedComparison.from_rounds(
+                label, ref.recipe.name, timing.round_p50[0], timing.round_p50[i + 1]
+            )
+            for i, (label, ref) in enumerate(references)
+        )
+        fields = {
+            "latency": timing.latency[0],
+            "comparisons": comparisons,
+            "noise": _noise_check(timing, comparisons, settings),
+        }
+        known.update(fields)
+        _report(on_progress, "latency", recipe, known)
+        fields["memory"] = runtime.measure_memory(artifact, shape, settings.threads)
+        fields["operator_ms"] = (
+            runtime.profile_operators(artifact, shape, settings.threads) if settings.profile else {}
+        )
+    # The environment names the runtime the figures were measured in.
+    fields["environment"] = {**measure.environment(settings.threads), "runtime": runtime.name}
+    return fields
+
+
+def _warnings(
+    recipe: Recipe,
+    metrics: Metrics,
+    baseline: Result | None,
+    census: Any,
+    reports: tuple[dict, ...] | list[dict],
+    base_preds: np.ndarray,
+    settings: MeasureSettings,
+) -> tuple[str, ...]:
+    """Every warning of a measured variant: the honesty rules, step shortfalls, noise."""
+    warnings = list(
+        get_runtime(settings.runtime).honesty_warnings(
+            recipe,
+            metrics,
+            baseline.metrics if baseline else None,
+            census,
+            settings.max_accuracy_drop,
+        )
+    )
+    # Agreement over a model that answers one class for everything means nothing.
+    if metrics.accuracy is None:
+        one_class = agreement_warning(base_preds)
+        if one_class:
+            warnings.append(one_class)
+    # A step that could not do all it was asked says so in its report.
+    warnings += [
+        f"{r['kind']}: {note}"
+        for r in reports
+        for note in [*r.get("notes", []), *r.get("fallbacks", [])]
+        if r["kind"] == "quantize" or any(marker in note for marker in _SHORTFALLS)
+    ]
+    noisy = noise_warning(metrics.noise)
+    if noisy:
+        warnings.append(noisy)
+    return tuple(warnings)
 
 
 def evaluate(
@@ -279,14 +451,27 @@ def evaluate(
     *,
     settings: MeasureSettings | None = None,
     cache: Cache | None = None,
+    remeasure: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> Result:
     """Apply ``recipe`` to ``model``, export, and measure the artifact.
+
+    A variant's latency is timed interleaved with its baseline's (and, for a quantized
+    variant with PyTorch steps, its float version's) in the same run, and its speed-up
+    stored with the spread over rounds (``metrics.comparisons``). A result whose timing
+    was disturbed (``result.noisy``) is cached, but not as final: the next call measures
+    its latency, memory and profile again on the cached artifact.
 
     Args:
         model: a ``workbench.models.Model`` or a name/path for ``load_model``.
         recipe: the steps; the empty recipe (default) measures the baseline.
-        settings: how to measure (threads, runs, profiling).
+        settings: how to measure (threads, runs, rounds, noise limits, profiling).
         cache: where results are kept; a rerun with the same key is instant.
+        remeasure: measure the timing, memory and profile of a cached variant again
+            (nothing is rebuilt) and replace the cached figures.
+        on_progress: called with a :class:`~workbench.results.Progress` as figures
+            become known: accuracy, agreement, sizes, params and MACs first, latency
+            next, memory and the operator profile last (a cached result: not called).
 
     Returns:
         The Result, whose artifact lives in the cache entry.
@@ -294,86 +479,87 @@ def evaluate(
     model, recipe = _coerce_arguments(model, recipe)
     settings = settings or MeasureSettings()
     cache = cache or Cache()
-    runtime = get_runtime(settings.runtime)
-    check_applicable(model, recipe, runtime)
+    check_applicable(model, recipe, settings.runtime)
     key = variant_key(model, recipe, settings)
     hit = cache.get(key)
-    if hit is not None:
+    if hit is not None and not remeasure and not hit.noisy:
         return _for_caller(hit, model)
-
-    baseline = (
-        None if recipe.is_baseline else evaluate(model, Recipe(), settings=settings, cache=cache)
+    return _for_caller(
+        _evaluate_uncached(model, recipe, settings, cache, key, hit, on_progress), model
     )
+
+
+def _reference(model: Any, recipe: Recipe, settings: MeasureSettings, cache: Cache) -> Result:
+    """A variant's baseline or float version: cached is enough, even if its own timing
+    was noisy, since it is timed again interleaved with the variant."""
+    hit = cache.get(variant_key(model, recipe, settings))
+    return hit if hit is not None else evaluate(model, recipe, settings=settings, cache=cache)
+
+
+def _evaluate_uncached(
+    model: Any,
+    recipe: Recipe,
+    settings: MeasureSettings,
+    cache: Cache,
+    key: str,
+    hit: Result | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> Result:
+    """Build and measure ``recipe`` (``hit`` None), or measure a cached ``hit`` again."""
+    baseline = None if recipe.is_baseline else _reference(model, Recipe(), settings, cache)
+    references: list[tuple[str, Result]] = [] if baseline is None else [("baseline", baseline)]
     # "Slower than float" compares a quantized variant with the same model in float:
     # pruned the same way, else the baseline.
-    float_reference = None
     if recipe.artifact_steps() and recipe.torch_steps():
         float_variant = Recipe(recipe.torch_steps())
-        float_reference = evaluate(model, float_variant, settings=settings, cache=cache).metrics
+        references.append(("float", _reference(model, float_variant, settings, cache)))
+    base_preds_path = None if baseline is None else cache.predictions_path(baseline.key)
+    if hit is not None:
+        return _remeasure(
+            hit, model, baseline, references, base_preds_path, settings, cache, on_progress
+        )
+    runtime = get_runtime(settings.runtime)
     inputs, labels, basis = evaluation_inputs(model)
     with cache.building(key) as work:
         artifact, parity, float_artifact, reports = _build_artifact(
             model, recipe, work, inputs[:16], runtime
         )
         float_artifact.unlink()
-        census = runtime.census(artifact)
-        # One input at a time, as the latency is measured and a device runs it: dynamic
-        # quantization scales activations over the whole batch it is given, so a batched
-        # run would measure predictions the batch-1 artifact never makes.
-        logits = runtime.predict(artifact, inputs, batch_size=1)
-        preds = np.argmax(logits.reshape(len(inputs), -1), axis=1)
-        np.save(work / PREDICTIONS_FILE, preds)
-        base_preds = preds if baseline is None else np.load(cache.predictions_path(baseline.key))
-        size, compressed = measure.file_sizes(artifact)
-        stats = runtime.graph_stats(artifact)
-        shape = model.input_shape
-        with _MEASURE_LOCK:
-            latency = runtime.measure_latency(artifact, shape, settings)
-            memory = runtime.measure_memory(artifact, shape, settings.threads)
-            ops = (
-                runtime.profile_operators(artifact, shape, settings.threads)
-                if settings.profile
-                else {}
-            )
-        metrics = Metrics(
-            accuracy=None if labels is None else measure.accuracy(preds, labels),
-            agreement=measure.agreement(preds, base_preds),
-            agreement_basis=basis,
-            size_bytes=size,
-            compressed_bytes=compressed,
-            params=stats.params,
-            nonzero_params=stats.nonzero_params,
-            macs=stats.macs,
-            latency=latency,
-            memory=memory,
-            operator_ms=ops,
-            parity_max_abs_diff=parity,
-            environment=_environment(runtime, settings.threads),
+        # Compressing a large file and counting its weights take seconds; zlib and
+        # ONNX Runtime release the GIL, so they run beside the predictions (on other
+        # cores where there are some). The timing comes after all of them.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="workbench-figures") as pool:
+            sizes = pool.submit(measure.file_sizes, artifact)
+            graph = pool.submit(runtime.graph_stats, artifact)
+            census = runtime.census(artifact)
+            # One input at a time, as the latency is measured and a device runs it:
+            # dynamic quantization scales activations over the whole batch it is given,
+            # so a batched run would measure predictions the batch-1 artifact never makes.
+            logits = runtime.predict(artifact, inputs, batch_size=1)
+            preds = np.argmax(logits.reshape(len(inputs), -1), axis=1)
+            np.save(work / PREDICTIONS_FILE, preds)
+            base_preds = preds if base_preds_path is None else np.load(base_preds_path)
+            stats = graph.result()
+            known: dict[str, Any] = {
+                "accuracy": None if labels is None else measure.accuracy(preds, labels),
+                "agreement": measure.agreement(preds, base_preds),
+                "agreement_basis": basis,
+                "size_bytes": artifact.stat().st_size,
+                "params": stats.params,
+                "nonzero_params": stats.nonzero_params,
+                "macs": stats.macs,
+                "parity_max_abs_diff": parity,
+            }
+            # The first figures do not wait for the compression; the timing does.
+            _report(on_progress, "accuracy", recipe, known)
+            known["size_bytes"], known["compressed_bytes"] = sizes.result()
+        known.update(
+            _measure_speed(artifact, references, model, settings, known, recipe, on_progress)
         )
-        warnings = runtime.honesty_warnings(
-            recipe,
-            metrics,
-            baseline.metrics if baseline else None,
-            census,
-            settings.max_accuracy_drop,
-            float_reference=float_reference,
-        )
-        # A step that could not do all it was asked says so in its report.
-        shortfalls = [
-            f"{r['kind']}: {note}"
-            for r in reports
-            for note in [*r.get("notes", []), *r.get("fallbacks", [])]
-            if r["kind"] == "quantize" or any(marker in note for marker in _SHORTFALLS)
-        ]
+        metrics = Metrics(**known)
+        warnings = _warnings(recipe, metrics, baseline, census, reports, base_preds, settings)
         result = Result(
-            model.name,
-            recipe,
-            artifact,
-            metrics,
-            warnings + tuple(shortfalls),
-            key,
-            tuple(reports),
-            runtime.name,
+            model.name, recipe, artifact, metrics, warnings, key, tuple(reports), runtime.name
         )
         Cache.write_result(work, result)
     stored = cache.get(key)
@@ -382,7 +568,51 @@ def evaluate(
             f"the cache entry for {recipe.name} vanished right after it was written",
             f"check that {cache.root} is writable and not cleaned by another process",
         )
-    return _for_caller(stored, model)
+    _report(on_progress, "complete", recipe, _fields(stored.metrics))
+    return stored
+
+
+def _remeasure(
+    hit: Result,
+    model: Any,
+    baseline: Result | None,
+    references: list[tuple[str, Result]],
+    base_preds_path: Path | None,
+    settings: MeasureSettings,
+    cache: Cache,
+    on_progress: Callable[[Progress], None] | None,
+) -> Result:
+    """Measure a cached variant's timing, memory and profile again; replace its figures.
+
+    Nothing is rebuilt: the artifact and predictions stay, so accuracy and sizes do too.
+    """
+    recipe = hit.recipe
+    known = _fields(hit.metrics)
+    _report(on_progress, "accuracy", recipe, known)
+    known.update(
+        _measure_speed(hit.artifact, references, model, settings, known, recipe, on_progress)
+    )
+    metrics = Metrics(**known)
+    preds_path = cache.predictions_path(hit.key)
+    base_preds = np.load(base_preds_path if base_preds_path is not None else preds_path)
+    warnings = _warnings(
+        recipe,
+        metrics,
+        baseline,
+        get_runtime(settings.runtime).census(hit.artifact),
+        hit.steps,
+        base_preds,
+        settings,
+    )
+    cache.replace_result(hit.key, dataclasses.replace(hit, metrics=metrics, warnings=warnings))
+    stored = cache.get(hit.key)
+    if stored is None:
+        raise WorkbenchError(
+            f"the cache entry for {recipe.name} vanished while it was re-measured",
+            f"check that {cache.root} is writable and not cleaned by another process",
+        )
+    _report(on_progress, "complete", recipe, _fields(stored.metrics))
+    return stored
 
 
 def _coerce_arguments(model: Any, recipe: Any) -> tuple[Any, Recipe]:

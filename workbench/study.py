@@ -175,11 +175,20 @@ def result_row(result: Result) -> dict[str, Any]:
     """One flat row of a result: what it is (VARIANT_COLUMNS), then every METRICS
     figure, as in Study.to_dataframe()."""
     m = result.metrics
+    speed = m.comparison("baseline")
     return {
         "recipe": result.recipe.name,
         **variant_columns(result),
         **{f.column: f.read(result) for f in METRICS},
         "latency_mean_ms": m.latency.mean,
+        # The middle half of the rounds' p50s (error bars), the interleaved speed-up
+        # against the baseline with its middle half, and whether the timing was noisy.
+        "latency_p50_low_ms": m.latency.p50_low,
+        "latency_p50_high_ms": m.latency.p50_high,
+        "speedup": speed.speedup if speed else None,
+        "speedup_low": speed.low if speed else None,
+        "speedup_high": speed.high if speed else None,
+        "latency_noisy": result.noisy,
         "latency_runs": m.latency.n,
         "threads": m.latency.threads,
         "warnings": len(result.warnings),
@@ -514,6 +523,7 @@ def sweep(
     progress: bool = True,
     on_result: Callable[[Result], None] | None = None,
     cancel: threading.Event | None = None,
+    remeasure: bool = False,
 ) -> Study:
     """Evaluate every recipe on ``model`` (baseline first) and collect a Study.
 
@@ -525,6 +535,8 @@ def sweep(
     Args:
         on_result: called with each Result as it finishes (e.g. to plot it).
         cancel: when set, the sweep stops after the variant in progress.
+        remeasure: measure the latency and memory of variants already cached again
+            (nothing is rebuilt), replacing their cached figures.
     """
     from tqdm.auto import tqdm
 
@@ -544,7 +556,7 @@ def sweep(
         if cancel is not None and cancel.is_set():
             break
         try:
-            result = evaluate(model, recipe, settings=settings, cache=cache)
+            result = evaluate(model, recipe, settings=settings, cache=cache, remeasure=remeasure)
         except Exception as exc:  # noqa: BLE001 - one variant's failure must not lose the rest
             if recipe.is_baseline:
                 raise  # every variant is compared with the baseline: nothing can go on

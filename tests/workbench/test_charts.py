@@ -285,3 +285,30 @@ def test_tradeoff_chart_labels_cover_no_point(current):
 def test_charts_offer_no_online_editor():
     actions = charts.EMBED_OPTIONS["actions"]
     assert actions["editor"] is False and actions["export"] is True
+
+
+def test_latency_axes_carry_error_bars_over_the_rounds_and_the_speedup_tooltip():
+    df = study_frame()
+    df["latency_p50_low_ms"] = [0.19, 0.11, 0.14, 0.07, 0.20]
+    df["latency_p50_high_ms"] = [0.21, 0.13, 0.16, 0.09, 0.22]
+    df["speedup"] = [None, 1.6, 1.3, 2.4, 0.95]
+    df["speedup_low"] = [None, 1.5, 1.2, 2.2, 0.9]
+    df["speedup_high"] = [None, 1.7, 1.4, 2.6, 1.0]
+    spec = charts.tradeoff_chart(df).to_dict()
+    bars = spec["layer"][-1]
+    assert bars["mark"]["type"] == "rule"
+    assert bars["encoding"]["x"]["field"] == "latency_p50_low_ms"
+    assert bars["encoding"]["x2"]["field"] == "latency_p50_high_ms"
+    rows = spec["datasets"][spec["data"]["name"]]
+    assert [r["speedup_text"] for r in rows][:4] == [
+        "n/a",
+        "×1.60 (×1.50–1.70)",
+        "×1.30 (×1.20–1.40)",
+        "×2.40 (×2.20–2.60)",
+    ]
+    # Latency on the y axis: the bars are vertical.
+    flipped = charts.tradeoff_chart(df, x="size_bytes", y="latency_p50_ms").to_dict()
+    assert flipped["layer"][-1]["encoding"]["y2"]["field"] == "latency_p50_high_ms"
+    # No latency axis, or no variant timed in rounds: no bars.
+    for chart in (charts.tradeoff_chart(df, x="size_bytes"), charts.tradeoff_chart(study_frame())):
+        assert all(layer["mark"]["type"] != "rule" for layer in chart.to_dict()["layer"])

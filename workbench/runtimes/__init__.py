@@ -84,6 +84,14 @@ class Runtime(ABC):
         """Batch-1 wall-clock LatencyStats, with ``settings``' threads, warm-up and runs."""
 
     @abstractmethod
+    def measure_latency_interleaved(
+        self, artifacts: Sequence[Path], input_shape: Sequence[int], settings: Any
+    ) -> Any:
+        """Batch-1 latency of each artifact (a variant and its references), timed in
+        ``settings.rounds`` interleaved rounds in one run: a
+        ``workbench.measure.InterleavedTiming``."""
+
+    @abstractmethod
     def measure_memory(self, artifact: Path, input_shape: Sequence[int], threads: int) -> Any:
         """MemoryStats of loading and running the artifact in a fresh process."""
 
@@ -114,10 +122,9 @@ class Runtime(ABC):
         baseline: Any | None,
         census: Any,
         max_accuracy_drop: float,
-        *,
-        float_reference: Any | None = None,
     ) -> tuple[str, ...]:
-        """The warnings that apply to a variant measured in this runtime."""
+        """The warnings that apply to a variant measured in this runtime (its speed-ups
+        against its references are in ``metrics.comparisons``)."""
         return ()
 
     @abstractmethod

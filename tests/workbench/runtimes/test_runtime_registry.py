@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from workbench.cache import RESULT_DIGEST_FILE, RESULT_FILE, Cache, sha256_file
+from workbench.cache import RESULT_FILE, Cache
 from workbench.errors import WorkbenchError
 from workbench.export import export_variant
 from workbench.pipeline import MeasureSettings, evaluate, variant_key
@@ -74,27 +74,19 @@ def test_results_from_before_runtimes_read_as_onnxruntime(cnn, session_cache, qu
     assert Result.from_dict(d).runtime == "onnxruntime"
 
 
-def test_a_cache_entry_from_before_runtimes_is_still_read(cnn, tmp_path, quick):
-    """Entries whose result.json has no artifact_file hold model.onnx: they stay valid."""
+def test_a_cache_entry_finds_the_artifact_its_result_names(cnn, tmp_path, quick):
+    """The entry's artifact is the file its Result names (model.onnx for ONNX Runtime, as
+    in every entry written before runtimes had names); a name reaching out is refused."""
+    from workbench.cache import _result_digest
+
     cache = Cache(tmp_path)
     result = evaluate(cnn, Recipe(), settings=quick, cache=cache)
     entry = cache.entry_dir(result.key)
+    assert cache.get(result.key).artifact == entry / "model.onnx"
     record = json.loads((entry / RESULT_FILE).read_text())
-    assert record.pop("artifact_file") == "model.onnx"
+    record["result"]["artifact"] = str(entry / RESULT_FILE)
+    record["result_sha256"] = _result_digest(record["result"])
     (entry / RESULT_FILE).write_text(json.dumps(record))
-    (entry / RESULT_DIGEST_FILE).write_text(sha256_file(entry / RESULT_FILE) + "\n")
-    again = cache.get(result.key)
-    assert again is not None and again.artifact == entry / "model.onnx"
-
-
-def test_an_artifact_file_outside_the_entry_is_refused(cnn, tmp_path, quick):
-    cache = Cache(tmp_path)
-    result = evaluate(cnn, Recipe(), settings=quick, cache=cache)
-    entry = cache.entry_dir(result.key)
-    record = json.loads((entry / RESULT_FILE).read_text())
-    record["artifact_file"] = "../../elsewhere.onnx"
-    (entry / RESULT_FILE).write_text(json.dumps(record))
-    (entry / RESULT_DIGEST_FILE).write_text(sha256_file(entry / RESULT_FILE) + "\n")
     assert cache.get(result.key) is None
 
 

@@ -118,6 +118,21 @@ class OnnxRuntime(Runtime):
             min_seconds=settings.min_seconds,
         )
 
+    def measure_latency_interleaved(
+        self, artifacts: Sequence[Path], input_shape: Sequence[int], settings: Any
+    ) -> Any:
+        from workbench import measure
+
+        return measure.measure_latency_interleaved(
+            list(artifacts),
+            input_shape,
+            threads=settings.threads,
+            warmup=settings.warmup,
+            rounds=settings.rounds,
+            min_runs=settings.min_runs,
+            min_seconds=settings.min_seconds,
+        )
+
     def measure_memory(self, artifact: Path, input_shape: Sequence[int], threads: int) -> Any:
         from workbench import measure
 
@@ -153,21 +168,10 @@ class OnnxRuntime(Runtime):
         baseline: Any | None,
         census: Any,
         max_accuracy_drop: float,
-        *,
-        float_reference: Any | None = None,
     ) -> tuple[str, ...]:
-        from workbench import measure
         from workbench.honesty import honesty_warnings
 
-        return honesty_warnings(
-            recipe,
-            metrics,
-            baseline,
-            census,
-            measure.has_int8_dot_product(),
-            max_accuracy_drop,
-            float_reference=float_reference,
-        )
+        return honesty_warnings(recipe, metrics, baseline, census, max_accuracy_drop)
 
     def versions(self) -> dict[str, str]:
         out = {}
