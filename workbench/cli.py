@@ -104,6 +104,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-profile", action="store_true", help="skip the per-operator profile")
     p.add_argument(
+        "--runtime",
+        default="onnxruntime",
+        help="the runtime the artifact is built for and measured in (default onnxruntime)",
+    )
+    p.add_argument(
         "--cache-dir", type=Path, help="where variants are cached (default ~/.cache/edge-workbench)"
     )
     p.add_argument("--no-cache", action="store_true", help="measure afresh in a temporary cache")
@@ -260,7 +265,7 @@ def _default_geometry(args: argparse.Namespace) -> dict:
 def _settings(args: argparse.Namespace) -> Any:
     from workbench.pipeline import MeasureSettings
 
-    return MeasureSettings(threads=args.threads, profile=not args.no_profile)
+    return MeasureSettings(threads=args.threads, profile=not args.no_profile, runtime=args.runtime)
 
 
 def _prune_config(args: argparse.Namespace, method: str, sparsity: float) -> Any:
@@ -340,6 +345,7 @@ def result_json(result: Any) -> dict:
     lat = m.latency
     return {
         "model": result.model,
+        "runtime": result.runtime,
         "recipe": result.recipe.name,
         "steps": result.recipe.to_dict(),
         "accuracy": m.accuracy,
@@ -453,7 +459,7 @@ def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
         from workbench.export import export_variant
 
         manifest = export_variant(result, model, args.out, settings=settings, cache=cache)
-        out["artifact"] = str(manifest.parent / "model.onnx")
+        out["artifact"] = str(manifest.parent / result.artifact.name)
         out["manifest"] = str(manifest)
     text = _text(result)  # the preprocessing is in the accuracy line's basis
     print(

@@ -404,7 +404,11 @@ def _measure_speed(
             runtime.profile_operators(artifact, shape, settings.threads) if settings.profile else {}
         )
     # The environment names the runtime the figures were measured in.
-    fields["environment"] = {**measure.environment(settings.threads), "runtime": runtime.name}
+    fields["environment"] = {
+        **measure.environment(settings.threads),
+        "runtime": runtime.name,
+        "runtime_versions": runtime.versions(),
+    }
     return fields
 
 

@@ -50,6 +50,7 @@ def test_every_runtime_measures_the_baseline_it_builds(name, cnn, tmp_path, quic
     assert result.runtime == name
     assert result.artifact.name == runtime.artifact_file
     assert result.metrics.environment["runtime"] == name
+    assert result.metrics.environment["runtime_versions"] == runtime.versions()
     stats = runtime.graph_stats(result.artifact)
     assert result.metrics.params == stats.params > 0
     roles = [row["role"] for row in runtime.io_signature(result.artifact)]
@@ -111,3 +112,15 @@ def test_a_step_the_runtime_has_no_handler_for_is_refused_before_measuring(cnn, 
     monkeypatch.setattr(type(runtime), "artifact_steps", {})
     with pytest.raises(WorkbenchError, match="no onnxruntime implementation"):
         check_applicable(cnn, Recipe.of(QuantizeConfig()), runtime)
+
+
+def test_the_cli_measures_in_the_runtime_it_is_given(tmp_path, capsys):
+    from workbench.cli import main
+
+    args = ["evaluate", "digits-cnn", "--cache-dir", str(tmp_path), "--json", "--no-profile"]
+    assert main([*args, "--runtime", "onnxruntime"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["runtime"] == "onnxruntime"
+    assert main([*args, "--runtime", "tensorrt"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown runtime 'tensorrt'" in err and "onnxruntime" in err
