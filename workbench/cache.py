@@ -101,7 +101,9 @@ class Cache:
         try:
             record = json.loads((entry / RESULT_FILE).read_text())
             if _result_digest(record["result"]) != record["result_sha256"]:
-                raise ValueError("result.json's figures do not match their recorded sha256")
+                raise ValueError(
+                    "result.json does not match its recorded sha256 (its figures were edited)"
+                )
             result = Result.from_dict(record["result"])
             artifact = entry / _artifact_file(result)
             if sha256_file(artifact) != record["artifact_sha256"]:
