@@ -56,7 +56,7 @@ def test_an_edited_result_json_is_caught_and_rebuilt(cnn, tmp_path, quick, caplo
     result_file.write_text(json.dumps(record, indent=1))
     with caplog.at_level(logging.WARNING, logger="workbench.cache"):
         assert cache.get(base.key) is None
-    assert "result.json's figures do not match" in caplog.text
+    assert "result.json does not match" in caplog.text
     rebuilt = evaluate(cnn, settings=quick, cache=cache)
     assert rebuilt.metrics.accuracy == base.metrics.accuracy
 
