@@ -550,7 +550,7 @@ def sweep(
     else:
         todo.insert(0, todo.pop(todo.index(Recipe())))
     for recipe in todo:  # refuse the whole grid before measuring any of it
-        check_applicable(model, recipe)
+        check_applicable(model, recipe, (settings or MeasureSettings()).runtime)
     study = Study(model.name, model_info=model.describe())
     for recipe in tqdm(todo, desc=f"sweep {model.name}", unit="variant", disable=not progress):
         if cancel is not None and cancel.is_set():
