@@ -78,10 +78,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
+    from workbench.recipe import CALIBRATIONS, QuantizeConfig
+
     p.add_argument(
         "--per-tensor", action="store_true", help="one int8 scale per tensor instead of per channel"
     )
-    p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="minmax")
+    p.add_argument("--calibration", choices=CALIBRATIONS, default=QuantizeConfig().calibration)
     p.add_argument(
         "--calibration-samples",
         type=int,
@@ -94,6 +96,20 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NODE_OR_OP",
         help="node name or op type to leave in float (repeatable)",
+    )
+    p.add_argument(
+        "--bias-correction",
+        action=argparse.BooleanOptionalAction,
+        default=QuantizeConfig().bias_correction,
+        help="int8: shift each Conv/Gemm bias by its output's mean error on the calibration images",
+    )
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=None,
+        metavar="POINTS",
+        help="int8: keep the most sensitive layers in float until accuracy on held-out "
+        "training images is within POINTS of float",
     )
 
 
@@ -235,6 +251,9 @@ def _quant_config(args: argparse.Namespace, scheme: str) -> Any:
         calibration=args.calibration,
         calibration_samples=args.calibration_samples,
         keep_float=tuple(args.keep_float),
+        bias_correction=args.bias_correction,
+        # the sweep builds one config per scheme; the drop only means something for int8
+        max_accuracy_drop=args.max_accuracy_drop if scheme == "int8" else None,
     )
 
 
