@@ -104,7 +104,9 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
         help="int8: shift each Conv/Gemm bias by its output's mean error on the calibration images",
     )
     p.add_argument(
-        "--max-accuracy-drop",
+        # not --max-accuracy-drop: the device gate's flag of that name is a pass/fail limit
+        "--accuracy-aware",
+        dest="quant_max_drop",
         type=float,
         default=None,
         metavar="POINTS",
@@ -253,7 +255,7 @@ def _quant_config(args: argparse.Namespace, scheme: str) -> Any:
         keep_float=tuple(args.keep_float),
         bias_correction=args.bias_correction,
         # the sweep builds one config per scheme; the drop only means something for int8
-        max_accuracy_drop=args.max_accuracy_drop if scheme == "int8" else None,
+        max_accuracy_drop=args.quant_max_drop if scheme == "int8" else None,
     )
 
 

@@ -302,3 +302,22 @@ def test_a_signal_during_generated_code_still_exits_with_a_status(tmp_path):
         [sys.executable, "-m", "stopper"], env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 143, proc.stderr
+
+
+def test_quantization_flags_reach_the_config(capsys):
+    from workbench.cli import _quant_config, build_parser
+
+    base = ["evaluate", "digits-cnn", "--quantize", "int8"]
+    args = build_parser().parse_args(
+        [*base, "--bias-correction", "--accuracy-aware", "0.5", "--calibration", "meanminmax"]
+    )
+    config = _quant_config(args, "int8")
+    assert config.bias_correction is True and config.max_accuracy_drop == 0.5
+    assert config.calibration == "meanminmax"
+    plain = _quant_config(build_parser().parse_args(base), "int8")
+    assert plain.bias_correction is False and plain.max_accuracy_drop is None
+    # a sweep over schemes: the drop is for int8 only, fp16 still builds
+    assert _quant_config(args, "fp16").max_accuracy_drop is None
+    code, _, err = run(capsys, *base, "--accuracy-aware", "-1")
+    assert code == 2 and "max_accuracy_drop -1.0 is out of range" in err
+    assert len(err.strip().splitlines()) == 1
