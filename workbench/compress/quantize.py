@@ -47,6 +47,23 @@ the ``quantize_static`` docstring of onnxruntime 1.32):
 - Calibration is fed in batches of up to ``CALIBRATION_BATCH`` images when the model's
   batch dimension is dynamic (one ``session.run`` per batch rather than per image keeps
   a variant quick to build), else in batches of the model's fixed batch size.
+  ``meanminmax`` feeds one image per run with ``CalibMovingAverage=True``: ORT then
+  averages the per-run minima and maxima, NNCF's default range for per-tensor
+  activations.
+
+Opt-in int8 refinements (``QuantizeConfig``), measured on the three digits samples
+(ORT 1.32, AVX-512 VNNI, 1 thread; test split, 540 images, one image = 0.185 point):
+float 98.52 / 98.70 / 99.63% (cnn / mobilenetv2 / resnet18); minmax 98.33 / 98.52 /
+99.63; meanminmax 98.15 / 98.70 / 99.63; percentile 98.15 / 98.70 / 99.63; entropy
+98.33 / 98.52 / 99.63; minmax + bias correction 98.33 / 98.33 / 99.63. None is better
+on all three, so ``minmax`` without bias correction stays the default.
+
+- ``bias_correction``: per quantized Conv/Gemm, in graph order, the bias moves by the
+  mean (per output channel, over the calibration images) of float output minus
+  quantized output. One layer at a time, each measured after the layers before it.
+- ``max_accuracy_drop``: greedy accuracy-aware int8 on held-out *training* images
+  (``validation``): each weight layer's sensitivity is measured by keeping it alone
+  in float; the most sensitive are kept in float until the drop is within the limit.
 """
 
 from __future__ import annotations
