@@ -14,7 +14,14 @@ import ipywidgets as W
 import traitlets as T
 
 from workbench.errors import WorkbenchError
-from workbench.recipe import CALIBRATIONS, INT8_TYPES, FineTuneConfig, PruneConfig, QuantizeConfig
+from workbench.recipe import (
+    CALIBRATIONS,
+    INT8_TYPES,
+    OVERFLOW_FIXES,
+    FineTuneConfig,
+    PruneConfig,
+    QuantizeConfig,
+)
 
 __all__ = ["PruningPanel", "QuantizationPanel"]
 
@@ -220,6 +227,7 @@ class QuantizationPanel(W.VBox):
         calibration_samples: training images used to calibrate (int8 only).
         activation_type, weight_type: "int8" or "uint8".
         keep_float: op types or node names left in float.
+        overflow_fix: int8: where weights get 7 bits (none, first_layer, all).
         bias_correction: int8: correct each layer's bias by its output's mean error.
         accuracy_aware: int8: keep the most sensitive layers in float so that accuracy on
             held-out training images drops by at most ``max_drop`` points.
@@ -235,6 +243,7 @@ class QuantizationPanel(W.VBox):
     activation_type = T.Unicode(_QUANT.activation_type)
     weight_type = T.Unicode(_QUANT.weight_type)
     keep_float = T.Tuple(_QUANT.keep_float)
+    overflow_fix = T.Unicode(_QUANT.overflow_fix)
     bias_correction = T.Bool(_QUANT.bias_correction)
     accuracy_aware = T.Bool(_QUANT.max_accuracy_drop is not None)
     max_drop = T.Float(0.5)
@@ -259,6 +268,11 @@ class QuantizationPanel(W.VBox):
         self.activation_w = W.Dropdown(options=list(INT8_TYPES), description="activations")
         self.weight_w = W.Dropdown(options=list(INT8_TYPES), description="weights")
         self.keep_float_w = W.TagsInput(allowed_tags=[], allow_duplicates=False)
+        self.overflow_w = W.Dropdown(
+            options=list(OVERFLOW_FIXES),
+            description="7-bit weights",
+            tooltip="avoids int8 overflow on x86 CPUs without VNNI",
+        )
         self.bias_correction_w = W.Checkbox(description="bias correction", indent=False)
         self.accuracy_aware_w = W.Checkbox(
             description="accuracy-aware: keep sensitive layers float, drop at most",
@@ -281,7 +295,7 @@ class QuantizationPanel(W.VBox):
                     f"e.g. {', '.join(COMMON_FLOAT_OPS[:4])}):"
                 ),
                 self.keep_float_w,
-                self.bias_correction_w,
+                _row(self.overflow_w, self.bias_correction_w),
                 _row(self.accuracy_aware_w, self.max_drop_w),
                 self._error_w,
             ],
@@ -294,6 +308,7 @@ class QuantizationPanel(W.VBox):
             (self.samples_w, "calibration_samples"),
             (self.activation_w, "activation_type"),
             (self.weight_w, "weight_type"),
+            (self.overflow_w, "overflow_fix"),
             (self.bias_correction_w, "bias_correction"),
             (self.accuracy_aware_w, "accuracy_aware"),
             (self.max_drop_w, "max_drop"),
@@ -311,6 +326,7 @@ class QuantizationPanel(W.VBox):
         "activation_type",
         "weight_type",
         "keep_float",
+        "overflow_fix",
         "bias_correction",
         "accuracy_aware",
         "max_drop",
@@ -326,6 +342,7 @@ class QuantizationPanel(W.VBox):
             self.calibration_w,
             self.samples_w,
             self.activation_w,
+            self.overflow_w,
             self.bias_correction_w,
             self.accuracy_aware_w,
         ):
@@ -344,6 +361,7 @@ class QuantizationPanel(W.VBox):
                     activation_type=self.activation_type,
                     weight_type=self.weight_type,
                     keep_float=self.keep_float,
+                    overflow_fix=self.overflow_fix,
                     bias_correction=self.bias_correction and scheme == "int8",
                     max_accuracy_drop=self.max_drop
                     if self.accuracy_aware and scheme == "int8"
@@ -370,6 +388,7 @@ class QuantizationPanel(W.VBox):
                 self.activation_type = config.activation_type
                 self.weight_type = config.weight_type
                 self.keep_float = tuple(config.keep_float)
+                self.overflow_fix = config.overflow_fix
                 self.bias_correction = config.bias_correction
                 self.accuracy_aware = config.max_accuracy_drop is not None
                 if config.max_accuracy_drop is not None:

@@ -78,7 +78,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
-    from workbench.recipe import CALIBRATIONS, QuantizeConfig
+    from workbench.recipe import CALIBRATIONS, OVERFLOW_FIXES, QuantizeConfig
 
     p.add_argument(
         "--per-tensor", action="store_true", help="one int8 scale per tensor instead of per channel"
@@ -96,6 +96,13 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NODE_OR_OP",
         help="node name or op type to leave in float (repeatable)",
+    )
+    p.add_argument(
+        "--overflow-fix",
+        choices=OVERFLOW_FIXES,
+        default=QuantizeConfig().overflow_fix,
+        help="int8: 7-bit weights where 8-bit ones could saturate on x86 CPUs without VNNI "
+        "(default: the layers reading the model input)",
     )
     p.add_argument(
         "--bias-correction",
@@ -254,6 +261,7 @@ def _quant_config(args: argparse.Namespace, scheme: str) -> Any:
         calibration_samples=args.calibration_samples,
         keep_float=tuple(args.keep_float),
         bias_correction=args.bias_correction,
+        overflow_fix=args.overflow_fix,
         # the sweep builds one config per scheme; the drop only means something for int8
         max_accuracy_drop=args.quant_max_drop if scheme == "int8" else None,
     )

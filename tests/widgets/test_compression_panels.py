@@ -116,7 +116,11 @@ def test_quantization_panel_bias_correction_and_accuracy_aware():
     panel.accuracy_aware_w.value = True
     assert not panel.max_drop_w.disabled
     panel.max_drop_w.value = 0.3
-    assert panel.config == QuantizeConfig(bias_correction=True, max_accuracy_drop=0.3)
+    panel.overflow_w.value = "all"
+    assert panel.config == QuantizeConfig(
+        bias_correction=True, max_accuracy_drop=0.3, overflow_fix="all"
+    )
+    panel.overflow_w.value = QuantizeConfig().overflow_fix
     panel.scheme_w.value = "fp16"  # neither applies: the config still builds
     assert panel.config == QuantizeConfig(scheme="fp16") and panel.accuracy_aware_w.disabled
     panel.set_config(QuantizeConfig(max_accuracy_drop=1.5))

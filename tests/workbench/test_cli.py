@@ -306,6 +306,7 @@ def test_a_signal_during_generated_code_still_exits_with_a_status(tmp_path):
 
 def test_quantization_flags_reach_the_config(capsys):
     from workbench.cli import _quant_config, build_parser
+    from workbench.recipe import QuantizeConfig
 
     base = ["evaluate", "digits-cnn", "--quantize", "int8"]
     args = build_parser().parse_args(
@@ -313,7 +314,10 @@ def test_quantization_flags_reach_the_config(capsys):
     )
     config = _quant_config(args, "int8")
     assert config.bias_correction is True and config.max_accuracy_drop == 0.5
-    assert config.calibration == "meanminmax"
+    assert config.calibration == "meanminmax" and config.overflow_fix == "first_layer"
+    assert _quant_config(build_parser().parse_args([*base, "--overflow-fix", "all"]), "int8") == (
+        QuantizeConfig(overflow_fix="all")
+    )
     plain = _quant_config(build_parser().parse_args(base), "int8")
     assert plain.bias_correction is False and plain.max_accuracy_drop is None
     # a sweep over schemes: the drop is for int8 only, fp16 still builds

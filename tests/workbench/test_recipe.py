@@ -25,7 +25,7 @@ EXAMPLES = [
         scheme="int8", calibration="entropy", calibration_samples=16, keep_float=("Gemm", "conv1")
     ),
     QuantizeConfig(scheme="fp16"),
-    QuantizeConfig(bias_correction=True, max_accuracy_drop=0.5),
+    QuantizeConfig(bias_correction=True, max_accuracy_drop=0.5, overflow_fix="all"),
     FineTuneConfig(),
     FineTuneConfig(epochs=2, teacher="digits-resnet18", temperature=2.0, alpha=0.5),
 ]
@@ -56,6 +56,7 @@ def test_recipe_round_trips_and_names():
         QuantizeConfig(bias_correction=True, max_accuracy_drop=0.5).label()
         == "int8-minmax-pc-bc-drop0.5"
     )
+    assert QuantizeConfig(overflow_fix="none").label() == "int8-minmax-pc-ofnone"
     assert (
         PruneConfig(sparsity=0.8, keep_first_last=False, exclude=("fc",)).label()
         == "prune-unstructured-0.8-all-keep(fc)"
@@ -86,6 +87,7 @@ def test_recipe_round_trips_and_names():
             "max_accuracy_drop applies to int8 only",
         ),
         (lambda: QuantizeConfig(bias_correction="yes"), "bias_correction 'yes' is not True"),
+        (lambda: QuantizeConfig(overflow_fix="first"), "use one of: none, first_layer, all"),
         (lambda: config_from_dict({"kind": "distill"}), "unknown step kind"),
         (
             lambda: config_from_dict({"kind": "prune", "amount": 0.5}),

@@ -525,3 +525,21 @@ def test_accuracy_aware_rejects_mislabelled_held_out_images(small, tmp_path):
             small["calib"],
             (x, y[:10]),
         )
+
+
+@pytest.mark.parametrize(
+    ("fix", "first", "rest"), [("first_layer", 64, 127), ("none", 127, 127), ("all", 64, 64)]
+)
+def test_overflow_fix_gives_7_bit_weights_where_asked(small, tmp_path, fix, first, rest):
+    out = tmp_path / "q.onnx"
+    report = quantize(small["path"], out, QuantizeConfig(overflow_fix=fix), small["calib"])
+    model, inits, producer = graph_parts(out)
+    layers = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    peaks = [
+        int(np.abs(numpy_helper.to_array(inits[weight_dq(n, producer).input[0]])).max())
+        for n in layers
+    ]
+    assert peaks[0] == first  # the layer reading the model input
+    assert max(peaks[1:]) == rest
+    assert report.settings["overflow_fix"] == fix
+    assert len(report.settings["seven_bit_weights"]) == {"none": 0, "first_layer": 1}.get(fix, 5)
