@@ -218,7 +218,10 @@ def _quantize_step(src: Path, dst: Path, config: StepConfig, model: Any) -> dict
     calib = (
         calibration_inputs(model, config.calibration_samples) if config.scheme == "int8" else None
     )
-    return quantize(src, dst, config, calib).to_dict()
+    held_out = None
+    if config.max_accuracy_drop is not None and model.task is not None:
+        held_out = model.task.held_out(model.preprocessing, config.calibration_samples)
+    return quantize(src, dst, config, calib, held_out).to_dict()
 
 
 def _finetune_step(module: Any, config: StepConfig, model: Any) -> dict:
@@ -270,6 +273,13 @@ def check_applicable(model: Any, recipe: Recipe) -> None:
     quant = recipe.get("quantize")
     if isinstance(quant, QuantizeConfig) and quant.scheme == "int8":
         _check_calibration_count(model, quant.calibration_samples)
+    if isinstance(quant, QuantizeConfig) and quant.max_accuracy_drop is not None:
+        if model.task is None:
+            raise WorkbenchError(
+                f"max_accuracy_drop needs labelled images, and {model.name} has no task",
+                "load the model with a task (e.g. task='digits' / --task digits), or leave "
+                "max_accuracy_drop unset",
+            )
     if recipe.get("finetune") is not None and model.task is None:
         raise WorkbenchError(
             f"fine-tuning {model.name} needs a labelled task to train on",
