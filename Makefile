@@ -38,6 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check workbench widgets sample_models tests benchmarks
 
 bench: $(STAMP)  # every benchmark runs; the exit status says whether any target was missed
+	$(BIN)/pip install --quiet -e '.[dev,bench]'  # NNCF, for the side by side only
 	status=0; \
 	$(BIN)/python benchmarks/compression.py || status=1; \
 	$(BIN)/python benchmarks/ui.py || status=1; \

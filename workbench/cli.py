@@ -121,12 +121,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
+    from workbench.recipe import CALIBRATIONS, OVERFLOW_FIXES, QuantizeConfig
+
     p.add_argument(
         "--per-tensor", action="store_true", help="one int8 scale per tensor instead of per channel"
     )
     p.add_argument(
         "--calibration",
-        choices=("minmax", "entropy", "percentile"),
+        choices=CALIBRATIONS,
         help="int8 calibration method (default minmax)",
     )
     p.add_argument(
@@ -140,6 +142,29 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NODE_OR_OP",
         help="node name or op type to leave in float (repeatable)",
+    )
+    p.add_argument(
+        "--overflow-fix",
+        choices=OVERFLOW_FIXES,
+        default=QuantizeConfig().overflow_fix,
+        help="int8: 7-bit weights where 8-bit ones could saturate on x86 CPUs without VNNI "
+        "(default: the layers reading the model input)",
+    )
+    p.add_argument(
+        "--bias-correction",
+        action=argparse.BooleanOptionalAction,
+        default=QuantizeConfig().bias_correction,
+        help="int8: shift each Conv/Gemm bias by its output's mean error on the calibration images",
+    )
+    p.add_argument(
+        # not --max-accuracy-drop: the device gate's flag of that name is a pass/fail limit
+        "--accuracy-aware",
+        dest="quant_max_drop",
+        type=float,
+        default=None,
+        metavar="POINTS",
+        help="int8: keep the most sensitive layers in float until accuracy on held-out "
+        "training images is within POINTS of float",
     )
 
 
@@ -312,6 +337,10 @@ def _quant_config(args: argparse.Namespace, scheme: str) -> Any:
             else args.calibration_samples
         ),
         keep_float=tuple(args.keep_float),
+        bias_correction=args.bias_correction,
+        overflow_fix=args.overflow_fix,
+        # the sweep builds one config per scheme; the drop only means something for int8
+        max_accuracy_drop=args.quant_max_drop if scheme == "int8" else None,
     )
 
 

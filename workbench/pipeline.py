@@ -264,6 +264,13 @@ def check_applicable(model: Any, recipe: Recipe, runtime: str | Runtime = DEFAUL
     quant = recipe.get("quantize")
     if isinstance(quant, QuantizeConfig) and quant.scheme == "int8":
         _check_calibration_count(model, quant.calibration_samples)
+    if isinstance(quant, QuantizeConfig) and quant.max_accuracy_drop is not None:
+        if model.task is None:
+            raise WorkbenchError(
+                f"max_accuracy_drop needs labelled images, and {model.name} has no task",
+                "load the model with a task (e.g. task='digits' / --task digits), or leave "
+                "max_accuracy_drop unset",
+            )
     if recipe.get("finetune") is not None and model.task is None:
         raise WorkbenchError(
             f"fine-tuning {model.name} needs a labelled task to train on",

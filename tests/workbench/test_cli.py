@@ -459,3 +459,26 @@ def test_sigterm_ends_a_measurement_promptly(tmp_path, monkeypatch, where):
         timer.cancel()
         signal.signal(signal.SIGTERM, previous)
     assert time.monotonic() - start < 5
+
+
+def test_quantization_flags_reach_the_config(capsys):
+    from workbench.cli import _quant_config, build_parser
+    from workbench.recipe import QuantizeConfig
+
+    base = ["evaluate", "digits-cnn", "--quantize", "int8"]
+    args = build_parser().parse_args(
+        [*base, "--bias-correction", "--accuracy-aware", "0.5", "--calibration", "meanminmax"]
+    )
+    config = _quant_config(args, "int8")
+    assert config.bias_correction is True and config.max_accuracy_drop == 0.5
+    assert config.calibration == "meanminmax" and config.overflow_fix == "first_layer"
+    assert _quant_config(build_parser().parse_args([*base, "--overflow-fix", "all"]), "int8") == (
+        QuantizeConfig(overflow_fix="all")
+    )
+    plain = _quant_config(build_parser().parse_args(base), "int8")
+    assert plain.bias_correction is False and plain.max_accuracy_drop is None
+    # a sweep over schemes: the drop is for int8 only, fp16 still builds
+    assert _quant_config(args, "fp16").max_accuracy_drop is None
+    code, _, err = run(capsys, *base, "--accuracy-aware", "-1")
+    assert code == 2 and "max_accuracy_drop -1.0 is out of range" in err
+    assert len(err.strip().splitlines()) == 1

@@ -16,6 +16,7 @@ from workbench.honesty import ConvCensus, honesty_warnings
 from workbench.pipeline import evaluate, evaluation_inputs
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
 from workbench.results import LatencyStats, MemoryStats, Metrics, SpeedComparison
+from workbench.runtimes import get_runtime
 from workbench.study import sweep
 
 
@@ -174,3 +175,45 @@ def test_too_many_calibration_samples_are_refused_before_anything_is_measured(
     with pytest.raises(WorkbenchError, match=message):
         evaluate(model, recipe, settings=quick, cache=Cache(tmp_path))
     assert not list(tmp_path.rglob("*.onnx")), "a baseline was measured before the refusal"
+
+
+def test_accuracy_aware_quantization_reads_only_the_training_split(tmp_path, monkeypatch):
+    from workbench.data.digits import Task
+    from workbench.models import load_model
+    from workbench.onnx_export import export_onnx
+
+    model = load_model("digits-cnn")
+    src = tmp_path / "float.onnx"
+    export_onnx(model.module, model.input_shape, src)
+    parts: list[str] = []
+    raw = Task.raw
+    monkeypatch.setattr(Task, "raw", lambda self, part: parts.append(part) or raw(self, part))
+    seen: dict = {}
+    from workbench.compress import quantize as real_quantize
+
+    def spy(src, dst, config, calibration=None, validation=None):
+        seen["calibration"], seen["validation"] = calibration, validation
+        return real_quantize(src, dst, config, calibration, validation)
+
+    monkeypatch.setattr("workbench.compress.quantize", spy)
+    config = QuantizeConfig(max_accuracy_drop=0.0, calibration_samples=64)
+    quantize_step = get_runtime("onnxruntime").artifact_steps[QuantizeConfig]
+    report = quantize_step(src, tmp_path / "q.onnx", config, model)
+    assert set(parts) == {"train"}  # the test split is never read to choose layers
+    x_val, y_val = seen["validation"]
+    train_x, _ = model.task.arrays("train", model.preprocessing)
+    assert len(x_val) == len(train_x) - 64 == report["accuracy_aware"]["held_out_images"]
+    # held out from calibration: no calibration image is among the held-out images
+    calib = {c.tobytes() for c in seen["calibration"]}
+    assert not calib & {v.tobytes() for v in x_val}
+    assert report["accuracy_aware"]["final_drop_points"] <= 0.0
+
+
+def test_accuracy_aware_quantization_of_a_model_without_labels_is_refused(tmp_path, quick):
+    from workbench.models import load_model
+
+    model = load_model("torchvision:mobilenet_v3_small", pretrained=False)
+    recipe = Recipe.of(quantize=QuantizeConfig(max_accuracy_drop=1.0))
+    with pytest.raises(WorkbenchError, match="max_accuracy_drop needs labelled images"):
+        evaluate(model, recipe, settings=quick, cache=Cache(tmp_path))
+    assert not list(tmp_path.rglob("*.onnx"))

@@ -26,6 +26,7 @@ EXAMPLES = [
         scheme="int8", calibration="entropy", calibration_samples=16, keep_float=("Gemm", "conv1")
     ),
     QuantizeConfig(scheme="fp16"),
+    QuantizeConfig(bias_correction=True, max_accuracy_drop=0.5, overflow_fix="all"),
     FineTuneConfig(),
     FineTuneConfig(epochs=2, teacher="digits-resnet18", temperature=2.0, alpha=0.5),
 ]
@@ -53,6 +54,11 @@ def test_recipe_round_trips_and_names():
     )
     assert QuantizeConfig(scheme="dynamic").label() == "int8-dynamic-pc"
     assert (
+        QuantizeConfig(bias_correction=True, max_accuracy_drop=0.5).label()
+        == "int8-minmax-pc-bc-drop0.5"
+    )
+    assert QuantizeConfig(overflow_fix="none").label() == "int8-minmax-pc-ofnone"
+    assert (
         PruneConfig(sparsity=0.8, keep_first_last=False, exclude=("fc",)).label()
         == "prune-unstructured-0.8-all-keep(fc)"
     )
@@ -73,6 +79,16 @@ def test_recipe_round_trips_and_names():
         (lambda: QuantizeConfig(calibration="kl"), "calibration method 'kl'"),
         (lambda: QuantizeConfig(calibration_samples=0), "at least one sample"),
         (lambda: QuantizeConfig(weight_type="int16"), "weight type"),
+        (lambda: QuantizeConfig(max_accuracy_drop=-0.1), "max_accuracy_drop -0.1 is out of range"),
+        (lambda: QuantizeConfig(max_accuracy_drop=101), "out of range"),
+        (lambda: QuantizeConfig(max_accuracy_drop="1%"), "max_accuracy_drop '1%' is not a number"),
+        (lambda: QuantizeConfig(max_accuracy_drop=True), "is not a number"),
+        (
+            lambda: QuantizeConfig(scheme="fp16", max_accuracy_drop=0.5),
+            "max_accuracy_drop applies to int8 only",
+        ),
+        (lambda: QuantizeConfig(bias_correction="yes"), "bias_correction 'yes' is not True"),
+        (lambda: QuantizeConfig(overflow_fix="first"), "use one of: none, first_layer, all"),
         (lambda: config_from_dict({"kind": "distill"}), "unknown step kind"),
         (
             lambda: config_from_dict({"kind": "prune", "amount": 0.5}),

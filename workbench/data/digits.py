@@ -158,12 +158,25 @@ class Task:
                 f"choose a sample count from 1 to {available} (the training part's size)",
             )
 
-    def calibration(self, preprocessing: Preprocessing, n: int, seed: int = 0) -> np.ndarray:
-        """``n`` preprocessed images drawn without replacement from the training part only."""
+    def _calibration_indices(self, n: int, seed: int) -> np.ndarray:
         self.check_calibration_count(n)
         x, _ = self.raw("train")
-        idx = np.random.default_rng(seed).choice(len(x), size=n, replace=False)
-        return preprocessing.apply(x[np.sort(idx)])
+        return np.sort(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
+
+    def calibration(self, preprocessing: Preprocessing, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` preprocessed images drawn without replacement from the training part only."""
+        x, _ = self.raw("train")
+        return preprocessing.apply(x[self._calibration_indices(n, seed)])
+
+    def held_out(
+        self, preprocessing: Preprocessing, n_calibration: int, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The training images (and labels) that ``calibration(..., n_calibration, seed)``
+        does not draw: a held-out part of the training split, never the test split."""
+        x, y = self.raw("train")
+        keep = np.ones(len(x), dtype=bool)
+        keep[self._calibration_indices(n_calibration, seed)] = False
+        return preprocessing.apply(x[keep]), y[keep].astype(np.int64)
 
     def to_dict(self) -> dict:
         return {

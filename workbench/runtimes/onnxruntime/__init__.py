@@ -33,7 +33,10 @@ def _quantize_step(src: Path, dst: Path, config: StepConfig, model: Any) -> dict
     calib = (
         calibration_inputs(model, config.calibration_samples) if config.scheme == "int8" else None
     )
-    return quantize(src, dst, config, calib).to_dict()
+    held_out = None
+    if config.max_accuracy_drop is not None and model.task is not None:
+        held_out = model.task.held_out(model.preprocessing, config.calibration_samples)
+    return quantize(src, dst, config, calib, held_out).to_dict()
 
 
 def onnx_signature(path: str | Path) -> dict[str, list[dict]]:
