@@ -42,6 +42,7 @@ bench: $(STAMP)  # every benchmark runs; the exit status says whether any target
 	status=0; \
 	$(BIN)/python benchmarks/compression.py || status=1; \
 	$(BIN)/python benchmarks/ui.py || status=1; \
+	$(BIN)/python benchmarks/runtimes.py || status=1; \
 	exit $$status
 
 clean:
