@@ -30,6 +30,8 @@ __all__ = [
 ]
 
 STUDY_FORMAT = 1
+# Where sweep() evaluates the variants: this process, or a Ray cluster.
+EXECUTORS = ("local", "ray")
 
 # Columns of Study.to_dataframe() that can be objectives, with the better direction.
 OBJECTIVE_COLUMNS: dict[str, str] = {
@@ -225,6 +227,9 @@ def sweep(
     progress: bool = True,
     on_result: Callable[[Result], None] | None = None,
     cancel: threading.Event | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    device: str | None = None,
 ) -> Study:
     """Evaluate every recipe on ``model`` (baseline first) and collect a Study.
 
@@ -234,11 +239,25 @@ def sweep(
     Args:
         on_result: called with each Result as it finishes (e.g. to plot it).
         cancel: when set, the sweep stops after the variant in progress.
+        executor: "local" (this process) or "ray": one Ray task per variant on a
+            cluster, results back in ``cache`` (see workbench.cluster).
+        ray_address: with "ray": "auto" joins the cluster started on this machine,
+            host:port another; None starts one on this machine for the sweep.
+        device: with "ray": measure on the nodes labelled with this device's resource.
     """
     from tqdm.auto import tqdm
 
     from workbench.models import load_model
 
+    if executor not in EXECUTORS:
+        raise WorkbenchError(
+            f"unknown executor {executor!r}", f"use one of: {', '.join(EXECUTORS)}"
+        )
+    if executor == "local" and (ray_address is not None or device is not None):
+        raise WorkbenchError(
+            "a Ray address or a device to measure on needs the Ray executor",
+            "pass executor='ray' (workbench sweep --ray [ADDRESS] --device NAME)",
+        )
     if isinstance(model, (str, Path)):
         model = load_model(model)
     todo = list(recipes)
@@ -248,6 +267,22 @@ def sweep(
         todo.insert(0, todo.pop(todo.index(Recipe())))
     for recipe in todo:  # refuse the whole grid before measuring any of it
         check_applicable(model, recipe)
+    if executor == "ray":
+        from workbench.cluster import sweep_on_ray
+
+        settings = settings or MeasureSettings()
+        cache = cache or Cache()
+        return sweep_on_ray(
+            model,
+            todo,
+            settings=settings,
+            cache=cache,
+            progress=progress,
+            on_result=on_result,
+            cancel=cancel,
+            address=ray_address,
+            device=device,
+        )
     study = Study(model.name, model_info=model.describe())
     for recipe in tqdm(todo, desc=f"sweep {model.name}", unit="variant", disable=not progress):
         if cancel is not None and cancel.is_set():
