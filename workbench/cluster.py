@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -111,13 +112,17 @@ def connect(address: str | None) -> Iterator[Any]:
     """Connect to the cluster at ``address`` ("auto" joins the one started on this
     machine or named by RAY_ADDRESS) or, with None, start one on this machine for the
     sweep; yields the ``ray`` module. A connection the caller made stays open."""
+    if address is None and "ray" not in sys.modules:
+        # A cluster of this machine alone: Ray then takes the loopback address for the
+        # node and listens on nothing else (Ray reads this when it is imported).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = _import_ray()
     if ray.is_initialized():
         yield ray
         return
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address is None:
-        # Nothing leaves the machine: no usage report, no dashboard, loopback only.
+        # Nothing leaves the machine: no usage report, no dashboard.
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
         kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
     elif address != "auto":
@@ -530,6 +535,10 @@ def sweep_on_ray(
                             "after it was stored",
                             f"check that {cache.root} is writable and not cleaned by another process",
                         )
+                    # Which node measured the variant, when, and in which process: for
+                    # logs, and for tests that check measuring never overlapped.
+                    record = {k: out[k] for k in ("node", "measured", "span", "pid")}
+                    log.debug("%s finished", todo[i].name, extra={"workbench_task": record})
                     done[i] = result
                     study.add(result)
                     bar.update(1)

@@ -25,6 +25,7 @@ __all__ = [
     "OBJECTIVE_COLUMNS",
     "Study",
     "grid",
+    "machine_of",
     "pareto_mask",
     "sweep",
 ]
@@ -78,6 +79,15 @@ def result_row(result: Result) -> dict[str, Any]:
         "key": result.key,
         "artifact": str(result.artifact),
     }
+
+
+def machine_of(result: Result) -> str:
+    """The machine a result was measured on: its CPU model and logical cores, as in the
+    cache key, and the device a cluster node was labelled with."""
+    env = result.metrics.environment or {}
+    machine = f"{env.get('cpu_model') or 'unknown CPU'} x{env.get('logical_cores', '?')}"
+    device = (env.get("node") or {}).get("device")
+    return f"{device}: {machine}" if device else machine
 
 
 def pareto_mask(df: pd.DataFrame, objectives: dict[str, str]) -> np.ndarray:
@@ -139,13 +149,30 @@ class Study:
             objectives = {("agreement" if k == "accuracy" else k): v for k, v in objectives.items()}
         return objectives
 
+    def machines(self) -> list[str]:
+        """The machines the variants were measured on (see machine_of), in order. More
+        than one only when a cluster of unlike machines ran the sweep."""
+        return list(dict.fromkeys(machine_of(r) for r in self.results))
+
     def frontier(self, objectives: dict[str, str] | None = None) -> list[Result]:
-        """The Pareto-optimal variants over ``objectives`` (column -> "min"/"max")."""
-        df = self.to_dataframe()
-        if df.empty:
-            return []
-        mask = pareto_mask(df, self.objectives_used(objectives))
-        return [r for r, keep in zip(self.results, mask, strict=True) if keep]
+        """The Pareto-optimal variants over ``objectives`` (column -> "min"/"max").
+
+        Variants measured on different machines are never compared: each machine has a
+        frontier of its own (see frontiers), and this is all of them.
+        """
+        keep = {id(r) for front in self.frontiers(objectives).values() for r in front}
+        return [r for r in self.results if id(r) in keep]
+
+    def frontiers(self, objectives: dict[str, str] | None = None) -> dict[str, list[Result]]:
+        """The frontier of each machine the variants were measured on."""
+        objectives = self.objectives_used(objectives)
+        out = {}
+        for machine in self.machines():
+            results = [r for r in self.results if machine_of(r) == machine]
+            df = pd.DataFrame([result_row(r) for r in results])
+            mask = pareto_mask(df, objectives)
+            out[machine] = [r for r, keep in zip(results, mask, strict=True) if keep]
+        return out
 
     def to_dict(self) -> dict:
         return {
