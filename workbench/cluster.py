@@ -111,7 +111,9 @@ def _check_reachable(address: str) -> None:
 def connect(address: str | None) -> Iterator[Any]:
     """Connect to the cluster at ``address`` ("auto" joins the one started on this
     machine or named by RAY_ADDRESS) or, with None, start one on this machine for the
-    sweep; yields the ``ray`` module. A connection the caller made stays open."""
+    sweep; yields the ``ray`` module. When this process is connected already (the
+    caller ran ``ray.init``), that connection is used whatever ``address`` says, and
+    left open."""
     if address is None and "ray" not in sys.modules:
         # A cluster of this machine alone: Ray then takes the loopback address for the
         # node and listens on nothing else (Ray reads this when it is imported).
@@ -398,7 +400,7 @@ def run_variant(model: Any, recipe: Any, settings: Any, device: str | None, *see
 # ---------------------------------------------------------------- the driver
 
 
-def _check_device(ray: Any, device: str | None, reports: Sequence[dict]) -> list[dict]:
+def _check_device(device: str | None, reports: Sequence[dict]) -> list[dict]:
     """The nodes that may measure: those labelled ``device`` (error when none is)."""
     if device is None:
         return list(reports)
@@ -462,7 +464,7 @@ def sweep_on_ray(
         model_ref = ray.put(model)
         reports = _probe_nodes(ray, model_ref, todo, settings)
         check_nodes(_driver_report(), reports)
-        measuring = _check_device(ray, device, reports)
+        measuring = _check_device(device, reports)
         # Cached under the key of any node that may measure it: not rebuilt.
         keys = [{r["keys"][i] for r in measuring} for i in range(len(todo))]
         cached: dict[int, Any] = {}

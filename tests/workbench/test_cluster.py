@@ -465,3 +465,22 @@ def test_device_nodes_measure_their_device(driver, cnn, quick, tmp_path):
             device="toaster",
         )
     assert not (tmp_path / "c2").exists()
+
+
+@pytest.mark.slow
+def test_sweep_panel_uses_the_configured_cluster(driver, cnn, quick, tmp_path, monkeypatch):
+    from widgets import SweepPanel
+    from workbench.cluster import RAY_ADDRESS_ENV
+
+    monkeypatch.setenv(RAY_ADDRESS_ENV, driver.address)
+    study = Study(cnn.name)
+    panel = SweepPanel(study, cnn, cache=Cache(tmp_path / "cache"), settings=quick)
+    panel.sparsities = (0.5,)
+    panel.schemes = ("none",)
+    assert panel.run() is True
+    assert panel.wait(300)
+    assert panel.error == "" and panel.status == "done: 2 variants"
+    assert [r.recipe.name for r in study.results] == ["baseline", "prune-unstructured-0.5"]
+    for r in study.results:  # measured by a node of the cluster, stored in the panel's cache
+        assert r.metrics.environment["node"]["ray_node_id"]
+        assert r.artifact.is_relative_to(tmp_path / "cache")
