@@ -1,9 +1,10 @@
 """Wall time of a build-heavy sweep locally and on a local Ray cluster, side by side.
 
 16 variants of digits-cnn (structured pruning at 8 sparsities, each fine-tuned, each
-in float and int8) plus the baseline, swept twice in one run, each time into a fresh
-cache: in this process, then on a Ray cluster of this machine (one worker per core,
-started here, loopback only). Measuring uses short settings so that building
+in float and int8) plus the baseline, swept three times in one run, each time into a
+fresh cache: in this process (torch on its default threads, then on one thread as Ray
+gives each task), then on a Ray cluster of this machine (one worker per core, started
+here, loopback only). Measuring uses short settings so that building
 dominates, as in the sweeps a cluster is for. The cluster's time includes starting
 it and its workers importing torch; the sweep alone is printed too.
 
@@ -50,11 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     print(f"{len(recipes) - 1} variants + baseline of {model.name}; {cores} cores", flush=True)
 
+    import torch
+
+    threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         local = sweep(model, recipes, settings=SETTINGS, cache=Cache(f"{tmp}/local"))
         local_s = time.perf_counter() - start
-        print(f"local:   {local_s:7.1f} s", flush=True)
+        print(f"local:   {local_s:7.1f} s (torch on {threads} threads)", flush=True)
+        # Ray runs each task with OMP_NUM_THREADS = its CPUs (1): torch trains on one
+        # thread there. The same locally tells parallelism apart from threading.
+        torch.set_num_threads(1)
+        start = time.perf_counter()
+        sweep(model, recipes, settings=SETTINGS, cache=Cache(f"{tmp}/local1"))
+        local1_s = time.perf_counter() - start
+        torch.set_num_threads(threads)
+        print(f"local:   {local1_s:7.1f} s (torch on 1 thread, as in Ray's workers)", flush=True)
 
         start = time.perf_counter()
         with connect(None) as ray:
@@ -74,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     same = [r.key for r in local.results] == [r.key for r in on_ray.results]
     ratio = local_s / cluster_s
     print(
-        f"speed-up local/cluster: x{ratio:.2f} with start, x{local_s / sweep_s:.2f} sweep alone, "
-        f"on {cores} cores; same variants and keys: {same}"
+        f"speed-up local/cluster: x{ratio:.2f} with start, x{local_s / sweep_s:.2f} sweep alone; "
+        f"against local on 1 torch thread: x{local1_s / cluster_s:.2f} with start, "
+        f"x{local1_s / sweep_s:.2f} sweep alone; on {cores} cores; same variants and keys: {same}"
     )
     if cores <= 2:
         print(
@@ -90,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                     "cores": cores,
                     "workers": workers,
                     "local_s": local_s,
+                    "local_torch_threads": threads,
+                    "local_1_thread_s": local1_s,
                     "cluster_s": cluster_s,
                     "cluster_start_s": up_s,
                     "cluster_sweep_s": sweep_s,
