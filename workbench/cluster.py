@@ -61,6 +61,7 @@ MAX_RETRIES = 3
 CHECKED_VERSIONS = ("edge-workbench", "torch", "onnxruntime")
 _PROBE_TIMEOUT_S = 120.0
 _CONNECT_TIMEOUT_S = 5.0
+_NODE_REGISTRATION_S = 30.0
 _ENTRY_FILES = (RESULT_FILE, ARTIFACT_FILE, PREDICTIONS_FILE)
 _SCRATCH_DIR = "edge-workbench-ray"
 _MEASURE_LOCK_FILE = "edge-workbench-measure.lock"
@@ -130,7 +131,7 @@ def connect(address: str | None) -> Iterator[Any]:
     elif address != "auto":
         _check_reachable(address)
     try:
-        ray.init(address=address, **kwargs)
+        _init(ray, address, kwargs)
     except (ConnectionError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WorkbenchError(
@@ -142,6 +143,21 @@ def connect(address: str | None) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _init(ray: Any, address: str | None, kwargs: dict) -> None:
+    """ray.init, waiting a little for a head node that was started a moment ago (its
+    GCS answers before its node has registered: "No node info found")."""
+    deadline = time.monotonic() + _NODE_REGISTRATION_S
+    while True:
+        try:
+            ray.init(address=address, **kwargs)
+            return
+        except RuntimeError as exc:
+            if "No node info found" not in str(exc) or time.monotonic() > deadline:
+                raise
+            ray.shutdown()  # whatever the failed attempt set up
+            time.sleep(1.0)
 
 
 # ---------------------------------------------------------------- probing the nodes
