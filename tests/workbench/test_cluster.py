@@ -380,15 +380,14 @@ def test_cluster_sweep_matches_local_resumes_and_never_overlaps_measuring(
         )
         assert r.metrics.environment["node"]["hostname"] == socket.gethostname()
     assert ray_study.machines() == [machine_of(local.results[0])]
-    # Measuring never overlapped on this machine, while building did run in parallel
-    # (two worker processes).
+    # Measuring never overlapped on this machine, though two worker processes ran
+    # variants at once. (Whether two builds overlapped depends on when each worker
+    # process came up, so it is not asserted; benchmarks/scale.py shows it.)
     tasks = [r.workbench_task for r in caplog.records if hasattr(r, "workbench_task")]
     assert len(tasks) == len(RECIPES) - done
     held = sorted(span for t in tasks for span in t["measured"])
     assert len(held) >= len(tasks)  # every task measured under the host lock
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(held, held[1:], strict=False))
-    spans = sorted(t["span"] for t in tasks)
-    assert any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False))
 
 
 @pytest.mark.slow
