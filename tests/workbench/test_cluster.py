@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -87,7 +88,7 @@ class LocalCluster:
         )
         # Up when the node's raylet has registered (a driver connecting before that is
         # told "No node info found").
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240  # a loaded 2-core machine can take minutes
         raylet = self.root / "ray" / "session_latest" / "sockets" / "raylet"
         while True:
             try:
@@ -100,6 +101,7 @@ class LocalCluster:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     log = (self.root / "ray-start.log").read_text()[-2000:]
+                    shutil.rmtree(self.root, ignore_errors=True)
                     raise RuntimeError(f"ray start failed:\n{log}") from None
                 time.sleep(0.2)
 
@@ -155,8 +157,6 @@ def cluster(ray):
         ray.shutdown()
     c.stop()
     left = c.processes()
-    import shutil
-
     shutil.rmtree(c.root, ignore_errors=True)
     assert not left, f"Ray processes survived the cluster: {left}"
 
