@@ -14,7 +14,7 @@ JUPYTER_CONFIG := jupyter-config/jupyter_server_config.d/edge_workbench.json
 $(STAMP): pyproject.toml $(JUPYTER_CONFIG)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,ray]'
 	# An editable install skips data-files: enable the graph view's server extension.
 	install -D -m 644 $(JUPYTER_CONFIG) $(VENV)/etc/jupyter/jupyter_server_config.d/edge_workbench.json
 	touch $(STAMP)

@@ -8,6 +8,7 @@ thread; each finished variant is added to the shared Study and announced through
 from __future__ import annotations
 
 import html
+import os
 import threading
 from typing import Any
 
@@ -16,6 +17,7 @@ import traitlets as T
 
 from widgets.style import TOGGLE_STYLE
 from workbench.cache import Cache
+from workbench.cluster import RAY_ADDRESS_ENV
 from workbench.errors import WorkbenchError
 from workbench.pipeline import MeasureSettings, torch_steps_unavailable
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
@@ -187,6 +189,9 @@ class SweepPanel(W.VBox):
                 progress=False,
                 on_result=on_result,
                 cancel=cancel,
+                # A configured cluster (WORKBENCH_RAY_ADDRESS: "auto" or host:port) runs it.
+                executor="ray" if os.environ.get(RAY_ADDRESS_ENV) else "local",
+                ray_address=os.environ.get(RAY_ADDRESS_ENV) or None,
             )
             if cancel.is_set() and self.done < self.total:
                 self.set_trait("status", f"cancelled after {self.done} of {self.total} variants")

@@ -25,6 +25,7 @@ __all__ = ["main"]
 
 PRUNE_CHOICES = ("none", "unstructured", "structured")
 QUANT_CHOICES = ("none", "dynamic", "int8", "fp16")
+LOCAL_CLUSTER = "<local>"  # --ray without an address: a cluster of this machine alone
 
 
 def _floats(text: str) -> list[float]:
@@ -234,6 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--objectives",
         default="accuracy:max,latency_p50_ms:min,size_bytes:min",
         help="frontier objectives as column:min|max,...",
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL_CLUSTER,
+        metavar="ADDRESS",
+        help="run the variants on a Ray cluster: 'auto' joins the one started on this machine, "
+        "host:port another; no address starts one here (pip install 'edge-workbench[ray]')",
+    )
+    p.add_argument(
+        "--device",
+        metavar="NAME",
+        help="with --ray: measure on the nodes started with the resource device:NAME",
     )
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a study")
@@ -525,8 +539,18 @@ def _check_output_file(flag: str, path: Path) -> None:
         ) from None
 
 
+def _executor(args: argparse.Namespace) -> dict:
+    """sweep()'s executor arguments from --ray [ADDRESS] and --device."""
+    if args.ray is None:
+        if args.device is not None:
+            raise WorkbenchError("--device measures on a Ray cluster's node", "add --ray ADDRESS")
+        return {}
+    address = None if args.ray == LOCAL_CLUSTER else args.ray
+    return {"executor": "ray", "ray_address": address, "device": args.device}
+
+
 def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
-    from workbench.study import FIGURES, OBJECTIVE_COLUMNS, grid, sweep
+    from workbench.study import FIGURES, OBJECTIVE_COLUMNS, grid, machine_of, sweep
 
     schemes = [q.strip() for q in args.quantize.split(",") if q.strip()]
     if not schemes:
@@ -567,6 +591,7 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
         cache=_cache(args, scratch),
         progress=not args.json,
         remeasure=args.remeasure,
+        **_executor(args),
     )
     study.save(args.out, objectives)
     if args.csv:
@@ -578,6 +603,7 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
                 {
                     "study": str(args.out),
                     "variants": len(study.results),
+                    "machines": study.machines(),
                     "frontier": [result_json(r) for r in front],
                     "failures": study.failures,
                 },
@@ -596,9 +622,18 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
             *(f.column for f in FIGURES if f.column in shown or f.unit == "bytes"),
             "warnings",
         ]
+        machines = study.machines()
+        if len(machines) > 1:  # a cluster of unlike machines: timings compare within one
+            df.insert(2, "machine", [machines.index(m) + 1 for m in map(machine_of, study.results)])
+            cols.insert(2, "machine")
         print(df[cols].to_string(index=False))
         for failure in study.failures:
             print(f"failed: {failure['recipe_name']}: {failure['error']}")
+        if len(machines) > 1:
+            print(
+                f"\nmeasured on {len(machines)} unlike machines; each has its own frontier: "
+                + "; ".join(f"{i} = {m}" for i, m in enumerate(machines, 1))
+            )
         print(
             f"\n{len(front)} of {len(study.results)} variants on the frontier of "
             f"{study.objectives_used(objectives)}"

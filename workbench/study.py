@@ -32,6 +32,7 @@ __all__ = [
     "Study",
     "compare_results",
     "grid",
+    "machine_of",
     "pareto_mask",
     "sweep",
     "variant_table",
@@ -40,6 +41,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STUDY_FORMAT = 1
+# Where sweep() evaluates the variants: this process, or a Ray cluster.
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,15 @@ def result_row(result: Result) -> dict[str, Any]:
     }
 
 
+def machine_of(result: Result) -> str:
+    """The machine a result was measured on: its CPU model and logical cores, as in the
+    cache key, and the device a cluster node was labelled with."""
+    env = result.metrics.environment or {}
+    machine = f"{env.get('cpu_model') or 'unknown CPU'} x{env.get('logical_cores', '?')}"
+    device = (env.get("node") or {}).get("device")
+    return f"{device}: {machine}" if device else machine
+
+
 def pareto_mask(df: pd.DataFrame, objectives: dict[str, str]) -> np.ndarray:
     """True for the rows no other row dominates (as good in every objective, better in one).
 
@@ -274,13 +286,30 @@ class Study:
             objectives = {("agreement" if k == "accuracy" else k): v for k, v in objectives.items()}
         return objectives
 
+    def machines(self) -> list[str]:
+        """The machines the variants were measured on (see machine_of), in order. More
+        than one only when a cluster of unlike machines ran the sweep."""
+        return list(dict.fromkeys(machine_of(r) for r in self.results))
+
     def frontier(self, objectives: dict[str, str] | None = None) -> list[Result]:
-        """The Pareto-optimal variants over ``objectives`` (column -> "min"/"max")."""
-        df = self.to_dataframe()
-        if df.empty:
-            return []
-        mask = pareto_mask(df, self.objectives_used(objectives))
-        return [r for r, keep in zip(self.results, mask, strict=True) if keep]
+        """The Pareto-optimal variants over ``objectives`` (column -> "min"/"max").
+
+        Variants measured on different machines are never compared: each machine has a
+        frontier of its own (see frontiers), and this is all of them.
+        """
+        keep = {id(r) for front in self.frontiers(objectives).values() for r in front}
+        return [r for r in self.results if id(r) in keep]
+
+    def frontiers(self, objectives: dict[str, str] | None = None) -> dict[str, list[Result]]:
+        """The frontier of each machine the variants were measured on."""
+        objectives = self.objectives_used(objectives)
+        out = {}
+        for machine in self.machines():
+            results = [r for r in self.results if machine_of(r) == machine]
+            df = pd.DataFrame([result_row(r) for r in results])
+            mask = pareto_mask(df, objectives)
+            out[machine] = [r for r, keep in zip(results, mask, strict=True) if keep]
+        return out
 
     def frontier_record(self, objectives: dict[str, str] | None = None) -> dict[str, Any]:
         """Which variants are on the frontier and for which objectives:
@@ -524,6 +553,9 @@ def sweep(
     on_result: Callable[[Result], None] | None = None,
     cancel: threading.Event | None = None,
     remeasure: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
+    device: str | None = None,
 ) -> Study:
     """Evaluate every recipe on ``model`` (baseline first) and collect a Study.
 
@@ -537,11 +569,30 @@ def sweep(
         cancel: when set, the sweep stops after the variant in progress.
         remeasure: measure the latency and memory of variants already cached again
             (nothing is rebuilt), replacing their cached figures.
+        executor: "local" (this process) or "ray": one Ray task per variant on a
+            cluster, results back in ``cache`` (see workbench.cluster).
+        ray_address: with "ray": "auto" joins the cluster started on this machine,
+            host:port another; None starts one on this machine for the sweep.
+        device: with "ray": measure on the nodes labelled with this device's resource.
     """
     from tqdm.auto import tqdm
 
     from workbench.models import load_model
 
+    if executor not in EXECUTORS:
+        raise WorkbenchError(
+            f"unknown executor {executor!r}", f"use one of: {', '.join(EXECUTORS)}"
+        )
+    if executor == "ray" and remeasure:
+        raise WorkbenchError(
+            "re-measuring cached variants runs on this machine, not on a cluster",
+            "drop --ray (executor='ray') to re-measure, or --remeasure to sweep on the cluster",
+        )
+    if executor == "local" and (ray_address is not None or device is not None):
+        raise WorkbenchError(
+            "a Ray address or a device to measure on needs the Ray executor",
+            "pass executor='ray' (workbench sweep --ray [ADDRESS] --device NAME)",
+        )
     if isinstance(model, (str, Path)):
         model = load_model(model)
     todo = list(recipes)
@@ -551,6 +602,22 @@ def sweep(
         todo.insert(0, todo.pop(todo.index(Recipe())))
     for recipe in todo:  # refuse the whole grid before measuring any of it
         check_applicable(model, recipe, (settings or MeasureSettings()).runtime)
+    if executor == "ray":
+        from workbench.cluster import sweep_on_ray
+
+        settings = settings or MeasureSettings()
+        cache = cache or Cache()
+        return sweep_on_ray(
+            model,
+            todo,
+            settings=settings,
+            cache=cache,
+            progress=progress,
+            on_result=on_result,
+            cancel=cancel,
+            address=ray_address,
+            device=device,
+        )
     study = Study(model.name, model_info=model.describe())
     for recipe in tqdm(todo, desc=f"sweep {model.name}", unit="variant", disable=not progress):
         if cancel is not None and cancel.is_set():
