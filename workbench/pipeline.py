@@ -25,7 +25,16 @@ from workbench import measure
 from workbench.cache import ARTIFACT_FILE, PREDICTIONS_FILE, Cache
 from workbench.errors import WorkbenchError
 from workbench.honesty import conv_census, honesty_warnings
-from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe, StepConfig
+from workbench.recipe import (
+    DistillConfig,
+    FineTuneConfig,
+    GradualPruneConfig,
+    PruneConfig,
+    QATConfig,
+    QuantizeConfig,
+    Recipe,
+    StepConfig,
+)
 from workbench.results import Metrics, Result
 
 __all__ = [
@@ -179,9 +188,43 @@ def _finetune_step(module: Any, config: StepConfig, model: Any) -> dict:
     return finetune_(module, config, model, teacher).to_dict()
 
 
+def _gradual_prune_step(module: Any, config: StepConfig, model: Any) -> dict:
+    from workbench.compress.gradual import gradual_prune_
+    from workbench.models import load_model
+
+    teacher = load_model(config.teacher) if config.teacher else None
+    return gradual_prune_(module, config, model, teacher).to_dict()
+
+
+def _qat_step(module: Any, config: StepConfig, model: Any) -> dict:
+    from workbench.compress.qat import qat_
+    from workbench.models import load_model
+
+    teacher = load_model(config.teacher) if config.teacher else None
+    return qat_(module, config, model, teacher).to_dict()
+
+
+def _distill_step(module: Any, config: StepConfig, model: Any, *, teacher: Any) -> dict:
+    from workbench.compress.distill import distill_
+
+    return distill_(module, config, model, teacher)
+
+
 TORCH_STEPS: dict[type, Callable[..., dict]] = {
     PruneConfig: _prune_step,
     FineTuneConfig: _finetune_step,
+    GradualPruneConfig: _gradual_prune_step,
+    QATConfig: _qat_step,
+    DistillConfig: _distill_step,
+}
+# Steps that train the module: they need a labelled task.
+TRAINING_STEPS = (FineTuneConfig, GradualPruneConfig, QATConfig, DistillConfig)
+_STEP_NAMES = {
+    "prune": "pruning",
+    "finetune": "fine-tuning",
+    "gradual_prune": "gradual pruning",
+    "qat": "quantization-aware training",
+    "distill": "distillation",
 }
 ONNX_STEPS: dict[type, Callable[..., dict]] = {QuantizeConfig: _quantize_step}
 
@@ -208,10 +251,7 @@ def check_applicable(model: Any, recipe: Recipe) -> None:
     """
     why = torch_steps_unavailable(model)
     if recipe.torch_steps() and why:
-        steps = " and ".join(
-            s.kind.replace("finetune", "fine-tuning").replace("prune", "pruning")
-            for s in recipe.torch_steps()
-        )
+        steps = " and ".join(_STEP_NAMES.get(s.kind, s.kind) for s in recipe.torch_steps())
         raise WorkbenchError(
             f"{model.name} is {why}, and {steps} needs the model as PyTorch layers",
             "load its weights as a state_dict with the architecture (arch=... / --arch: a "
@@ -220,18 +260,59 @@ def check_applicable(model: Any, recipe: Recipe) -> None:
     quant = recipe.get("quantize")
     if isinstance(quant, QuantizeConfig) and quant.scheme == "int8":
         _check_calibration_count(model, quant.calibration_samples)
-    if recipe.get("finetune") is not None and model.task is None:
+    qat = recipe.get("qat")
+    if isinstance(qat, QATConfig):
+        _check_calibration_count(model, qat.calibration_samples)
+    training = [s for s in recipe.steps if isinstance(s, TRAINING_STEPS)]
+    if training and model.task is None:
+        what = _STEP_NAMES.get(training[0].kind, training[0].kind)
         raise WorkbenchError(
-            f"fine-tuning {model.name} needs a labelled task to train on",
-            "load the model with a task (e.g. task='digits' / --task digits), or leave fine-tuning out",
+            f"{what} of {model.name} needs a labelled task to train on",
+            f"load the model with a task (e.g. task='digits' / --task digits), or leave {what} out",
         )
+    distill = recipe.get("distill")
+    if isinstance(distill, DistillConfig):
+        _subject(model, recipe)  # builds the student and checks it against the teacher
+
+
+def _teacher(model: Any, config: DistillConfig) -> Any:
+    from workbench.models import load_model
+
+    return load_model(config.teacher) if config.teacher else model
+
+
+def _subject(model: Any, recipe: Recipe) -> Any:
+    """The model the recipe's steps act on: the distillation's student when the recipe
+    distils, else ``model`` itself. The student brings its own input shape and
+    preprocessing, which the export, the measurement and the evaluation inputs follow."""
+    distill = recipe.get("distill")
+    if not isinstance(distill, DistillConfig):
+        return model
+    from workbench.compress.distill import check_student
+
+    return check_student(model, distill, _teacher(model, distill))
+
+
+def _artifact_steps(recipe: Recipe) -> tuple[StepConfig, ...]:
+    """The steps applied to the exported file: QAT implies its int8 export."""
+    qat = recipe.get("qat")
+    if isinstance(qat, QATConfig):
+        return (qat.quantize_config(), *recipe.onnx_steps())
+    return recipe.onnx_steps()
 
 
 def _build_artifact(
-    model: Any, recipe: Recipe, work: Path, parity_inputs: np.ndarray
+    model: Any,
+    recipe: Recipe,
+    work: Path,
+    parity_inputs: np.ndarray,
+    teacher: Any | None = None,
 ) -> tuple[Path, float | None, Path, list[dict]]:
     """Apply the recipe; returns the artifact, the export parity, the float ONNX file
-    and each step's report."""
+    and each step's report.
+
+    ``model`` is the subject (the student when the recipe distils, see ``_subject``);
+    ``teacher`` the model the distillation learns from."""
     float_onnx = work / "float.onnx"
     parity = None
     reports: list[dict] = []
@@ -240,7 +321,9 @@ def _build_artifact(
 
         module = copy.deepcopy(model.module)
         for step in recipe.torch_steps():
-            reports.append({"kind": step.kind, **TORCH_STEPS[type(step)](module, step, model)})
+            extra = {"teacher": teacher} if isinstance(step, DistillConfig) else {}
+            report = TORCH_STEPS[type(step)](module, step, model, **extra)
+            reports.append({"kind": step.kind, **report})
         parity = export_onnx(
             module, model.input_shape, float_onnx, parity_inputs=parity_inputs
         ).max_abs_diff
@@ -248,7 +331,7 @@ def _build_artifact(
         _copy_onnx(model, float_onnx)
     artifact = work / ARTIFACT_FILE
     src = float_onnx
-    for step in recipe.onnx_steps():
+    for step in _artifact_steps(recipe):
         reports.append({"kind": step.kind, **ONNX_STEPS[type(step)](src, artifact, step, model)})
         src = artifact
     if src == float_onnx:
@@ -316,9 +399,15 @@ def evaluate(
     if recipe.onnx_steps() and recipe.torch_steps():
         float_variant = Recipe(recipe.torch_steps())
         float_reference = evaluate(model, float_variant, settings=settings, cache=cache).metrics
-    inputs, labels, basis = evaluation_inputs(model)
+    # A distilled variant is the student: its input shape and preprocessing.
+    subject = _subject(model, recipe)
+    distill = recipe.get("distill")
+    teacher = _teacher(model, distill) if isinstance(distill, DistillConfig) else None
+    inputs, labels, basis = evaluation_inputs(subject)
     with cache.building(key) as work:
-        artifact, parity, float_onnx, reports = _build_artifact(model, recipe, work, inputs[:16])
+        artifact, parity, float_onnx, reports = _build_artifact(
+            subject, recipe, work, inputs[:16], teacher
+        )
         float_onnx.unlink()
         census = conv_census(artifact)
         # One input at a time, as the latency is measured and a device runs it: dynamic
@@ -330,7 +419,7 @@ def evaluate(
         base_preds = preds if baseline is None else np.load(cache.predictions_path(baseline.key))
         size, compressed = measure.file_sizes(artifact)
         stats = measure.graph_stats(artifact)
-        shape = model.input_shape
+        shape = subject.input_shape
         with _MEASURE_LOCK:
             latency = measure.measure_latency(
                 artifact,
