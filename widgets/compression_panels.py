@@ -14,7 +14,14 @@ import ipywidgets as W
 import traitlets as T
 
 from workbench.errors import WorkbenchError
-from workbench.recipe import CALIBRATIONS, INT8_TYPES, FineTuneConfig, PruneConfig, QuantizeConfig
+from workbench.recipe import (
+    CALIBRATIONS,
+    INT8_TYPES,
+    FineTuneConfig,
+    PruneConfig,
+    QATConfig,
+    QuantizeConfig,
+)
 
 __all__ = ["PruningPanel", "QuantizationPanel"]
 
@@ -220,7 +227,11 @@ class QuantizationPanel(W.VBox):
         calibration_samples: training images used to calibrate (int8 only).
         activation_type, weight_type: "int8" or "uint8".
         keep_float: op types or node names left in float.
-        config: (read-only) the ``QuantizeConfig``, or None when scheme is "none".
+        qat_epochs: with int8, quantization-aware training for this many epochs instead
+            of post-training quantization (0: none).
+        config: (read-only) the ``QuantizeConfig``, or None when scheme is "none" or QAT
+            replaces it.
+        qat_config: (read-only) the ``QATConfig``, or None.
         error: (read-only) why the settings make no config, "" when they do.
     """
 
@@ -231,7 +242,9 @@ class QuantizationPanel(W.VBox):
     activation_type = T.Unicode(_QUANT.activation_type)
     weight_type = T.Unicode(_QUANT.weight_type)
     keep_float = T.Tuple(_QUANT.keep_float)
+    qat_epochs = T.Int(0)
     config = T.Any(None, read_only=True)
+    qat_config = T.Any(None, read_only=True)
     error = T.Unicode("", read_only=True)
 
     def __init__(self, **kwargs) -> None:
@@ -252,6 +265,12 @@ class QuantizationPanel(W.VBox):
         self.activation_w = W.Dropdown(options=list(INT8_TYPES), description="activations")
         self.weight_w = W.Dropdown(options=list(INT8_TYPES), description="weights")
         self.keep_float_w = W.TagsInput(allowed_tags=[], allow_duplicates=False)
+        self.qat_w = W.BoundedIntText(
+            min=0,
+            max=100,
+            description="QAT epochs",
+            tooltip="int8 only: fine-tune through fake quantization instead of calibrating (0: off)",
+        )
         self._error_w = W.HTML()
         super().__init__(
             children=[
@@ -265,6 +284,7 @@ class QuantizationPanel(W.VBox):
                     f"e.g. {', '.join(COMMON_FLOAT_OPS[:4])}):"
                 ),
                 self.keep_float_w,
+                self.qat_w,
                 self._error_w,
             ],
             **kwargs,
@@ -276,6 +296,7 @@ class QuantizationPanel(W.VBox):
             (self.samples_w, "calibration_samples"),
             (self.activation_w, "activation_type"),
             (self.weight_w, "weight_type"),
+            (self.qat_w, "qat_epochs"),
         ):
             T.link((self, name), (widget, "value"))  # the trait's default wins
         # TagsInput holds a list; the config wants a tuple.
@@ -290,12 +311,14 @@ class QuantizationPanel(W.VBox):
         "activation_type",
         "weight_type",
         "keep_float",
+        "qat_epochs",
     )
     def _on_settings(self, change: dict) -> None:
         self._update()
 
     def _update(self) -> None:
         scheme = self.scheme
+        self.qat_w.disabled = scheme != "int8"
         # Only the controls that change the chosen scheme's result are enabled.
         self.per_channel_w.disabled = scheme not in ("int8", "dynamic")
         for w in (self.calibration_w, self.samples_w, self.activation_w):
@@ -316,16 +339,35 @@ class QuantizationPanel(W.VBox):
                 )
             except WorkbenchError as exc:
                 error = str(exc)
+        qat = None
+        if scheme == "int8" and self.qat_epochs > 0 and not error:
+            # QAT exports through the same int8 path, so it replaces calibration alone.
+            try:
+                qat = QATConfig(
+                    epochs=self.qat_epochs,
+                    activation_type=self.activation_type,
+                    calibration_samples=self.calibration_samples,
+                )
+                config = None
+            except WorkbenchError as exc:
+                error = str(exc)
+        self.set_trait("qat_config", qat)
         self.set_trait("error", error)
         self._error_w.value = (
             f'<span style="color:#b00020">{html.escape(error)}</span>' if error else ""
         )
         self.set_trait("config", config)
 
-    def set_config(self, config: QuantizeConfig | None) -> None:
+    def set_config(self, config: QuantizeConfig | QATConfig | None) -> None:
         """Show ``config`` in the controls (None: no quantization); ``config`` follows."""
         with self.hold_trait_notifications():
-            if config is None:
+            self.qat_epochs = 0
+            if isinstance(config, QATConfig):
+                self.scheme = "int8"
+                self.activation_type = config.activation_type
+                self.calibration_samples = config.calibration_samples
+                self.qat_epochs = config.epochs
+            elif config is None:
                 self.scheme = "none"
             else:
                 self.scheme = config.scheme

@@ -7,8 +7,11 @@ import pytest
 from workbench.errors import WorkbenchError
 from workbench.recipe import (
     CONFIG_TYPES,
+    DistillConfig,
     FineTuneConfig,
+    GradualPruneConfig,
     PruneConfig,
+    QATConfig,
     QuantizeConfig,
     Recipe,
     config_from_dict,
@@ -27,6 +30,9 @@ EXAMPLES = [
     QuantizeConfig(scheme="fp16"),
     FineTuneConfig(),
     FineTuneConfig(epochs=2, teacher="digits-resnet18", temperature=2.0, alpha=0.5),
+    GradualPruneConfig(method="structured", sparsity=0.5, steps=3, schedule="linear"),
+    QATConfig(epochs=1, activation_type="int8"),
+    DistillConfig(student="digits-cnn", teacher="digits-resnet18"),
 ]
 
 
@@ -72,7 +78,7 @@ def test_recipe_round_trips_and_names():
         (lambda: QuantizeConfig(calibration="kl"), "calibration method 'kl'"),
         (lambda: QuantizeConfig(calibration_samples=0), "at least one sample"),
         (lambda: QuantizeConfig(weight_type="int16"), "weight type"),
-        (lambda: config_from_dict({"kind": "distill"}), "unknown step kind"),
+        (lambda: config_from_dict({"kind": "rotate"}), "unknown step kind"),
         (
             lambda: config_from_dict({"kind": "prune", "amount": 0.5}),
             "unknown prune setting(s): amount",
