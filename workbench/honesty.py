@@ -11,7 +11,7 @@ from pathlib import Path
 
 import onnx
 
-from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
+from workbench.recipe import PruneConfig, QATConfig, QuantizeConfig, Recipe
 from workbench.results import Metrics
 
 __all__ = ["ConvCensus", "conv_census", "honesty_warnings"]
@@ -84,8 +84,11 @@ def honesty_warnings(
             the float version a quantized variant is compared with.
     """
     out: list[str] = []
-    prune = recipe.get("prune")
+    prune = recipe.get("prune") or recipe.get("gradual_prune")
     quant = recipe.get("quantize")
+    qat = recipe.get("qat")
+    if isinstance(qat, QATConfig):  # QAT's artifact is the static int8 one
+        quant = qat.quantize_config()
     if isinstance(prune, PruneConfig) and prune.method == "unstructured" and prune.sparsity > 0:
         dense_note = ""
         if baseline is not None:

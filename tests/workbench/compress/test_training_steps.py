@@ -187,3 +187,18 @@ def test_cli_refuses_qat_with_int8(capsys, tmp_path):
     _, err = capsys.readouterr()
     assert code == 2 and "QAT already produces the int8 artifact" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_honesty_warnings_read_gradual_pruning_and_qat_as_their_one_shot_kin():
+    from workbench.honesty import ConvCensus, honesty_warnings
+    from workbench.results import LatencyStats, MemoryStats, Metrics
+
+    def metrics(p50: float) -> Metrics:
+        lat = LatencyStats(p50, p50, p50, p50, p50, p50, 10, 1, 1)
+        return Metrics(0.98, 1.0, "x", 10, 5, 10, 10, 10, lat, MemoryStats(1, 1, 1))
+
+    recipe = Recipe((GradualPruneConfig(sparsity=0.8), QATConfig()))
+    warnings = honesty_warnings(recipe, metrics(2.0), metrics(1.0), ConvCensus(0, 0), False, 1.0)
+    assert any("Unstructured pruning (sparsity 80%" in w for w in warnings)
+    assert any("no VNNI" in w for w in warnings)
+    assert any("measured slower than the float baseline" in w for w in warnings)
