@@ -42,6 +42,7 @@ __all__ = [
     "check_applicable",
     "evaluate",
     "evaluation_inputs",
+    "subject_model",
     "torch_steps_unavailable",
     "variant_key",
 ]
@@ -272,7 +273,7 @@ def check_applicable(model: Any, recipe: Recipe) -> None:
         )
     distill = recipe.get("distill")
     if isinstance(distill, DistillConfig):
-        _subject(model, recipe)  # builds the student and checks it against the teacher
+        subject_model(model, recipe)  # builds the student and checks it against the teacher
 
 
 def _teacher(model: Any, config: DistillConfig) -> Any:
@@ -281,7 +282,7 @@ def _teacher(model: Any, config: DistillConfig) -> Any:
     return load_model(config.teacher) if config.teacher else model
 
 
-def _subject(model: Any, recipe: Recipe) -> Any:
+def subject_model(model: Any, recipe: Recipe) -> Any:
     """The model the recipe's steps act on: the distillation's student when the recipe
     distils, else ``model`` itself. The student brings its own input shape and
     preprocessing, which the export, the measurement and the evaluation inputs follow."""
@@ -311,7 +312,7 @@ def _build_artifact(
     """Apply the recipe; returns the artifact, the export parity, the float ONNX file
     and each step's report.
 
-    ``model`` is the subject (the student when the recipe distils, see ``_subject``);
+    ``model`` is the subject (the student when the recipe distils, see ``subject_model``);
     ``teacher`` the model the distillation learns from."""
     float_onnx = work / "float.onnx"
     parity = None
@@ -400,7 +401,7 @@ def evaluate(
         float_variant = Recipe(recipe.torch_steps())
         float_reference = evaluate(model, float_variant, settings=settings, cache=cache).metrics
     # A distilled variant is the student: its input shape and preprocessing.
-    subject = _subject(model, recipe)
+    subject = subject_model(model, recipe)
     distill = recipe.get("distill")
     teacher = _teacher(model, distill) if isinstance(distill, DistillConfig) else None
     inputs, labels, basis = evaluation_inputs(subject)

@@ -13,6 +13,7 @@ import torch
 from workbench.cache import Cache
 from workbench.cli import main
 from workbench.errors import WorkbenchError
+from workbench.export import export_variant
 from workbench.pipeline import evaluate
 from workbench.recipe import (
     DistillConfig,
@@ -99,6 +100,8 @@ def test_qat_exports_int8_qdq_that_onnx_runtime_fuses(cnn, quick, tmp_path):
     assert result.metrics.accuracy is not None and result.metrics.accuracy > 0.9
     assert result.metrics.size_bytes < baseline.metrics.size_bytes / 2
     assert result.metrics.params == baseline.metrics.params
+    manifest = json.loads(export_variant(result, cnn, tmp_path / "out", cache=cache).read_text())
+    assert manifest["other_artifacts"] == [], "a float program was saved beside an int8 artifact"
 
 
 def test_qat_leaves_weights_on_the_int8_grid_and_pruned_zeros_at_zero(cnn):
@@ -148,11 +151,16 @@ def test_distilled_student_takes_its_own_input_shape(quick, tmp_path):
 
     teacher = load_model("digits-mobilenetv2")
     recipe = Recipe((DistillConfig(student="digits-cnn", epochs=2),))
-    result = evaluate(teacher, recipe, settings=quick, cache=Cache(tmp_path))
+    cache = Cache(tmp_path / "cache")
+    result = evaluate(teacher, recipe, settings=quick, cache=cache)
     inputs = onnx.load(str(result.artifact)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in inputs][1:] == [1, 8, 8]
     assert result.metrics.accuracy > 0.9
     assert result.metrics.params < 50_000
+    manifest = json.loads(
+        export_variant(result, teacher, tmp_path / "out", settings=quick, cache=cache).read_text()
+    )
+    assert manifest["preprocessing"]["size"] == 8 and manifest["other_artifacts"] == []
 
 
 @pytest.mark.parametrize(
