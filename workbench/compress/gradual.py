@@ -8,7 +8,8 @@ move the function into the weights that remain before the next cut.
 Unstructured steps prune to the schedule's *cumulative* sparsity: the weights already
 zeroed have the lowest magnitude, so each global L1 step keeps them and adds more.
 Structured steps remove channels physically, so step ``k`` removes the fraction
-``1 - (1 - s_k) / (1 - s_{k-1})`` of the channels that remain.
+``1 - (1 - s_k) / kept`` of the channels that remain, ``kept`` being the fraction the
+earlier steps actually left (channel counts are rounded, see ``PruneConfig.round_to``).
 """
 
 from __future__ import annotations
@@ -74,12 +75,13 @@ def gradual_prune_(
     kept = 1.0  # structured: fraction of prunable channels left
     macs_before = macs_after = None
     report = None
-    previous = 0.0
     for k, target in enumerate(schedule):
         if config.method == "unstructured":
             step_sparsity = target
         else:
-            step_sparsity = 1.0 - (1.0 - target) / (1.0 - previous)
+            # Of the channels left (as achieved, after rounding), remove what takes the
+            # cumulative fraction kept down to 1 - target.
+            step_sparsity = 1.0 - (1.0 - target) / kept
         report = prune_(module, config.step_config(step_sparsity), model.example_input())
         if config.method == "structured":
             kept *= 1.0 - report.achieved_sparsity
@@ -96,7 +98,6 @@ def gradual_prune_(
             }
         )
         notes += [f"step {k + 1}: {note}" for note in report.notes]
-        previous = target
     assert report is not None  # the config guarantees at least one step
     achieved = rows[-1]["achieved"]
     if config.method == "unstructured" and achieved < config.sparsity - _REACHED:

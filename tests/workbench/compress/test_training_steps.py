@@ -210,3 +210,17 @@ def test_honesty_warnings_read_gradual_pruning_and_qat_as_their_one_shot_kin():
     assert any("Unstructured pruning (sparsity 80%" in w for w in warnings)
     assert any("no VNNI" in w for w in warnings)
     assert any("measured slower than the float baseline" in w for w in warnings)
+
+
+def test_structured_gradual_pruning_reaches_the_requested_channel_fraction(cnn):
+    import copy
+
+    from workbench.compress.gradual import gradual_prune_
+
+    module = copy.deepcopy(cnn.module)
+    config = GradualPruneConfig(method="structured", sparsity=0.5, steps=2, batch_size=256)
+    report = gradual_prune_(module, config, cnn)
+    assert [round(s["target"], 3) for s in report.steps] == [0.438, 0.5]
+    assert report.achieved_sparsity == pytest.approx(0.5, abs=0.03)
+    assert report.macs_after < report.macs_before / 2
+    assert module.features[3].out_channels < 32
