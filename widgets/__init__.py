@@ -22,6 +22,7 @@ __all__ = [
     "QuantizationPanel",
     "SweepPanel",
     "TradeoffChart",
+    "VariantsPanel",
     "Workbench",
 ]
 
@@ -34,6 +35,7 @@ _MODULES = {
     "QuantizationPanel": "widgets.compression_panels",
     "SweepPanel": "widgets.sweep_panel",
     "TradeoffChart": "widgets.tradeoff_chart",
+    "VariantsPanel": "widgets.variants_panel",
     "Workbench": "widgets.workbench_app",
 }
 
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from widgets.netron_view import NetronView
     from widgets.sweep_panel import SweepPanel
     from widgets.tradeoff_chart import TradeoffChart
+    from widgets.variants_panel import VariantsPanel
     from widgets.workbench_app import Workbench
 
 

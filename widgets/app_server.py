@@ -19,17 +19,22 @@ from voila.app import Voila
 from voila.shutdown_kernel_handler import VoilaShutdownKernelHandler
 
 from widgets.netron_server import enable_in_process_env
-from widgets.netron_server.handlers import netron_handlers
+from widgets.netron_server.handlers import workbench_handlers
 
-__all__ = ["WorkbenchVoila", "main"]
+__all__ = ["WorkbenchVoila", "main", "server_argv"]
 
 OFFLINE_TEMPLATE_DIR = Path(__file__).resolve().parent / "app_template"
 
 
 # Kernels of pages nobody has open are shut down after this long idle. The page asks
-# for its kernel's shutdown when it closes, but a browser that crashes or loses the
-# network never does, and each kernel holds about 1 GB once a model is loaded.
-IDLE_KERNEL_SECONDS = 600
+# for its kernel's shutdown when it closes, but a browser that crashes, is killed or
+# loses the network never does (2 of 5 closes in a trial), and each kernel holds
+# about 1 GB once a model is loaded. Jupyter Server's culler never touches a kernel
+# with a connected page (cull_connected is False), so this is the grace a page gone
+# without a word gets, not a limit on a quiet reader; it is checked every
+# CULL_INTERVAL_SECONDS.
+IDLE_KERNEL_SECONDS = 60
+CULL_INTERVAL_SECONDS = 15
 
 
 class _ShutdownOnUnload(VoilaShutdownKernelHandler):
@@ -62,7 +67,7 @@ class WorkbenchVoila(Voila):
             for route in super().init_handlers()
         ]
         # Before Voila's catch-all "/(.*)", which would otherwise render the notebook.
-        return netron_handlers(self.server_url) + handlers
+        return workbench_handlers(self.server_url) + handlers
 
     def start(self) -> None:
         # Before any kernel starts: kernels inherit this environment, and read the
@@ -71,18 +76,24 @@ class WorkbenchVoila(Voila):
         super().start()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the app server; idle kernels of closed pages are culled unless argv says otherwise."""
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
+def server_argv(argv: list[str]) -> list[str]:
+    """``argv`` plus the culling defaults it does not set itself."""
     defaults = {
         "--MappingKernelManager.cull_idle_timeout": str(IDLE_KERNEL_SECONDS),
-        "--MappingKernelManager.cull_interval": "60",
+        "--MappingKernelManager.cull_interval": str(CULL_INTERVAL_SECONDS),
+        # Explicit, because the grace above is short: never cull a kernel a page is
+        # connected to, however long it has been idle.
+        "--MappingKernelManager.cull_connected": "False",
     }
     given = {a.split("=", 1)[0] for a in argv}
-    argv += [f"{k}={v}" for k, v in defaults.items() if k not in given]
-    WorkbenchVoila.launch_instance(argv)
+    return list(argv) + [f"{k}={v}" for k, v in defaults.items() if k not in given]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the app server; kernels of closed pages are culled unless argv says otherwise."""
+    import sys
+
+    WorkbenchVoila.launch_instance(server_argv(list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ import html
 import ipywidgets as W
 import traitlets as T
 
+from widgets.style import TOGGLE_STYLE
 from workbench.errors import WorkbenchError
 from workbench.recipe import (
     CALIBRATIONS,
     INT8_TYPES,
+    OVERFLOW_FIXES,
     FineTuneConfig,
     PruneConfig,
     QATConfig,
@@ -76,7 +78,7 @@ class PruningPanel(W.VBox):
                 ("structured", "structured"),
             ],
             description="pruning",
-            style={"button_width": "96px"},
+            style=TOGGLE_STYLE,
             tooltips=[
                 "no pruning",
                 "zero individual weights: only the compressed file shrinks",
@@ -96,7 +98,7 @@ class PruningPanel(W.VBox):
         self.scope_w = W.ToggleButtons(
             options=[("global", "global"), ("per layer", "layer")],
             description="scope",
-            style={"button_width": "80px"},
+            style=TOGGLE_STYLE,
             tooltips=["one threshold across all layers", "the same fraction in every layer"],
         )
         self.keep_w = W.Checkbox(description="keep first and last layers dense", indent=False)
@@ -227,6 +229,11 @@ class QuantizationPanel(W.VBox):
         calibration_samples: training images used to calibrate (int8 only).
         activation_type, weight_type: "int8" or "uint8".
         keep_float: op types or node names left in float.
+        overflow_fix: int8: where weights get 7 bits (none, first_layer, all).
+        bias_correction: int8: correct each layer's bias by its output's mean error.
+        accuracy_aware: int8: keep the most sensitive layers in float so that accuracy on
+            held-out training images drops by at most ``max_drop`` points.
+        max_drop: the points ``accuracy_aware`` may lose.
         qat_epochs: with int8, quantization-aware training for this many epochs instead
             of post-training quantization (0: none).
         config: (read-only) the ``QuantizeConfig``, or None when scheme is "none" or QAT
@@ -242,6 +249,10 @@ class QuantizationPanel(W.VBox):
     activation_type = T.Unicode(_QUANT.activation_type)
     weight_type = T.Unicode(_QUANT.weight_type)
     keep_float = T.Tuple(_QUANT.keep_float)
+    overflow_fix = T.Unicode(_QUANT.overflow_fix)
+    bias_correction = T.Bool(_QUANT.bias_correction)
+    accuracy_aware = T.Bool(_QUANT.max_accuracy_drop is not None)
+    max_drop = T.Float(0.5)
     qat_epochs = T.Int(0)
     config = T.Any(None, read_only=True)
     qat_config = T.Any(None, read_only=True)
@@ -251,7 +262,7 @@ class QuantizationPanel(W.VBox):
         self.scheme_w = W.ToggleButtons(
             options=[("none", "none"), ("dynamic", "dynamic"), ("int8", "int8"), ("fp16", "fp16")],
             description="quantize",
-            style={"button_width": "72px"},
+            style=TOGGLE_STYLE,
             tooltips=[
                 "keep float32",
                 "int8 weights, activations quantized at run time (best for Linear/LSTM)",
@@ -264,7 +275,27 @@ class QuantizationPanel(W.VBox):
         self.samples_w = W.BoundedIntText(min=1, max=10_000, step=32, description="samples")
         self.activation_w = W.Dropdown(options=list(INT8_TYPES), description="activations")
         self.weight_w = W.Dropdown(options=list(INT8_TYPES), description="weights")
-        self.keep_float_w = W.TagsInput(allowed_tags=[], allow_duplicates=False)
+        # Wide enough to type a node name in (the default box fits a few letters).
+        self.keep_float_w = W.TagsInput(
+            allowed_tags=[],
+            allow_duplicates=False,
+            placeholder="type an op type or node name, then Enter",
+            layout=W.Layout(width="95%", min_width="300px", min_height="32px"),
+        )
+        self.overflow_w = W.Dropdown(
+            options=list(OVERFLOW_FIXES),
+            description="7-bit weights",
+            tooltip="avoids int8 overflow on x86 CPUs without VNNI",
+        )
+        self.bias_correction_w = W.Checkbox(description="bias correction", indent=False)
+        self.accuracy_aware_w = W.Checkbox(
+            description="accuracy-aware: keep sensitive layers float, drop at most",
+            indent=False,
+            layout=W.Layout(width="auto"),
+        )
+        self.max_drop_w = W.BoundedFloatText(
+            min=0.0, max=100.0, step=0.1, description="points", layout=W.Layout(width="160px")
+        )
         self.qat_w = W.BoundedIntText(
             min=0,
             max=100,
@@ -284,6 +315,8 @@ class QuantizationPanel(W.VBox):
                     f"e.g. {', '.join(COMMON_FLOAT_OPS[:4])}):"
                 ),
                 self.keep_float_w,
+                _row(self.overflow_w, self.bias_correction_w),
+                _row(self.accuracy_aware_w, self.max_drop_w),
                 self.qat_w,
                 self._error_w,
             ],
@@ -296,6 +329,10 @@ class QuantizationPanel(W.VBox):
             (self.samples_w, "calibration_samples"),
             (self.activation_w, "activation_type"),
             (self.weight_w, "weight_type"),
+            (self.overflow_w, "overflow_fix"),
+            (self.bias_correction_w, "bias_correction"),
+            (self.accuracy_aware_w, "accuracy_aware"),
+            (self.max_drop_w, "max_drop"),
             (self.qat_w, "qat_epochs"),
         ):
             T.link((self, name), (widget, "value"))  # the trait's default wins
@@ -311,6 +348,10 @@ class QuantizationPanel(W.VBox):
         "activation_type",
         "weight_type",
         "keep_float",
+        "overflow_fix",
+        "bias_correction",
+        "accuracy_aware",
+        "max_drop",
         "qat_epochs",
     )
     def _on_settings(self, change: dict) -> None:
@@ -321,8 +362,16 @@ class QuantizationPanel(W.VBox):
         self.qat_w.disabled = scheme != "int8"
         # Only the controls that change the chosen scheme's result are enabled.
         self.per_channel_w.disabled = scheme not in ("int8", "dynamic")
-        for w in (self.calibration_w, self.samples_w, self.activation_w):
+        for w in (
+            self.calibration_w,
+            self.samples_w,
+            self.activation_w,
+            self.overflow_w,
+            self.bias_correction_w,
+            self.accuracy_aware_w,
+        ):
             w.disabled = scheme != "int8"
+        self.max_drop_w.disabled = scheme != "int8" or not self.accuracy_aware
         self.weight_w.disabled = scheme not in ("int8", "dynamic")
         self.keep_float_w.disabled = scheme == "none"
         config, error = None, ""
@@ -336,6 +385,11 @@ class QuantizationPanel(W.VBox):
                     activation_type=self.activation_type,
                     weight_type=self.weight_type,
                     keep_float=self.keep_float,
+                    overflow_fix=self.overflow_fix,
+                    bias_correction=self.bias_correction and scheme == "int8",
+                    max_accuracy_drop=self.max_drop
+                    if self.accuracy_aware and scheme == "int8"
+                    else None,
                 )
             except WorkbenchError as exc:
                 error = str(exc)
@@ -377,3 +431,8 @@ class QuantizationPanel(W.VBox):
                 self.activation_type = config.activation_type
                 self.weight_type = config.weight_type
                 self.keep_float = tuple(config.keep_float)
+                self.overflow_fix = config.overflow_fix
+                self.bias_correction = config.bias_correction
+                self.accuracy_aware = config.max_accuracy_drop is not None
+                if config.max_accuracy_drop is not None:
+                    self.max_drop = config.max_accuracy_drop

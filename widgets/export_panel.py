@@ -1,8 +1,10 @@
 """ExportPanel: write the current variant with its manifest, and offer it as a download.
 
 Export calls ``workbench.export_variant`` on a worker thread (a .pt2 export can take
-seconds), lists the files it wrote, and builds a zip of the folder in memory as a
-``data:`` link, so the download works in Voila without a file server.
+seconds), lists the files it wrote, and offers a zip of the folder as a download link.
+Where the page's server serves the workbench's routes (the app server, or Jupyter with
+the ``widgets.netron_server`` extension) the zip is served by it, whatever its size;
+elsewhere a small zip travels as a ``data:`` link and a large one is left on disk.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ from typing import Any
 import ipywidgets as W
 import traitlets as T
 
+from widgets.netron_server.downloads import (
+    download_url,
+    register_download,
+    unregister_download,
+)
+from widgets.netron_server.registry import server_base_url
+from widgets.style import LINK_STYLE
 from workbench.cache import Cache
 from workbench.charts import format_bytes
 from workbench.errors import WorkbenchError
@@ -27,8 +36,8 @@ from workbench.pipeline import MeasureSettings
 
 __all__ = ["DOWNLOAD_LIMIT_BYTES", "ExportPanel", "zip_folder"]
 
-# A data: link travels through the widget channel and sits in the page's memory;
-# beyond this the folder is left on disk for the user to fetch.
+# Without a server route, a data: link travels through the widget channel and sits in
+# the page's memory; beyond this the folder is left on disk for the user to fetch.
 DOWNLOAD_LIMIT_BYTES = 25_000_000
 
 
@@ -84,6 +93,9 @@ class ExportPanel(W.VBox):
         self.settings = settings
         self.limit_bytes = limit_bytes
         self._thread: threading.Thread | None = None
+        # The zip the link points to: deleted when a newer one replaces it, since each
+        # can be as large as the export and the server keeps them in its runtime folder.
+        self._download_token = ""
         self._folder_edited = False
         self.folder_w = W.Text(description="folder", layout=W.Layout(width="460px"))
         self.export_w = W.Button(description="Export", icon="download", button_style="success")
@@ -103,6 +115,21 @@ class ExportPanel(W.VBox):
         self.folder_w.observe(self._on_user_folder, names="value")
         self.export_w.on_click(lambda _b: self.export())
         self._render()
+
+    def clear(self) -> None:
+        """Forget the last export's files, link and error (e.g. when the model changes)."""
+        with self.hold_trait_notifications():
+            self.result = None
+            self.set_trait("manifest_path", "")
+            self.set_trait("files", [])
+            self.set_trait("download_html", "")
+            self.set_trait("error", "")
+        self._drop_download()
+
+    def _drop_download(self) -> None:
+        if self._download_token:
+            unregister_download(self._download_token)
+            self._download_token = ""
 
     def _on_user_folder(self, change: dict) -> None:
         self._folder_edited = bool(change["new"]) and change["new"] != self._auto_folder()
@@ -176,6 +203,18 @@ class ExportPanel(W.VBox):
             self.set_trait("busy", False)
 
     def _download_link(self, folder: Path) -> str:
+        base_url = server_base_url()
+        if base_url is not None:  # the page's server serves it: any size
+            token, name, size = register_download(folder)
+            self._drop_download()
+            self._download_token = token
+            href = html.escape(download_url(token, name, base_url), quote=True)
+            label = html.escape(name)
+            return (
+                f'<a class="edge-workbench-download" style="{LINK_STYLE}" '
+                f'download="{html.escape(name, quote=True)}" href="{href}">'
+                f"download {label} ({format_bytes(size)})</a>"
+            )
         data = zip_folder(folder)
         if len(data) > self.limit_bytes:
             return (
@@ -186,7 +225,7 @@ class ExportPanel(W.VBox):
         b64 = base64.b64encode(data).decode("ascii")
         name = html.escape(f"{folder.name}.zip", quote=True)
         return (
-            f'<a class="edge-workbench-download" download="{name}" '
+            f'<a class="edge-workbench-download" style="{LINK_STYLE}" download="{name}" '
             f'href="data:application/zip;base64,{b64}">download {name} '
             f"({format_bytes(len(data))})</a>"
         )

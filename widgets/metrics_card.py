@@ -3,55 +3,48 @@
 A pure HTML widget: set ``result`` and ``baseline`` (``workbench.Result`` values) and
 it shows every figure with its change against the baseline, the honesty warnings in
 plain words, and the environment line (CPU, threads, ONNX Runtime version) without
-which a number is not shown.
+which a number is not shown. The speed-up is the one timed interleaved with the
+baseline in the same run, shown with its spread over rounds. While a new variant is
+measured, ``progress`` shows the figures known so far with the rest marked pending.
+Its ``remeasure_button`` (placed by the app) asks for the timing to be measured again.
 """
 
 from __future__ import annotations
 
 import html
-import math
+from types import SimpleNamespace
 from typing import Any
 
 import ipywidgets as W
 import traitlets as T
 
-from workbench.charts import format_bytes, format_count, format_ms, format_percent
+from workbench.charts import (
+    format_bytes,
+    format_change,
+    format_count,
+    format_ms,
+    format_percent,
+)
+from workbench.honesty import speed_text, versus_text
 from workbench.measure.environment import environment_line
 
 __all__ = ["SPINNER", "MetricsCard", "point_delta", "ratio_delta"]
 
 GOOD, BAD, NEUTRAL = "#1a7f37", "#b00020", "#555555"
-# Within this ratio a change is shown as a percent ("+3%"), beyond it as a factor ("÷3.4").
-_PERCENT_BAND = 1.1
 
 
 def ratio_delta(value: float | None, base: float | None) -> str:
-    """How ``value`` compares with ``base`` as a factor or a small percent.
+    """A figure's change against ``base`` in the app's one delta format (relative, in %).
 
-    ``ratio_delta(10, 34) == "÷3.4"`` (a 3.4th of the baseline), ``ratio_delta(2, 1) == "×2.0"``,
-    ``ratio_delta(1.03, 1) == "+3%"``, equal values give ``"same"``; "" when either
-    is missing or the base is zero.
+    ``ratio_delta(10, 34) == "-71%"``, ``ratio_delta(1.03, 1) == "+3.0%"``; see
+    :func:`workbench.charts.format_change`.
     """
-    if value is None or base is None or base == 0 or math.isnan(value) or math.isnan(base):
-        return ""
-    if value == base:
-        return "same"
-    ratio = value / base
-    if 1 / _PERCENT_BAND < ratio < _PERCENT_BAND:
-        pct = (ratio - 1) * 100
-        return f"{pct:+.0f}%" if abs(pct) >= 0.5 else f"{pct:+.1f}%"
-    if ratio > 1:
-        return f"×{ratio:.1f}"
-    if value <= 0:
-        return "-100%"
-    return f"÷{1 / ratio:.1f}"
+    return format_change(value, base, "ratio")
 
 
 def point_delta(value: float | None, base: float | None) -> str:
     """The change of a fraction in percentage points: ``(0.952, 0.95) -> "+0.2 pt"``."""
-    if value is None or base is None or math.isnan(value) or math.isnan(base):
-        return ""
-    return f"{(value - base) * 100:+.1f} pt"
+    return format_change(value, base, "points")
 
 
 # A busy indicator drawn in CSS: the hourglass character is missing from many fonts.
@@ -61,6 +54,17 @@ SPINNER = (
     "height: 9px; margin-right: 6px; border: 2px solid #ccc; border-top-color: #555; "
     'border-radius: 50%; animation: edge-workbench-spin 0.8s linear infinite;"></span>'
 )
+
+
+# Progress's pending field names, as a reader would say them.
+_PENDING_NAMES = {
+    "compressed_bytes": "compressed size",
+    "latency": "latency",
+    "comparisons": "speed-up",
+    "noise": "noise check",
+    "memory": "peak memory",
+    "operator_ms": "operator profile",
+}
 
 
 def _delta_colour(value: float | None, base: float | None, better: str) -> str:
@@ -85,10 +89,56 @@ _ROWS: tuple[tuple[str, Any, Any, str, str], ...] = (
 )
 
 
-def card_html(result: Any, baseline: Any | None, *, busy: str = "", error: str = "") -> str:
-    """The card's HTML for ``result`` against ``baseline`` (both ``workbench.Result``)."""
+def _get(get: Any, m: Any) -> Any:
+    """A row's figure, or None while it is not measured yet (a partial variant)."""
+    try:
+        return get(m)
+    except AttributeError:
+        return None
+
+
+def _partial_result(progress: Any) -> Any:
+    """A stand-in Result holding the figures ``progress`` knows, the rest None."""
+    metrics = SimpleNamespace(
+        accuracy=None,
+        agreement=None,
+        agreement_basis="",
+        latency=None,
+        memory=None,
+        comparisons=(),
+        noise=None,
+        environment={},
+    )
+    metrics.__dict__.update(progress.figures)
+    return SimpleNamespace(recipe=progress.recipe, metrics=metrics, warnings=(), noisy=False)
+
+
+def _speed_html(m: Any) -> str:
+    """The interleaved speed-ups with their spread, one line each."""
+    lines = []
+    for c in m.comparisons or ():
+        colour = GOOD if c.low > 1 else (BAD if c.high < 1 else NEUTRAL)
+        lines.append(
+            f'<div class="edge-workbench-speed" style="margin-top: 4px;">speed: '
+            f'<b style="color:{colour};">{html.escape(speed_text(c, versus_text(c)))}</b>'
+            f'<span style="color:{NEUTRAL};">, timed interleaved in one run</span></div>'
+        )
+    return "".join(lines)
+
+
+def card_html(
+    result: Any, baseline: Any | None, *, busy: str = "", error: str = "", progress: Any = None
+) -> str:
+    """The card's HTML for ``result`` against ``baseline`` (both ``workbench.Result``).
+
+    With ``progress`` (a ``workbench.results.Progress`` of a variant being measured)
+    the card shows its figures known so far and marks the others pending.
+    """
+    pending = progress is not None
+    if pending:
+        result = _partial_result(progress)
     style = "font-family: system-ui, sans-serif; font-size: 13px; transition: opacity 0.2s;"
-    if busy:
+    if busy and not pending:  # dim the previous variant's figures, not the new ones
         style += " opacity: 0.55;"
     parts = [f'<div class="edge-workbench-card" style="{style}">']
     if busy:
@@ -99,7 +149,9 @@ def card_html(result: Any, baseline: Any | None, *, busy: str = "", error: str =
     if error:
         parts.append(f'<div style="color:{BAD};">{html.escape(error)}</div>')
     if result is None:
-        parts.append(f'<div style="color:{NEUTRAL};">No variant measured yet.</div></div>')
+        if not busy:  # while busy, the busy line says what is coming
+            parts.append(f'<div style="color:{NEUTRAL};">No variant measured yet.</div>')
+        parts.append("</div>")
         return "".join(parts)
     m = result.metrics
     b = baseline.metrics if baseline is not None else None
@@ -109,27 +161,51 @@ def card_html(result: Any, baseline: Any | None, *, busy: str = "", error: str =
         parts.append(f' <span style="color:{NEUTRAL};">vs baseline</span>')
     parts.append("</div>")
     parts.append('<table style="border-collapse: collapse;">')
+    speed = next((c for c in m.comparisons or () if c.reference == "baseline"), None)
     for label, get, fmt, kind, better in _ROWS:
-        value = get(m)
+        value = _get(get, m)
         if value is None and (b is None or get(b) is None):
             continue
         base_value = get(b) if b is not None else None
         delta, base_text = "", ""
-        if b is not None and not result.recipe.is_baseline:
+        if b is not None and not result.recipe.is_baseline and value is not None:
             delta = (point_delta if kind == "points" else ratio_delta)(value, base_value)
+            if label.startswith("latency") and speed is not None:
+                # The ratio timed interleaved in one run, not against a p50 measured
+                # at another time on a machine that may have been busier or calmer; the
+                # tail (p90) was not timed side by side, so it gets no ratio.
+                delta = (
+                    ratio_delta(speed.variant_p50, speed.reference_p50)
+                    if label == "latency p50"
+                    else ""
+                )
             base_text = f"from {fmt(base_value)}"
         colour = _delta_colour(value, base_value, better)
+        shown = (
+            f'<i style="color:{NEUTRAL};">pending…</i>'
+            if value is None and pending
+            else f"<b>{fmt(value)}</b>"
+        )
         parts.append(
             f'<tr><td style="padding: 1px 10px 1px 0; color:{NEUTRAL};">{label}</td>'
-            f'<td style="padding: 1px 10px 1px 0; text-align: right;"><b>{fmt(value)}</b></td>'
+            f'<td style="padding: 1px 10px 1px 0; text-align: right;">{shown}</td>'
             f'<td style="padding: 1px 10px 1px 0; color:{colour}; text-align: right;">{delta}</td>'
             f'<td style="color:{NEUTRAL};">{base_text}</td></tr>'
         )
     parts.append("</table>")
+    parts.append(_speed_html(m))
     lat = m.latency
+    if pending:
+        parts.append(
+            f'<div style="color:{NEUTRAL}; margin-top: 4px;">measured so far; pending: '
+            f"{html.escape(', '.join(_PENDING_NAMES.get(p, p) for p in progress.pending))}"
+            "</div></div>"
+        )
+        return "".join(parts)
+    rounds = f" in {lat.rounds} interleaved rounds" if getattr(lat, "rounds", 1) > 1 else ""
     parts.append(
-        f'<div style="color:{NEUTRAL}; margin-top: 4px;">latency over {lat.n} timed runs '
-        f"after {lat.warmup} warm-up, batch 1; accuracy and agreement on "
+        f'<div style="color:{NEUTRAL}; margin-top: 4px;">latency over {lat.n} timed runs'
+        f"{rounds} after {lat.warmup} warm-up, batch 1; accuracy and agreement on "
         f"{html.escape(m.agreement_basis)}</div>"
     )
     if result.warnings:
@@ -156,20 +232,41 @@ class MetricsCard(W.HTML):
         busy: a message shown while a new variant is measured ("" when idle); the
             figures below it are dimmed since they are the previous variant's.
         error: a message shown above the figures ("" for none).
+        progress: a ``workbench.results.Progress`` of the variant being measured: its
+            figures so far are shown (the rest pending) instead of ``result``'s.
+        remeasure_requests: counts clicks on ``remeasure_button`` ("Re-measure": time
+            the shown variant again); the app observes it.
     """
 
     result = T.Any(None)
     baseline = T.Any(None)
     busy = T.Unicode("")
     error = T.Unicode("")
+    progress = T.Any(None)
+    remeasure_requests = T.Int(0)
 
     def __init__(self, **kwargs) -> None:
+        # Made first: traits given as arguments render the card, which sets its state.
+        self.remeasure_button = W.Button(
+            description="Re-measure",
+            icon="refresh",
+            tooltip="time this variant again (latency, memory, profile; nothing is rebuilt)",
+            disabled=True,
+            layout=W.Layout(width="auto"),
+        )
         super().__init__(**kwargs)
+        self.remeasure_button.on_click(self._on_remeasure)
         self._render()
 
-    @T.observe("result", "baseline", "busy", "error")
+    def _on_remeasure(self, _button: Any) -> None:
+        self.remeasure_requests += 1
+
+    @T.observe("result", "baseline", "busy", "error", "progress")
     def _on_change(self, change: dict) -> None:
         self._render()
 
     def _render(self) -> None:
-        self.value = card_html(self.result, self.baseline, busy=self.busy, error=self.error)
+        self.value = card_html(
+            self.result, self.baseline, busy=self.busy, error=self.error, progress=self.progress
+        )
+        self.remeasure_button.disabled = self.result is None or bool(self.busy)

@@ -17,6 +17,9 @@ from typing import Any
 import ipywidgets as W
 import traitlets as T
 
+from sample_models import sample_names
+from workbench.atomic import write_text_atomic
+from workbench.cache import default_cache_dir
 from workbench.data import DIGITS
 from workbench.errors import WorkbenchError
 from workbench.models import list_models, load_model
@@ -24,6 +27,37 @@ from workbench.models import list_models, load_model
 __all__ = ["UPLOAD_SUFFIXES", "ModelPicker"]
 
 UPLOAD_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth")
+_TORCHVISION_PATTERN = "torchvision:*"
+
+
+def torchvision_names() -> list[str]:
+    """The registry's ``torchvision:<arch>`` names, for the name box's suggestions.
+
+    Listing them imports torchvision, which costs every page's kernel ~190 MB of
+    memory of its own (measured with psutil's USS) and ~2 s, though a viewer who stays
+    on a sample never needs it. So the list is kept in the cache folder per torchvision
+    version, and only the first kernel after an install imports torchvision for it.
+    """
+    import json
+    from importlib import metadata
+
+    try:
+        version = metadata.version("torchvision")
+    except metadata.PackageNotFoundError:
+        return []
+    path = default_cache_dir() / f"torchvision-names-{version}.json"
+    try:
+        names = json.loads(path.read_text())
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return names
+    except (OSError, ValueError):
+        pass
+    names = list_models(_TORCHVISION_PATTERN)
+    try:
+        write_text_atomic(path, json.dumps(names))
+    except OSError:  # a read-only cache folder: listed again next time
+        pass
+    return names
 
 
 def _describe(model: Any) -> str:
@@ -59,19 +93,22 @@ class ModelPicker(W.VBox):
         model: (read-only) the loaded ``workbench.models.Model``, or None.
         source: (read-only) what ``model`` was loaded from.
         error: (read-only) the last load's error message, "" after a successful load.
+        loading: (read-only) what is being loaded while ``load`` runs, "" otherwise.
     """
 
     model = T.Any(None, read_only=True)
     source = T.Unicode("", read_only=True)
     error = T.Unicode("", read_only=True)
+    loading = T.Unicode("", read_only=True)
 
     def __init__(self, initial: Any = "digits-cnn", **kwargs) -> None:
-        names = list_models()
-        samples = [n for n in names if ":" not in n]
+        # The shipped samples only: list_models() would import torchvision to list its
+        # architectures (see torchvision_names).
+        samples = list(sample_names())
         self.sample_w = W.Dropdown(options=samples, value=None, description="sample")
         # A combobox: it completes torchvision:<arch> names and accepts any path.
         self.path_w = W.Combobox(
-            options=[n for n in names if ":" in n],
+            options=torchvision_names(),
             ensure_option=False,
             placeholder="torchvision:resnet18, or a path to .onnx / .pt / .pt2 / .pth",
             description="or name",
@@ -176,20 +213,29 @@ class ModelPicker(W.VBox):
                     "write it like 1x3x224x224 (batch first), or leave it empty",
                 )
                 return False
+        # Set while load_model runs (seconds for a large model), so the app can clear
+        # what it shows of the previous model at once.
+        self.set_trait("loading", shown_name or source)
         try:
-            model = load_model(source, **options)
-        except WorkbenchError as exc:
-            message = _with_panel_hint(str(exc))
-            self._show_error(message.replace(source, shown_name) if shown_name else message)
-            return False
-        except Exception as exc:  # noqa: BLE001 - a bad model file must not break the app
-            self._show_error(
-                f"{shown_name or Path(source).name} could not be loaded ({type(exc).__name__}: {exc})."
-            )
-            return False
-        self.use(model, shown_name)
-        self.set_trait("source", source)
-        return True
+            try:
+                model = load_model(source, **options)
+            except WorkbenchError as exc:
+                message = _with_panel_hint(str(exc))
+                self._show_error(message.replace(source, shown_name) if shown_name else message)
+                return False
+            except Exception as exc:  # noqa: BLE001 - a bad model file must not break the app
+                self._show_error(
+                    f"{shown_name or Path(source).name} could not be loaded "
+                    f"({type(exc).__name__}: {exc})."
+                )
+                return False
+            self.use(model, shown_name)
+            self.set_trait("source", source)
+            return True
+        finally:
+            # After the new model is in place (or the error shown): an observer sees
+            # either the new model or the error, never a gap between them.
+            self.set_trait("loading", "")
 
     def use(self, model: Any, shown_name: str | None = None) -> None:
         """Show an already loaded ``Model`` (e.g. one built in a notebook)."""

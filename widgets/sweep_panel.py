@@ -8,13 +8,16 @@ thread; each finished variant is added to the shared Study and announced through
 from __future__ import annotations
 
 import html
+import os
 import threading
 from typing import Any
 
 import ipywidgets as W
 import traitlets as T
 
+from widgets.style import TOGGLE_STYLE
 from workbench.cache import Cache
+from workbench.cluster import RAY_ADDRESS_ENV
 from workbench.errors import WorkbenchError
 from workbench.pipeline import MeasureSettings, torch_steps_unavailable
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
@@ -77,7 +80,7 @@ class SweepPanel(W.VBox):
         self.method_w = W.ToggleButtons(
             options=["unstructured", "structured"],
             description="pruning",
-            style={"button_width": "96px"},
+            style=TOGGLE_STYLE,
         )
         self.sparsities_w = W.SelectMultiple(
             options=[(f"{s:.0%}", s) for s in SPARSITIES], description="sparsities", rows=6
@@ -178,7 +181,7 @@ class SweepPanel(W.VBox):
             self.set_trait("last_result", result)
 
         try:
-            sweep(
+            swept = sweep(
                 model,
                 recipes,
                 settings=self.settings,
@@ -186,11 +189,29 @@ class SweepPanel(W.VBox):
                 progress=False,
                 on_result=on_result,
                 cancel=cancel,
+                # A configured cluster (WORKBENCH_RAY_ADDRESS: "auto" or host:port) runs it.
+                executor="ray" if os.environ.get(RAY_ADDRESS_ENV) else "local",
+                ray_address=os.environ.get(RAY_ADDRESS_ENV) or None,
             )
             if cancel.is_set() and self.done < self.total:
                 self.set_trait("status", f"cancelled after {self.done} of {self.total} variants")
             else:
                 self.set_trait("status", f"done: {self.done} variants")
+            # A variant that could not be built is kept with its error; the rest went on.
+            if swept.failures:
+                if study is not None:
+                    with self.study_lock:
+                        for failure in swept.failures:
+                            study.failures = [
+                                f
+                                for f in study.failures
+                                if f["recipe_name"] != failure["recipe_name"]
+                            ] + [failure]
+                self.set_trait(
+                    "error",
+                    f"{len(swept.failures)} variant(s) failed: "
+                    + "; ".join(f"{f['recipe_name']}: {f['error']}" for f in swept.failures),
+                )
         except WorkbenchError as exc:
             self.set_trait("error", str(exc))
         except Exception as exc:  # noqa: BLE001 - shown in the panel, never kills the app

@@ -14,7 +14,7 @@ import ipywidgets as W
 import pandas as pd
 import traitlets as T
 
-from workbench.charts import PICK_PARAM, default_y, tradeoff_chart
+from workbench.charts import EMBED_OPTIONS, PICK_PARAM, default_y, tradeoff_chart
 
 __all__ = ["X_AXES", "Y_AXES", "TradeoffChart", "enable_offline_charts"]
 
@@ -64,7 +64,8 @@ class TradeoffChart(W.VBox):
         self.x_w = W.Dropdown(options=X_AXES, value=self.x, description="x axis")
         self.y_w = W.Dropdown(options=Y_AXES, value=self.y, description="y axis")
         self._lock = threading.Lock()  # redraws come from the UI and worker threads
-        self.jchart = alt.JupyterChart(self._build())
+        # EMBED_OPTIONS: no "Open in Vega Editor" (it posts the spec to a public site).
+        self.jchart = alt.JupyterChart(self._build(), embed_options=dict(EMBED_OPTIONS))
         self.jchart.observe(self._on_selection, names="_vl_selections")
         super().__init__(children=[W.HBox([self.x_w, self.y_w]), self.jchart], **kwargs)
         T.link((self, "x"), (self.x_w, "value"))

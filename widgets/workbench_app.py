@@ -1,8 +1,9 @@
 """Workbench: the whole app in one widget.
 
 Model picker, pruning and quantization panels, the metrics card, the tradeoff chart,
-the sweep, the Netron graph of the current artifact, and export. Whenever a panel's
-config changes the current variant follows:
+the table of variants (and two compared), the sweep, the Netron graph of the current
+artifact, and export. A new model clears every panel at once and starts from its
+baseline. Whenever a panel's config changes the current variant follows:
 
 - already in the cache: shown at once, on the calling (UI) thread;
 - otherwise measured on one worker thread while the card says "measuring...".
@@ -31,6 +32,7 @@ from widgets.model_picker import ModelPicker
 from widgets.netron_view import NetronView
 from widgets.sweep_panel import SweepPanel
 from widgets.tradeoff_chart import TradeoffChart
+from widgets.variants_panel import VariantsPanel
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
 from workbench.models import list_models
@@ -38,7 +40,10 @@ from workbench.pipeline import MeasureSettings, evaluate, torch_steps_unavailabl
 from workbench.recipe import Recipe
 from workbench.study import Study
 
-__all__ = ["Workbench"]
+__all__ = ["TAB_TITLES", "Workbench"]
+
+TAB_TITLES = ("Variants", "Sweep", "Export", "Graph (Netron)")
+_GRAPH_TAB = TAB_TITLES.index("Graph (Netron)")
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class _Job:
     generation: int
     model: Any
     recipe: Recipe
+    remeasure: bool = False  # time a cached variant again instead of showing it
 
 
 class Workbench(W.VBox):
@@ -68,6 +74,8 @@ class Workbench(W.VBox):
         status: one line of what happened last (with timings).
         error: the last failed measurement's message, "" otherwise.
         last_update_seconds: how long the last shown update took from the request.
+        first_figures_seconds: for the last new variant, how long from the request
+            until its first figures (accuracy, sizes) were on the card.
     """
 
     model = T.Any(None, read_only=True)
@@ -80,6 +88,7 @@ class Workbench(W.VBox):
     status = T.Unicode("", read_only=True)
     error = T.Unicode("", read_only=True)
     last_update_seconds = T.Float(0.0, read_only=True)
+    first_figures_seconds = T.Float(0.0, read_only=True)
 
     def __init__(
         self,
@@ -116,36 +125,45 @@ class Workbench(W.VBox):
         )
         self.netron = NetronView()
         self.exporter = ExportPanel(cache=self.cache, settings=self.settings)
+        self.variants = VariantsPanel()
         self._status_w = W.HTML()
 
         # The graph sits in a tab and follows the current variant only while that tab
         # is open: Netron takes the focus when it loads a model, which would scroll the
         # page to it on every slider move.
-        self.tabs = tabs = W.Tab(children=[self.sweep, self.exporter, self.netron])
-        for i, title in enumerate(("Sweep", "Export", "Graph (Netron)")):
+        self.tabs = tabs = W.Tab(children=[self.variants, self.sweep, self.exporter, self.netron])
+        for i, title in enumerate(TAB_TITLES):
             tabs.set_title(i, title)
-        # Controls beside the card (both fit in ~1100 px; they stack on a narrow
-        # screen), the chart below them at full width.
+        # Controls in a left column, the chart and the card on the right: on a laptop
+        # screen (1280x800) the sliders and the chart are in view together. On a narrow
+        # screen the columns stack.
         left = W.VBox(
             [self.picker, self.pruning, self.quantization],
-            layout=W.Layout(width="560px", padding="0 16px 0 0"),
+            layout=W.Layout(flex="0 1 470px", min_width="360px", padding="0 16px 0 0"),
         )
-        right = W.VBox([self.card], layout=W.Layout(flex="1 1 420px", min_width="420px"))
+        right = W.VBox(
+            [self.chart, self.card, self.card.remeasure_button],
+            layout=W.Layout(flex="1 1 640px", min_width="420px"),
+        )
         super().__init__(
             children=[
                 W.HTML("<h2 style='margin: 4px 0'>Edge Workbench</h2>"),
                 self._status_w,
-                W.HBox([left, right], layout=W.Layout(flex_flow="row wrap")),
-                self.chart,
+                W.HBox(
+                    [left, right],
+                    layout=W.Layout(flex_flow="row wrap", align_items="flex-start"),
+                ),
                 tabs,
             ],
             **kwargs,
         )
         self.picker.observe(self._on_model, names="model")
+        self.picker.observe(self._on_loading, names="loading")
         self.pruning.observe(self._on_config, names=["config", "finetune_config"])
         self.quantization.observe(self._on_config, names="config")
         self.chart.observe(self._on_pick, names="picked_key")
         self.sweep.observe(self._on_sweep_result, names="last_result")
+        self.card.observe(lambda _c: self.remeasure(), names="remeasure_requests")
         self.observe(self._on_state, names=["busy", "status", "error"])
         tabs.observe(lambda _c: self._sync_graph(), names="selected_index")
         if model is not None:
@@ -161,6 +179,15 @@ class Workbench(W.VBox):
 
     # -- requests -------------------------------------------------------------------
 
+    def _on_loading(self, change: dict) -> None:
+        """A model is being loaded: nothing shown of the current one may pass for it."""
+        if change["new"]:
+            self.card.busy = f"loading {change['new']}..."
+            self.netron.path = ""
+        elif self.picker.error:  # the load failed: the current model stays
+            self.card.busy = ""
+            self._sync_graph()
+
     def _on_model(self, change: dict) -> None:
         model = change["new"]
         if model is None:
@@ -171,6 +198,7 @@ class Workbench(W.VBox):
             with self._lock:
                 self._generation += 1  # whatever runs for the old model is now stale
                 self._pending = None
+            previous = self.recipe
             with self.hold_trait_notifications():
                 self.set_trait("model", model)
                 self.set_trait("study", study)
@@ -178,19 +206,36 @@ class Workbench(W.VBox):
                 self.set_trait("current_key", "")
                 self.set_trait("baseline", None)
                 self.set_trait("error", "")
+            # Every panel showing the previous model's variant is cleared now, not when
+            # the new model's first figures arrive.
             self.card.result, self.card.baseline, self.card.error = None, None, ""
+            self.card.progress = None
             self.sweep.study, self.sweep.model = study, model
-            self.exporter.model, self.exporter.result = model, None
+            self.exporter.model = model
+            self.exporter.clear()
+            self.netron.path = ""
+            self.variants.study = study
             self._loading_recipe = True  # one request below, not one per control reset
             try:
                 self.pruning.unavailable = torch_steps_unavailable(model)
                 # A model distilling from itself learns nothing new.
                 self.pruning.teachers = tuple(t for t in self._teachers if t != model.name)
+                # A new model starts from its baseline: the previous model's recipe is
+                # not carried over (it may not suit it, and its first figures would come
+                # only after a long measurement).
+                self.pruning.set_config(None, None)
+                self.quantization.set_config(None)
             finally:
                 self._loading_recipe = False
             self.chart.current_key = ""
             self.chart.study = study
         self.request()
+        if previous is not None and not previous.is_baseline:
+            self.set_trait(
+                "status",
+                f"{model.name}: settings reset to the baseline ({previous.name} was set for "
+                "the previous model); " + self.status,
+            )
 
     def _on_config(self, change: dict) -> None:
         if not self._loading_recipe:
@@ -207,6 +252,7 @@ class Workbench(W.VBox):
     def _on_sweep_result(self, change: dict) -> None:
         # The sweep panel has added the result to the shared study already.
         self.chart.refresh()
+        self.variants.refresh()
 
     def load_recipe(self, recipe: Recipe) -> None:
         """Put ``recipe``'s steps in the panels and show that variant (one request)."""
@@ -218,7 +264,12 @@ class Workbench(W.VBox):
             self._loading_recipe = False
         self.request()
 
-    def request(self) -> None:
+    def remeasure(self) -> None:
+        """Time the variant the panels describe again, off the UI thread (its latency,
+        memory and profile on the cached artifact; nothing is rebuilt)."""
+        self.request(remeasure=True)
+
+    def request(self, *, remeasure: bool = False) -> None:
         """Show the variant the panels describe: from the cache now, else measured off-thread."""
         model = self.model
         invalid = self.pruning.error or self.quantization.error
@@ -246,7 +297,7 @@ class Workbench(W.VBox):
         except WorkbenchError as exc:
             self._fail(generation, str(exc))
             return
-        if hit is not None:
+        if hit is not None and not remeasure:
             with self._lock:
                 self._pending = None  # nothing older is worth measuring now
             self._display(hit, generation, model, source="cached")
@@ -256,10 +307,16 @@ class Workbench(W.VBox):
             if not self._is_latest(generation):
                 return
             self.set_trait("busy", True)
-            self.set_trait("status", f"measuring {recipe.name}...")
-            self.card.busy = f"measuring {recipe.name} (a new variant: export, then measure)..."
+            verb = "re-measuring" if hit is not None else "measuring"
+            self.set_trait("status", f"{verb} {recipe.name}...")
+            what = f"{model.name}'s baseline" if recipe.is_baseline else recipe.name
+            self.card.busy = (
+                f"re-measuring {what} (timing, memory and profile)..."
+                if hit is not None
+                else f"measuring {what} (a new variant: export, then measure)..."
+            )
         with self._lock:
-            self._pending = _Job(generation, model, recipe)
+            self._pending = _Job(generation, model, recipe, remeasure=hit is not None)
             if self._worker is None:
                 self._worker = threading.Thread(
                     target=self._work, name="workbench-measure", daemon=True
@@ -280,7 +337,14 @@ class Workbench(W.VBox):
                     self._idle.notify_all()
                     return
             try:
-                result = evaluate(job.model, job.recipe, settings=self.settings, cache=self.cache)
+                result = evaluate(
+                    job.model,
+                    job.recipe,
+                    settings=self.settings,
+                    cache=self.cache,
+                    remeasure=job.remeasure,
+                    on_progress=lambda p, job=job: self._show_progress(p, job),
+                )
             except Exception as exc:  # noqa: BLE001 - shown in the panel, never kills the worker
                 message = (
                     str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
@@ -306,6 +370,7 @@ class Workbench(W.VBox):
                 self.study.add(baseline)
             self.study.add(result)
         self.chart.refresh()
+        self.variants.refresh()
 
     def _display(self, result: Any, generation: int, model: Any, *, source: str) -> bool:
         """Show ``result`` as current if ``generation`` is still the latest; True if shown."""
@@ -317,12 +382,14 @@ class Workbench(W.VBox):
                 if self.study.baseline is None and baseline is not None:
                     self.study.add(baseline)
                 self.study.add(result)
+            self.card.progress = None
             self.card.result, self.card.baseline = result, baseline
             self.card.error, self.card.busy = "", ""
             if self.chart.current_key != result.key:
                 self.chart.current_key = result.key  # redraws
             else:
                 self.chart.refresh()
+            self.variants.refresh()
             self.exporter.result = result
             self._sync_graph(result)
             with self._lock:
@@ -342,10 +409,23 @@ class Workbench(W.VBox):
                 self.set_trait("busy", False)
             return True
 
+    def _show_progress(self, progress: Any, job: _Job) -> None:
+        """Show a variant's first figures while the rest are measured (if still wanted)."""
+        with self._display_lock:
+            if not self._is_latest(job.generation) or job.model is not self.model:
+                return
+            if progress.stage == "complete":
+                return  # _display shows the finished result
+            self.card.progress = progress
+            with self._lock:
+                started = self._requested_at.get(job.generation)
+            if started is not None and progress.stage == "accuracy":
+                self.set_trait("first_figures_seconds", time.perf_counter() - started)
+
     def _sync_graph(self, result: Any = None) -> None:
         """Point the graph at ``result``'s (default: the current) artifact, if its tab is open."""
         result = result if result is not None else self.current
-        if self.tabs.selected_index == 2 and result is not None:
+        if self.tabs.selected_index == _GRAPH_TAB and result is not None:
             self.netron.path = str(result.artifact)
 
     def _fail(self, generation: int, message: str) -> None:
@@ -356,7 +436,7 @@ class Workbench(W.VBox):
                 self.set_trait("error", message)
                 self.set_trait("status", "the last setting could not be measured")
                 self.set_trait("busy", False)
-            self.card.busy, self.card.error = "", message
+            self.card.busy, self.card.error, self.card.progress = "", message, None
 
     def _on_state(self, change: dict) -> None:
         colour = "#b00020" if self.error else ("#555" if self.busy else "#1a7f37")

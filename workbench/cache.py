@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from workbench.atomic import write_text_atomic
 from workbench.results import Result
 
 __all__ = ["Cache", "default_cache_dir", "sha256_file"]
@@ -46,6 +47,17 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _result_digest(result: dict) -> str:
+    """The sha256 of a result's figures as canonical JSON.
+
+    Kept inside result.json beside the result, so the figures are checked like the
+    artifact (an edited digit, an accuracy of 0.9926 turned into 0.4926, is caught, not
+    reported) and a re-measured entry replaces figures and digest in one atomic write.
+    """
+    canonical = json.dumps(result, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _process_alive(pid: int) -> bool:
@@ -77,6 +89,10 @@ class Cache:
             return None
         try:
             record = json.loads((entry / RESULT_FILE).read_text())
+            if _result_digest(record["result"]) != record["result_sha256"]:
+                raise ValueError(
+                    "result.json does not match its recorded sha256 (its figures were edited)"
+                )
             result = Result.from_dict(record["result"])
             artifact = entry / ARTIFACT_FILE
             if sha256_file(artifact) != record["artifact_sha256"]:
@@ -128,12 +144,26 @@ class Cache:
 
     @staticmethod
     def write_result(scratch: Path, result: Result) -> None:
+        figures = result.to_dict()
         record = {
-            "result": result.to_dict(),
+            "result": figures,
+            "result_sha256": _result_digest(figures),
             "artifact_sha256": sha256_file(scratch / ARTIFACT_FILE),
             "predictions_sha256": sha256_file(scratch / PREDICTIONS_FILE),
         }
-        (scratch / RESULT_FILE).write_text(json.dumps(record, indent=1))
+        # Through a temp file and a rename: a re-measured entry replaces its figures
+        # while readers may be reading them.
+        write_text_atomic(scratch / RESULT_FILE, json.dumps(record, indent=1))
+
+    def replace_result(self, key: str, result: Result) -> None:
+        """Replace the figures of the existing entry ``key`` (its files stay as they are).
+
+        Used to re-measure a variant's latency and memory on its cached artifact.
+        """
+        entry = self.entry_dir(key)
+        if not (entry / ARTIFACT_FILE).is_file():
+            raise FileNotFoundError(f"no cache entry {key} to replace the figures of")
+        self.write_result(entry, dataclasses.replace(result, artifact=entry / ARTIFACT_FILE))
 
     def clear(self) -> None:
         """Remove every entry."""

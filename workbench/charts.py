@@ -20,10 +20,14 @@ from workbench.study import OBJECTIVE_COLUMNS, pareto_mask
 
 __all__ = [
     "AXIS_TITLES",
+    "EMBED_OPTIONS",
     "PICK_PARAM",
+    "ZOOM_PARAM",
     "default_y",
     "format_bytes",
+    "format_change",
     "format_count",
+    "format_figure",
     "format_ms",
     "format_percent",
     "operator_chart",
@@ -35,6 +39,15 @@ __all__ = [
 # The point-selection parameter of the tradeoff chart; a click selects one variant's
 # key, which JupyterChart reports back as ``jchart.selections.pick``.
 PICK_PARAM = "pick"
+# The chart's zoom and pan: an interval bound to the scales (wheel zooms, drag pans).
+ZOOM_PARAM = "zoom"
+# vega-embed's options wherever a chart is drawn (the app's JupyterChart, the HTML
+# report): PNG/SVG export stays (made in the page), but no "Open in Vega Editor",
+# which posts the spec to a public site, and no source views.
+EMBED_OPTIONS: dict[str, Any] = {
+    "renderer": "svg",
+    "actions": {"export": True, "source": False, "compiled": False, "editor": False},
+}
 
 # Axis titles carry their units: a number without its unit is not shown.
 AXIS_TITLES: dict[str, str] = {
@@ -50,17 +63,26 @@ AXIS_TITLES: dict[str, str] = {
     "params": "weight elements",
     "nonzero_params": "non-zero weight elements",
 }
-# d3-format strings for the axes: fractions as percents, bytes and counts with SI prefixes.
+# d3-format strings for the axes: fractions as percents, bytes and counts with SI prefixes,
+# all to at most 3 significant digits ("44.7M", never "44.717074M").
 _AXIS_FORMATS: dict[str, str] = {
-    "accuracy": "~%",
-    "agreement": "~%",
-    "size_bytes": "~s",
-    "compressed_bytes": "~s",
-    "peak_memory_bytes": "~s",
-    "macs": "~s",
-    "params": "~s",
-    "nonzero_params": "~s",
+    "accuracy": ".3~%",
+    "agreement": ".3~%",
+    "latency_p50_ms": ".3~r",
+    "latency_p90_ms": ".3~r",
+    "latency_p99_ms": ".3~r",
+    "size_bytes": ".3~s",
+    "compressed_bytes": ".3~s",
+    "peak_memory_bytes": ".3~s",
+    "macs": ".3~s",
+    "params": ".3~s",
+    "nonzero_params": ".3~s",
 }
+# A fraction axis spans at least this much (5 points): a 0.3-point spread of accuracy
+# drawn across the whole chart makes noise look like a cliff.
+_MIN_FRACTION_SPAN = 0.05
+# Share of the data's span left empty on each side, so edge points are drawn whole.
+_DOMAIN_PAD = 0.08
 
 FAMILIES = ("baseline", "pruned", "quantized", "pruned + quantized")
 _FAMILY_COLORS = ("#222222", "#1f77b4", "#2ca02c", "#9467bd")
@@ -95,6 +117,28 @@ def format_ms(ms: float | None) -> str:
 def format_count(n: float | None) -> str:
     """A large count with an SI suffix: ``1234567`` -> ``"1.23M"``."""
     return "n/a" if _missing(n) else _scaled(float(n), ("", "k", "M", "G"), "")
+
+
+def format_change(value: float | None, base: float | None, kind: str = "ratio") -> str:
+    """The one way the app writes a change against a reference value.
+
+    ``kind="points"`` for fractions (accuracy, agreement): the difference in
+    percentage points, ``(0.952, 0.95) -> "+0.2 pt"``. ``kind="ratio"`` for every other
+    figure: the relative change in percent, one decimal below 10%, none above:
+    ``(1.03, 1) -> "+3.0%"``, ``(10, 34) -> "-71%"``, ``(2, 1) -> "+100%"``,
+    ``(5, 5) -> "+0.0%"``. "" when either value is missing (or a ratio's base is 0).
+    """
+    if _missing(value) or _missing(base):
+        return ""
+    value, base = float(value), float(base)
+    if kind == "points":
+        return f"{(value - base) * 100:+.1f} pt"
+    if kind != "ratio":
+        raise ValueError(f"kind must be 'ratio' or 'points', not {kind!r}")
+    if base == 0:
+        return ""
+    pct = (value / base - 1) * 100
+    return f"{pct:+.1f}%" if abs(pct) < 10 else f"{pct:+.0f}%"
 
 
 def format_percent(fraction: float | None, digits: int = 1) -> str:
@@ -139,17 +183,128 @@ def _check_axis(df: pd.DataFrame, column: str, axis: str) -> None:
         )
 
 
-def _axis(column: str, channel: type) -> Any:
+def _is_fraction(column: str) -> bool:
+    return column in ("accuracy", "agreement")
+
+
+def axis_domain(values: Iterable[float], column: str) -> tuple[float, float] | None:
+    """The axis range drawn for ``values`` of ``column``; None when there are none.
+
+    Padded on both sides so edge points are drawn whole; one point (or equal values)
+    gets a range around it rather than a single tick; a fraction spans at least
+    5 points and stays within 0..100%; a cost never goes below zero.
+    """
+    vals = [float(v) for v in values if not _missing(v)]
+    if not vals:
+        return None
+    lo, hi = min(vals), max(vals)
+    if _is_fraction(column):
+        span = max(hi - lo, _MIN_FRACTION_SPAN)
+        mid = (lo + hi) / 2
+        lo, hi = mid - span / 2, mid + span / 2
+        pad = span * _DOMAIN_PAD
+        lo, hi = lo - pad, hi + pad
+        if hi > 1.0:  # keep the span, shifted below 100%
+            lo, hi = max(0.0, lo - (hi - 1.0)), 1.0
+        if lo < 0.0:
+            lo, hi = 0.0, min(1.0, hi - lo)
+        return lo, hi
+    span = hi - lo
+    if span <= 0:  # one point: +-20% around it (or +-1 around zero)
+        span = abs(hi) * 0.4 or 2.0
+        lo, hi = lo - span / 2, hi + span / 2
+    pad = span * _DOMAIN_PAD
+    return max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad
+
+
+def _axis(
+    column: str, channel: type, domain: tuple[float, float] | None, field: str | None = None
+) -> Any:
+    """``channel`` on ``field`` (default ``column``) with ``column``'s title, format and range."""
     fmt = _AXIS_FORMATS.get(column)
-    axis = alt.Axis(format=fmt) if fmt else alt.Axis()
+    # About 6 ticks: the default crowds an axis 520 px wide with "0.0155"-long labels.
+    axis = alt.Axis(format=fmt, labelOverlap=True, tickCount=6)
     return channel(
-        f"{column}:Q",
-        title=AXIS_TITLES[column],
-        axis=axis,
-        # padding: points on the edge drawn whole. Fractions are not rounded out to
-        # "nice" bounds, which would put 110% on an accuracy axis.
-        scale=alt.Scale(zero=False, nice=fmt != "~%", padding=14),
+        f"{field or column}:Q", title=AXIS_TITLES[column], axis=axis, scale=_scale(domain)
     )
+
+
+def _scale(domain: tuple[float, float] | None) -> alt.Scale:
+    if domain is None:
+        return alt.Scale(zero=False, nice=False)
+    return alt.Scale(zero=False, nice=False, domain=list(domain))
+
+
+# Where a label may sit relative to its point, in pixels (dx, dy of its left edge and
+# baseline), tried in this order; the first that covers no point and no other label wins.
+_LABEL_OFFSETS = ((14, -12), (14, 20), (-14, -12), (-14, 20), (0, -22), (0, 30))
+_LABEL_CHAR_PX = 7.5  # bold 11 px text
+_LABEL_HEIGHT_PX = 13
+_POINT_RADIUS_PX = 12  # the current variant's ring (size 420) is the largest mark
+
+
+def _place_labels(
+    data: pd.DataFrame,
+    x: str,
+    y: str,
+    domains: tuple[tuple[float, float], tuple[float, float]],
+    size: tuple[int, int],
+    labels: list[tuple[str, Any]],
+) -> list[dict[str, Any]]:
+    """Label positions, in data units, that cover no point and no other label.
+
+    ``labels`` are (text, row mask) pairs. Positions are computed on the chart's initial
+    scales (zooming moves labels with their points). A label with no free place takes
+    the first offset.
+    """
+    (x0, x1), (y0, y1) = domains
+    width, height = size
+    if x1 == x0 or y1 == y0:
+        return []
+
+    def to_px(vx: float, vy: float) -> tuple[float, float]:
+        return (vx - x0) / (x1 - x0) * width, height - (vy - y0) / (y1 - y0) * height
+
+    points = [to_px(a, b) for a, b in zip(data[x], data[y], strict=True)]
+    taken: list[tuple[float, float, float, float]] = []
+    placed = []
+    for text, mask in labels:
+        rows = data[mask]
+        if rows.empty:
+            continue
+        px, py = to_px(float(rows[x].iloc[0]), float(rows[y].iloc[0]))
+        w = len(text) * _LABEL_CHAR_PX
+        choice = None
+        for dx, dy in _LABEL_OFFSETS:
+            left = px + dx if dx >= 0 else px + dx - w
+            if dx == 0:
+                left = px - w / 2
+            box = (left, py + dy - _LABEL_HEIGHT_PX, left + w, py + dy)
+            inside = box[0] >= 0 and box[2] <= width and box[1] >= 0 and box[3] <= height
+            hits_point = any(
+                box[0] - _POINT_RADIUS_PX < qx < box[2] + _POINT_RADIUS_PX
+                and box[1] - _POINT_RADIUS_PX < qy < box[3] + _POINT_RADIUS_PX
+                for qx, qy in points
+            )
+            hits_label = any(
+                box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3] for t in taken
+            )
+            if inside and not hits_point and not hits_label:
+                choice = box
+                break
+        if choice is None:
+            dx, dy = _LABEL_OFFSETS[0]
+            choice = (px + dx, py + dy - _LABEL_HEIGHT_PX, px + dx + w, py + dy)
+        taken.append(choice)
+        # Back to data units: the text mark is drawn left-aligned at its baseline.
+        placed.append(
+            {
+                "label": text,
+                "label_x": x0 + choice[0] / width * (x1 - x0),
+                "label_y": y0 + (height - choice[3]) / height * (y1 - y0),
+            }
+        )
+    return placed
 
 
 # Tooltip rows: (column in the chart's data, title). The data holds formatted text, so
@@ -166,6 +321,56 @@ _TOOLTIP_TEXT: tuple[tuple[str, str, Any], ...] = (
     ("params", "params", format_count),
     ("nonzero_params", "non-zero params", format_count),
 )
+
+
+def format_figure(column: str, value: Any) -> str:
+    """A figure of ``Study.to_dataframe()``'s ``column`` with its unit, as tables show it.
+
+    Fractions get two decimals (99.25% and 99.60% differ by one test image on digits);
+    unknown columns are shown as they are.
+    """
+    if column in ("accuracy", "agreement"):
+        return format_percent(value, 2)
+    fmt = next((f for c, _title, f in _TOOLTIP_TEXT if c == column), None)
+    if fmt is None:
+        return "n/a" if _missing(value) else str(value)
+    return fmt(value)
+
+
+# Study columns with the 25th and 75th percentile of the rounds' p50s (see LatencyStats).
+_LATENCY_SPREAD = ("latency_p50_low_ms", "latency_p50_high_ms")
+
+
+def _speedup_text(speedup: Any, low: Any, high: Any) -> str:
+    """``"×2.4 (×2.2–2.6)"``: the interleaved speed-up against the baseline; "n/a" if none."""
+    if _missing(speedup):
+        return "n/a"
+    return f"×{float(speedup):.2f} (×{float(low):.2f}–{float(high):.2f})"
+
+
+def _latency_error_bars(
+    base: alt.Chart,
+    data: pd.DataFrame,
+    x: str,
+    y: str,
+    domains: tuple[tuple[float, float] | None, tuple[float, float] | None],
+) -> alt.Chart | None:
+    """Error bars over the middle half of the rounds' p50s, where an axis is the p50
+    and some variant was timed in rounds; None otherwise. They share the points' axes."""
+    low, high = _LATENCY_SPREAD
+    if not (data[low].notna() & data[high].notna()).any():
+        return None
+    if x == "latency_p50_ms":
+        encoding = {"x": _axis(x, alt.X, domains[0], low), "x2": alt.X2(f"{high}:Q")}
+    elif y == "latency_p50_ms":
+        encoding = {"y": _axis(y, alt.Y, domains[1], low), "y2": alt.Y2(f"{high}:Q")}
+    else:
+        return None
+    return (
+        base.transform_filter(f"isValid(datum.{low}) && isValid(datum.{high})")
+        .mark_rule(color="#555555", strokeWidth=1.5, opacity=0.8)
+        .encode(**encoding)
+    )
 
 
 def _chart_data(df: pd.DataFrame, x: str, y: str, current_key: str | None) -> pd.DataFrame:
@@ -190,6 +395,16 @@ def _chart_data(df: pd.DataFrame, x: str, y: str, current_key: str | None) -> pd
         values = rows[column] if column in rows else [None] * len(rows)
         data[f"{column}_text"] = [fmt(v) for v in values]
     data["frontier_text"] = ["yes" if f else "no" for f in data["on_frontier"]]
+    for role in ("baseline", "current"):  # where their labels go: see _place_labels
+        data[f"{role}_label_x"] = float("nan")
+        data[f"{role}_label_y"] = float("nan")
+    # The middle half of the rounds' p50s: error bars where an axis is the p50.
+    for column in _LATENCY_SPREAD:
+        data[column] = rows[column].astype(float) if column in rows else float("nan")
+    data["speedup_text"] = [
+        _speedup_text(*(row.get(c) for c in ("speedup", "speedup_low", "speedup_high")))
+        for _, row in rows.iterrows()
+    ]
     warn = rows["warnings"] if "warnings" in rows else [0] * len(rows)
     data["warnings_text"] = [str(int(w)) if not _missing(w) else "0" for w in warn]
     return data.reset_index(drop=True)
@@ -201,16 +416,22 @@ def tradeoff_chart(
     y: str = "accuracy",
     current_key: str | None = None,
     *,
-    width: int = 480,
-    height: int = 320,
+    width: int = 520,
+    height: int = 340,
 ) -> alt.LayerChart:
     """Every variant as a point of ``y`` against ``x``, with the Pareto frontier.
 
     Layers, bottom to top: the frontier over (``y`` max, ``x`` min) as a line; every
     variant coloured by family, carrying the click-selection parameter
-    :data:`PICK_PARAM` on the ``key`` field; the baseline as a black diamond with a
-    label; the current variant ringed in orange with a label. Tooltips give the recipe
-    and its formatted figures. Variants missing ``x`` or ``y`` are left out.
+    :data:`PICK_PARAM` on the ``key`` field and the zoom-and-pan parameter
+    :data:`ZOOM_PARAM` (wheel zooms, drag pans, double click resets); the baseline as
+    a black diamond; the current variant ringed in orange; then their labels, placed
+    where they cover no point. Axes are padded around the data (one point still gets
+    a readable range), fractions span at least 5 points, and ticks are rounded to
+    3 significant digits. Tooltips give the recipe and its formatted figures.
+    Where an axis is the latency p50, error bars span the middle half of the p50s over
+    the interleaved timing rounds, and tooltips give the interleaved speed-up against
+    the baseline. Variants missing ``x`` or ``y`` are left out.
 
     Args:
         df: ``Study.to_dataframe()``.
@@ -227,14 +448,31 @@ def tradeoff_chart(
     tooltip = [alt.Tooltip("recipe:N", title="recipe")] + [
         alt.Tooltip(f"{column}_text:N", title=title) for column, title, _ in _TOOLTIP_TEXT
     ]
+    tooltip.append(alt.Tooltip("speedup_text:N", title="speed-up vs baseline (interleaved)"))
     tooltip.append(alt.Tooltip("warnings_text:N", title="warnings"))
     tooltip.append(alt.Tooltip("frontier_text:N", title="on the frontier"))
-    x_enc, y_enc = _axis(x, alt.X), _axis(y, alt.Y)
+    x_domain, y_domain = axis_domain(data[x], x), axis_domain(data[y], y)
+    x_enc, y_enc = _axis(x, alt.X, x_domain), _axis(y, alt.Y, y_domain)
+    if x_domain is not None and y_domain is not None:
+        for label in _place_labels(
+            data,
+            x,
+            y,
+            (x_domain, y_domain),
+            (width, height),
+            [("baseline", data["is_baseline"]), ("current", data["is_current"])],
+        ):
+            role = label["label"]
+            mask = data[f"is_{role}"]
+            data.loc[mask, f"{role}_label_x"] = label["label_x"]
+            data.loc[mask, f"{role}_label_y"] = label["label_y"]
+
     base = alt.Chart(data).encode(x=x_enc, y=y_enc)
 
     pick = alt.selection_point(
         name=PICK_PARAM, fields=["key"], on="click", clear="dblclick", empty=False
     )
+    zoom = alt.selection_interval(name=ZOOM_PARAM, bind="scales")
     frontier = (
         base.transform_filter(alt.datum.on_frontier)
         # Open grey rings mark the frontier's points, so a one-point frontier shows too.
@@ -258,31 +496,52 @@ def tradeoff_chart(
             strokeWidth=alt.condition(pick, alt.value(2), alt.value(0)),
             tooltip=tooltip,
         )
-        .add_params(pick)
+        .add_params(pick, zoom)
     )
-    baseline = base.transform_filter(alt.datum.is_baseline)
-    baseline_mark = baseline.mark_point(
-        shape="diamond", size=220, filled=True, color="#222222"
-    ).encode(tooltip=tooltip)
-    baseline_label = baseline.mark_text(
-        text="baseline", align="left", dx=10, dy=-10, fontWeight="bold", color="#222222"
+    baseline_mark = (
+        base.transform_filter(alt.datum.is_baseline)
+        .mark_point(shape="diamond", size=220, filled=True, color="#222222")
+        .encode(tooltip=tooltip)
     )
-    current = base.transform_filter(alt.datum.is_current)
-    current_mark = current.mark_point(
-        shape="circle", size=420, filled=False, strokeWidth=3, color=CURRENT_COLOR
-    ).encode(tooltip=tooltip)
-    current_label = current.mark_text(
-        text="current", align="left", dx=12, dy=12, fontWeight="bold", color=CURRENT_COLOR
+    current_mark = (
+        base.transform_filter(alt.datum.is_current)
+        .mark_point(shape="circle", size=420, filled=False, strokeWidth=3, color=CURRENT_COLOR)
+        .encode(tooltip=tooltip)
     )
+
+    def label_layer(role: str, color: str) -> alt.Chart:
+        # Drawn at its placed position (data units), which covers no point.
+        return (
+            base.transform_filter(getattr(alt.datum, f"is_{role}"))
+            .mark_text(
+                text=role, align="left", baseline="alphabetic", fontWeight="bold", color=color
+            )
+            .encode(
+                x=_axis(x, alt.X, x_domain, f"{role}_label_x"),
+                y=_axis(y, alt.Y, y_domain, f"{role}_label_y"),
+            )
+        )
+
+    baseline_label = label_layer("baseline", "#222222")
+    current_label = label_layer("current", CURRENT_COLOR)
+    # Last, so the other layers keep their places.
+    error_bars = _latency_error_bars(base, data, x, y, (x_domain, y_domain))
     return alt.layer(
-        frontier, points, baseline_mark, baseline_label, current_mark, current_label
+        frontier,
+        points,
+        baseline_mark,
+        baseline_label,
+        current_mark,
+        current_label,
+        *([error_bars] if error_bars is not None else []),
     ).properties(
         width=width,
         height=height,
         title=alt.Title(
             f"{AXIS_TITLES[y].split(' (')[0]} vs {AXIS_TITLES[x].split(' (')[0]}",
             subtitle="grey rings and dashed line: Pareto frontier · diamond: baseline"
-            + (" · orange ring: current" if current_key else ""),
+            + (" · orange ring: current" if current_key else "")
+            + " · scroll: zoom, drag: pan",
         ),
     )
 

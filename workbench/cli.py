@@ -7,7 +7,9 @@ one line saying what is wrong and what to do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import signal
 import sys
@@ -23,6 +25,7 @@ __all__ = ["main"]
 
 PRUNE_CHOICES = ("none", "unstructured", "structured")
 QUANT_CHOICES = ("none", "dynamic", "int8", "fp16")
+LOCAL_CLUSTER = "<local>"  # --ray without an address: a cluster of this machine alone
 
 
 def _floats(text: str) -> list[float]:
@@ -32,6 +35,29 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a comma-separated list of numbers"
         ) from None
+
+
+# The digits preprocessing's settings (workbench.data.Preprocessing), as --preprocess keys.
+PREPROCESS_KEYS = ("size", "channels", "divisor", "mean", "std")
+
+
+def _preprocess(text: str) -> dict:
+    out: dict = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in PREPROCESS_KEYS:
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is not KEY=VALUE with KEY one of {', '.join(PREPROCESS_KEYS)} "
+                "(e.g. mean=0.5,std=0.5)"
+            )
+        try:
+            out[key] = int(value) if key in ("size", "channels") else float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a number") from None
+    if not out:
+        raise argparse.ArgumentTypeError("give at least one KEY=VALUE, e.g. mean=0.5,std=0.5")
+    return out
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -57,6 +83,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--arch", help="architecture for a state_dict file, e.g. digits-cnn or torchvision:resnet18"
     )
     p.add_argument("--task", help="the labelled task of a user model (digits)")
+    p.add_argument(
+        "--preprocess",
+        type=_preprocess,
+        metavar="KEY=VALUE,...",
+        help="how the task's images become a user model's inputs, e.g. mean=0.5,std=0.5 "
+        f"(keys: {', '.join(PREPROCESS_KEYS)}; default: size and channels from the input "
+        "shape, divisor=16, mean=0, std=1)",
+    )
     p.add_argument("--input-shape", type=_shape, help="batch-1 input shape, e.g. 1,3,224,224")
     p.add_argument(
         "--random-init",
@@ -74,18 +108,28 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--cache-dir", type=Path, help="where variants are cached (default ~/.cache/edge-workbench)"
     )
     p.add_argument("--no-cache", action="store_true", help="measure afresh in a temporary cache")
+    p.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="time cached variants again (latency, memory, profile; nothing is rebuilt)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
+    from workbench.recipe import CALIBRATIONS, OVERFLOW_FIXES, QuantizeConfig
+
     p.add_argument(
         "--per-tensor", action="store_true", help="one int8 scale per tensor instead of per channel"
     )
-    p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="minmax")
+    p.add_argument(
+        "--calibration",
+        choices=CALIBRATIONS,
+        help="int8 calibration method (default minmax)",
+    )
     p.add_argument(
         "--calibration-samples",
         type=int,
-        default=128,
         help="training images used to calibrate int8 (default 128)",
     )
     p.add_argument(
@@ -94,6 +138,29 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NODE_OR_OP",
         help="node name or op type to leave in float (repeatable)",
+    )
+    p.add_argument(
+        "--overflow-fix",
+        choices=OVERFLOW_FIXES,
+        default=QuantizeConfig().overflow_fix,
+        help="int8: 7-bit weights where 8-bit ones could saturate on x86 CPUs without VNNI "
+        "(default: the layers reading the model input)",
+    )
+    p.add_argument(
+        "--bias-correction",
+        action=argparse.BooleanOptionalAction,
+        default=QuantizeConfig().bias_correction,
+        help="int8: shift each Conv/Gemm bias by its output's mean error on the calibration images",
+    )
+    p.add_argument(
+        # not --max-accuracy-drop: the device gate's flag of that name is a pass/fail limit
+        "--accuracy-aware",
+        dest="quant_max_drop",
+        type=float,
+        default=None,
+        metavar="POINTS",
+        help="int8: keep the most sensitive layers in float until accuracy on held-out "
+        "training images is within POINTS of float",
     )
 
 
@@ -227,9 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="apply a recipe, export to ONNX and measure the artifact")
     _add_model_args(p)
     p.add_argument("--prune", choices=PRUNE_CHOICES, default="none")
-    p.add_argument(
-        "--sparsity", type=float, default=0.5, help="fraction pruned, 0 to 0.95 (default 0.5)"
-    )
+    p.add_argument("--sparsity", type=float, help="fraction pruned, 0 to 0.95 (default 0.5)")
     _add_prune_args(p)
     p.add_argument("--quantize", choices=QUANT_CHOICES, default="none")
     _add_quant_args(p)
@@ -241,9 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="evaluate a grid of recipes and print the Pareto frontier")
     _add_model_args(p)
     p.add_argument("--prune", choices=PRUNE_CHOICES, default="unstructured")
-    p.add_argument(
-        "--sparsity", type=_floats, default=[0.0], help="comma-separated, e.g. 0,0.5,0.8"
-    )
+    p.add_argument("--sparsity", type=_floats, help="comma-separated, e.g. 0,0.5,0.8 (default 0)")
     _add_prune_args(p)
     p.add_argument("--quantize", default="none", help="comma-separated from none,dynamic,int8,fp16")
     _add_quant_args(p)
@@ -253,6 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--objectives",
         default="accuracy:max,latency_p50_ms:min,size_bytes:min",
         help="frontier objectives as column:min|max,...",
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL_CLUSTER,
+        metavar="ADDRESS",
+        help="run the variants on a Ray cluster: 'auto' joins the one started on this machine, "
+        "host:port another; no address starts one here (pip install 'edge-workbench[ray]')",
+    )
+    p.add_argument(
+        "--device",
+        metavar="NAME",
+        help="with --ray: measure on the nodes started with the resource device:NAME",
     )
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a study")
@@ -265,15 +341,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Any:
+    from workbench.data import Preprocessing
     from workbench.models import load_model
 
+    prep = None
+    if args.preprocess is not None:
+        if args.task is None and not _is_sample(args.model):
+            raise WorkbenchError(
+                "--preprocess says how a task's images become inputs", "add --task digits"
+            )
+        # Keys not given keep the defaults a task would get: size and channels from the
+        # input shape (or the model's), the others from Preprocessing.
+        shape = args.input_shape
+        base = {"size": shape[-1], "channels": shape[1]} if shape and len(shape) == 4 else {}
+        if "size" not in args.preprocess or "channels" not in args.preprocess:
+            if not base:
+                base = _default_geometry(args)
+        prep = Preprocessing(**{**base, **args.preprocess})
     return load_model(
         args.model,
         arch=args.arch,
         pretrained=not args.random_init,
         task=args.task,
         input_shape=args.input_shape,
+        preprocessing=prep,
     )
+
+
+def _is_sample(name: str) -> bool:
+    from workbench.models._sample import sample_names
+
+    return name in sample_names()
+
+
+def _default_geometry(args: argparse.Namespace) -> dict:
+    """Size and channels of the model's own input, loading it once without a task."""
+    from workbench.models import load_model
+
+    shape = load_model(args.model, arch=args.arch, pretrained=not args.random_init).input_shape
+    return {"size": shape[-1], "channels": shape[1]} if len(shape) == 4 else {}
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -315,13 +421,46 @@ def _quant_config(args: argparse.Namespace, scheme: str) -> Any:
         raise WorkbenchError(
             f"quantization {scheme!r} is not supported", f"use one of: {', '.join(QUANT_CHOICES)}"
         )
+    defaults = QuantizeConfig()
     return QuantizeConfig(
         scheme=scheme,
         per_channel=not args.per_tensor,
-        calibration=args.calibration,
-        calibration_samples=args.calibration_samples,
+        calibration=args.calibration or defaults.calibration,
+        calibration_samples=(
+            defaults.calibration_samples
+            if args.calibration_samples is None
+            else args.calibration_samples
+        ),
         keep_float=tuple(args.keep_float),
+        bias_correction=args.bias_correction,
+        overflow_fix=args.overflow_fix,
+        # the sweep builds one config per scheme; the drop only means something for int8
+        max_accuracy_drop=args.quant_max_drop if scheme == "int8" else None,
     )
+
+
+def _refuse_idle_settings(args: argparse.Namespace, prunes: bool, schemes: list[str]) -> None:
+    """Raise WorkbenchError for a setting that would change nothing: a user who gave it
+    expects it to act, and a figure measured without it would be taken as measured with it."""
+    if not prunes and args.sparsity is not None:
+        raise WorkbenchError(
+            "--sparsity has no effect without pruning", "add --prune unstructured|structured"
+        )
+    if "int8" not in schemes:
+        for flag, value in (
+            ("--calibration-samples", args.calibration_samples),
+            ("--calibration", args.calibration),
+        ):
+            if value is not None:
+                raise WorkbenchError(
+                    f"{flag} applies to static int8 quantization only", "add --quantize int8"
+                )
+    if not any(s in ("int8", "dynamic") for s in schemes) and args.per_tensor:
+        raise WorkbenchError(
+            "--per-tensor applies to int8 and dynamic quantization only", "add --quantize int8"
+        )
+    if not any(s != "none" for s in schemes) and args.keep_float:
+        raise WorkbenchError("--keep-float applies to quantization only", "add --quantize int8")
 
 
 def result_json(result: Any) -> dict:
@@ -351,6 +490,8 @@ def result_json(result: Any) -> dict:
             "warmup": lat.warmup,
             "threads": lat.threads,
         },
+        "speedup": [c.to_dict() for c in m.comparisons],
+        "latency_noise": None if m.noise is None else m.noise.to_dict(),
         "peak_memory_bytes": m.memory.peak_bytes,
         "process_peak_memory_bytes": m.memory.process_peak_bytes,
         "operator_ms": m.operator_ms,
@@ -367,16 +508,23 @@ def _fmt_pct(v: float | None) -> str:
 
 
 def _text(result: Any) -> str:
+    from workbench.honesty import speed_text, versus_text
+    from workbench.measure.artifact import COMPRESSION_LEVEL
     from workbench.measure.environment import environment_line
 
     m = result.metrics
     lines = [
         f"{result.model}  [{result.recipe.name}]",
         f"  accuracy        {_fmt_pct(m.accuracy)}   agreement {_fmt_pct(m.agreement)} ({m.agreement_basis})",
-        f"  size            {m.size_bytes:,} B on disk, {m.compressed_bytes:,} B deflated",
+        f"  size            {m.size_bytes:,} B on disk, {m.compressed_bytes:,} B deflated "
+        f"(zlib level {COMPRESSION_LEVEL})",
         f"  params          {m.params:,} ({m.nonzero_params:,} non-zero), {m.macs:,} MACs",
         f"  latency         p50 {m.latency.p50:.3f} ms  p90 {m.latency.p90:.3f}  p99 {m.latency.p99:.3f}  "
         f"mean {m.latency.mean:.3f} (n={m.latency.n}, {m.latency.threads} thread(s))",
+        *[
+            f"  speed           {speed_text(c, versus_text(c))}, timed interleaved in one run"
+            for c in m.comparisons
+        ],
         f"  peak memory     {m.memory.peak_bytes:,} B added by the model ({m.memory.process_peak_bytes:,} B process)",
         f"  artifact        {result.artifact}",
     ]
@@ -384,6 +532,8 @@ def _text(result: Any) -> str:
         top = ", ".join(f"{k} {v:.3f}" for k, v in list(m.operator_ms.items())[:5])
         lines.append(f"  time by op (ms) {top}")
     lines.append(f"  environment     {environment_line(m.environment)}")
+    if m.noise is not None and m.noise.noisy:
+        lines.append("  noise           noisy: " + "; ".join(m.noise.reasons))
     lines += [f"  warning: {w}" for w in result.warnings]
     return "\n".join(lines)
 
@@ -406,11 +556,11 @@ def _cache(args: argparse.Namespace, scratch: list[Path]) -> Any:
 
 
 def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
-    from workbench.export import export_variant
     from workbench.pipeline import evaluate
     from workbench.recipe import Recipe
 
-    prune = _prune_config(args, args.prune, args.sparsity)
+    _refuse_idle_settings(args, args.prune != "none", [args.quantize])
+    prune = _prune_config(args, args.prune, 0.5 if args.sparsity is None else args.sparsity)
     distill, prune, qat = _training_steps(args, prune)
     trains = distill is not None or qat is not None or args.prune_steps != 1
     finetune = _finetune_config(args, trains)
@@ -420,34 +570,48 @@ def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
         )
     steps = (distill, prune, finetune, qat, _quant_config(args, args.quantize))
     recipe = Recipe(tuple(s for s in steps if s is not None))
+    settings = _settings(args)  # checked before the model is loaded: bad input fails fast
+    if args.out:
+        from workbench.export import check_export_folder  # onnx and the export code: only here
+
+        check_export_folder(args.out)
     model = _load(args)
     cache = _cache(args, scratch)
-    settings = _settings(args)
-    result = evaluate(model, recipe, settings=settings, cache=cache)
+    result = evaluate(model, recipe, settings=settings, cache=cache, remeasure=args.remeasure)
     out = result_json(result)
+    # What the accuracy was scored on: a user model's figures mean little without it.
+    out["preprocessing"] = model.preprocessing.to_dict() if model.preprocessing else None
     if args.out:
+        from workbench.export import export_variant
+
         manifest = export_variant(result, model, args.out, settings=settings, cache=cache)
         out["artifact"] = str(manifest.parent / "model.onnx")
         out["manifest"] = str(manifest)
+    text = _text(result)  # the preprocessing is in the accuracy line's basis
     print(
         json.dumps(out, indent=1)
         if args.json
-        else _text(result) + (f"\n  manifest        {out['manifest']}" if args.out else "")
+        else text + (f"\n  manifest        {out['manifest']}" if args.out else "")
     )
     return 0
 
 
 def _check_output_file(flag: str, path: Path) -> None:
-    """Raise WorkbenchError unless ``path`` can be written as a file."""
-    folder = path.parent if str(path.parent) else Path(".")
+    """Raise WorkbenchError unless ``path`` can be written as a file.
+
+    Missing parent folders are fine: they are created when the file is written, as
+    ``evaluate --out`` and ``report -o`` do, so every ``--out`` behaves alike.
+    """
     if path.is_dir():
         raise WorkbenchError(
             f"{flag} {path} is a folder", f"give a file name, e.g. {path / 'study.json'}"
         )
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     if not folder.is_dir():
         raise WorkbenchError(
-            f"{flag} {path}: the folder {folder} does not exist",
-            "create it first, or write elsewhere",
+            f"{flag} {path}: {folder} is a file, not a folder", "write the file elsewhere"
         )
     try:  # os.access can say yes where a write fails (/proc, read-only mounts)
         with tempfile.TemporaryFile(dir=folder):
@@ -458,13 +622,32 @@ def _check_output_file(flag: str, path: Path) -> None:
         ) from None
 
 
-def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
-    from workbench.study import OBJECTIVE_COLUMNS, grid, sweep
+def _executor(args: argparse.Namespace) -> dict:
+    """sweep()'s executor arguments from --ray [ADDRESS] and --device."""
+    if args.ray is None:
+        if args.device is not None:
+            raise WorkbenchError("--device measures on a Ray cluster's node", "add --ray ADDRESS")
+        return {}
+    address = None if args.ray == LOCAL_CLUSTER else args.ray
+    return {"executor": "ray", "ray_address": address, "device": args.device}
 
-    prune = [_prune_config(args, args.prune, s) for s in args.sparsity] or [None]
-    quant = [_quant_config(args, q.strip()) for q in args.quantize.split(",") if q.strip()] or [
-        None
-    ]
+
+def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
+    from workbench.study import OBJECTIVE_COLUMNS, grid, machine_of, sweep
+
+    schemes = [q.strip() for q in args.quantize.split(",") if q.strip()]
+    if not schemes:
+        raise WorkbenchError(
+            f"--quantize {args.quantize!r} names no scheme",
+            f"give one or more of {', '.join(QUANT_CHOICES)}, comma-separated",
+        )
+    if args.sparsity == []:
+        raise WorkbenchError(
+            "--sparsity names no sparsity", "give one or more fractions, e.g. --sparsity 0,0.5,0.8"
+        )
+    _refuse_idle_settings(args, args.prune != "none", schemes)
+    prune = [_prune_config(args, args.prune, s) for s in (args.sparsity or [0.0])] or [None]
+    quant = [_quant_config(args, q) for q in schemes]
     objectives = {}
     for item in args.objectives.split(","):
         col, _, sense = item.partition(":")
@@ -482,13 +665,16 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
     for flag, path in (("--out", args.out), ("--csv", args.csv)):
         if path is not None:
             _check_output_file(flag, Path(path))
+    settings = _settings(args)
     model = _load(args)
     study = sweep(
         model,
         grid(prune, quant, _finetune_config(args)),
-        settings=_settings(args),
+        settings=settings,
         cache=_cache(args, scratch),
         progress=not args.json,
+        remeasure=args.remeasure,
+        **_executor(args),
     )
     study.save(args.out)
     if args.csv:
@@ -500,7 +686,9 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
                 {
                     "study": str(args.out),
                     "variants": len(study.results),
+                    "machines": study.machines(),
                     "frontier": [result_json(r) for r in front],
+                    "failures": study.failures,
                 },
                 indent=1,
             )
@@ -520,10 +708,23 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
             "peak_memory_bytes",
             "warnings",
         ]
+        machines = study.machines()
+        if len(machines) > 1:  # a cluster of unlike machines: timings compare within one
+            df.insert(2, "machine", [machines.index(m) + 1 for m in map(machine_of, study.results)])
+            cols.insert(2, "machine")
         print(df[cols].to_string(index=False))
+        for failure in study.failures:
+            print(f"failed: {failure['recipe_name']}: {failure['error']}")
+        if len(machines) > 1:
+            print(
+                f"\nmeasured on {len(machines)} unlike machines; each has its own frontier: "
+                + "; ".join(f"{i} = {m}" for i, m in enumerate(machines, 1))
+            )
         print(
             f"\n{len(front)} of {len(study.results)} variants on the frontier of "
-            f"{study.objectives_used(objectives)}; study written to {args.out}"
+            f"{study.objectives_used(objectives)}"
+            + (f"; {len(study.failures)} failed (kept in the study)" if study.failures else "")
+            + f"; study written to {args.out}"
         )
     return 0
 
@@ -535,6 +736,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     path = write_report(Study.load(args.study), args.output)
     print(path)
     return 0
+
+
+def _run_command(args: argparse.Namespace, scratch: list[Path]) -> int:
+    if args.command == "models":
+        return _cmd_models(args)
+    if args.command == "evaluate":
+        return _cmd_evaluate(args, scratch)
+    if args.command == "sweep":
+        return _cmd_sweep(args, scratch)
+    if getattr(args, "device_command", None) is not None:  # workbench/cli_devices.py
+        return args.device_command(args, scratch)
+    return _cmd_report(args)
 
 
 class _Stopped(KeyboardInterrupt):
@@ -565,15 +778,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, _raise_stopped)
     try:
-        if args.command == "models":
-            return _cmd_models(args)
-        if args.command == "evaluate":
-            return _cmd_evaluate(args, scratch)
-        if args.command == "sweep":
-            return _cmd_sweep(args, scratch)
-        if getattr(args, "device_command", None) is not None:  # workbench/cli_devices.py
-            return args.device_command(args, scratch)
-        return _cmd_report(args)
+        status = _run_command(args, scratch)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit as an ignored exception
+        return status
+    except BrokenPipeError:
+        # The reader went away (`workbench models | head -1`): like any Unix tool, stop
+        # quietly; stdout goes to /dev/null so Python's flush at exit does not complain.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 2

@@ -32,7 +32,7 @@ from workbench.results import Result
 # is int8, and distillation and gradual pruning would have to train all over again.
 _NO_TORCH_PROGRAM = ("qat", "distill", "gradual_prune")
 
-__all__ = ["MANIFEST_FORMAT", "export_variant", "onnx_signature"]
+__all__ = ["MANIFEST_FORMAT", "check_export_folder", "export_variant", "onnx_signature"]
 
 MANIFEST_FORMAT = "edge-workbench-manifest/1"
 
@@ -121,17 +121,15 @@ def export_variant(
     Args:
         result: the evaluated variant (from ``evaluate``).
         model: the Model it was derived from.
-        out_dir: the folder to write (created if needed; files of the same names replaced).
+        out_dir: the folder to write (created if needed). A previous export there is
+            replaced whole; a folder holding anything else is refused.
         torch_program: also save float PyTorch variants as .pt2 (or TorchScript).
 
     Returns:
         The path of manifest.json.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise WorkbenchError(
-            f"{out_dir} exists and is not a folder", "choose a folder path for --out"
-        )
+    check_export_folder(out_dir)
     if not result.artifact.is_file():
         raise WorkbenchError(
             f"the variant's artifact {result.artifact} is gone", "evaluate the variant again"
@@ -190,10 +188,52 @@ def export_variant(
             "cache_key": result.key,
         }
         (scratch / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        names = sorted(p.name for p in scratch.iterdir() if p.name != "manifest.json")
-        for name in [*names, "manifest.json"]:
-            os.replace(scratch / name, out_dir / name)
+        scratch.chmod(0o755)  # mkdtemp makes it private; an export is meant to be shared
+        _swap_in(scratch, out_dir)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return out_dir / "manifest.json"
+
+
+def _is_previous_export(folder: Path) -> bool:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
+
+
+def check_export_folder(out_dir: str | Path) -> None:
+    """Raise WorkbenchError unless ``out_dir`` can receive an export: absent, empty, or a
+    previous export (replaced whole). A folder holding other files is refused: replacing
+    it would delete them, and writing beside them would mix two things in one folder."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise WorkbenchError(
+            f"{out_dir} exists and is not a folder", "choose a folder path for --out"
+        )
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_previous_export(out_dir):
+        raise WorkbenchError(
+            f"{out_dir} holds files that are not a workbench export",
+            "choose a new or empty folder (an earlier export's folder is replaced whole)",
+        )
+
+
+def _swap_in(new: Path, out_dir: Path) -> None:
+    """Make the finished folder ``new`` become ``out_dir``, replacing a previous export
+    whole, so no file of the old one is left beside the new ones. The old folder is
+    moved aside first and removed only once the new one is in place."""
+    check_export_folder(out_dir)  # again: the folder may have changed while exporting
+    old = None
+    if out_dir.is_dir():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / "previous")
+    try:
+        os.replace(new, out_dir)
+    except BaseException:
+        if old is not None:  # put the previous export back
+            os.replace(old / "previous", out_dir)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

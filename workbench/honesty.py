@@ -9,16 +9,91 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
+import numpy as np
 
 from workbench.recipe import PruneConfig, QATConfig, QuantizeConfig, Recipe
-from workbench.results import Metrics
+from workbench.results import Metrics, NoiseCheck, SpeedComparison
 
-__all__ = ["ConvCensus", "conv_census", "honesty_warnings"]
+__all__ = [
+    "ConvCensus",
+    "agreement_warning",
+    "conv_census",
+    "honesty_warnings",
+    "noise_warning",
+    "speed_text",
+    "versus_text",
+]
 
 # A quantized variant is called slower than float only beyond this margin, so that
 # timing noise on a shared machine does not raise the warning by itself.
 SLOWER_MARGIN = 1.05
+# When the baseline gives one class for at least this share of the agreement inputs,
+# agreement cannot tell a faithful variant from a broken one.
+ONE_CLASS_SHARE = 0.95
+
+
+def _factor(v: float) -> str:
+    # Two decimals near 1, where they matter ("×1.04"), one beyond ("×2.4").
+    return f"{v:.2f}" if v < 2 else f"{v:.1f}"
+
+
+def speed_text(c: SpeedComparison, versus: str = "") -> str:
+    """A speed-up with its uncertainty: ``"×2.4 faster (×2.2–2.6 over 9 rounds)"``.
+
+    The range is the middle half (25th-75th percentile) of the rounds' ratios;
+    ``versus`` (e.g. "than the baseline") goes after "faster"/"slower".
+    """
+    versus = f" {versus}" if versus else ""
+    if c.speedup >= 1:
+        return (
+            f"×{_factor(c.speedup)} faster{versus} (×{_factor(c.low)}–{_factor(c.high)} "
+            f"over {c.rounds} rounds)"
+        )
+    slow, slow_low, slow_high = 1 / c.speedup, 1 / c.high, 1 / c.low
+    return (
+        f"×{_factor(slow)} slower{versus} (×{_factor(slow_low)}–{_factor(slow_high)} "
+        f"over {c.rounds} rounds)"
+    )
+
+
+def versus_text(c: SpeedComparison) -> str:
+    """Whom ``c`` compares with: "than the baseline" or "than its float version (...)"."""
+    if c.reference == "float":
+        return f"than its float version ({c.reference_recipe})"
+    return "than the baseline"
+
+
+def noise_warning(noise: NoiseCheck | None) -> str | None:
+    """The warning for a disturbed latency measurement, or None."""
+    if noise is None or not noise.noisy:
+        return None
+    return (
+        "Latency was measured on a busy machine (" + "; ".join(noise.reasons) + "), so its "
+        "figures are uncertain. The result is kept but not as final: the next evaluation "
+        "measures it again, or re-measure now (Re-measure in the app, --remeasure on the CLI)."
+    )
+
+
+def agreement_warning(base_predictions: np.ndarray) -> str | None:
+    """A warning when the baseline predicts (nearly) one class for every agreement input.
+
+    Models with random weights (a torchvision name loaded without pretrained weights)
+    or fed inputs unlike their data often do: a variant then "agrees" whatever it does.
+    """
+    preds = np.asarray(base_predictions).ravel()
+    if preds.size == 0:
+        return None
+    classes, counts = np.unique(preds, return_counts=True)
+    top = int(counts.argmax())
+    share = counts[top] / preds.size
+    if share < ONE_CLASS_SHARE:
+        return None
+    return (
+        f"The uncompressed model predicts class {int(classes[top])} for {int(counts[top])} of "
+        f"{preds.size} agreement inputs ({share:.0%}), so agreement with it says next to "
+        "nothing about what compression changed (random weights, or inputs unlike its "
+        "training data). Judge the variant on labelled data."
+    )
 
 
 @dataclass(frozen=True)
@@ -36,6 +111,8 @@ class ConvCensus:
 
 def conv_census(path: str | Path) -> ConvCensus:
     """Count, in a built ONNX artifact, the quantized convolutions the warnings concern."""
+    import onnx  # here, not at the top: a cached result is shown without loading onnx
+
     model = onnx.load(str(path), load_external_data=False)
     graph = model.graph
     shapes = {t.name: list(t.dims) for t in graph.initializer}
@@ -65,23 +142,21 @@ def honesty_warnings(
     metrics: Metrics,
     baseline: Metrics | None,
     census: ConvCensus,
-    int8_dot_product: bool,
     max_accuracy_drop: float,
-    *,
-    float_reference: Metrics | None = None,
 ) -> tuple[str, ...]:
     """The warnings that apply to a measured variant.
+
+    Speed is judged only from what was measured: a quantized variant's interleaved
+    speed-up against its float version (``metrics.comparison("float")``, else against
+    the baseline). The CPU's int8 features are stated in the environment line, not
+    turned into a prediction here.
 
     Args:
         recipe: the variant's recipe.
         metrics: what was measured on the variant's artifact.
         baseline: what was measured on the uncompressed model (None for the baseline).
         census: the quantized convolutions in the variant's artifact.
-        int8_dot_product: whether this CPU has VNNI (x86) or dot-product (Arm) instructions.
         max_accuracy_drop: accuracy points that may be lost before a warning.
-        float_reference: what was measured on the recipe's PyTorch steps alone (the
-            variant before quantization) when it has any; otherwise the baseline is
-            the float version a quantized variant is compared with.
     """
     out: list[str] = []
     prune = recipe.get("prune") or recipe.get("gradual_prune")
@@ -105,12 +180,6 @@ def honesty_warnings(
             "format on the device)." + dense_note + " Use structured pruning to cut latency."
         )
     is_int8 = isinstance(quant, QuantizeConfig) and quant.scheme in ("int8", "dynamic")
-    if is_int8 and not int8_dot_product:
-        out.append(
-            "This CPU has no VNNI (x86) or dot-product (Arm) instructions, so int8 "
-            "multiply-accumulates are emulated with wider instructions: expect little or no "
-            "speed-up over float here, and measure on the target device."
-        )
     if isinstance(quant, QuantizeConfig) and quant.scheme == "dynamic" and census.dynamic:
         out.append(
             f"Dynamic quantization turned {census.dynamic} convolution(s) into ConvInteger, "
@@ -124,19 +193,18 @@ def honesty_warnings(
             "cover channels whose weight ranges differ widely, which usually costs accuracy. "
             "Use per-channel quantization."
         )
-    reference = float_reference or baseline
-    if isinstance(quant, QuantizeConfig) and reference is not None:
-        ratio = metrics.latency.p50 / reference.latency.p50
-        float_steps = "+".join(s.label() for s in recipe.torch_steps())
-        versus = f"its float version ({float_steps})" if float_reference else "the float baseline"
-        # Beyond the margin and beyond the float version's own spread (its p90), so a
-        # model timed in microseconds is not called slower on noise alone.
-        if ratio > SLOWER_MARGIN and metrics.latency.p50 > reference.latency.p90:
+    comparison = metrics.comparison("float") or metrics.comparison("baseline")
+    if isinstance(quant, QuantizeConfig) and comparison is not None:
+        # Beyond the margin and beyond the rounds' spread (their upper quartile is
+        # slower too), so noise alone does not raise it.
+        if comparison.speedup < 1 / SLOWER_MARGIN and comparison.slower_beyond_spread:
+            versus = versus_text(comparison).replace("the baseline", "the float baseline")
             out.append(
-                f"This {quant.label()} variant measured slower than {versus}: "
-                f"p50 {metrics.latency.p50:.3f} ms vs {reference.latency.p50:.3f} ms "
-                f"({ratio:.2f}x). Quantization pays off only where the runtime has fast "
-                "kernels for the quantized operators."
+                f"This {quant.label()} variant measured slower {versus}, timed "
+                f"interleaved in the same run: {speed_text(comparison)}; p50 "
+                f"{comparison.variant_p50:.3f} ms vs {comparison.reference_p50:.3f} ms. "
+                "Quantization pays off only where the runtime has fast kernels for the "
+                "quantized operators; measure on the target device too."
             )
     if baseline is not None:
         if metrics.accuracy is not None and baseline.accuracy is not None:

@@ -9,11 +9,14 @@ change the file; then the file is measured in ONNX Runtime.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -24,7 +27,12 @@ import numpy as np
 from workbench import measure
 from workbench.cache import ARTIFACT_FILE, PREDICTIONS_FILE, Cache
 from workbench.errors import WorkbenchError
-from workbench.honesty import conv_census, honesty_warnings
+from workbench.honesty import (
+    agreement_warning,
+    conv_census,
+    honesty_warnings,
+    noise_warning,
+)
 from workbench.recipe import (
     DistillConfig,
     FineTuneConfig,
@@ -35,7 +43,14 @@ from workbench.recipe import (
     Recipe,
     StepConfig,
 )
-from workbench.results import Metrics, Result
+from workbench.results import (
+    PROGRESS_STAGES,
+    Metrics,
+    NoiseCheck,
+    Progress,
+    Result,
+    SpeedComparison,
+)
 
 __all__ = [
     "MeasureSettings",
@@ -52,12 +67,20 @@ __all__ = [
 _SHORTFALLS = ("could be removed", "lost every weight", "left unpruned")
 
 # Bump when a change to the pipeline changes what a cached number would be.
-PIPELINE_VERSION = 3  # 2: batch-1 predictions, slower-than-float vs float variant; 3: census of the artifact, params per use
+PIPELINE_VERSION = 4  # 2: batch-1 predictions, slower-than-float vs float variant; 3: census of the artifact, params per use; 4: latency interleaved with the references, noise check, zlib level 6
 # One timing at a time in this process: a sweep in the background and the panel's
 # current variant would otherwise share the cores and disturb each other's latency.
 _MEASURE_LOCK = threading.Lock()
 # Inputs for agreement when a model has no labelled task: seeded random normal images.
 UNLABELLED_INPUTS = 64
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one),
+    as the environment line records them."""
+    from workbench.measure.environment import _cores
+
+    return _cores()[2] or 1
 
 
 @dataclass(frozen=True)
@@ -70,15 +93,40 @@ class MeasureSettings:
     min_seconds: float = 0.5  # and timing for at least this long
     profile: bool = True  # time per operator type from ONNX Runtime's profiler
     max_accuracy_drop: float = 1.0  # points lost before the accuracy warning
+    # The variant and its references are timed in this many interleaved rounds.
+    rounds: int = 9
+    # A measurement is noisy (kept, but measured again next time) when the middle half
+    # of its rounds spans more than this fraction of the median (the speed-up's rounds,
+    # or the baseline's own p50s) ...
+    max_spread: float = 0.25
+    # ... or when the OS took the CPU from the timing thread on more than this share of
+    # the timed runs (another process wanted the core).
+    max_preempted: float = 0.1
 
     def __post_init__(self) -> None:
         if not isinstance(self.threads, int) or self.threads < 1:
             raise WorkbenchError(
                 f"threads {self.threads!r} is not a whole number >= 1", "use 1 or more threads"
             )
+        # More threads than cores measure contention, not the model; and thousands of
+        # threads can bring the machine to a halt before a single figure is out.
+        cores = usable_cores()
+        if self.threads > cores:
+            raise WorkbenchError(
+                f"threads {self.threads} is more than the {cores} core(s) this process can use",
+                f"use threads from 1 to {cores} (CLI: --threads)",
+            )
         if self.min_runs < 1 or self.warmup < 0 or self.min_seconds < 0:
             raise WorkbenchError(
                 "latency settings must be positive", "use min_runs >= 1, warmup >= 0"
+            )
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise WorkbenchError(
+                f"rounds {self.rounds!r} is not a whole number >= 1", "use 1 or more rounds"
+            )
+        if self.max_spread < 0 or self.max_preempted < 0:
+            raise WorkbenchError(
+                "noise limits must be >= 0", "use e.g. max_spread=0.25, max_preempted=0.1"
             )
 
     def to_dict(self) -> dict:
@@ -131,7 +179,9 @@ def evaluation_inputs(model: Any) -> tuple[np.ndarray, np.ndarray | None, str]:
     """
     if model.task is not None:
         x, y = model.task.arrays("test", model.preprocessing)
-        return x, y, f"{len(y)} {model.task.name} test images"
+        # The preprocessing is part of what a score means: a user model fed other inputs
+        # than it was trained on scores near chance, and this line shows why.
+        return x, y, f"{len(y)} {model.task.name} test images, {model.preprocessing.summary()}"
     rng = np.random.default_rng(1234)
     x = rng.standard_normal((UNLABELLED_INPUTS, *model.input_shape[1:]), dtype=np.float32)
     return x, None, f"{UNLABELLED_INPUTS} random inputs (no labelled task)"
@@ -178,7 +228,10 @@ def _quantize_step(src: Path, dst: Path, config: StepConfig, model: Any) -> dict
     calib = (
         calibration_inputs(model, config.calibration_samples) if config.scheme == "int8" else None
     )
-    return quantize(src, dst, config, calib).to_dict()
+    held_out = None
+    if config.max_accuracy_drop is not None and model.task is not None:
+        held_out = model.task.held_out(model.preprocessing, config.calibration_samples)
+    return quantize(src, dst, config, calib, held_out).to_dict()
 
 
 def _finetune_step(module: Any, config: StepConfig, model: Any) -> dict:
@@ -261,6 +314,13 @@ def check_applicable(model: Any, recipe: Recipe) -> None:
     quant = recipe.get("quantize")
     if isinstance(quant, QuantizeConfig) and quant.scheme == "int8":
         _check_calibration_count(model, quant.calibration_samples)
+    if isinstance(quant, QuantizeConfig) and quant.max_accuracy_drop is not None:
+        if model.task is None:
+            raise WorkbenchError(
+                f"max_accuracy_drop needs labelled images, and {model.name} has no task",
+                "load the model with a task (e.g. task='digits' / --task digits), or leave "
+                "max_accuracy_drop unset",
+            )
     qat = recipe.get("qat")
     if isinstance(qat, QATConfig):
         _check_calibration_count(model, qat.calibration_samples)
@@ -360,48 +420,249 @@ def _copy_onnx(model: Any, dest: Path) -> None:
     onnx.save(proto, str(dest))
 
 
+def _noise_check(timing: measure.InterleavedTiming, comparisons, settings) -> NoiseCheck:
+    """Whether the timing was disturbed: spread over rounds, preemption, load."""
+    if comparisons:
+        spread = max(c.relative_spread for c in comparisons)
+        what = "the speed-up's"
+    else:
+        own = timing.latency[0]
+        spread = (
+            (own.p50_high - own.p50_low) / own.p50
+            if own.p50_low is not None and own.p50 > 0
+            else 0.0
+        )
+        what = "the p50's"
+    reasons = []
+    if spread > settings.max_spread:
+        reasons.append(
+            f"the middle half of {what} rounds spans {spread:.0%} of its median "
+            f"(limit {settings.max_spread:.0%})"
+        )
+    if timing.preempted_share > settings.max_preempted:
+        reasons.append(
+            f"other processes took the CPU from the timing {timing.preempted_share:.2f} "
+            f"times per run (limit {settings.max_preempted:g})"
+        )
+    try:
+        load: float | None = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on this platform
+        load = None
+    try:
+        cores: int | None = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count()
+    if reasons and load is not None:
+        reasons.append(f"load average {load:.1f} on {cores} usable cores")
+    return NoiseCheck(
+        noisy=bool(reasons),
+        reasons=tuple(reasons),
+        spread=float(spread),
+        preempted_share=float(timing.preempted_share),
+        load_average=load,
+        usable_cores=cores,
+    )
+
+
+def _fields(metrics: Metrics) -> dict[str, Any]:
+    """A Metrics' fields by name, values as they are (not turned into dicts)."""
+    return {f.name: getattr(metrics, f.name) for f in dataclasses.fields(metrics)}
+
+
+# What is still to come after each of PROGRESS_STAGES (Metrics field names).
+_PENDING = dict(
+    zip(
+        PROGRESS_STAGES,
+        (
+            ("compressed_bytes", "latency", "comparisons", "noise", "memory", "operator_ms"),
+            ("memory", "operator_ms"),
+            (),
+        ),
+        strict=True,
+    )
+)
+
+
+def _report(
+    on_progress: Callable[[Progress], None] | None, stage: str, recipe: Recipe, known: dict
+) -> None:
+    if on_progress is not None:
+        pending = tuple(name for name in _PENDING[stage] if name not in known)
+        on_progress(Progress(stage, recipe, dict(known), pending))
+
+
+def _input_shape(model: Any, reference: Result) -> tuple[int, ...]:
+    """The input shape ``reference`` was measured with: its own subject's (a distilled
+    float version is the student, the baseline is ``model`` itself)."""
+    return tuple(subject_model(model, reference.recipe).input_shape)
+
+
+def _measure_speed(
+    artifact: Path,
+    references: list[tuple[str, Result]],
+    shapes: list[Sequence[int]],
+    settings: MeasureSettings,
+    known: dict,
+    recipe: Recipe,
+    on_progress: Callable[[Progress], None] | None,
+) -> dict:
+    """Time ``artifact`` interleaved with its references, then memory and profile.
+
+    ``shapes`` holds the input shape of ``artifact``, then of each reference: a
+    distilled student and its teacher baseline take different inputs.
+
+    Returns the Metrics fields measured here; ``on_progress`` hears of the latency
+    before memory and the profile are measured.
+    """
+    shape = shapes[0]
+    with _MEASURE_LOCK:
+        timing = measure.measure_latency_interleaved(
+            [artifact, *(ref.artifact for _, ref in references)],
+            input_shapes=shapes,
+            threads=settings.threads,
+            warmup=settings.warmup,
+            rounds=settings.rounds,
+            min_runs=settings.min_runs,
+            min_seconds=settings.min_seconds,
+        )
+        comparisons = tuple(
+            SpeedComparison.from_rounds(
+                label, ref.recipe.name, timing.round_p50[0], timing.round_p50[i + 1]
+            )
+            for i, (label, ref) in enumerate(references)
+        )
+        fields = {
+            "latency": timing.latency[0],
+            "comparisons": comparisons,
+            "noise": _noise_check(timing, comparisons, settings),
+        }
+        known.update(fields)
+        _report(on_progress, "latency", recipe, known)
+        fields["memory"] = measure.measure_memory(artifact, shape, threads=settings.threads)
+        fields["operator_ms"] = (
+            measure.profile_operators(artifact, shape, threads=settings.threads)
+            if settings.profile
+            else {}
+        )
+    fields["environment"] = measure.environment(settings.threads)
+    return fields
+
+
+def _warnings(
+    recipe: Recipe,
+    metrics: Metrics,
+    baseline: Result | None,
+    census: Any,
+    reports: tuple[dict, ...] | list[dict],
+    base_preds: np.ndarray,
+    settings: MeasureSettings,
+) -> tuple[str, ...]:
+    """Every warning of a measured variant: the honesty rules, step shortfalls, noise."""
+    warnings = list(
+        honesty_warnings(
+            recipe,
+            metrics,
+            baseline.metrics if baseline else None,
+            census,
+            settings.max_accuracy_drop,
+        )
+    )
+    # Agreement over a model that answers one class for everything means nothing.
+    if metrics.accuracy is None:
+        one_class = agreement_warning(base_preds)
+        if one_class:
+            warnings.append(one_class)
+    # A step that could not do all it was asked says so in its report.
+    warnings += [
+        f"{r['kind']}: {note}"
+        for r in reports
+        for note in [*r.get("notes", []), *r.get("fallbacks", [])]
+        if r["kind"] == "quantize" or any(marker in note for marker in _SHORTFALLS)
+    ]
+    noisy = noise_warning(metrics.noise)
+    if noisy:
+        warnings.append(noisy)
+    return tuple(warnings)
+
+
 def evaluate(
     model: Any,
     recipe: Recipe | None = None,
     *,
     settings: MeasureSettings | None = None,
     cache: Cache | None = None,
+    remeasure: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> Result:
     """Apply ``recipe`` to ``model``, export, and measure the artifact.
+
+    A variant's latency is timed interleaved with its baseline's (and, for a quantized
+    variant with PyTorch steps, its float version's) in the same run, and its speed-up
+    stored with the spread over rounds (``metrics.comparisons``). A result whose timing
+    was disturbed (``result.noisy``) is cached, but not as final: the next call measures
+    its latency, memory and profile again on the cached artifact.
 
     Args:
         model: a ``workbench.models.Model`` or a name/path for ``load_model``.
         recipe: the steps; the empty recipe (default) measures the baseline.
-        settings: how to measure (threads, runs, profiling).
+        settings: how to measure (threads, runs, rounds, noise limits, profiling).
         cache: where results are kept; a rerun with the same key is instant.
+        remeasure: measure the timing, memory and profile of a cached variant again
+            (nothing is rebuilt) and replace the cached figures.
+        on_progress: called with a :class:`~workbench.results.Progress` as figures
+            become known: accuracy, agreement, sizes, params and MACs first, latency
+            next, memory and the operator profile last (a cached result: not called).
 
     Returns:
         The Result, whose artifact lives in the cache entry.
     """
-    from workbench.models import load_model
-
-    if isinstance(model, (str, Path)):
-        model = load_model(model)
-    recipe = recipe or Recipe()
+    model, recipe = _coerce_arguments(model, recipe)
     settings = settings or MeasureSettings()
     cache = cache or Cache()
     check_applicable(model, recipe)
     key = variant_key(model, recipe, settings)
     hit = cache.get(key)
-    if hit is not None:
-        return hit
-
-    baseline = (
-        None if recipe.is_baseline else evaluate(model, Recipe(), settings=settings, cache=cache)
+    if hit is not None and not remeasure and not hit.noisy:
+        return _for_caller(hit, model)
+    return _for_caller(
+        _evaluate_uncached(model, recipe, settings, cache, key, hit, on_progress), model
     )
+
+
+def _reference(model: Any, recipe: Recipe, settings: MeasureSettings, cache: Cache) -> Result:
+    """A variant's baseline or float version: cached is enough, even if its own timing
+    was noisy, since it is timed again interleaved with the variant."""
+    hit = cache.get(variant_key(model, recipe, settings))
+    return hit if hit is not None else evaluate(model, recipe, settings=settings, cache=cache)
+
+
+def _evaluate_uncached(
+    model: Any,
+    recipe: Recipe,
+    settings: MeasureSettings,
+    cache: Cache,
+    key: str,
+    hit: Result | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> Result:
+    """Build and measure ``recipe`` (``hit`` None), or measure a cached ``hit`` again."""
+    baseline = None if recipe.is_baseline else _reference(model, Recipe(), settings, cache)
+    references: list[tuple[str, Result]] = [] if baseline is None else [("baseline", baseline)]
     # "Slower than float" compares a quantized variant with the same model in float:
     # pruned the same way, else the baseline.
-    float_reference = None
     if recipe.onnx_steps() and recipe.torch_steps():
         float_variant = Recipe(recipe.torch_steps())
-        float_reference = evaluate(model, float_variant, settings=settings, cache=cache).metrics
-    # A distilled variant is the student: its input shape and preprocessing.
+        references.append(("float", _reference(model, float_variant, settings, cache)))
+    # A distilled variant is the student: its input shape and preprocessing. Each
+    # reference is timed with the input shape of the model it was built from (a
+    # student's baseline is its teacher).
     subject = subject_model(model, recipe)
+    shapes = [subject.input_shape, *(_input_shape(model, ref) for _, ref in references)]
+    base_preds_path = None if baseline is None else cache.predictions_path(baseline.key)
+    if hit is not None:
+        return _remeasure(
+            hit, shapes, baseline, references, base_preds_path, settings, cache, on_progress
+        )
     distill = recipe.get("distill")
     teacher = _teacher(model, distill) if isinstance(distill, DistillConfig) else None
     inputs, labels, basis = evaluation_inputs(subject)
@@ -410,66 +671,40 @@ def evaluate(
             subject, recipe, work, inputs[:16], teacher
         )
         float_onnx.unlink()
-        census = conv_census(artifact)
-        # One input at a time, as the latency is measured and a device runs it: dynamic
-        # quantization scales activations over the whole batch it is given, so a batched
-        # run would measure predictions the batch-1 artifact never makes.
-        logits = measure.predict(artifact, inputs, batch_size=1)
-        preds = np.argmax(logits.reshape(len(inputs), -1), axis=1)
-        np.save(work / PREDICTIONS_FILE, preds)
-        base_preds = preds if baseline is None else np.load(cache.predictions_path(baseline.key))
-        size, compressed = measure.file_sizes(artifact)
-        stats = measure.graph_stats(artifact)
-        shape = subject.input_shape
-        with _MEASURE_LOCK:
-            latency = measure.measure_latency(
-                artifact,
-                shape,
-                threads=settings.threads,
-                warmup=settings.warmup,
-                min_runs=settings.min_runs,
-                min_seconds=settings.min_seconds,
-            )
-            memory = measure.measure_memory(artifact, shape, threads=settings.threads)
-            ops = (
-                measure.profile_operators(artifact, shape, threads=settings.threads)
-                if settings.profile
-                else {}
-            )
-        metrics = Metrics(
-            accuracy=None if labels is None else measure.accuracy(preds, labels),
-            agreement=measure.agreement(preds, base_preds),
-            agreement_basis=basis,
-            size_bytes=size,
-            compressed_bytes=compressed,
-            params=stats.params,
-            nonzero_params=stats.nonzero_params,
-            macs=stats.macs,
-            latency=latency,
-            memory=memory,
-            operator_ms=ops,
-            parity_max_abs_diff=parity,
-            environment=measure.environment(settings.threads),
+        # Compressing a large file and counting its weights take seconds; zlib and
+        # ONNX Runtime release the GIL, so they run beside the predictions (on other
+        # cores where there are some). The timing comes after all of them.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="workbench-figures") as pool:
+            sizes = pool.submit(measure.file_sizes, artifact)
+            graph = pool.submit(measure.graph_stats, artifact)
+            census = conv_census(artifact)
+            # One input at a time, as the latency is measured and a device runs it:
+            # dynamic quantization scales activations over the whole batch it is given,
+            # so a batched run would measure predictions the batch-1 artifact never makes.
+            logits = measure.predict(artifact, inputs, batch_size=1)
+            preds = np.argmax(logits.reshape(len(inputs), -1), axis=1)
+            np.save(work / PREDICTIONS_FILE, preds)
+            base_preds = preds if base_preds_path is None else np.load(base_preds_path)
+            stats = graph.result()
+            known: dict[str, Any] = {
+                "accuracy": None if labels is None else measure.accuracy(preds, labels),
+                "agreement": measure.agreement(preds, base_preds),
+                "agreement_basis": basis,
+                "size_bytes": artifact.stat().st_size,
+                "params": stats.params,
+                "nonzero_params": stats.nonzero_params,
+                "macs": stats.macs,
+                "parity_max_abs_diff": parity,
+            }
+            # The first figures do not wait for the compression; the timing does.
+            _report(on_progress, "accuracy", recipe, known)
+            known["size_bytes"], known["compressed_bytes"] = sizes.result()
+        known.update(
+            _measure_speed(artifact, references, shapes, settings, known, recipe, on_progress)
         )
-        warnings = honesty_warnings(
-            recipe,
-            metrics,
-            baseline.metrics if baseline else None,
-            census,
-            measure.has_int8_dot_product(),
-            settings.max_accuracy_drop,
-            float_reference=float_reference,
-        )
-        # A step that could not do all it was asked says so in its report.
-        shortfalls = [
-            f"{r['kind']}: {note}"
-            for r in reports
-            for note in [*r.get("notes", []), *r.get("fallbacks", [])]
-            if r["kind"] == "quantize" or any(marker in note for marker in _SHORTFALLS)
-        ]
-        result = Result(
-            model.name, recipe, artifact, metrics, warnings + tuple(shortfalls), key, tuple(reports)
-        )
+        metrics = Metrics(**known)
+        warnings = _warnings(recipe, metrics, baseline, census, reports, base_preds, settings)
+        result = Result(model.name, recipe, artifact, metrics, warnings, key, tuple(reports))
         Cache.write_result(work, result)
     stored = cache.get(key)
     if stored is None:
@@ -477,4 +712,122 @@ def evaluate(
             f"the cache entry for {recipe.name} vanished right after it was written",
             f"check that {cache.root} is writable and not cleaned by another process",
         )
+    _report(on_progress, "complete", recipe, _fields(stored.metrics))
     return stored
+
+
+def _remeasure(
+    hit: Result,
+    shapes: list[Sequence[int]],
+    baseline: Result | None,
+    references: list[tuple[str, Result]],
+    base_preds_path: Path | None,
+    settings: MeasureSettings,
+    cache: Cache,
+    on_progress: Callable[[Progress], None] | None,
+) -> Result:
+    """Measure a cached variant's timing, memory and profile again; replace its figures.
+
+    Nothing is rebuilt: the artifact and predictions stay, so accuracy and sizes do too.
+    ``shapes``: the input shapes of the variant, then of each reference (see
+    ``_measure_speed``).
+    """
+    recipe = hit.recipe
+    known = _fields(hit.metrics)
+    _report(on_progress, "accuracy", recipe, known)
+    known.update(
+        _measure_speed(hit.artifact, references, shapes, settings, known, recipe, on_progress)
+    )
+    metrics = Metrics(**known)
+    preds_path = cache.predictions_path(hit.key)
+    base_preds = np.load(base_preds_path if base_preds_path is not None else preds_path)
+    warnings = _warnings(
+        recipe, metrics, baseline, conv_census(hit.artifact), hit.steps, base_preds, settings
+    )
+    cache.replace_result(hit.key, dataclasses.replace(hit, metrics=metrics, warnings=warnings))
+    stored = cache.get(hit.key)
+    if stored is None:
+        raise WorkbenchError(
+            f"the cache entry for {recipe.name} vanished while it was re-measured",
+            f"check that {cache.root} is writable and not cleaned by another process",
+        )
+    _report(on_progress, "complete", recipe, _fields(stored.metrics))
+    return stored
+
+
+def _coerce_arguments(model: Any, recipe: Any) -> tuple[Any, Recipe]:
+    """``evaluate``'s model and recipe as a Model and a Recipe, or a WorkbenchError that
+    names the right call (a raw AttributeError deep inside says nothing)."""
+    from workbench.models import Model, load_model
+
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    elif not isinstance(model, Model):
+        kind = type(model).__name__
+        if _is_torch_module(model):
+            raise WorkbenchError(
+                f"evaluate() was given a bare PyTorch module ({kind}): the workbench needs "
+                "its input shape and a fingerprint of its weights",
+                "save it (torch.export.save(torch.export.export(module, (example,)), "
+                "'model.pt2')) and pass load_model('model.pt2', input_shape=(1, C, H, W))",
+            )
+        raise WorkbenchError(
+            f"evaluate() needs a model, not {kind} {model!r}"[:200],
+            "pass load_model('digits-cnn') (or a name or path from `workbench models`)",
+        )
+    if recipe is None:
+        return model, Recipe()
+    if isinstance(recipe, StepConfig):  # a bare config is the obvious one-step recipe
+        return model, Recipe((recipe,))
+    if not isinstance(recipe, Recipe):
+        raise WorkbenchError(
+            f"evaluate()'s recipe must be a Recipe or a step config, not {type(recipe).__name__} "
+            f"{recipe!r}"[:200],
+            "pass e.g. QuantizeConfig(scheme='int8') or Recipe.of(prune=PruneConfig(sparsity=0.5), "
+            "quantize=QuantizeConfig(scheme='int8'))",
+        )
+    return model, recipe
+
+
+def _is_torch_module(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.nn.Module) or (
+        isinstance(value, type) and issubclass(value, torch.nn.Module)
+    )
+
+
+# Accuracy below this multiple of chance (1 / classes) on a user's model points at inputs
+# prepared differently from training more often than at a broken model.
+NEAR_CHANCE_FACTOR = 2.5
+
+
+def preprocessing_warning(model: Any, accuracy: float | None) -> str:
+    """A warning when a user model with a task scores near chance: the likely cause is a
+    preprocessing other than the one it was trained with. "" when there is nothing to say."""
+    if model.source == "sample" or model.task is None or accuracy is None:
+        return ""
+    chance = 1.0 / model.task.num_classes
+    if accuracy >= NEAR_CHANCE_FACTOR * chance:
+        return ""
+    p = model.preprocessing
+    used = (
+        f"size={p.size}, channels={p.channels}, divisor={p.divisor:g}, mean={p.mean:g}, "
+        f"std={p.std:g}"
+        if p is not None
+        else "none"
+    )
+    return (
+        f"accuracy {accuracy:.1%} is near chance ({chance:.0%}) with the preprocessing "
+        f"{used}: if the model was trained on other inputs, give the preprocessing it was "
+        "trained with, e.g. load_model(..., preprocessing={'mean': 0.5, 'std': 0.5}) "
+        "(CLI: --preprocess mean=0.5,std=0.5)"
+    )
+
+
+def _for_caller(result: Result, model: Any) -> Result:
+    """``result`` as this caller asked for it: an entry is shared by every model with the
+    same weights, so it is named after the caller's model, with the caller's warnings."""
+    extra = preprocessing_warning(model, result.metrics.accuracy)
+    warnings = result.warnings + ((extra,) if extra and extra not in result.warnings else ())
+    return dataclasses.replace(result, model=model.name, warnings=warnings)

@@ -19,6 +19,7 @@ import altair as alt
 from workbench.atomic import write_text_atomic
 from workbench.charts import (
     AXIS_TITLES,
+    EMBED_OPTIONS,
     default_y,
     format_bytes,
     format_count,
@@ -36,11 +37,6 @@ __all__ = ["report_html", "write_report"]
 REPORT_AXES = ("latency_p50_ms", "size_bytes", "compressed_bytes")
 # The frontier the report lists: what a product team trades.
 REPORT_OBJECTIVES = {"accuracy": "max", "latency_p50_ms": "min", "size_bytes": "min"}
-# vega-embed's menu, without the links to the online editor (the page stays offline).
-EMBED_OPTIONS = {
-    "renderer": "svg",
-    "actions": {"export": True, "source": False, "compiled": False, "editor": False},
-}
 
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;
@@ -146,6 +142,16 @@ def _variant_table(study: Study) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
+def _failures(study: Study) -> str:
+    """The variants that could not be built or measured, with their errors ("" if none)."""
+    if not study.failures:
+        return ""
+    items = "".join(
+        f"<li><b>{_e(f.get('recipe_name', '?'))}</b>: {_e(f['error'])}</li>" for f in study.failures
+    )
+    return f"<h2>Variants that failed</h2><ul>{items}</ul>"
+
+
 def report_html(study: Study) -> str:
     """The report of ``study`` as one HTML document (see :func:`write_report`)."""
     if not study.results:
@@ -216,6 +222,7 @@ frontier for the two plotted figures.</p>
 <h2>Every variant</h2>
 <p class="muted">&#9733; marks the Pareto frontier over {_e(frontier_axes)}.</p>
 {_variant_table(study)}
+{_failures(study)}
 {operators}
 <h2>Model</h2>
 {_kv_list(study.model_info) if study.model_info else _kv_list({"name": study.model})}

@@ -1,14 +1,39 @@
-"""Result values: LatencyStats, Metrics, Result. Frozen, with ``to_dict()``."""
+"""Result values: LatencyStats, SpeedComparison, NoiseCheck, Metrics, Result, Progress.
+
+Frozen, with ``to_dict()``/``from_dict()`` (they round-trip through the cache's
+``result.json``).
+"""
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workbench.recipe import Recipe
 
-__all__ = ["LatencyStats", "MemoryStats", "Metrics", "Result"]
+__all__ = [
+    "PROGRESS_STAGES",
+    "LatencyStats",
+    "MemoryStats",
+    "Metrics",
+    "NoiseCheck",
+    "Progress",
+    "Result",
+    "SpeedComparison",
+    "quartiles",
+]
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """The 25th percentile, median and 75th percentile of ``values`` (linear interpolation)."""
+    ordered = sorted(float(v) for v in values)
+    if len(ordered) == 1:
+        return ordered[0], ordered[0], ordered[0]
+    low, mid, high = statistics.quantiles(ordered, n=4, method="inclusive")
+    return low, mid, high
 
 
 @dataclass(frozen=True)
@@ -24,12 +49,112 @@ class LatencyStats:
     n: int  # timed runs, after warm-up
     warmup: int  # untimed runs first
     threads: int  # intra-op threads of the session
+    # Timing runs in rounds (interleaved with the models it is compared with): the
+    # number of rounds and the middle half (25th-75th percentile) of the rounds' p50s,
+    # the p50's uncertainty on a busy machine. None when timed in one round.
+    rounds: int = 1
+    p50_low: float | None = None
+    p50_high: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> LatencyStats:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class SpeedComparison:
+    """A variant's speed against a reference model, both timed in the same run.
+
+    The two ONNX Runtime sessions are timed in alternating rounds (A, B, B, A, ...), so
+    a busy machine slows both alike and their ratio survives it. ``speedup`` is the
+    median over rounds of (reference p50 / variant p50): above 1 the variant is faster.
+    ``low``/``high`` are the 25th and 75th percentiles of the rounds' ratios.
+    """
+
+    reference: str  # "baseline", or "float" (the variant's PyTorch steps without quantization)
+    reference_recipe: str  # the reference's recipe name
+    speedup: float
+    low: float
+    high: float
+    rounds: int
+    round_speedups: tuple[float, ...] = ()
+    variant_p50: float = 0.0  # ms, median over the rounds
+    reference_p50: float = 0.0
+
+    @classmethod
+    def from_rounds(
+        cls,
+        reference: str,
+        reference_recipe: str,
+        variant_round_p50: Sequence[float],
+        reference_round_p50: Sequence[float],
+    ) -> SpeedComparison:
+        """The comparison from the per-round p50s of the variant and its reference."""
+        ratios = tuple(
+            float(r) / float(v) for v, r in zip(variant_round_p50, reference_round_p50, strict=True)
+        )
+        low, mid, high = quartiles(ratios)
+        return cls(
+            reference=reference,
+            reference_recipe=reference_recipe,
+            speedup=mid,
+            low=low,
+            high=high,
+            rounds=len(ratios),
+            round_speedups=ratios,
+            variant_p50=statistics.median(variant_round_p50),
+            reference_p50=statistics.median(reference_round_p50),
+        )
+
+    @property
+    def relative_spread(self) -> float:
+        """Width of the middle half of the rounds' ratios, as a fraction of the median."""
+        return (self.high - self.low) / self.speedup if self.speedup else float("inf")
+
+    @property
+    def slower_beyond_spread(self) -> bool:
+        """True when even the upper quartile of the rounds says the variant is slower."""
+        return self.high < 1.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["round_speedups"] = list(self.round_speedups)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SpeedComparison:
+        d = dict(d)
+        d["round_speedups"] = tuple(d.get("round_speedups", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class NoiseCheck:
+    """Whether a latency measurement was disturbed, with the figures that say so.
+
+    A noisy result is kept, but not as final: the next ``evaluate`` of the same variant
+    measures its latency again (on the cached artifact).
+    """
+
+    noisy: bool
+    reasons: tuple[str, ...]  # one sentence per threshold exceeded
+    spread: float  # relative width of the middle half of the rounds (ratio, else p50)
+    preempted_share: float  # involuntary context switches of the timing thread per timed run
+    load_average: float | None  # the 1-minute load average at the end of the timing
+    usable_cores: int | None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["reasons"] = list(self.reasons)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NoiseCheck:
+        d = dict(d)
+        d["reasons"] = tuple(d.get("reasons", ()))
         return cls(**d)
 
 
@@ -62,7 +187,7 @@ class Metrics:
     agreement: float | None  # top-1 match rate with the uncompressed model's predictions
     agreement_basis: str  # what agreement was measured on, e.g. "540 test images"
     size_bytes: int  # the artifact's bytes on disk
-    compressed_bytes: int  # the artifact deflate-compressed (zlib level 9)
+    compressed_bytes: int  # the artifact deflate-compressed (zlib level 6, zip's default)
     params: int  # weight elements in the graph
     nonzero_params: int  # of which not zero
     macs: int  # multiply-accumulates of one batch-1 inference
@@ -71,11 +196,21 @@ class Metrics:
     operator_ms: dict[str, float] = field(default_factory=dict)  # op type -> ms per inference
     parity_max_abs_diff: float | None = None  # ONNX vs PyTorch outputs, when exported here
     environment: dict[str, Any] = field(default_factory=dict)
+    # Speed against the baseline (and, for a quantized variant with PyTorch steps, its
+    # float version), timed interleaved in the same run; empty for the baseline.
+    comparisons: tuple[SpeedComparison, ...] = ()
+    noise: NoiseCheck | None = None
+
+    def comparison(self, reference: str) -> SpeedComparison | None:
+        """The comparison with ``reference`` ("baseline" or "float"), if measured."""
+        return next((c for c in self.comparisons if c.reference == reference), None)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["latency"] = self.latency.to_dict()
         d["memory"] = self.memory.to_dict()
+        d["comparisons"] = [c.to_dict() for c in self.comparisons]
+        d["noise"] = None if self.noise is None else self.noise.to_dict()
         return d
 
     @classmethod
@@ -83,6 +218,8 @@ class Metrics:
         d = dict(d)
         d["latency"] = LatencyStats.from_dict(d["latency"])
         d["memory"] = MemoryStats.from_dict(d["memory"])
+        d["comparisons"] = tuple(SpeedComparison.from_dict(c) for c in d.get("comparisons", ()))
+        d["noise"] = None if d.get("noise") is None else NoiseCheck.from_dict(d["noise"])
         return cls(**d)
 
 
@@ -97,6 +234,11 @@ class Result:
     warnings: tuple[str, ...] = ()
     key: str = ""  # the cache key this result is stored under
     steps: tuple[dict, ...] = ()  # each step's own report (layers pruned, nodes quantized, ...)
+
+    @property
+    def noisy(self) -> bool:
+        """True when its latency was measured on a disturbed machine (not final)."""
+        return self.metrics.noise is not None and self.metrics.noise.noisy
 
     def to_dict(self) -> dict:
         return {
@@ -121,3 +263,23 @@ class Result:
             key=d.get("key", ""),
             steps=tuple(d.get("steps", ())),
         )
+
+
+# The order in which ``evaluate(..., on_progress=...)`` reports a new variant's figures.
+PROGRESS_STAGES = ("accuracy", "latency", "complete")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What is known of a variant while it is measured (``evaluate``'s ``on_progress``).
+
+    ``figures`` holds the Metrics fields measured so far, by field name (accuracy,
+    agreement, sizes, params and MACs at the "accuracy" stage; latency, comparisons and
+    noise at "latency"; memory and the operator profile at "complete"); ``pending``
+    names the fields still to come.
+    """
+
+    stage: str  # one of PROGRESS_STAGES
+    recipe: Recipe
+    figures: dict[str, Any]
+    pending: tuple[str, ...]

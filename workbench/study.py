@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,19 +18,28 @@ from workbench.atomic import write_text_atomic
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
 from workbench.pipeline import MeasureSettings, check_applicable, evaluate
-from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe
+from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe, StepConfig
 from workbench.results import Result
 
 __all__ = [
     "DEFAULT_OBJECTIVES",
+    "FIGURES",
     "OBJECTIVE_COLUMNS",
+    "Figure",
     "Study",
+    "compare_results",
     "grid",
+    "machine_of",
     "pareto_mask",
     "sweep",
+    "variant_table",
 ]
 
+log = logging.getLogger(__name__)
+
 STUDY_FORMAT = 1
+# Where sweep() evaluates the variants: this process, or a Ray cluster.
+EXECUTORS = ("local", "ray")
 
 # Columns of Study.to_dataframe() that can be objectives, with the better direction.
 OBJECTIVE_COLUMNS: dict[str, str] = {
@@ -52,9 +62,42 @@ DEFAULT_OBJECTIVES: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure as tables and comparisons show it.
+
+    Attributes:
+        column: its column in ``Study.to_dataframe()``.
+        label: its name for people ("latency p50").
+        kind: "points" for a fraction (changes in percentage points), "ratio" otherwise.
+        better: "max" or "min".
+    """
+
+    column: str
+    label: str
+    kind: str
+    better: str
+
+
+# The figures a variant is shown and compared on, in display order.
+FIGURES: tuple[Figure, ...] = (
+    Figure("accuracy", "accuracy", "points", "max"),
+    Figure("agreement", "agreement", "points", "max"),
+    Figure("latency_p50_ms", "latency p50", "ratio", "min"),
+    Figure("latency_p90_ms", "latency p90", "ratio", "min"),
+    Figure("size_bytes", "size", "ratio", "min"),
+    Figure("compressed_bytes", "compressed size", "ratio", "min"),
+    Figure("peak_memory_bytes", "peak memory", "ratio", "min"),
+    Figure("macs", "MACs", "ratio", "min"),
+    Figure("params", "params", "ratio", "min"),
+    Figure("nonzero_params", "non-zero params", "ratio", "min"),
+)
+
+
 def result_row(result: Result) -> dict[str, Any]:
     """One flat row of a result's figures, as in Study.to_dataframe()."""
     m = result.metrics
+    speed = m.comparison("baseline")
     return {
         "recipe": result.recipe.name,
         "accuracy": m.accuracy,
@@ -63,6 +106,14 @@ def result_row(result: Result) -> dict[str, Any]:
         "latency_p90_ms": m.latency.p90,
         "latency_p99_ms": m.latency.p99,
         "latency_mean_ms": m.latency.mean,
+        # The middle half of the rounds' p50s (error bars), the interleaved speed-up
+        # against the baseline with its middle half, and whether the timing was noisy.
+        "latency_p50_low_ms": m.latency.p50_low,
+        "latency_p50_high_ms": m.latency.p50_high,
+        "speedup": speed.speedup if speed else None,
+        "speedup_low": speed.low if speed else None,
+        "speedup_high": speed.high if speed else None,
+        "latency_noisy": result.noisy,
         "latency_runs": m.latency.n,
         "threads": m.latency.threads,
         "size_bytes": m.size_bytes,
@@ -76,6 +127,15 @@ def result_row(result: Result) -> dict[str, Any]:
         "key": result.key,
         "artifact": str(result.artifact),
     }
+
+
+def machine_of(result: Result) -> str:
+    """The machine a result was measured on: its CPU model and logical cores, as in the
+    cache key, and the device a cluster node was labelled with."""
+    env = result.metrics.environment or {}
+    machine = f"{env.get('cpu_model') or 'unknown CPU'} x{env.get('logical_cores', '?')}"
+    device = (env.get("node") or {}).get("device")
+    return f"{device}: {machine}" if device else machine
 
 
 def pareto_mask(df: pd.DataFrame, objectives: dict[str, str]) -> np.ndarray:
@@ -115,6 +175,10 @@ class Study:
     model: str
     results: list[Result] = field(default_factory=list)
     model_info: dict[str, Any] = field(default_factory=dict)
+    # Variants that could not be built or measured: {"recipe", "recipe_name", "error"}.
+    # Kept so a sweep goes on past one failure and says which ones failed; never on the
+    # frontier (they have no figures).
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def baseline(self) -> Result | None:
@@ -123,6 +187,19 @@ class Study:
     def add(self, result: Result) -> None:
         """Add a result, replacing one with the same recipe."""
         self.results = [r for r in self.results if r.recipe != result.recipe] + [result]
+        self.failures = [f for f in self.failures if f["recipe_name"] != result.recipe.name]
+
+    def add_failure(self, recipe: Recipe, error: BaseException) -> None:
+        """Record that ``recipe`` failed with ``error`` (replacing an earlier record)."""
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        entry = {
+            "recipe": recipe.to_dict(),
+            "recipe_name": recipe.name,
+            "error": f"{type(error).__name__}: {text}"[:500]
+            if not isinstance(error, WorkbenchError)
+            else text[:500],
+        }
+        self.failures = [f for f in self.failures if f["recipe_name"] != recipe.name] + [entry]
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per variant: recipe, figures, warning count, cache key, artifact."""
@@ -137,13 +214,30 @@ class Study:
             objectives = {("agreement" if k == "accuracy" else k): v for k, v in objectives.items()}
         return objectives
 
+    def machines(self) -> list[str]:
+        """The machines the variants were measured on (see machine_of), in order. More
+        than one only when a cluster of unlike machines ran the sweep."""
+        return list(dict.fromkeys(machine_of(r) for r in self.results))
+
     def frontier(self, objectives: dict[str, str] | None = None) -> list[Result]:
-        """The Pareto-optimal variants over ``objectives`` (column -> "min"/"max")."""
-        df = self.to_dataframe()
-        if df.empty:
-            return []
-        mask = pareto_mask(df, self.objectives_used(objectives))
-        return [r for r, keep in zip(self.results, mask, strict=True) if keep]
+        """The Pareto-optimal variants over ``objectives`` (column -> "min"/"max").
+
+        Variants measured on different machines are never compared: each machine has a
+        frontier of its own (see frontiers), and this is all of them.
+        """
+        keep = {id(r) for front in self.frontiers(objectives).values() for r in front}
+        return [r for r in self.results if id(r) in keep]
+
+    def frontiers(self, objectives: dict[str, str] | None = None) -> dict[str, list[Result]]:
+        """The frontier of each machine the variants were measured on."""
+        objectives = self.objectives_used(objectives)
+        out = {}
+        for machine in self.machines():
+            results = [r for r in self.results if machine_of(r) == machine]
+            df = pd.DataFrame([result_row(r) for r in results])
+            mask = pareto_mask(df, objectives)
+            out[machine] = [r for r, keep in zip(results, mask, strict=True) if keep]
+        return out
 
     def to_dict(self) -> dict:
         return {
@@ -151,16 +245,37 @@ class Study:
             "model": self.model,
             "model_info": self.model_info,
             "results": [r.to_dict() for r in self.results],
+            "failures": list(self.failures),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Study:
+        if not isinstance(d, dict):
+            raise WorkbenchError(
+                f"a study is a JSON object, not {type(d).__name__ if d is not None else 'null'}",
+                "pass the file `workbench sweep --out` wrote",
+            )
         if d.get("format") != STUDY_FORMAT:
             raise WorkbenchError(
                 f"unsupported study format {d.get('format')!r}",
                 f"re-run the sweep with this version of the workbench (format {STUDY_FORMAT})",
             )
-        return cls(d["model"], [Result.from_dict(r) for r in d["results"]], d.get("model_info", {}))
+        if not isinstance(d["results"], list):
+            raise WorkbenchError(
+                "the study's results are not a list", "pass the file `workbench sweep --out` wrote"
+            )
+        results = [Result.from_dict(r) for r in d["results"]]
+        for r in results:
+            _check_figures(r)
+        failures = d.get("failures", [])
+        if not isinstance(failures, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("error"), str) for f in failures
+        ):
+            raise WorkbenchError(
+                "the study's failures are not a list of {recipe, error} entries",
+                "pass the file `workbench sweep --out` wrote",
+            )
+        return cls(d["model"], results, d.get("model_info", {}), failures)
 
     def save(self, path: str | Path) -> Path:
         """Write the study as JSON (atomically)."""
@@ -184,9 +299,16 @@ class Study:
             ) from None
         try:
             return cls.from_dict(d)
-        except (KeyError, TypeError) as exc:
+        except WorkbenchError as exc:
+            raise WorkbenchError(f"{path}: {exc.problem}", exc.fix) from None
+        except KeyError as exc:
             raise WorkbenchError(
                 f"{path} is not a complete study (missing {exc})",
+                "pass the file `workbench sweep --out` wrote",
+            ) from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise WorkbenchError(
+                f"{path} is not a valid study ({str(exc).splitlines()[0][:200]})",
                 "pass the file `workbench sweep --out` wrote",
             ) from None
 
@@ -195,6 +317,111 @@ class Study:
         path = Path(path)
         write_text_atomic(path, self.to_dataframe().to_csv(index=False))
         return path
+
+
+def variant_table(study: Study, sort_by: str = "recipe", ascending: bool = True) -> pd.DataFrame:
+    """Every variant of ``study``, one row each: recipe, every figure, warnings, frontier.
+
+    The rows a table (and its CSV) shows; ``sort_by`` is any of its columns (missing
+    values last). Columns: ``recipe``, the :data:`FIGURES` columns, ``warnings``,
+    ``on_frontier`` (over the study's default objectives) and ``key``.
+
+    Raises:
+        WorkbenchError: ``sort_by`` is not a column of the table.
+    """
+    columns = ["recipe", *(f.column for f in FIGURES), "warnings", "on_frontier", "key"]
+    df = study.to_dataframe()
+    if df.empty:
+        if sort_by not in columns:
+            raise WorkbenchError(f"cannot sort by {sort_by!r}", f"use one of: {', '.join(columns)}")
+        return pd.DataFrame(columns=columns)
+    df["on_frontier"] = pareto_mask(df, study.objectives_used())
+    df = df[columns]
+    if sort_by not in df.columns:
+        raise WorkbenchError(f"cannot sort by {sort_by!r}", f"use one of: {', '.join(columns)}")
+    return df.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
+
+
+def compare_results(a: Result, b: Result) -> list[dict[str, Any]]:
+    """Variant ``b`` against variant ``a``, figure by figure.
+
+    One dict per :data:`FIGURES` entry that either has: ``figure`` (the Figure),
+    ``a`` and ``b`` (the values, None when not measured), ``difference`` (b - a) and
+    ``ratio`` (b / a; None when a value is missing or a is 0), and ``better``: "a",
+    "b" or "same" by the figure's direction (None when a value is missing).
+    """
+    row_a, row_b = result_row(a), result_row(b)
+    rows = []
+    for fig in FIGURES:
+        va, vb = row_a[fig.column], row_b[fig.column]
+        if va is None and vb is None:
+            continue
+        both = va is not None and vb is not None
+        if not both:
+            better = None
+        elif va == vb:
+            better = "same"
+        else:
+            b_wins = vb > va if fig.better == "max" else vb < va
+            better = "b" if b_wins else "a"
+        rows.append(
+            {
+                "figure": fig,
+                "a": va,
+                "b": vb,
+                "difference": vb - va if both else None,
+                "ratio": vb / va if both and va != 0 else None,
+                "better": better,
+            }
+        )
+    return rows
+
+
+def _config_list(values: Any, what: str, cls: type, example: str) -> list:
+    """``values`` as a non-empty list of ``cls`` configs or None, else a WorkbenchError
+    naming the call to write (a bare number or string is the usual slip)."""
+    if isinstance(values, (str, StepConfig)) or not isinstance(values, Iterable):
+        raise WorkbenchError(
+            f"grid's {what} must be a list of {cls.__name__}s, not {values!r}"[:200],
+            f"pass {example}",
+        )
+    values = list(values)
+    if not values:
+        raise WorkbenchError(f"grid's {what} list is empty", f"pass {example} (None: no step)")
+    for v in values:
+        if v is not None and not isinstance(v, cls):
+            raise WorkbenchError(
+                f"grid's {what} list holds {type(v).__name__} {v!r}, not a {cls.__name__}"[:200],
+                f"pass {example}",
+            )
+    return values
+
+
+_LATENCY_FIGURES = ("p50", "p90", "p99", "mean", "min", "max", "n")
+_MEMORY_FIGURES = ("peak_bytes", "process_peak_bytes")
+
+
+def _check_figures(result: Result) -> None:
+    """Raise WorkbenchError unless every figure of ``result`` is a number (None where a
+    figure may be absent): a hand-edited study must fail here, not deep in a chart."""
+    m = result.metrics
+    figures = {
+        "accuracy": (m.accuracy, True),
+        "agreement": (m.agreement, True),
+        "parity_max_abs_diff": (m.parity_max_abs_diff, True),
+        **{k: (getattr(m, k), False) for k in ("size_bytes", "compressed_bytes", "params")},
+        **{k: (getattr(m, k), False) for k in ("nonzero_params", "macs")},
+        **{f"latency.{k}": (getattr(m.latency, k), False) for k in _LATENCY_FIGURES},
+        **{f"memory.{k}": (getattr(m.memory, k), False) for k in _MEMORY_FIGURES},
+    }
+    for name, (value, optional) in figures.items():
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise WorkbenchError(
+                f"variant {result.recipe.name}: {name} is {value!r}, not a number",
+                "pass the file `workbench sweep --out` wrote, unedited (or re-run the sweep)",
+            )
 
 
 def grid(
@@ -207,6 +434,15 @@ def grid(
     The baseline comes first; a pruning step at sparsity 0 is the same as none and is
     dropped, so no variant is measured twice. ``finetune`` retrains every pruned variant.
     """
+    prune = _config_list(prune, "prune", PruneConfig, "prune=[PruneConfig(sparsity=0.5), ...]")
+    quantize = _config_list(
+        quantize, "quantize", QuantizeConfig, "quantize=[None, QuantizeConfig(scheme='int8')]"
+    )
+    if finetune is not None and not isinstance(finetune, FineTuneConfig):
+        raise WorkbenchError(
+            f"grid's finetune must be a FineTuneConfig, not {finetune!r}"[:200],
+            "pass finetune=FineTuneConfig(epochs=3)",
+        )
     prune = [None if (p is not None and p.sparsity == 0) else p for p in prune]
     recipes: list[Recipe] = [Recipe()]
     for p, q in itertools.product(prune, quantize):
@@ -225,20 +461,47 @@ def sweep(
     progress: bool = True,
     on_result: Callable[[Result], None] | None = None,
     cancel: threading.Event | None = None,
+    remeasure: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
+    device: str | None = None,
 ) -> Study:
     """Evaluate every recipe on ``model`` (baseline first) and collect a Study.
 
     Results are cached as they finish, so an interrupted sweep resumes where it stopped
-    and a rerun is instant.
+    and a rerun is instant. A variant that fails (e.g. a graph Torch-Pruning cannot
+    prune structurally) is recorded in ``Study.failures`` with its error and the sweep
+    goes on; only a failing baseline stops it, since every variant is compared with it.
 
     Args:
         on_result: called with each Result as it finishes (e.g. to plot it).
         cancel: when set, the sweep stops after the variant in progress.
+        remeasure: measure the latency and memory of variants already cached again
+            (nothing is rebuilt), replacing their cached figures.
+        executor: "local" (this process) or "ray": one Ray task per variant on a
+            cluster, results back in ``cache`` (see workbench.cluster).
+        ray_address: with "ray": "auto" joins the cluster started on this machine,
+            host:port another; None starts one on this machine for the sweep.
+        device: with "ray": measure on the nodes labelled with this device's resource.
     """
     from tqdm.auto import tqdm
 
     from workbench.models import load_model
 
+    if executor not in EXECUTORS:
+        raise WorkbenchError(
+            f"unknown executor {executor!r}", f"use one of: {', '.join(EXECUTORS)}"
+        )
+    if executor == "ray" and remeasure:
+        raise WorkbenchError(
+            "re-measuring cached variants runs on this machine, not on a cluster",
+            "drop --ray (executor='ray') to re-measure, or --remeasure to sweep on the cluster",
+        )
+    if executor == "local" and (ray_address is not None or device is not None):
+        raise WorkbenchError(
+            "a Ray address or a device to measure on needs the Ray executor",
+            "pass executor='ray' (workbench sweep --ray [ADDRESS] --device NAME)",
+        )
     if isinstance(model, (str, Path)):
         model = load_model(model)
     todo = list(recipes)
@@ -248,11 +511,34 @@ def sweep(
         todo.insert(0, todo.pop(todo.index(Recipe())))
     for recipe in todo:  # refuse the whole grid before measuring any of it
         check_applicable(model, recipe)
+    if executor == "ray":
+        from workbench.cluster import sweep_on_ray
+
+        settings = settings or MeasureSettings()
+        cache = cache or Cache()
+        return sweep_on_ray(
+            model,
+            todo,
+            settings=settings,
+            cache=cache,
+            progress=progress,
+            on_result=on_result,
+            cancel=cancel,
+            address=ray_address,
+            device=device,
+        )
     study = Study(model.name, model_info=model.describe())
     for recipe in tqdm(todo, desc=f"sweep {model.name}", unit="variant", disable=not progress):
         if cancel is not None and cancel.is_set():
             break
-        result = evaluate(model, recipe, settings=settings, cache=cache)
+        try:
+            result = evaluate(model, recipe, settings=settings, cache=cache, remeasure=remeasure)
+        except Exception as exc:  # noqa: BLE001 - one variant's failure must not lose the rest
+            if recipe.is_baseline:
+                raise  # every variant is compared with the baseline: nothing can go on
+            log.warning("sweep %s: %s failed: %s", model.name, recipe.name, exc)
+            study.add_failure(recipe, exc)
+            continue
         study.add(result)
         if on_result is not None:
             on_result(result)

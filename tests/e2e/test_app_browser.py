@@ -23,11 +23,14 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from urllib.parse import urlparse
 
 import pytest
 from headless import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LOCAL_HOSTS, REPO
+
+from widgets.app_server import IDLE_KERNEL_SECONDS
 
 SERVER_START_TIMEOUT = 60  # s until the server answers HTTP
 MEASURE_TIMEOUT_MS = 60_000  # one new variant: export, quantize/prune, measure
@@ -70,12 +73,11 @@ def make_app_command(port: int) -> list[str]:
     return [a for a in command if not a.startswith("--Voila.ip=")] + ["--Voila.ip=127.0.0.1"]
 
 
-@pytest.fixture(scope="module")
-def app_server(tmp_path_factory):
-    """A running app server: yields (base URL, log path); stopped and reaped afterwards."""
-    tmp = tmp_path_factory.mktemp("app")
+@contextlib.contextmanager
+def _serving(tmp, extra_args: tuple[str, ...] = ()):
+    """Run the ``make app`` command (plus ``extra_args``); yields (base URL, log path, process)."""
     port = _free_port()
-    command = make_app_command(port)
+    command = make_app_command(port) + list(extra_args)
     env = {
         **os.environ,
         "WORKBENCH_CACHE_DIR": str(tmp / "cache"),
@@ -116,6 +118,13 @@ def app_server(tmp_path_factory):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    """A running app server: yields (base URL, log path, process); stopped and reaped afterwards."""
+    with _serving(tmp_path_factory.mktemp("app")) as served:
+        yield served
 
 
 def _card_figures(page) -> dict[str, str]:
@@ -224,8 +233,35 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
             page.locator('.widget-text:has(label:text-is("folder")) input').fill(str(export_dir))
             page.locator('.widget-text:has(label:text-is("folder")) input').press("Enter")
             page.locator('button.widget-button[title="Export"]').click()
-            page.locator("a.edge-workbench-download").wait_for(timeout=MEASURE_TIMEOUT_MS)
+            link = page.locator("a.edge-workbench-download")
+            link.wait_for(timeout=MEASURE_TIMEOUT_MS)
             page.screenshot(path=str(ARTIFACTS / "app-3-exported.png"), full_page=True)
+            # A real download from this server (any size), not a data: link.
+            href = link.get_attribute("href")
+            assert re.fullmatch(r"/edge-workbench/download/[0-9a-f]{32}/exported\.zip", href), href
+            assert link.evaluate("a => getComputedStyle(a).textDecorationLine") == "underline"
+            with page.expect_download(timeout=30_000) as info:
+                link.click()
+            download = info.value
+            assert download.suggested_filename == "exported.zip"
+            downloaded = tmp_path / "downloaded.zip"
+            download.save_as(downloaded)
+            with urllib.request.urlopen(url + href.lstrip("/"), timeout=30) as response:
+                disposition = response.headers["Content-Disposition"]
+                assert disposition == 'attachment; filename="exported.zip"', disposition
+                assert response.headers["Content-Type"] == "application/zip"
+            # Nothing but the zip the export made: no other name, token or path.
+            token = href.split("/")[3]
+            for bad in (
+                f"edge-workbench/download/{token}/other.zip",
+                f"edge-workbench/download/{token}/..%2F..%2Fserver.log",
+                f"edge-workbench/download/{'0' * 32}/exported.zip",
+                f"edge-workbench/download/{token}/..%2F{token}.json",
+                "edge-workbench/download/..%2F..%2Fcache/x.zip",
+            ):
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(url + bad, timeout=10)
+                assert refused.value.code == 404, bad
 
             # The current artifact's graph, drawn by Netron from this server.
             page.locator(".lm-TabBar-tab", has_text="Netron").click()
@@ -256,6 +292,10 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
         finally:
             browser.close()
 
+    import zipfile
+
+    with zipfile.ZipFile(downloaded) as zf:
+        assert zf.read("exported/model.onnx") == (export_dir / "model.onnx").read_bytes()
     manifest = json.loads((export_dir / "manifest.json").read_text())
     assert manifest["recipe_name"] == "prune-structured-0.55"  # exported before the last steps
     model_onnx = export_dir / "model.onnx"
@@ -273,4 +313,140 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
     assert len(requests) > 10  # the recorder saw the page's own requests
     log = log_path.read_text()
     assert "Traceback" not in log and " 403 " not in log, log[-3000:]
-    assert "Culling kernels with idle durations > 600 seconds" in log, log[-3000:]
+    grace = f"Culling kernels with idle durations > {IDLE_KERNEL_SECONDS} seconds"
+    assert grace in log, log[-3000:]
+
+
+SLIDER = '.widget-slider:has(label:text-is("sparsity"))'
+CHART = ".vega-embed svg.marks"
+
+
+def _in_viewport(page, selector: str) -> dict:
+    """The element's box, and whether all of it is inside the viewport."""
+    return page.eval_on_selector(
+        selector,
+        """e => { const r = e.getBoundingClientRect();
+            return {top: r.top, bottom: r.bottom, left: r.left, right: r.right,
+                    inside: r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight
+                            && r.right <= innerWidth}; }""",
+    )
+
+
+def test_a_laptop_screen_shows_the_slider_and_the_chart_together(app_server):
+    """At 1280x800 the sparsity slider and the whole chart are in view without scrolling;
+    the chart's menu exports images but has no "Open in Vega Editor"; the Variants tab
+    lists the baseline."""
+    from playwright.sync_api import sync_playwright
+
+    url, _log, _server = app_server
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+            page.goto(url, timeout=60_000)
+            _wait_for_variant(page, "baseline")
+            _wait_for_point(page, "baseline")
+            page.screenshot(path=str(ARTIFACTS / "app-1280x800.png"))
+            assert page.evaluate("scrollY") == 0
+            slider, chart = _in_viewport(page, SLIDER), _in_viewport(page, CHART)
+            assert slider["inside"] and chart["inside"], (slider, chart)
+            assert chart["bottom"] - chart["top"] >= 300  # a large chart, not a thumbnail
+            # vega-embed's menu: PNG/SVG made in the page, nothing sent to a public editor.
+            actions = page.eval_on_selector_all(
+                ".vega-embed .vega-actions a", "as => as.map(a => a.textContent.trim())"
+            )
+            assert "Save as SVG" in actions and "Save as PNG" in actions, actions
+            assert not [a for a in actions if "Editor" in a or "View" in a], actions
+            assert not page.locator('a[href*="vega.github.io"]').count()
+            page.locator(".lm-TabBar-tab", has_text="Variants").click()
+            table = page.locator("table.edge-workbench-variants")
+            table.wait_for(timeout=10_000)
+            assert "baseline" in table.inner_text()
+            assert page.locator("a.edge-workbench-csv").count() == 1
+
+            # Another model: the old one's points and figures go at once, and its
+            # baseline is what is measured (no recipe carried over).
+            page.locator(PRUNING_METHOD).locator('button[data-value="unstructured"]').click()
+            page.wait_for_function(
+                "sel => document.querySelector(sel).innerText.includes('unstructured')",
+                arg=CARD,
+                timeout=MEASURE_TIMEOUT_MS,
+            )
+            page.locator('.widget-dropdown:has(label:text-is("sample")) select').select_option(
+                "digits-mobilenetv2"
+            )
+            page.wait_for_function(
+                """([card, points]) => {
+                    const c = document.querySelector(card);
+                    return c && c.innerText.includes("digits-mobilenetv2's baseline")
+                        && !c.querySelector('table')
+                        && document.querySelectorAll(points).length === 0;
+                }""",
+                arg=[CARD, VARIANT_POINTS],
+                timeout=30_000,
+            )
+            selected = page.locator(PRUNING_METHOD).locator("button.mod-active")
+            assert selected.get_attribute("data-value") == "none"
+            # The table holds the new model's variants only (its baseline may be in already).
+            variants = page.locator(".edge-workbench-variants, .widget-html:has-text('No variant')")
+            assert "prune-unstructured" not in variants.first.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "app-switched-model.png"))
+        finally:
+            browser.close()
+
+
+def test_a_killed_browser_leaves_no_kernel(tmp_path_factory):
+    """A page gone without beforeunload (its browser killed) loses its kernel after the
+    grace: here 5 s, for the test; the app's default is IDLE_KERNEL_SECONDS."""
+    from playwright.sync_api import sync_playwright
+
+    tmp = tmp_path_factory.mktemp("killed")
+    grace = (
+        "--MappingKernelManager.cull_idle_timeout=5",
+        "--MappingKernelManager.cull_interval=1",
+    )
+    with _serving(tmp, grace) as (url, log_path, server):
+        debug_port = _free_port()
+        # Our own Chromium process group, so it can be killed outright: no unload event,
+        # no shutdown beacon, only the connection dropping.
+        chromium = subprocess.Popen(
+            [
+                CHROMIUM,
+                "--headless",
+                f"--remote-debugging-port={debug_port}",
+                f"--user-data-dir={tmp / 'profile'}",
+                *CHROMIUM_ARGS,
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            with sync_playwright() as p:
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        browser = p.chromium.connect_over_cdp(f"http://127.0.0.1:{debug_port}")
+                        break
+                    except Exception:  # noqa: BLE001 - not listening yet
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.5)
+                page = browser.contexts[0].new_page()
+                page.goto(url, timeout=60_000)
+                _wait_for_variant(page, "baseline")
+                assert len(_kernels(server)) == 1
+                os.killpg(chromium.pid, signal.SIGKILL)
+                chromium.wait(timeout=10)
+            deadline = time.monotonic() + 30
+            while _kernels(server) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not _kernels(server), "the killed page's kernel is still running"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(chromium.pid, signal.SIGKILL)
+            chromium.wait(timeout=10)
+        log = log_path.read_text()
+        assert "Culling 'idle' kernel" in log and "with 0 connections" in log, log[-3000:]

@@ -108,6 +108,26 @@ def test_quantization_panel_error_and_set_config():
     assert panel.activation_w.value == config.activation_type != QuantizeConfig().activation_type
 
 
+def test_quantization_panel_bias_correction_and_accuracy_aware():
+    panel = QuantizationPanel()
+    panel.scheme_w.value = "int8"
+    assert panel.max_drop_w.disabled  # only with accuracy-aware on
+    panel.bias_correction_w.value = True
+    panel.accuracy_aware_w.value = True
+    assert not panel.max_drop_w.disabled
+    panel.max_drop_w.value = 0.3
+    panel.overflow_w.value = "all"
+    assert panel.config == QuantizeConfig(
+        bias_correction=True, max_accuracy_drop=0.3, overflow_fix="all"
+    )
+    panel.overflow_w.value = QuantizeConfig().overflow_fix
+    panel.scheme_w.value = "fp16"  # neither applies: the config still builds
+    assert panel.config == QuantizeConfig(scheme="fp16") and panel.accuracy_aware_w.disabled
+    panel.set_config(QuantizeConfig(max_accuracy_drop=1.5))
+    assert panel.accuracy_aware_w.value and panel.max_drop_w.value == 1.5
+    assert not panel.bias_correction_w.value
+
+
 def test_fine_tuning_is_part_of_the_pruning_panel():
     from workbench.recipe import FineTuneConfig
 
@@ -139,3 +159,18 @@ def test_quantization_panel_qat_epochs_replace_post_training_int8():
     assert panel.qat_config == QATConfig(epochs=3, activation_type="int8")
     panel.set_config(QuantizeConfig())
     assert panel.qat_epochs == 0 and panel.config == QuantizeConfig()
+
+
+def test_buttons_fit_their_labels_and_the_keep_in_float_box_is_wide():
+    """A fixed button width cut "unstructured" to "unstructu..." in a narrow notebook."""
+    from widgets import PruningPanel, QuantizationPanel, SweepPanel
+
+    pruning, quantization = PruningPanel(), QuantizationPanel()
+    for buttons in (
+        pruning.method_w,
+        pruning.scope_w,
+        quantization.scheme_w,
+        SweepPanel().method_w,
+    ):
+        assert buttons.style.button_width == "auto", buttons.options
+    assert quantization.keep_float_w.layout.min_width == "300px"

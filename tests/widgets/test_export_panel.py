@@ -11,10 +11,18 @@ import zipfile
 import pytest
 
 from widgets import ExportPanel
+from widgets.netron_server.downloads import lookup_download
+from widgets.netron_server.registry import BASE_URL_ENV, REGISTRY_ENV
 from workbench import Cache, MeasureSettings, QuantizeConfig, Recipe, load_model
 from workbench.pipeline import evaluate
 
 FAST = MeasureSettings(warmup=3, min_runs=30, min_seconds=0.05)
+
+
+@pytest.fixture(autouse=True)
+def no_server(monkeypatch):
+    """No page server serves the workbench's routes unless a test says so."""
+    monkeypatch.delenv(BASE_URL_ENV, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +84,47 @@ def test_export_without_a_variant_shows_the_error():
     assert panel.export_w.disabled
     assert panel.export() is False
     assert "no variant to export" in panel.error
+
+
+@pytest.mark.slow
+def test_with_a_page_server_any_size_is_a_served_download_link(variant, tmp_path, monkeypatch):
+    """The server route, not a data: link: no size limit, only the zip the export made."""
+    model, result, cache = variant
+    monkeypatch.setenv(BASE_URL_ENV, "/base/")
+    monkeypatch.setenv(REGISTRY_ENV, str(tmp_path / "registry"))
+    panel = ExportPanel(
+        cache=cache, settings=FAST, limit_bytes=1000
+    )  # a limit that no longer applies
+    panel.model, panel.result = model, result
+    panel.folder = str(tmp_path / "big")
+    assert panel.export() and panel.wait(120)
+    assert panel.error == "" and "data:" not in panel.download_html
+    href = re.search(r'href="([^"]+)"', panel.download_html).group(1)
+    match = re.fullmatch(r"/base/edge-workbench/download/([0-9a-f]{32})/(big\.zip)", href)
+    assert match, href
+    assert "text-decoration: underline" in panel.download_html  # looks like a link
+    zipped = lookup_download(*match.groups())
+    with zipfile.ZipFile(zipped) as zf:
+        assert sorted(zf.namelist()) == ["big/baseline.onnx", "big/manifest.json", "big/model.onnx"]
+        assert zf.read("big/model.onnx") == (tmp_path / "big" / "model.onnx").read_bytes()
+    # Only what was registered, under its own name: no other name, token or path.
+    token, name = match.groups()
+    (tmp_path / "secret.zip").write_text("no")
+    for bad in [
+        (token, "other.zip"),
+        (token, "../" + name),
+        (token, "big.json"),
+        ("0" * 32, name),
+        ("../../" + token, name),
+        (token[:-1], name),
+        (token, "..%2Fsecret.zip"),
+    ]:
+        assert lookup_download(*bad) is None, bad
+    # A new export replaces the zip: the old one is deleted from the server's folder.
+    assert panel.export() and panel.wait(120)
+    newer = re.search(r'href="([^"]+)"', panel.download_html).group(1).split("/")
+    assert newer[-2] != token and lookup_download(token, name) is None
+    assert lookup_download(newer[-2], newer[-1]) is not None
+    panel.clear()
+    assert (panel.files, panel.download_html, panel.result) == ([], "", None)
+    assert lookup_download(newer[-2], newer[-1]) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -57,12 +58,12 @@ def result(recipe: Recipe, *, accuracy, p50, size, compressed, warnings=(), key=
 @pytest.mark.parametrize(
     ("value", "base", "text"),
     [
-        (10, 34, "÷3.4"),
-        (2, 1, "×2.0"),
-        (1.03, 1, "+3%"),
-        (0.96, 1, "-4%"),
+        (10, 34, "-71%"),
+        (2, 1, "+100%"),
+        (1.03, 1, "+3.0%"),
+        (0.96, 1, "-4.0%"),
         (1.002, 1, "+0.2%"),
-        (5, 5, "same"),
+        (5, 5, "+0.0%"),
         (None, 5, ""),
         (5, 0, ""),
     ],
@@ -99,9 +100,12 @@ def test_card_shows_figures_deltas_warnings_and_environment():
     html = card.value
     assert "prune-unstructured-0.5+int8-minmax-pc" in html
     assert "96.80%" in html and "-0.2 pt" in html  # accuracy and its change
-    assert "0.1 ms" in html and "÷3.4" in html  # latency p50: 0.34 -> 0.10
-    assert "32 kB" in html and "÷3.8" in html  # size
-    assert "20 kB" in html and "÷5.5" in html  # compressed size
+    assert "0.1 ms" in html and "-71%" in html  # latency p50: 0.34 -> 0.10
+    assert "32 kB" in html and "-73%" in html  # size
+    assert "20 kB" in html and "-82%" in html  # compressed size
+    # One delta format across the card: a signed percent, or signed points for fractions.
+    deltas = re.findall(r'text-align: right;">([^<]*)</td><td', html)
+    assert deltas and all(re.fullmatch(r"[+-]\d+(\.\d)?( pt|%)", d) for d in deltas), deltas
     assert "from 120 kB" in html
     assert "Unstructured pruning gives no latency gain &lt;here&gt;." in html  # escaped
     assert "Test CPU 9000" in html and "ONNX Runtime 1.99.0" in html

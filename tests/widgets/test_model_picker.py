@@ -112,3 +112,35 @@ def test_the_sample_box_clears_when_another_model_is_loaded(tiny_onnx):
     assert picker.sample_w.value is None and picker.model.source == "onnx"
     picker.sample_w.value = "digits-cnn"  # picking the first sample again loads it again
     assert picker.model.name == "digits-cnn"
+
+
+def test_a_page_on_a_sample_does_not_import_torchvision(tmp_path):
+    """torchvision costs each viewer's kernel ~190 MB: its names come from the cache."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from widgets import ModelPicker\n"
+        "from workbench.models import list_models\n"
+        "p = ModelPicker('digits-cnn')\n"
+        "assert p.model.name == 'digits-cnn'\n"
+        "names = list(p.path_w.options)\n"
+        "print('torchvision' in sys.modules, len(names), names == list_models('torchvision:*'))\n"
+    )
+    env = {**os.environ, "WORKBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+        )
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    first, second = (run.stdout.split() for run in runs)
+    # The first kernel lists torchvision's architectures and keeps the list ...
+    assert first[0] == "True" and int(first[1]) > 50 and first[2] == "True"
+    assert list((tmp_path / "cache").glob("torchvision-names-*.json"))
+    # ... the next ones offer the same names without importing torchvision.
+    assert second[0] == "False" and second[1] == first[1]

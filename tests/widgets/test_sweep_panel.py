@@ -69,3 +69,24 @@ def test_cancel_stops_after_the_variant_in_progress(model, tmp_path):
     assert panel.done < panel.total == 3
     assert len(study.results) == panel.done
     assert panel.status == f"cancelled after {panel.done} of 3 variants"
+
+
+def test_a_failed_variant_is_shown_and_the_rest_measured(model, shared_cache, monkeypatch):
+    from workbench import pipeline
+
+    real = pipeline.TORCH_STEPS[PruneConfig]
+
+    def prune_or_fail(module, config, m):
+        if config.sparsity == 0.6:
+            raise RuntimeError("cannot prune this graph")
+        return real(module, config, m)
+
+    monkeypatch.setitem(pipeline.TORCH_STEPS, PruneConfig, prune_or_fail)
+    study = Study(model.name)
+    panel = SweepPanel(study, model, cache=shared_cache, settings=FAST)
+    panel.sparsities = (0.5, 0.6)
+    panel.schemes = ("none",)
+    assert panel.run() is True and panel.wait(120)
+    assert [r.recipe.name for r in study.results] == ["baseline", "prune-unstructured-0.5"]
+    assert [f["recipe_name"] for f in study.failures] == ["prune-unstructured-0.6"]
+    assert "1 variant(s) failed: prune-unstructured-0.6: RuntimeError" in panel.error

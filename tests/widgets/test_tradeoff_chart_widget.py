@@ -79,3 +79,11 @@ def test_clicking_a_point_sets_picked_key():
     # same point counts again.
     chart.jchart._vl_selections = {"pick": {"value": None, "store": []}}
     assert chart.picked_key == ""
+
+
+def test_the_chart_offers_no_online_editor():
+    """Vega-Embed's "Open in Vega Editor" posts the spec to a public site: not offered."""
+    from widgets import TradeoffChart
+
+    actions = TradeoffChart().jchart.embed_options["actions"]
+    assert actions["editor"] is False and actions["export"] is True

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from widgets import Workbench
+from widgets.workbench_app import TAB_TITLES
 from workbench import Cache, MeasureSettings, PruneConfig, Recipe
 from workbench.pipeline import variant_key
 
@@ -39,7 +40,7 @@ def test_starts_on_the_baseline(app):
     assert [r.recipe for r in app.study.results] == [Recipe()]
     assert "baseline" in app.card.value and not app.busy
     assert app.netron.path == ""  # the graph loads only when its tab is opened
-    app.tabs.selected_index = 2
+    app.tabs.selected_index = TAB_TITLES.index("Graph (Netron)")
     assert app.netron.path == str(app.current.artifact)
     assert app.exporter.result is app.current
     assert app.chart.current_key == app.current_key
@@ -141,6 +142,7 @@ def test_a_bad_upload_shows_its_error_and_breaks_nothing(app):
     assert "mine.onnx is a damaged or truncated ONNX file" in app.picker.error
     assert "damaged or truncated" in app.picker._status_w.value
     assert app.model is model and app.current_key == current and not app.busy
+    assert app.card.busy == "" and app.card.result is app.current  # the card is back as it was
 
 
 def test_a_failed_measurement_shows_the_engine_error_and_keeps_the_last_variant(
@@ -172,3 +174,104 @@ def test_a_failed_measurement_shows_the_engine_error_and_keeps_the_last_variant(
     assert "at least one sample" in wb.error and wb.current_key == shown and not wb.busy
     assert wb.wait_idle(120)  # the int8 measurement started a moment ago is never shown
     assert wb.current_key == shown and "at least one sample" in wb.error
+
+
+def test_switching_models_clears_every_panel_at_once_and_starts_from_the_baseline(
+    tmp_path, tiny_onnx
+):
+    import widgets.workbench_app as module
+
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(tiny_onnx)
+    wb = Workbench("digits-cnn", cache=Cache(tmp_path / "cache"), settings=FAST)
+    wb.quantization.scheme = "dynamic"
+    assert wb.wait_idle(120) and wb.current.recipe.name == "int8-dynamic-pc"
+    wb.tabs.selected_index = TAB_TITLES.index("Graph (Netron)")
+    wb.exporter.folder = str(tmp_path / "out")
+    assert wb.exporter.export() and wb.exporter.wait(120) and wb.exporter.files
+    assert wb.netron.path and len(wb.variants.rows) == 2
+
+    seen_while_loading = []
+    wb.picker.observe(
+        lambda c: seen_while_loading.append((wb.card.busy, wb.netron.path)) if c["new"] else None,
+        names="loading",
+    )
+    release = threading.Event()
+    real_evaluate = module.evaluate
+
+    def held(model, recipe, **kwargs):  # the new baseline's measurement waits for the test
+        release.wait(60)
+        return real_evaluate(model, recipe, **kwargs)
+
+    module.evaluate = held
+    try:
+        assert wb.picker.load(str(path))
+        # Before any figure of the new model exists, nothing of the old one is shown.
+        assert seen_while_loading == [("loading " + str(path) + "...", "")]
+        assert wb.model.name != "digits-cnn" and wb.busy
+        assert wb.card.result is None and "baseline" in wb.card.busy
+        assert "No variant measured yet" not in wb.card.value  # it is being measured
+        assert wb.netron.path == "" and wb.exporter.files == [] and wb.exporter.result is None
+        assert wb.chart.study is wb.study and wb.study.results == []
+        assert wb.variants.rows == [] and "No variant measured yet" in wb.variants._table_w.value
+        # The previous recipe is not carried over, and the status says so.
+        assert wb.recipe == Recipe() and wb.quantization.scheme == "none"
+        assert "settings reset to the baseline" in wb.status and "int8-dynamic-pc" in wb.status
+    finally:
+        release.set()
+        assert wb.wait_idle(120)
+        module.evaluate = real_evaluate
+    assert wb.current.recipe == Recipe() and wb.current.model == wb.model.name
+    assert wb.netron.path == str(wb.current.artifact)  # the graph tab is open: it follows
+    assert [r["recipe"] for r in wb.variants.rows] == ["baseline"]
+
+
+def test_the_variants_tab_lists_every_variant_and_compares_two(app):
+    app.pruning.set_config(PruneConfig(method="unstructured", sparsity=0.5))
+    assert app.wait_idle(120)
+    panel = app.variants
+    names = {r.recipe.name for r in app.study.results}
+    assert {r["recipe"] for r in panel.rows} == names and len(panel.rows) == len(names)
+    # Sortable on any figure, both ways.
+    panel.sort_by, panel.ascending = "compressed_bytes", True
+    sizes = [r["compressed_bytes"] for r in panel.rows]
+    assert sizes == sorted(sizes)
+    panel.ascending = False
+    assert [r["compressed_bytes"] for r in panel.rows] == sorted(sizes, reverse=True)
+    assert "compressed size ▼" in panel._table_w.value
+    # The CSV download holds the same rows.
+    import base64
+    import io
+    import re
+
+    import pandas as pd
+
+    b64 = re.search(r"base64,([^\"]+)\"", panel._csv_w.value).group(1)
+    csv = pd.read_csv(io.StringIO(base64.b64decode(b64).decode()))
+    assert list(csv["recipe"]) == [r["recipe"] for r in panel.rows]
+    # A and B: any two variants, every figure with its change.
+    by_name = {r.recipe.name: r for r in app.study.results}
+    panel.a_key = by_name["prune-unstructured-0.5"].key
+    panel.b_key = by_name["baseline"].key
+    figures = [row["figure"].column for row in panel.comparison]
+    assert figures[:3] == ["accuracy", "agreement", "latency_p50_ms"] and "macs" in figures
+    html = panel._compare_w.value
+    assert "A: prune-unstructured-0.5" in html and "B: baseline" in html
+    assert re.search(r"[+-]\d+(\.\d)? pt", html) and re.search(r"[+-]\d+(\.\d)?%", html)
+
+
+def test_the_variants_table_leaves_out_a_figure_no_variant_has(tmp_path, tiny_onnx):
+    from widgets import VariantsPanel
+    from workbench import load_model
+    from workbench.pipeline import evaluate
+    from workbench.study import Study
+
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(tiny_onnx)
+    model = load_model(str(path))
+    result = evaluate(model, settings=FAST, cache=Cache(tmp_path / "cache"))
+    panel = VariantsPanel()
+    panel.study = Study(model.name, [result])
+    header = panel._table_w.value.split("</tr>", 1)[0]
+    assert "agreement" in header and "accuracy" not in header  # no labels: no accuracy
+    assert panel.comparison == [] and "Measure two variants" in panel._compare_w.value

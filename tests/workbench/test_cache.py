@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -41,3 +44,28 @@ def test_builds_abandoned_by_a_dead_process_are_cleared(tmp_path):
         (work / "model.onnx").write_bytes(b"x")
         assert not abandoned.exists()
         assert running.exists(), "a build of a live process was removed"
+
+
+def test_an_edited_result_json_is_caught_and_rebuilt(cnn, tmp_path, quick, caplog):
+    cache = Cache(tmp_path)
+    base = evaluate(cnn, settings=quick, cache=cache)
+    result_file = cache.entry_dir(base.key) / "result.json"
+    record = json.loads(result_file.read_text())
+    # One edited digit, in a file that still parses: the figure must not be reported.
+    record["result"]["metrics"]["accuracy"] = base.metrics.accuracy - 0.5
+    result_file.write_text(json.dumps(record, indent=1))
+    with caplog.at_level(logging.WARNING, logger="workbench.cache"):
+        assert cache.get(base.key) is None
+    assert "result.json does not match" in caplog.text
+    rebuilt = evaluate(cnn, settings=quick, cache=cache)
+    assert rebuilt.metrics.accuracy == base.metrics.accuracy
+
+
+def test_a_cached_result_is_named_after_the_caller(cnn, session_cache, quick):
+    first = evaluate(cnn, settings=quick, cache=session_cache)
+    # Same weights, task and preprocessing under another name: one cache entry.
+    same = dataclasses.replace(cnn, name="/home/me/my-digits.pt2")
+    again = evaluate(same, settings=quick, cache=session_cache)
+    assert again.key == first.key
+    assert again.model == "/home/me/my-digits.pt2" and first.model == "digits-cnn"
+    assert evaluate(cnn, settings=quick, cache=session_cache).model == "digits-cnn"

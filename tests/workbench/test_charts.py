@@ -113,7 +113,7 @@ def test_tradeoff_chart_axes_carry_units_and_follow_the_chosen_columns():
     assert enc["x"]["field"] == "compressed_bytes"
     assert enc["x"]["title"] == "deflate-compressed size (bytes)"
     assert enc["y"]["field"] == "agreement"
-    assert enc["y"]["axis"]["format"] == "~%"
+    assert enc["y"]["axis"]["format"] == ".3~%"
     # The frontier now follows compressed size: int8 (0.99, 25 kB) dominates the
     # structured-pruned file (0.97, 55 kB), which was on the latency frontier.
     assert {r["recipe"] for r in layer_data(spec, 0)} == {
@@ -178,3 +178,89 @@ def test_operator_chart_shares_add_up():
 )
 def test_formatters(fn, value, text):
     assert fn(value) == text
+
+
+def test_tradeoff_chart_axes_are_readable():
+    """Rounded SI ticks, a padded range around one point, no 0.3-point accuracy stretch."""
+    df = study_frame().iloc[:1].copy()
+    df["size_bytes"], df["accuracy"] = 44_717_074, 0.9962
+    spec = charts.tradeoff_chart(df, x="size_bytes", current_key="k-base").to_dict()
+    enc = spec["layer"][1]["encoding"]
+    assert enc["x"]["axis"]["format"] == ".3~s"  # 44.7M, not 44.717074M
+    x0, x1 = enc["x"]["scale"]["domain"]
+    assert x0 < 44_717_074 * 0.85 and x1 > 44_717_074 * 1.15  # a range, not one tick
+    y0, y1 = enc["y"]["scale"]["domain"]
+    assert y1 <= 1.0 and y1 - y0 >= 0.05 and y0 < 0.9962 < y1
+    # Two close accuracies (99.25%, 99.6%) are drawn on at least a 5-point range too.
+    assert charts.axis_domain([0.9925, 0.996], "accuracy")[0] <= 0.95
+    lo, hi = charts.axis_domain([0.08, 0.21], "latency_p50_ms")
+    assert lo < 0.08 and hi > 0.21 and lo >= 0
+
+
+def test_tradeoff_chart_zooms_and_pans_on_its_scales():
+    spec = charts.tradeoff_chart(study_frame()).to_dict()
+    zoom = next(p for p in spec["params"] if p["name"] == charts.ZOOM_PARAM)
+    assert zoom["select"] == "interval" or zoom["select"]["type"] == "interval"
+    assert zoom["bind"] == "scales"
+
+
+def _label_box(row, role, spec, width=520, height=340):
+    enc = spec["layer"][1]["encoding"]
+    (x0, x1), (y0, y1) = enc["x"]["scale"]["domain"], enc["y"]["scale"]["domain"]
+    left = (row[f"{role}_label_x"] - x0) / (x1 - x0) * width
+    bottom = height - (row[f"{role}_label_y"] - y0) / (y1 - y0) * height
+    return left, bottom - 13, left + len(role) * 7.5, bottom
+
+
+@pytest.mark.parametrize("current", KEYS)
+def test_tradeoff_chart_labels_cover_no_point(current):
+    spec = charts.tradeoff_chart(study_frame(), current_key=current).to_dict()
+    rows = spec["datasets"][spec["data"]["name"]]
+    enc = spec["layer"][1]["encoding"]
+    (x0, x1), (y0, y1) = enc["x"]["scale"]["domain"], enc["y"]["scale"]["domain"]
+    points = [
+        ((r["latency_p50_ms"] - x0) / (x1 - x0) * 520, 340 - (r["accuracy"] - y0) / (y1 - y0) * 340)
+        for r in rows
+    ]
+    boxes = []
+    for role in ("baseline", "current"):
+        labelled = [r for r in rows if r[f"is_{role}"]]
+        assert len(labelled) == 1
+        box = _label_box(labelled[0], role, spec)
+        for px, py in points:  # no point (radius 12 px) under the label's box
+            assert not (box[0] - 12 < px < box[2] + 12 and box[1] - 12 < py < box[3] + 12)
+        boxes.append(box)
+    a, b = boxes
+    assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])  # nor each other
+
+
+def test_charts_offer_no_online_editor():
+    actions = charts.EMBED_OPTIONS["actions"]
+    assert actions["editor"] is False and actions["export"] is True
+
+
+def test_latency_axes_carry_error_bars_over_the_rounds_and_the_speedup_tooltip():
+    df = study_frame()
+    df["latency_p50_low_ms"] = [0.19, 0.11, 0.14, 0.07, 0.20]
+    df["latency_p50_high_ms"] = [0.21, 0.13, 0.16, 0.09, 0.22]
+    df["speedup"] = [None, 1.6, 1.3, 2.4, 0.95]
+    df["speedup_low"] = [None, 1.5, 1.2, 2.2, 0.9]
+    df["speedup_high"] = [None, 1.7, 1.4, 2.6, 1.0]
+    spec = charts.tradeoff_chart(df).to_dict()
+    bars = spec["layer"][-1]
+    assert bars["mark"]["type"] == "rule"
+    assert bars["encoding"]["x"]["field"] == "latency_p50_low_ms"
+    assert bars["encoding"]["x2"]["field"] == "latency_p50_high_ms"
+    rows = spec["datasets"][spec["data"]["name"]]
+    assert [r["speedup_text"] for r in rows][:4] == [
+        "n/a",
+        "×1.60 (×1.50–1.70)",
+        "×1.30 (×1.20–1.40)",
+        "×2.40 (×2.20–2.60)",
+    ]
+    # Latency on the y axis: the bars are vertical.
+    flipped = charts.tradeoff_chart(df, x="size_bytes", y="latency_p50_ms").to_dict()
+    assert flipped["layer"][-1]["encoding"]["y2"]["field"] == "latency_p50_high_ms"
+    # No latency axis, or no variant timed in rounds: no bars.
+    for chart in (charts.tradeoff_chart(df, x="size_bytes"), charts.tradeoff_chart(study_frame())):
+        assert all(layer["mark"]["type"] != "rule" for layer in chart.to_dict()["layer"])

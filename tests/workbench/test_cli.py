@@ -204,7 +204,7 @@ def test_sweep_writes_study_csv_and_prints_frontier(capsys, tmp_path, session_ca
     ("extra", "message"),
     [
         (("--out", "{tmp}"), "is a folder"),
-        (("--out", "{tmp}/missing/s.json"), "does not exist"),
+        (("--out", "/dev/null/s.json"), "not a folder"),
         (("--out", "/proc/s.json"), "cannot write in /proc"),
         (("--out", "{tmp}/s.json", "--csv", "{tmp}"), "--csv"),
         (("--out", "{tmp}/s.json", "--objectives", "accuracy:up"), "has the direction 'up'"),
@@ -302,3 +302,183 @@ def test_a_signal_during_generated_code_still_exits_with_a_status(tmp_path):
         [sys.executable, "-m", "stopper"], env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 143, proc.stderr
+
+
+def test_more_threads_than_cores_is_one_clear_error(capsys, tmp_path):
+    from workbench.pipeline import usable_cores
+
+    # One more than the cores, not 10,000: without the bound this test must fail by
+    # measuring, not by starting thousands of threads on a shared machine.
+    too_many = str(usable_cores() + 1)
+    code, out, err = run(
+        capsys, "evaluate", "digits-cnn", "--threads", too_many, "--cache-dir", str(tmp_path)
+    )
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "more than the" in err and "core(s)" in err and "--threads" in err
+    assert not any(tmp_path.iterdir()), "work was done before the check"
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (("evaluate", "digits-cnn", "--sparsity", "0.7"), "--prune"),
+        (("evaluate", "digits-cnn", "--calibration-samples", "64"), "--quantize int8"),
+        (
+            ("evaluate", "digits-cnn", "--quantize", "dynamic", "--calibration", "entropy"),
+            "--quantize int8",
+        ),
+        (("evaluate", "digits-cnn", "--per-tensor"), "--quantize int8"),
+        (("evaluate", "digits-cnn", "--keep-float", "Gemm"), "--quantize int8"),
+        (("sweep", "digits-cnn", "--prune", "none", "--sparsity", "0.5"), "--prune"),
+        (("sweep", "digits-cnn", "--sparsity", ""), "--sparsity 0,0.5,0.8"),
+        (("sweep", "digits-cnn", "--quantize", ","), "names no scheme"),
+        (
+            ("sweep", "digits-cnn", "--quantize", "none,fp16", "--calibration-samples", "9"),
+            "--quantize int8",
+        ),
+    ],
+)
+def test_settings_that_would_do_nothing_are_refused(capsys, tmp_path, argv, names):
+    argv = [*argv, "--cache-dir", str(tmp_path / "c")]
+    if argv[0] == "sweep":
+        argv += ["--out", str(tmp_path / "s.json")]
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and names in err, err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_sweep_shows_and_keeps_a_failed_variant(capsys, tmp_path, monkeypatch, session_cache):
+    from workbench import pipeline
+    from workbench.recipe import PruneConfig
+
+    real = pipeline.TORCH_STEPS[PruneConfig]
+
+    def prune_or_fail(module, config, model):
+        if config.sparsity == 0.6:
+            raise RuntimeError("cannot prune this graph")
+        return real(module, config, model)
+
+    monkeypatch.setitem(pipeline.TORCH_STEPS, PruneConfig, prune_or_fail)
+    study = tmp_path / "deeper" / "still" / "s.json"  # missing parents are created
+    code, out, err = run(
+        capsys, "sweep", "digits-cnn", "--sparsity", "0.5,0.6", "--out", str(study),
+        "--cache-dir", str(session_cache.root), *FAST,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "failed: prune-unstructured-0.6: RuntimeError: cannot prune this graph" in out
+    assert "1 failed (kept in the study)" in out
+    saved = json.loads(study.read_text())
+    assert [f["recipe_name"] for f in saved["failures"]] == ["prune-unstructured-0.6"]
+    assert len(saved["results"]) == 2
+
+
+def test_a_closed_pipe_ends_quietly():
+    # The reader is gone before the first write, as with `workbench models | head -1`
+    # on a busy machine.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "models"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert err == "" and proc.returncode == 128 + 13  # as a tool killed by SIGPIPE
+
+
+def test_a_user_model_gets_the_preprocessing_it_asks_for(capsys, tmp_path, session_cache):
+    import torch
+
+    from workbench.models import load_model
+
+    cnn = load_model("digits-cnn")
+    path = tmp_path / "my-digits.pt2"
+    torch.export.save(torch.export.export(cnn.module, (cnn.example_input(),)), str(path))
+    common = ["evaluate", str(path), "--task", "digits"]
+    common += ["--cache-dir", str(session_cache.root), *FAST, "--json"]
+    code, out, err = run(capsys, *common)
+    assert code == 0, err
+    plain = json.loads(out)
+    # The default (pixels / 16) is not what digits-cnn was trained on: said, and shown.
+    assert plain["accuracy"] < 0.25 and plain["preprocessing"]["mean"] == 0.0
+    assert any("near chance" in w and "--preprocess" in w for w in plain["warnings"])
+    code, out, err = run(capsys, *common, "--preprocess", "mean=0.5,std=0.5")
+    assert code == 0, err
+    fixed = json.loads(out)
+    assert fixed["accuracy"] > 0.97 and fixed["preprocessing"]["mean"] == 0.5
+    assert not any("near chance" in w for w in fixed["warnings"])
+    code, out, err = run(capsys, *common[:-1], "--preprocess", "mean=0.5,std=0.5")
+    accuracy_line = next(x for x in out.splitlines() if x.strip().startswith("accuracy"))
+    assert "x = (pixels / 16 - 0.5) / 0.5, 8x8, 1 channel(s)" in accuracy_line
+
+
+def test_preprocess_needs_a_task(capsys, tmp_path):
+    code, _, err = run(capsys, "evaluate", str(tmp_path / "m.onnx"), "--preprocess", "mean=0.5")
+    assert code == 2 and "--task digits" in err, err
+
+
+@pytest.mark.parametrize("where", ["timing", "memory"])
+def test_sigterm_ends_a_measurement_promptly(tmp_path, monkeypatch, where):
+    # The CLI turns SIGTERM into _Stopped; the timing loop and the memory subprocess
+    # must let it through within moments, not at the end of the measurement.
+    import signal
+    import threading
+    import time
+
+    from workbench.cli import _raise_stopped, _Stopped
+    from workbench.measure import memory, runtime
+    from workbench.models import load_model
+    from workbench.onnx_export import export_onnx
+
+    artifact = tmp_path / "cnn.onnx"
+    cnn = load_model("digits-cnn")
+    export_onnx(cnn.module, cnn.input_shape, artifact)
+    if where == "memory":
+        monkeypatch.setattr(
+            memory,
+            "_worker_command",
+            lambda args: [sys.executable, "-c", "import time; time.sleep(60)"],
+        )
+
+        def measure():
+            memory.measure_memory(artifact)
+    else:
+
+        def measure():
+            runtime.measure_latency(artifact, min_seconds=60, max_runs=10**9)
+
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    start = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(_Stopped):
+            measure()
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
+    assert time.monotonic() - start < 5
+
+
+def test_quantization_flags_reach_the_config(capsys):
+    from workbench.cli import _quant_config, build_parser
+    from workbench.recipe import QuantizeConfig
+
+    base = ["evaluate", "digits-cnn", "--quantize", "int8"]
+    args = build_parser().parse_args(
+        [*base, "--bias-correction", "--accuracy-aware", "0.5", "--calibration", "meanminmax"]
+    )
+    config = _quant_config(args, "int8")
+    assert config.bias_correction is True and config.max_accuracy_drop == 0.5
+    assert config.calibration == "meanminmax" and config.overflow_fix == "first_layer"
+    assert _quant_config(build_parser().parse_args([*base, "--overflow-fix", "all"]), "int8") == (
+        QuantizeConfig(overflow_fix="all")
+    )
+    plain = _quant_config(build_parser().parse_args(base), "int8")
+    assert plain.bias_correction is False and plain.max_accuracy_drop is None
+    # a sweep over schemes: the drop is for int8 only, fp16 still builds
+    assert _quant_config(args, "fp16").max_accuracy_drop is None
+    code, _, err = run(capsys, *base, "--accuracy-aware", "-1")
+    assert code == 2 and "max_accuracy_drop -1.0 is out of range" in err
+    assert len(err.strip().splitlines()) == 1

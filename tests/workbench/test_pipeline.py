@@ -16,7 +16,7 @@ from workbench.errors import WorkbenchError
 from workbench.honesty import ConvCensus, honesty_warnings
 from workbench.pipeline import evaluate, evaluation_inputs
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
-from workbench.results import LatencyStats, MemoryStats, Metrics
+from workbench.results import LatencyStats, MemoryStats, Metrics, SpeedComparison
 from workbench.study import sweep
 
 
@@ -98,53 +98,46 @@ def test_pruning_an_onnx_file_is_refused_before_anything_is_measured(heavy_onnx,
     assert not list(tmp_path.rglob("*.onnx")), "a baseline was measured before the refusal"
 
 
-def _metrics(p50: float) -> Metrics:
-    lat = LatencyStats(p50, p50, p50, p50, p50, p50, 10, 1, 1)
-    return Metrics(0.98, 1.0, "x", 10, 5, 10, 10, 10, lat, MemoryStats(1, 1, 1))
+def _metrics(variant_p50: float | None, reference: str = "float") -> Metrics:
+    lat = LatencyStats(1, 1, 1, 1, 1, 1, 10, 1, 1)
+    speed = (
+        ()
+        if variant_p50 is None
+        else (
+            SpeedComparison.from_rounds(
+                reference, "prune-structured-0.5", [variant_p50] * 5, [0.5] * 5
+            ),
+        )
+    )
+    return Metrics(0.98, 1.0, "x", 10, 5, 10, 10, 10, lat, MemoryStats(1, 1, 1), comparisons=speed)
 
 
 def test_quantized_variant_is_compared_with_its_own_float_version():
     recipe = Recipe.of(PruneConfig(method="structured"), QuantizeConfig())
-    # Faster than the unpruned baseline (1.0 ms) but slower than the pruned float model (0.5 ms).
-    warnings = honesty_warnings(
-        recipe,
-        _metrics(0.8),
-        _metrics(1.0),
-        ConvCensus(3, 0),
-        True,
-        1.0,
-        float_reference=_metrics(0.5),
-    )
+    # Slower than the pruned float model (0.5 ms), timed interleaved with it.
+    warnings = honesty_warnings(recipe, _metrics(0.8), _metrics(None), ConvCensus(3, 0), 1.0)
     assert any(
-        "slower than its float version" in w and "0.800 ms vs 0.500 ms (1.60x)" in w
+        "slower than its float version (prune-structured-0.5)" in w
+        and "×1.60 slower" in w
+        and "0.800 ms vs 0.500 ms" in w
         for w in warnings
-    )
-    assert not honesty_warnings(
-        recipe,
-        _metrics(0.4),
-        _metrics(1.0),
-        ConvCensus(3, 0),
-        True,
-        1.0,
-        float_reference=_metrics(0.5),
-    )
+    ), warnings
+    assert not honesty_warnings(recipe, _metrics(0.4), _metrics(None), ConvCensus(3, 0), 1.0)
 
 
-def test_evaluate_passes_the_float_version_of_a_pruned_quantized_recipe(
-    cnn, session_cache, quick, monkeypatch
+def test_evaluate_times_a_pruned_quantized_recipe_against_its_float_version(
+    cnn, session_cache, quick
 ):
     prune = PruneConfig(sparsity=0.45)  # a variant no other test caches
-    seen = {}
-    real = pipeline.honesty_warnings
-
-    def spy(recipe, metrics, baseline, census, dot, drop, *, float_reference=None):
-        seen[recipe.name] = float_reference
-        return real(recipe, metrics, baseline, census, dot, drop, float_reference=float_reference)
-
-    monkeypatch.setattr(pipeline, "honesty_warnings", spy)
-    evaluate(cnn, Recipe.of(prune, QuantizeConfig()), settings=quick, cache=session_cache)
-    pruned = evaluate(cnn, Recipe.of(prune), settings=quick, cache=session_cache)
-    assert seen[Recipe.of(prune, QuantizeConfig()).name] == pruned.metrics
+    r = evaluate(cnn, Recipe.of(prune, QuantizeConfig()), settings=quick, cache=session_cache)
+    assert [c.reference for c in r.metrics.comparisons] == ["baseline", "float"]
+    assert r.metrics.comparison("float").reference_recipe == Recipe.of(prune).name
+    assert all(c.rounds == quick.rounds > 1 for c in r.metrics.comparisons)
+    # The stored speed-up is the median of the rounds' ratios, with their middle half.
+    for c in r.metrics.comparisons:
+        assert len(c.round_speedups) == c.rounds
+        assert c.low <= c.speedup <= c.high
+        assert c.speedup == pytest.approx(float(np.median(c.round_speedups)))
 
 
 def test_pruning_a_torchscript_file_is_refused_with_the_way_out(tmp_path, quick):
@@ -182,3 +175,44 @@ def test_too_many_calibration_samples_are_refused_before_anything_is_measured(
     with pytest.raises(WorkbenchError, match=message):
         evaluate(model, recipe, settings=quick, cache=Cache(tmp_path))
     assert not list(tmp_path.rglob("*.onnx")), "a baseline was measured before the refusal"
+
+
+def test_accuracy_aware_quantization_reads_only_the_training_split(tmp_path, monkeypatch):
+    from workbench.data.digits import Task
+    from workbench.models import load_model
+    from workbench.onnx_export import export_onnx
+
+    model = load_model("digits-cnn")
+    src = tmp_path / "float.onnx"
+    export_onnx(model.module, model.input_shape, src)
+    parts: list[str] = []
+    raw = Task.raw
+    monkeypatch.setattr(Task, "raw", lambda self, part: parts.append(part) or raw(self, part))
+    seen: dict = {}
+    from workbench.compress import quantize as real_quantize
+
+    def spy(src, dst, config, calibration=None, validation=None):
+        seen["calibration"], seen["validation"] = calibration, validation
+        return real_quantize(src, dst, config, calibration, validation)
+
+    monkeypatch.setattr("workbench.compress.quantize", spy)
+    config = QuantizeConfig(max_accuracy_drop=0.0, calibration_samples=64)
+    report = pipeline._quantize_step(src, tmp_path / "q.onnx", config, model)
+    assert set(parts) == {"train"}  # the test split is never read to choose layers
+    x_val, y_val = seen["validation"]
+    train_x, _ = model.task.arrays("train", model.preprocessing)
+    assert len(x_val) == len(train_x) - 64 == report["accuracy_aware"]["held_out_images"]
+    # held out from calibration: no calibration image is among the held-out images
+    calib = {c.tobytes() for c in seen["calibration"]}
+    assert not calib & {v.tobytes() for v in x_val}
+    assert report["accuracy_aware"]["final_drop_points"] <= 0.0
+
+
+def test_accuracy_aware_quantization_of_a_model_without_labels_is_refused(tmp_path, quick):
+    from workbench.models import load_model
+
+    model = load_model("torchvision:mobilenet_v3_small", pretrained=False)
+    recipe = Recipe.of(quantize=QuantizeConfig(max_accuracy_drop=1.0))
+    with pytest.raises(WorkbenchError, match="max_accuracy_drop needs labelled images"):
+        evaluate(model, recipe, settings=quick, cache=Cache(tmp_path))
+    assert not list(tmp_path.rglob("*.onnx"))

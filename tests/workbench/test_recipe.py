@@ -16,6 +16,7 @@ from workbench.recipe import (
     Recipe,
     config_from_dict,
 )
+from workbench.study import grid
 
 EXAMPLES = [
     PruneConfig(),
@@ -28,6 +29,7 @@ EXAMPLES = [
         scheme="int8", calibration="entropy", calibration_samples=16, keep_float=("Gemm", "conv1")
     ),
     QuantizeConfig(scheme="fp16"),
+    QuantizeConfig(bias_correction=True, max_accuracy_drop=0.5, overflow_fix="all"),
     FineTuneConfig(),
     FineTuneConfig(epochs=2, teacher="digits-resnet18", temperature=2.0, alpha=0.5),
     GradualPruneConfig(method="structured", sparsity=0.5, steps=3, schedule="linear"),
@@ -58,6 +60,11 @@ def test_recipe_round_trips_and_names():
     )
     assert QuantizeConfig(scheme="dynamic").label() == "int8-dynamic-pc"
     assert (
+        QuantizeConfig(bias_correction=True, max_accuracy_drop=0.5).label()
+        == "int8-minmax-pc-bc-drop0.5"
+    )
+    assert QuantizeConfig(overflow_fix="none").label() == "int8-minmax-pc-ofnone"
+    assert (
         PruneConfig(sparsity=0.8, keep_first_last=False, exclude=("fc",)).label()
         == "prune-unstructured-0.8-all-keep(fc)"
     )
@@ -78,6 +85,16 @@ def test_recipe_round_trips_and_names():
         (lambda: QuantizeConfig(calibration="kl"), "calibration method 'kl'"),
         (lambda: QuantizeConfig(calibration_samples=0), "at least one sample"),
         (lambda: QuantizeConfig(weight_type="int16"), "weight type"),
+        (lambda: QuantizeConfig(max_accuracy_drop=-0.1), "max_accuracy_drop -0.1 is out of range"),
+        (lambda: QuantizeConfig(max_accuracy_drop=101), "out of range"),
+        (lambda: QuantizeConfig(max_accuracy_drop="1%"), "max_accuracy_drop '1%' is not a number"),
+        (lambda: QuantizeConfig(max_accuracy_drop=True), "is not a number"),
+        (
+            lambda: QuantizeConfig(scheme="fp16", max_accuracy_drop=0.5),
+            "max_accuracy_drop applies to int8 only",
+        ),
+        (lambda: QuantizeConfig(bias_correction="yes"), "bias_correction 'yes' is not True"),
+        (lambda: QuantizeConfig(overflow_fix="first"), "use one of: none, first_layer, all"),
         (lambda: config_from_dict({"kind": "rotate"}), "unknown step kind"),
         (
             lambda: config_from_dict({"kind": "prune", "amount": 0.5}),
@@ -106,3 +123,35 @@ def test_finetune_config_round_trips_orders_and_validates():
         FineTuneConfig(epochs=0)
     with pytest.raises(WorkbenchError, match="alpha"):
         FineTuneConfig(alpha=1.5)
+
+
+@pytest.mark.parametrize(
+    ("call", "names"),
+    [
+        (lambda: Recipe.of("int8"), "QuantizeConfig(scheme='int8')"),
+        (lambda: Recipe.of(0.5), "PruneConfig(method='unstructured', sparsity=0.5)"),
+        (lambda: Recipe.of(prune="structured"), "PruneConfig(method='structured'"),
+        (lambda: Recipe.of(quantize="int8"), "QuantizeConfig(scheme='int8')"),
+        (lambda: Recipe(QuantizeConfig()), "Recipe((PruneConfig"),
+        (lambda: Recipe(("int8",)), "QuantizeConfig(scheme='int8')"),
+        (lambda: grid(prune=[0.5]), "PruneConfig(sparsity=0.5)"),
+        (lambda: grid(prune=0.5), "PruneConfig(sparsity=0.5)"),
+        (lambda: grid(quantize=["int8"]), "QuantizeConfig(scheme='int8')"),
+        (lambda: grid(quantize=[]), "QuantizeConfig(scheme='int8')"),
+        (lambda: grid(finetune=3), "FineTuneConfig(epochs=3)"),
+    ],
+)
+def test_misuse_names_the_right_call(call, names):
+    with pytest.raises(WorkbenchError) as exc:
+        call()
+    assert names in str(exc.value)
+
+
+def test_the_obvious_forms_are_accepted():
+    assert Recipe.of(PruneConfig()).steps == (PruneConfig(),)
+    # A config is placed by its kind, whatever the argument it was given as.
+    assert Recipe.of(QuantizeConfig()).steps == (QuantizeConfig(),)
+    both = Recipe.of(QuantizeConfig(), PruneConfig())
+    assert both.steps == (PruneConfig(), QuantizeConfig())
+    assert Recipe([QuantizeConfig()]).steps == (QuantizeConfig(),)
+    assert len(grid(prune=(p for p in [None, PruneConfig()]))) == 2

@@ -50,6 +50,8 @@ def test_report_is_self_contained_with_charts_and_every_variant(study, tmp_path)
     assert not re.search(r"<script[^>]*\bsrc\s*=", text, re.I)
     assert not re.search(r"<link[^>]*href\s*=\s*[\"']https?:", text, re.I)
     assert "window.vegaEmbed=" in text and len(text) > 500_000
+    # vega-embed's menu without "Open in Vega Editor", which posts the spec to a public site.
+    assert '"editor": false' in text.split("const opts = ", 1)[1].split(";", 1)[0]
 
     specs = embedded_specs(text)
     xs = [specs[f"tradeoff-{i}"]["layer"][1]["encoding"]["x"]["field"] for i in range(3)]
@@ -94,3 +96,55 @@ def test_report_refuses_an_empty_study_and_a_folder(tmp_path):
     assert not list(tmp_path.iterdir())
     with pytest.raises(WorkbenchError, match="is a folder"):
         write_report(Study("m"), tmp_path)
+
+
+def _edited(study: Study, edit) -> object:
+    d = json.loads(json.dumps(study.to_dict()))
+    return edit(d)
+
+
+def _set_accuracy(d: dict, value) -> dict:
+    d["results"][1]["metrics"]["accuracy"] = value
+    return d
+
+
+def _set_p50(d: dict, value) -> dict:
+    d["results"][0]["metrics"]["latency"]["p50"] = value
+    return d
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: [d], "not list"),
+        (lambda d: None, "not null"),
+        (lambda d: 3, "not int"),
+        (lambda d: _set_accuracy(d, "high"), "accuracy is 'high', not a number"),
+        (lambda d: _set_p50(d, None), "latency.p50 is None, not a number"),
+        (lambda d: {**d, "results": {}}, "results are not a list"),
+        (lambda d: {**d, "results": [1]}, "not a valid study"),
+    ],
+)
+def test_report_on_a_broken_study_is_one_line_and_exit_2(study, tmp_path, capsys, edit, message):
+    from workbench.cli import main
+
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(_edited(study, edit)))
+    with pytest.raises(WorkbenchError, match=re.escape(message)):
+        Study.load(path)
+    code = main(["report", str(path), "-o", str(tmp_path / "r.html")])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert str(path) in err and message in err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_lists_the_variants_that_failed(study, tmp_path):
+    failed = Study(study.model, list(study.results), study.model_info)
+    failed.add_failure(
+        Recipe.of(PruneConfig(method="structured", sparsity=0.5)), RuntimeError("no <graph>")
+    )
+    text = write_report(failed, tmp_path / "r.html").read_text()
+    assert "Variants that failed" in text
+    assert "prune-structured-0.5</b>: RuntimeError: no &lt;graph&gt;" in text
+    assert "Variants that failed" not in write_report(study, tmp_path / "ok.html").read_text()

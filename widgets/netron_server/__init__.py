@@ -39,10 +39,10 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     """Add the graph view's handlers to a running jupyter_server (JupyterLab)."""
-    from widgets.netron_server.handlers import netron_handlers
+    from widgets.netron_server.handlers import workbench_handlers
 
     web_app = serverapp.web_app
     base_url = web_app.settings.get("base_url", "/")
-    web_app.add_handlers(".*$", netron_handlers(base_url))
+    web_app.add_handlers(".*$", workbench_handlers(base_url))
     enable_in_process_env(base_url)
     serverapp.log.info("Edge Workbench graph view served at %sedge-workbench/netron/", base_url)

@@ -3,7 +3,8 @@
 Routes, under the server's base URL:
 
 * ``edge-workbench/netron/<file>``: Netron's UI, patched (see :mod:`.assets`);
-* ``edge-workbench/netron/model/<sha256>/<name>``: a registered model file's bytes.
+* ``edge-workbench/netron/model/<sha256>/<name>``: a registered model file's bytes;
+* ``edge-workbench/download/<token>/<name>.zip``: an export's zip (see :mod:`.downloads`).
 
 Both derive from jupyter_server's ``JupyterHandler``, so they require the same
 login as the page around them (token or password where the server has one) and go
@@ -21,9 +22,12 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from widgets.netron_server.assets import NetronPatchError, netron_asset
+from widgets.netron_server.downloads import DOWNLOAD_ROUTE, lookup_download
 from widgets.netron_server.registry import ROUTE, lookup_model_file
 
-__all__ = ["CONTENT_SECURITY_POLICY", "netron_handlers"]
+__all__ = ["CONTENT_SECURITY_POLICY", "netron_handlers", "workbench_handlers"]
+
+_CHUNK = 1 << 20  # bytes written per flush when streaming a download
 
 # Everything from this server, nothing from anywhere else: even a request the
 # patches missed is refused by the browser. Inline styles are Netron's own
@@ -114,6 +118,40 @@ class NetronModelHandler(_NetronHandler):
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Cache-Control", "private, no-store")
         self.finish(data)
+
+
+class DownloadHandler(_NetronHandler):
+    """An export's zip, made by :func:`.downloads.register_download`, as an attachment."""
+
+    @web.authenticated
+    @authorized("read")
+    async def get(self, token: str, name: str) -> None:
+        path = lookup_download(token, name)
+        if path is None:
+            raise web.HTTPError(404, reason="no such download")
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below, after streaming
+        except OSError as e:
+            raise web.HTTPError(404, reason="the download is gone") from e
+        with f:
+            self.set_header("Content-Type", "application/zip")
+            self.set_header("Content-Disposition", f'attachment; filename="{name}"')
+            self.set_header("Content-Length", str(path.stat().st_size))
+            self.set_header("Cache-Control", "private, no-store")
+            # Streamed: an 88 MB export is never held in the server's memory at once.
+            while chunk := f.read(_CHUNK):
+                self.write(chunk)
+                await self.flush()
+        self.finish()
+
+
+def workbench_handlers(
+    base_url: str,
+) -> list[tuple[str, type[web.RequestHandler], dict[str, Any]]]:
+    """Every route the workbench adds to a server: the graph view and export downloads."""
+    root = url_path_join(base_url, DOWNLOAD_ROUTE)
+    downloads = [(url_path_join(root, r"([^/]+)/([^/]+)"), DownloadHandler, {})]
+    return downloads + netron_handlers(base_url)
 
 
 def netron_handlers(base_url: str) -> list[tuple[str, type[web.RequestHandler], dict[str, Any]]]:

@@ -11,10 +11,12 @@ from workbench.measure.environment import cpu_features, environment, has_int8_do
 from workbench.measure.memory import measure_memory
 from workbench.measure.profile import profile_operators
 from workbench.measure.runtime import (
+    InterleavedTiming,
     ModelInput,
     check_input_shape,
     make_session,
     measure_latency,
+    measure_latency_interleaved,
     model_input,
     predict,
     random_input,
@@ -22,6 +24,7 @@ from workbench.measure.runtime import (
 
 __all__ = [
     "GraphStats",
+    "InterleavedTiming",
     "ModelInput",
     "accuracy",
     "agreement",
@@ -33,6 +36,7 @@ __all__ = [
     "has_int8_dot_product",
     "make_session",
     "measure_latency",
+    "measure_latency_interleaved",
     "measure_memory",
     "model_input",
     "predict",

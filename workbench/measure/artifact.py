@@ -23,9 +23,14 @@ from workbench.errors import WorkbenchError
 if TYPE_CHECKING:  # onnx is imported inside the functions: see _load_onnx
     import onnx
 
-__all__ = ["GraphStats", "file_sizes", "graph_stats", "sort_topologically"]
+__all__ = ["COMPRESSION_LEVEL", "GraphStats", "file_sizes", "graph_stats", "sort_topologically"]
 
 _CHUNK = 1 << 20  # compress in 1 MiB pieces so a large artifact is never held twice
+# zlib's default level, the one zip and gzip use unless told otherwise, so the figure is
+# what a user gets zipping the file. Measured on a 44.7 MB digits-resnet18 pruned 70%
+# (unstructured) on a busy 2-core machine, median of 3 interleaved rounds: level 9
+# 16.69 MB in 89 s, level 6 17.37 MB (+4%) in 9.3 s, level 1 20.30 MB (+22%) in 3.3 s.
+COMPRESSION_LEVEL = 6
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,14 @@ class GraphStats:
 
 
 def file_sizes(path: str | os.PathLike) -> tuple[int, int]:
-    """Bytes of ``path`` on disk, and of its bytes deflate-compressed (zlib, level 9).
+    """Bytes of ``path`` on disk, and of its bytes deflate-compressed (zlib at
+    :data:`COMPRESSION_LEVEL`, the level zip and gzip use by default).
 
     The compressed size is where unstructured sparsity pays off: zeroed weights do not
     shrink a dense file, but they compress.
     """
     p = require_file(path)
-    compressor = zlib.compressobj(9)
+    compressor = zlib.compressobj(COMPRESSION_LEVEL)
     compressed = 0
     with p.open("rb") as f:
         while chunk := f.read(_CHUNK):
@@ -105,7 +111,10 @@ _PASS_THROUGH = {
 # A bias added after a matrix product (MatMul + Add, or the Cast/Mul scaling that
 # dynamic quantization puts after MatMulInteger/ConvInteger) is a weight too.
 _BIAS_PRODUCERS = {"MatMul", "MatMulInteger", "ConvInteger", "Conv", "Gemm", "QLinearMatMul"}
-_SCALING = {"Cast", "Mul", "Reshape"}
+# Static int8 (QDQ) puts a QuantizeLinear/DequantizeLinear pair on the product's output
+# before the bias Add: the bias is still the layer's, in float as in int8 (ConvNeXt's
+# MatMul + Add layers lost 33,120 biases under int8 without these).
+_SCALING = {"Cast", "Mul", "Reshape", "QuantizeLinear", "DequantizeLinear"}
 
 
 def graph_stats(path: str | os.PathLike) -> GraphStats:

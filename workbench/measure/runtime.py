@@ -15,7 +15,9 @@ reported by the pool's wake-up time.
 from __future__ import annotations
 
 import gc
+import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,14 +27,16 @@ import onnxruntime as ort
 
 from workbench.errors import WorkbenchError
 from workbench.measure.artifact import require_file
-from workbench.results import LatencyStats
+from workbench.results import LatencyStats, quartiles
 
 __all__ = [
+    "InterleavedTiming",
     "ModelInput",
     "check_threads",
     "check_input_shape",
     "make_session",
     "measure_latency",
+    "measure_latency_interleaved",
     "model_input",
     "predict",
     "random_input",
@@ -100,6 +104,9 @@ def make_session(
     except Exception as e:
         msg = str(e)
         detail = _first_line(msg)
+        too_new = too_new_for_runtime(p.name, msg)
+        if too_new is not None:
+            raise too_new from e
         if any(m in msg for m in _UNSUPPORTED_MARKERS):
             raise WorkbenchError(
                 f"ONNX Runtime {ort.__version__} cannot run {p.name}: {detail}",
@@ -271,6 +278,180 @@ def measure_latency(
         n=int(n),
         warmup=int(warmup),
         threads=int(threads),
+    )
+
+
+_OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*?till opset (\d+)", re.S)
+_IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+
+
+def too_new_for_runtime(name: str, msg: str) -> WorkbenchError | None:
+    """The error for a model stamped with an opset (or IR version) newer than this ONNX
+    Runtime supports, read from ONNX Runtime's load message; None for other failures.
+
+    ORT's own text is a C++ signature hundreds of characters long that, cut to one
+    line, never reaches the point: say it, with the number to re-export with.
+    """
+    found = _OPSET_TOO_NEW.search(msg)
+    if found:
+        opset, most = found.groups()
+        return WorkbenchError(
+            f"{name} uses opset {opset}, newer than ONNX Runtime {ort.__version__} supports "
+            f"(max {most})",
+            f"re-export the model with opset <= {most} (torch.onnx.export(..., "
+            f"opset_version={min(int(most), 17)}))",
+        )
+    found = _IR_TOO_NEW.search(msg)
+    if found:
+        ir, most = found.groups()
+        return WorkbenchError(
+            f"{name} has ONNX IR version {ir}, newer than ONNX Runtime {ort.__version__} "
+            f"supports (max {most})",
+            f"re-export the model with an older onnx package, or set model.ir_version = {most}",
+        )
+    return None
+
+
+# Each round times every model at least this often, so a round's p50 means something.
+MIN_RUNS_PER_ROUND = 5
+
+
+@dataclass(frozen=True)
+class InterleavedTiming:
+    """Latency of several models timed in alternating rounds in one run.
+
+    ``latency[i]`` covers every timed run of model ``i``; ``round_p50[i][r]`` is its
+    p50 in round ``r``. ``preempted_share`` is the number of times the operating system
+    took the CPU from the timing thread (involuntary context switches) per timed run: a
+    direct sign that other work competed with the measurement.
+    """
+
+    latency: tuple[LatencyStats, ...]
+    round_p50: tuple[tuple[float, ...], ...]
+    preempted_share: float
+
+
+def _involuntary_switches() -> int:
+    """Involuntary context switches of this thread so far (this process where per-thread
+    counts are not available)."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return 0
+    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+    return int(resource.getrusage(who).ru_nivcsw)
+
+
+def measure_latency_interleaved(
+    paths: Sequence[str | os.PathLike],
+    input_shape: Sequence[int] | None = None,
+    *,
+    input_shapes: Sequence[Sequence[int] | None] | None = None,
+    threads: int = 1,
+    warmup: int = 10,
+    rounds: int = 9,
+    min_runs: int = 50,
+    min_seconds: float = 0.5,
+    max_runs: int = 5000,
+) -> InterleavedTiming:
+    """Latency of each model in ``paths``, timed in interleaved rounds in one run.
+
+    Every session is made and warmed up first; then each of ``rounds`` rounds times
+    every model in turn, in alternating order (A, B, then B, A, ...), so that whatever
+    else the machine does slows all of them alike and their ratios stay meaningful. Each
+    model gets at least ``min_runs`` runs and ``min_seconds`` seconds over all rounds
+    (at least MIN_RUNS_PER_ROUND per round, at most ``max_runs``), timed one by one as
+    :func:`measure_latency` does.
+
+    Args:
+        paths: the models, e.g. a variant and its baseline.
+        input_shape: full input shape, batch included, shared by every model; None takes
+            each model's own shape with a symbolic batch of 1.
+        input_shapes: instead of ``input_shape``, one shape per model in ``paths`` (an
+            entry None: that model's own shape), e.g. a distilled student timed beside
+            its teacher, which takes larger inputs.
+    """
+    if not paths or rounds < 1 or warmup < 0 or min_runs < 1 or max_runs < min_runs:
+        raise WorkbenchError(
+            f"invalid timing request ({len(paths)} model(s), rounds={rounds}, warmup={warmup}, "
+            f"min_runs={min_runs}, max_runs={max_runs})",
+            "give one or more models, rounds >= 1, warmup >= 0 and 1 <= min_runs <= max_runs",
+        )
+    if input_shapes is None:
+        input_shapes = [input_shape] * len(paths)
+    elif input_shape is not None or len(input_shapes) != len(paths):
+        raise WorkbenchError(
+            f"invalid timing request: {len(input_shapes)} input shape(s) for {len(paths)} "
+            f"model(s){' and input_shape too' if input_shape is not None else ''}",
+            "give input_shapes one shape (or None) per model, or input_shape for all of them",
+        )
+    runners = []
+    for path, given in zip(paths, input_shapes, strict=True):
+        session = make_session(path, threads)
+        inp = model_input(session)
+        shape = inp.concrete_shape() if given is None else tuple(given)
+        check_input_shape(inp, shape)
+        feed = {inp.name: random_input(inp, shape)}
+        for _ in range(warmup):
+            session.run(None, feed)
+        runners.append((session.run, feed))
+
+    per_round = max(MIN_RUNS_PER_ROUND, math.ceil(min_runs / rounds))
+    per_round_ns = int(min_seconds * 1e9 / rounds)
+    per_round_max = max(per_round, max_runs // rounds)
+    times: list[list[np.ndarray]] = [[] for _ in runners]
+    buffer = np.empty(per_round_max, dtype=np.int64)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    switches = _involuntary_switches()
+    try:
+        for r in range(rounds):
+            order = range(len(runners)) if r % 2 == 0 else reversed(range(len(runners)))
+            for i in order:
+                run, feed = runners[i]
+                n = 0
+                start = time.perf_counter_ns()
+                while n < per_round_max:
+                    t0 = time.perf_counter_ns()
+                    run(None, feed)
+                    t1 = time.perf_counter_ns()
+                    buffer[n] = t1 - t0
+                    n += 1
+                    if n >= per_round and t1 - start >= per_round_ns:
+                        break
+                times[i].append(buffer[:n] / 1e6)
+    finally:
+        switches = _involuntary_switches() - switches
+        if gc_was_enabled:
+            gc.enable()
+    stats, round_p50 = [], []
+    for per_model in times:
+        p50s = tuple(float(np.median(ms)) for ms in per_model)
+        stats.append(_latency_stats(np.concatenate(per_model), warmup, threads, p50s))
+        round_p50.append(p50s)
+    total_runs = sum(s.n for s in stats)
+    return InterleavedTiming(tuple(stats), tuple(round_p50), switches / total_runs)
+
+
+def _latency_stats(
+    ms: np.ndarray, warmup: int, threads: int, round_p50: Sequence[float]
+) -> LatencyStats:
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    low, _, high = quartiles(round_p50)
+    several = len(round_p50) > 1
+    return LatencyStats(
+        p50=float(p50),
+        p90=float(p90),
+        p99=float(p99),
+        mean=float(ms.mean()),
+        min=float(ms.min()),
+        max=float(ms.max()),
+        n=int(len(ms)),
+        warmup=int(warmup),
+        threads=int(threads),
+        rounds=len(round_p50),
+        p50_low=low if several else None,
+        p50_high=high if several else None,
     )
 
 

@@ -135,6 +135,11 @@ def _output_shape(model: Model) -> tuple[int, ...]:
                 str(model.onnx_path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as e:  # onnxruntime raises its own exception types
+            from workbench.measure.runtime import too_new_for_runtime
+
+            too_new = too_new_for_runtime(model.name, str(e))
+            if too_new is not None:
+                raise too_new from None
             raise WorkbenchError(
                 f"ONNX Runtime cannot load {model.name}: {_short(e)}",
                 "re-export the model with standard operators (torch.onnx.export, opset 17+)",

@@ -423,3 +423,154 @@ def test_quantizer_warnings_go_to_the_report_not_to_stderr(small, tmp_path, monk
     report = quantize(small["path"], tmp_path / "h.onnx", QuantizeConfig(scheme="fp16"))
     assert "ONNX Runtime's quantizer: Axis 1 is out-of-range for this tensor" in report.fallbacks
     assert "out-of-range" not in capsys.readouterr().err
+
+
+class TinyConvNeXt(nn.Module):
+    """Two ConvNeXt blocks (depthwise conv, LayerNorm, Linear+GELU+Linear as MatMul+Add,
+    layer scale): the layers whose int8 form lost bias counts and repeated warnings."""
+
+    def __init__(self) -> None:
+        from torchvision.models.convnext import CNBlock
+
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 4, stride=4)
+        self.blocks = nn.Sequential(CNBlock(16, 1e-6, 0.0), CNBlock(16, 1e-6, 0.0))
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_convnext_int8_keeps_the_params_and_says_each_quantizer_line_once(tmp_path):
+    from workbench.measure import graph_stats
+
+    torch.manual_seed(0)
+    src = export(TinyConvNeXt().eval(), (1, 3, 32, 32), tmp_path / "float.onnx")
+    calib = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    report = quantize(src, tmp_path / "int8.onnx", QuantizeConfig(), calib)
+    # The MatMul + Add layers' biases behind int8's QuantizeLinear/DequantizeLinear pair
+    # are still weights: the count must not change with the number format.
+    assert graph_stats(tmp_path / "int8.onnx").params == graph_stats(src).params
+    assert len(report.fallbacks) == len(set(report.fallbacks))
+    repeated = [f for f in report.fallbacks if f.endswith("(×2)")]
+    assert repeated, report.fallbacks  # ORT logs its LayerNorm line twice: said once, counted
+
+
+# ------------------------------------------------- bias correction, accuracy-aware int8
+
+
+def _last_gemm(path: Path) -> tuple[onnx.NodeProto, np.ndarray, np.ndarray]:
+    """The classifier Gemm of a QDQ model, its int32 bias and that bias's scale."""
+    model, inits, producer = graph_parts(path)
+    gemm = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
+    dq = producer[gemm.input[2]]
+    assert dq.op_type == "DequantizeLinear"
+    return (
+        gemm,
+        numpy_helper.to_array(inits[dq.input[0]]).astype(np.int64),
+        numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64),
+    )
+
+
+def test_bias_correction_moves_biases_toward_the_float_output_mean(small, tmp_path):
+    # Per-tensor weights and int8 activations: a visible systematic error to correct.
+    base = dict(scheme="int8", per_channel=False, activation_type="int8")
+    plain = tmp_path / "plain.onnx"
+    corrected = tmp_path / "corrected.onnx"
+    quantize(small["path"], plain, QuantizeConfig(**base), small["calib"])
+    report = quantize(
+        small["path"], corrected, QuantizeConfig(**base, bias_correction=True), small["calib"]
+    )
+    float_mean = run(small["path"], small["calib"]).mean(axis=0)
+    plain_error = float_mean - run(plain, small["calib"]).mean(axis=0)
+    corrected_error = float_mean - run(corrected, small["calib"]).mean(axis=0)
+    # The logits' mean error per class shrinks (it is what the last bias can fix).
+    assert np.abs(corrected_error).sum() < 0.5 * np.abs(plain_error).sum()
+    # ... and the last bias moved the way the error points (not exactly by it: the layers
+    # before it were corrected first, which changes the error left for it to fix).
+    gemm, plain_bias, scale = _last_gemm(plain)
+    _, new_bias, _ = _last_gemm(corrected)
+    moved = (new_bias - plain_bias) * scale
+    assert np.abs(moved).max() > 10 * scale.max()  # whole steps of the int32 bias scale
+    assert np.corrcoef(moved, plain_error)[0, 1] > 0.7
+    assert gemm.name in report.bias_correction["layers"]
+    assert len(report.bias_correction["layers"]) == 5  # 3 Conv + 2 Gemm, all with biases
+    assert report.settings["bias_correction"] is True
+
+
+def test_accuracy_aware_keeps_sensitive_layers_float_within_the_drop(small, tmp_path):
+    # Calibration images at 0.3 scale give too narrow activation ranges, and noisy
+    # held-out images have many borderline cases: plain int8 loses a few points.
+    protos = np.random.default_rng(0).standard_normal((10, 1, 8, 8)).astype(np.float32)
+    rng = np.random.default_rng(3)
+    val_y = rng.integers(0, 10, 400)
+    val_x = (protos[val_y] + 1.5 * rng.standard_normal((400, 1, 8, 8))).astype(np.float32)
+    float_acc = (run(small["path"], val_x).argmax(1) == val_y).mean() * 100
+    calib = small["calib"][:4] * 0.3
+    harsh = dict(scheme="int8", calibration_samples=4, per_channel=False, activation_type="int8")
+    plain = tmp_path / "plain.onnx"
+    quantize(small["path"], plain, QuantizeConfig(**harsh), calib)
+    plain_acc = (run(plain, val_x).argmax(1) == val_y).mean() * 100
+    assert float_acc - plain_acc > 2.0  # else this test would prove nothing
+    out = tmp_path / "aware.onnx"
+    config = QuantizeConfig(**harsh, max_accuracy_drop=1.0)
+    report = quantize(small["path"], out, config, calib, (val_x, val_y))
+    acc = (run(out, val_x).argmax(1) == val_y).mean() * 100
+    aware = report.accuracy_aware
+    assert float_acc - acc <= 1.0
+    assert aware["final_accuracy"] == pytest.approx(acc, abs=1e-3)
+    assert aware["float_accuracy"] == pytest.approx(float_acc, abs=1e-3)
+    assert aware["held_out_images"] == 400
+    kept = aware["kept_float"]
+    assert kept and set(kept) <= set(report.excluded_nodes)
+    assert {f"{name} ({op})" for name, op in _ops(out, kept)} <= set(report.float_nodes)
+    ranked = [r["layer"] for r in aware["sensitivity"]]
+    assert len(ranked) == 5 and kept == ranked[: len(kept)]  # the most sensitive first
+    assert all("logit_error_reduction" in r for r in aware["sensitivity"])
+    json.dumps(report.to_dict())
+
+
+def _ops(path: Path, names: list[str]) -> list[tuple[str, str]]:
+    return [(n.name, n.op_type) for n in onnx.load(str(path)).graph.node if n.name in names]
+
+
+def test_accuracy_aware_without_labelled_images_says_what_to_pass(small, tmp_path):
+    with pytest.raises(WorkbenchError, match="needs labelled held-out images") as info:
+        quantize(
+            small["path"],
+            tmp_path / "q.onnx",
+            QuantizeConfig(max_accuracy_drop=1.0),
+            small["calib"],
+        )
+    assert "task" in info.value.fix
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_accuracy_aware_rejects_mislabelled_held_out_images(small, tmp_path):
+    x, y = synthetic_digits(20, seed=4)
+    with pytest.raises(WorkbenchError, match="validation labels"):
+        quantize(
+            small["path"],
+            tmp_path / "q.onnx",
+            QuantizeConfig(max_accuracy_drop=1.0),
+            small["calib"],
+            (x, y[:10]),
+        )
+
+
+@pytest.mark.parametrize(
+    ("fix", "first", "rest"), [("first_layer", 64, 127), ("none", 127, 127), ("all", 64, 64)]
+)
+def test_overflow_fix_gives_7_bit_weights_where_asked(small, tmp_path, fix, first, rest):
+    out = tmp_path / "q.onnx"
+    report = quantize(small["path"], out, QuantizeConfig(overflow_fix=fix), small["calib"])
+    model, inits, producer = graph_parts(out)
+    layers = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    peaks = [
+        int(np.abs(numpy_helper.to_array(inits[weight_dq(n, producer).input[0]])).max())
+        for n in layers
+    ]
+    assert peaks[0] == first  # the layer reading the model input
+    assert max(peaks[1:]) == rest
+    assert report.settings["overflow_fix"] == fix
+    assert len(report.settings["seven_bit_weights"]) == {"none": 0, "first_layer": 1}.get(fix, 5)

@@ -157,6 +157,10 @@ def test_distilled_student_takes_its_own_input_shape(quick, tmp_path):
     assert [d.dim_value for d in inputs][1:] == [1, 8, 8]
     assert result.metrics.accuracy > 0.9
     assert result.metrics.params < 50_000
+    # The 8x8 student was timed interleaved with its 32x32 teacher, each on its own input.
+    versus_teacher = result.metrics.comparison("baseline")
+    assert versus_teacher is not None and versus_teacher.rounds == quick.rounds
+    assert versus_teacher.variant_p50 > 0 and versus_teacher.reference_p50 > 0
     manifest = json.loads(
         export_variant(result, teacher, tmp_path / "out", settings=quick, cache=cache).read_text()
     )
@@ -199,16 +203,21 @@ def test_cli_refuses_qat_with_int8(capsys, tmp_path):
 
 def test_honesty_warnings_read_gradual_pruning_and_qat_as_their_one_shot_kin():
     from workbench.honesty import ConvCensus, honesty_warnings
-    from workbench.results import LatencyStats, MemoryStats, Metrics
+    from workbench.results import LatencyStats, MemoryStats, Metrics, SpeedComparison
 
-    def metrics(p50: float) -> Metrics:
+    def metrics(p50: float, comparisons: tuple = ()) -> Metrics:
         lat = LatencyStats(p50, p50, p50, p50, p50, p50, 10, 1, 1)
-        return Metrics(0.98, 1.0, "x", 10, 5, 10, 10, 10, lat, MemoryStats(1, 1, 1))
+        return Metrics(
+            0.98, 1.0, "x", 10, 5, 10, 10, 10, lat, MemoryStats(1, 1, 1), comparisons=comparisons
+        )
 
+    # Speed warnings come only from the interleaved ratio measured against the baseline.
+    slower = SpeedComparison.from_rounds("baseline", "baseline", [2.0] * 5, [1.0] * 5)
     recipe = Recipe((GradualPruneConfig(sparsity=0.8), QATConfig()))
-    warnings = honesty_warnings(recipe, metrics(2.0), metrics(1.0), ConvCensus(0, 0), False, 1.0)
+    warnings = honesty_warnings(
+        recipe, metrics(2.0, (slower,)), metrics(1.0), ConvCensus(0, 0), 1.0
+    )
     assert any("Unstructured pruning (sparsity 80%" in w for w in warnings)
-    assert any("no VNNI" in w for w in warnings)
     assert any("measured slower than the float baseline" in w for w in warnings)
 
 

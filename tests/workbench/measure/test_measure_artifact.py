@@ -40,7 +40,7 @@ def _zeroed(models, n_conv: int, n_fc: int) -> dict[str, np.ndarray]:
     return w
 
 
-def test_file_sizes_are_bytes_on_disk_and_zlib9(tmp_path, models):
+def test_file_sizes_are_bytes_on_disk_and_zlib_at_zips_default_level(tmp_path, models):
     # Half-zero weights over 2 MiB, so the file spans several compression chunks
     # and compresses well.
     path = tmp_path / "m.onnx"
@@ -53,7 +53,8 @@ def test_file_sizes_are_bytes_on_disk_and_zlib9(tmp_path, models):
     size, compressed = file_sizes(path)
     data = path.read_bytes()
     assert size == os.path.getsize(path) > 2 * 1024 * 1024
-    assert compressed == len(zlib.compress(data, 9))
+    # zlib's default level: what zip and gzip produce unless told otherwise.
+    assert compressed == len(zlib.compress(data))
     assert compressed < 0.7 * size
 
 

@@ -468,3 +468,33 @@ def test_shape_and_output_errors(tiny, tmp_path):
         WorkbenchError, match=r"arch= applies to state_dict files only.*TorchScript"
     ):
         load_model(path, input_shape=SHAPE, arch="torchvision:resnet18")
+
+
+def _relu_onnx(path: Path, opset: int) -> Path:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_too_new_opset_is_named_with_the_opset_to_use(tmp_path):
+    import onnxruntime as ort
+
+    from workbench.measure import runtime
+
+    path = _relu_onnx(tmp_path / "new.onnx", 99)
+    with pytest.raises(WorkbenchError) as exc:
+        load_model(path)
+    text = str(exc.value)
+    assert "uses opset 99, newer than ONNX Runtime" in text and ort.__version__ in text
+    most = int(text.split("(max ")[1].split(")")[0])
+    assert f"re-export the model with opset <= {most}" in text
+    assert "\n" not in text and "std::" not in text  # not ORT's C++ signature
+    # The measuring side says the same for an artifact it cannot open.
+    with pytest.raises(WorkbenchError, match="uses opset 99, newer than"):
+        runtime.make_session(path)
