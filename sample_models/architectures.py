@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "DigitsCNN", "build_architecture"]
+__all__ = ["ARCHITECTURES", "WIDTH_KWARGS", "DigitsCNN", "build_architecture"]
 
 
 class DigitsCNN(nn.Module):
@@ -24,25 +24,30 @@ class DigitsCNN(nn.Module):
     pruning keeps dense). Spatial sizes: 8x8 -> 8x8 -> 4x4 -> 2x2 -> 256 features.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, hidden: int = 64) -> None:
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 1, hidden: int = 64, width: float = 1.0
+    ) -> None:
         super().__init__()
+        # width scales the convolutions' channels (a student for distillation); 1.0 is
+        # the shipped sample.
+        c1, c2, c3 = (max(1, round(c * width)) for c in (16, 32, 64))
         self.features = nn.Sequential(
             # Convolutions carry no bias: the BatchNorm that follows has its own shift.
-            nn.Conv2d(in_channels, 16, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(16),
+            nn.Conv2d(in_channels, c1, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(c1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(16, 32, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(32),
+            nn.Conv2d(c1, c2, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(c2),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(64),
+            nn.Conv2d(c2, c3, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(c3),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(64 * 2 * 2, hidden),
+            nn.Linear(c3 * 2 * 2, hidden),
             nn.ReLU(inplace=True),
             # 1257 training images: some regularisation keeps the test margin.
             nn.Dropout(0.2),
@@ -72,6 +77,13 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "sample_models.architectures:DigitsCNN": DigitsCNN,
     "torchvision:mobilenet_v2": _mobilenet_v2,
     "torchvision:resnet18": _resnet18,
+}
+
+# The keyword that scales an architecture's channel widths, for those that have one
+# (torchvision's ResNet-18 has none: its width_per_group applies to bottleneck blocks only).
+WIDTH_KWARGS: dict[str, str] = {
+    "sample_models.architectures:DigitsCNN": "width",
+    "torchvision:mobilenet_v2": "width_mult",
 }
 
 

@@ -21,6 +21,7 @@ from workbench.recipe import (
     OVERFLOW_FIXES,
     FineTuneConfig,
     PruneConfig,
+    QATConfig,
     QuantizeConfig,
 )
 
@@ -233,7 +234,11 @@ class QuantizationPanel(W.VBox):
         accuracy_aware: int8: keep the most sensitive layers in float so that accuracy on
             held-out training images drops by at most ``max_drop`` points.
         max_drop: the points ``accuracy_aware`` may lose.
-        config: (read-only) the ``QuantizeConfig``, or None when scheme is "none".
+        qat_epochs: with int8, quantization-aware training for this many epochs instead
+            of post-training quantization (0: none).
+        config: (read-only) the ``QuantizeConfig``, or None when scheme is "none" or QAT
+            replaces it.
+        qat_config: (read-only) the ``QATConfig``, or None.
         error: (read-only) why the settings make no config, "" when they do.
     """
 
@@ -248,7 +253,9 @@ class QuantizationPanel(W.VBox):
     bias_correction = T.Bool(_QUANT.bias_correction)
     accuracy_aware = T.Bool(_QUANT.max_accuracy_drop is not None)
     max_drop = T.Float(0.5)
+    qat_epochs = T.Int(0)
     config = T.Any(None, read_only=True)
+    qat_config = T.Any(None, read_only=True)
     error = T.Unicode("", read_only=True)
 
     def __init__(self, **kwargs) -> None:
@@ -289,6 +296,12 @@ class QuantizationPanel(W.VBox):
         self.max_drop_w = W.BoundedFloatText(
             min=0.0, max=100.0, step=0.1, description="points", layout=W.Layout(width="160px")
         )
+        self.qat_w = W.BoundedIntText(
+            min=0,
+            max=100,
+            description="QAT epochs",
+            tooltip="int8 only: fine-tune through fake quantization instead of calibrating (0: off)",
+        )
         self._error_w = W.HTML()
         super().__init__(
             children=[
@@ -304,6 +317,7 @@ class QuantizationPanel(W.VBox):
                 self.keep_float_w,
                 _row(self.overflow_w, self.bias_correction_w),
                 _row(self.accuracy_aware_w, self.max_drop_w),
+                self.qat_w,
                 self._error_w,
             ],
             **kwargs,
@@ -319,6 +333,7 @@ class QuantizationPanel(W.VBox):
             (self.bias_correction_w, "bias_correction"),
             (self.accuracy_aware_w, "accuracy_aware"),
             (self.max_drop_w, "max_drop"),
+            (self.qat_w, "qat_epochs"),
         ):
             T.link((self, name), (widget, "value"))  # the trait's default wins
         # TagsInput holds a list; the config wants a tuple.
@@ -337,12 +352,14 @@ class QuantizationPanel(W.VBox):
         "bias_correction",
         "accuracy_aware",
         "max_drop",
+        "qat_epochs",
     )
     def _on_settings(self, change: dict) -> None:
         self._update()
 
     def _update(self) -> None:
         scheme = self.scheme
+        self.qat_w.disabled = scheme != "int8"
         # Only the controls that change the chosen scheme's result are enabled.
         self.per_channel_w.disabled = scheme not in ("int8", "dynamic")
         for w in (
@@ -376,16 +393,35 @@ class QuantizationPanel(W.VBox):
                 )
             except WorkbenchError as exc:
                 error = str(exc)
+        qat = None
+        if scheme == "int8" and self.qat_epochs > 0 and not error:
+            # QAT exports through the same int8 path, so it replaces calibration alone.
+            try:
+                qat = QATConfig(
+                    epochs=self.qat_epochs,
+                    activation_type=self.activation_type,
+                    calibration_samples=self.calibration_samples,
+                )
+                config = None
+            except WorkbenchError as exc:
+                error = str(exc)
+        self.set_trait("qat_config", qat)
         self.set_trait("error", error)
         self._error_w.value = (
             f'<span style="color:#b00020">{html.escape(error)}</span>' if error else ""
         )
         self.set_trait("config", config)
 
-    def set_config(self, config: QuantizeConfig | None) -> None:
+    def set_config(self, config: QuantizeConfig | QATConfig | None) -> None:
         """Show ``config`` in the controls (None: no quantization); ``config`` follows."""
         with self.hold_trait_notifications():
-            if config is None:
+            self.qat_epochs = 0
+            if isinstance(config, QATConfig):
+                self.scheme = "int8"
+                self.activation_type = config.activation_type
+                self.calibration_samples = config.calibration_samples
+                self.qat_epochs = config.epochs
+            elif config is None:
                 self.scheme = "none"
             else:
                 self.scheme = config.scheme

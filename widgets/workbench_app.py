@@ -259,7 +259,7 @@ class Workbench(W.VBox):
         self._loading_recipe = True
         try:
             self.pruning.set_config(recipe.get("prune"), recipe.get("finetune"))
-            self.quantization.set_config(recipe.get("quantize"))
+            self.quantization.set_config(recipe.get("qat") or recipe.get("quantize"))
         finally:
             self._loading_recipe = False
         self.request()
@@ -282,6 +282,8 @@ class Workbench(W.VBox):
         recipe = Recipe.of(
             self.pruning.config, self.quantization.config, self.pruning.finetune_config
         )
+        if self.quantization.qat_config is not None:  # QAT replaces post-training int8
+            recipe = Recipe((*recipe.steps, self.quantization.qat_config))
         self.set_trait("recipe", recipe)
         if model is None:
             return

@@ -200,6 +200,91 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--prune-steps",
+        type=int,
+        default=1,
+        metavar="N",
+        help="prune gradually in N steps, fine-tuning after each (default 1: one shot)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=("cubic", "linear"),
+        default="cubic",
+        help="how gradual pruning raises the sparsity (default cubic)",
+    )
+    p.add_argument(
+        "--step-epochs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="fine-tuning epochs after each gradual pruning step (default 1)",
+    )
+    p.add_argument(
+        "--qat-epochs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="quantization-aware training for N epochs, exported as int8 (replaces --quantize)",
+    )
+    p.add_argument(
+        "--student",
+        metavar="MODEL",
+        help="distil the model into this sample (e.g. digits-cnn); 'self' for its own architecture",
+    )
+    p.add_argument(
+        "--student-width",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="channel multiplier of the student's architecture (DigitsCNN, MobileNetV2)",
+    )
+    p.add_argument(
+        "--student-init",
+        choices=("scratch", "pretrained"),
+        default="scratch",
+        help="start the student from random weights or its own trained ones",
+    )
+    p.add_argument(
+        "--distill-epochs",
+        type=int,
+        default=10,
+        metavar="N",
+        help="epochs of training the student (default 10)",
+    )
+
+
+def _training_steps(args: argparse.Namespace, prune: Any) -> tuple[Any, Any, Any]:
+    """The distillation, (gradual) pruning and QAT steps the evaluate flags ask for."""
+    from workbench.recipe import DistillConfig, GradualPruneConfig, QATConfig
+
+    distill = None
+    if args.student is not None or args.student_width != 1.0:
+        distill = DistillConfig(
+            student="" if args.student in (None, "self") else args.student,
+            width=args.student_width,
+            teacher=args.teacher,
+            init=args.student_init,
+            epochs=args.distill_epochs,
+        )
+    if args.prune_steps != 1:
+        if prune is None:
+            raise WorkbenchError(
+                "--prune-steps sets gradual pruning", "add --prune unstructured|structured"
+            )
+        fields = {k: v for k, v in prune.to_dict().items() if k != "kind"}
+        prune = GradualPruneConfig(
+            **fields,
+            steps=args.prune_steps,
+            schedule=args.schedule,
+            epochs_per_step=args.step_epochs,
+            teacher=args.teacher,
+        )
+    qat = QATConfig(epochs=args.qat_epochs, teacher=args.teacher) if args.qat_epochs else None
+    return distill, prune, qat
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="workbench",
@@ -218,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune_args(p)
     p.add_argument("--quantize", choices=QUANT_CHOICES, default="none")
     _add_quant_args(p)
+    _add_training_args(p)
     p.add_argument(
         "--out", type=Path, help="keep the artifact, the baseline and manifest.json in this folder"
     )
@@ -321,11 +407,11 @@ def _prune_config(args: argparse.Namespace, method: str, sparsity: float) -> Any
     )
 
 
-def _finetune_config(args: argparse.Namespace) -> Any:
+def _finetune_config(args: argparse.Namespace, trains: bool = False) -> Any:
     from workbench.recipe import FineTuneConfig
 
     if args.finetune_epochs == 0:
-        if args.teacher:
+        if args.teacher and not trains:
             raise WorkbenchError("--teacher needs retraining", "add --finetune-epochs N (e.g. 3)")
         return None
     return FineTuneConfig(epochs=args.finetune_epochs, teacher=args.teacher)
@@ -481,12 +567,15 @@ def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
 
     _refuse_idle_settings(args, args.prune != "none", [args.quantize])
     prune = _prune_config(args, args.prune, 0.5 if args.sparsity is None else args.sparsity)
-    finetune = _finetune_config(args)
-    if finetune is not None and prune is None:
+    distill, prune, qat = _training_steps(args, prune)
+    trains = distill is not None or qat is not None or args.prune_steps != 1
+    finetune = _finetune_config(args, trains)
+    if finetune is not None and prune is None and distill is None:
         raise WorkbenchError(
             "--finetune-epochs retrains after pruning", "add --prune unstructured|structured"
         )
-    recipe = Recipe.of(prune, _quant_config(args, args.quantize), finetune)
+    steps = (distill, prune, finetune, qat, _quant_config(args, args.quantize))
+    recipe = Recipe(tuple(s for s in steps if s is not None))
     settings = _settings(args)  # checked before the model is loaded: bad input fails fast
     if args.out:
         from workbench.export import check_export_folder  # onnx and the export code: only here

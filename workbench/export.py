@@ -24,11 +24,15 @@ import numpy as np
 
 from workbench.cache import Cache, sha256_file
 from workbench.errors import WorkbenchError
-from workbench.pipeline import TORCH_STEPS, MeasureSettings, evaluate
+from workbench.pipeline import TORCH_STEPS, MeasureSettings, evaluate, subject_model
 from workbench.recipe import Recipe
 from workbench.results import Result
 from workbench.runtimes import get_runtime
 from workbench.runtimes.onnxruntime import onnx_signature
+
+# Steps after which no float PyTorch program matches the artifact cheaply: QAT's artifact
+# is int8, and distillation and gradual pruning would have to train all over again.
+_NO_TORCH_PROGRAM = ("qat", "distill", "gradual_prune")
 
 __all__ = ["MANIFEST_FORMAT", "check_export_folder", "export_variant", "onnx_signature"]
 
@@ -140,8 +144,16 @@ def export_variant(
                 "metrics": base.metrics.to_dict(),
                 "cache_key": base.key,
             }
-        if torch_program and model.module is not None and not result.recipe.artifact_steps():
+        retrained = any(s.kind in _NO_TORCH_PROGRAM for s in result.recipe.steps)
+        if (
+            torch_program
+            and model.module is not None
+            and not result.recipe.artifact_steps()
+            and not retrained
+        ):
             files.append(_save_torch_program(model, result.recipe, artifact, scratch, runtime.name))
+        # A distilled variant is the student: its own input and preprocessing.
+        subject = subject_model(model, result.recipe)
         manifest = {
             "format": MANIFEST_FORMAT,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -162,7 +174,7 @@ def export_variant(
             "runtime": runtime.name,
             "artifact_format": fmt,
             "signature": _signature(runtime, artifact),
-            "preprocessing": model.preprocessing.to_dict() if model.preprocessing else None,
+            "preprocessing": subject.preprocessing.to_dict() if subject.preprocessing else None,
             "class_names": list(model.class_names) if model.class_names else None,
             "task": model.task.to_dict() if model.task else None,
             "metrics": result.metrics.to_dict(),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
+from workbench.recipe import PruneConfig, QATConfig, QuantizeConfig, Recipe
 from workbench.results import Metrics, NoiseCheck, SpeedComparison
 
 __all__ = [
@@ -159,8 +159,11 @@ def honesty_warnings(
         max_accuracy_drop: accuracy points that may be lost before a warning.
     """
     out: list[str] = []
-    prune = recipe.get("prune")
+    prune = recipe.get("prune") or recipe.get("gradual_prune")
     quant = recipe.get("quantize")
+    qat = recipe.get("qat")
+    if isinstance(qat, QATConfig):  # QAT's artifact is the static int8 one
+        quant = qat.quantize_config()
     if isinstance(prune, PruneConfig) and prune.method == "unstructured" and prune.sparsity > 0:
         dense_note = ""
         if baseline is not None:

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +29,16 @@ from workbench import measure
 from workbench.cache import PREDICTIONS_FILE, Cache
 from workbench.errors import WorkbenchError
 from workbench.honesty import agreement_warning, noise_warning
-from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe, StepConfig
+from workbench.recipe import (
+    DistillConfig,
+    FineTuneConfig,
+    GradualPruneConfig,
+    PruneConfig,
+    QATConfig,
+    QuantizeConfig,
+    Recipe,
+    StepConfig,
+)
 from workbench.results import (
     PROGRESS_STAGES,
     Metrics,
@@ -45,6 +54,7 @@ __all__ = [
     "check_applicable",
     "evaluate",
     "evaluation_inputs",
+    "subject_model",
     "torch_steps_unavailable",
     "variant_key",
 ]
@@ -216,9 +226,43 @@ def _finetune_step(module: Any, config: StepConfig, model: Any) -> dict:
     return finetune_(module, config, model, teacher).to_dict()
 
 
+def _gradual_prune_step(module: Any, config: StepConfig, model: Any) -> dict:
+    from workbench.compress.gradual import gradual_prune_
+    from workbench.models import load_model
+
+    teacher = load_model(config.teacher) if config.teacher else None
+    return gradual_prune_(module, config, model, teacher).to_dict()
+
+
+def _qat_step(module: Any, config: StepConfig, model: Any) -> dict:
+    from workbench.compress.qat import qat_
+    from workbench.models import load_model
+
+    teacher = load_model(config.teacher) if config.teacher else None
+    return qat_(module, config, model, teacher).to_dict()
+
+
+def _distill_step(module: Any, config: StepConfig, model: Any, *, teacher: Any) -> dict:
+    from workbench.compress.distill import distill_
+
+    return distill_(module, config, model, teacher)
+
+
 TORCH_STEPS: dict[type, Callable[..., dict]] = {
     PruneConfig: _prune_step,
     FineTuneConfig: _finetune_step,
+    GradualPruneConfig: _gradual_prune_step,
+    QATConfig: _qat_step,
+    DistillConfig: _distill_step,
+}
+# Steps that train the module: they need a labelled task.
+TRAINING_STEPS = (FineTuneConfig, GradualPruneConfig, QATConfig, DistillConfig)
+_STEP_NAMES = {
+    "prune": "pruning",
+    "finetune": "fine-tuning",
+    "gradual_prune": "gradual pruning",
+    "qat": "quantization-aware training",
+    "distill": "distillation",
 }
 
 
@@ -244,7 +288,7 @@ def check_applicable(model: Any, recipe: Recipe, runtime: str | Runtime = DEFAUL
     acts on its artifact.
     """
     rt = get_runtime(runtime)
-    for step in recipe.artifact_steps():
+    for step in _artifact_steps(recipe):
         if type(step) not in rt.artifact_steps:
             raise WorkbenchError(
                 f"the {step.kind} step ({step.label()}) has no {rt.name} implementation",
@@ -252,10 +296,7 @@ def check_applicable(model: Any, recipe: Recipe, runtime: str | Runtime = DEFAUL
             )
     why = torch_steps_unavailable(model)
     if recipe.torch_steps() and why:
-        steps = " and ".join(
-            s.kind.replace("finetune", "fine-tuning").replace("prune", "pruning")
-            for s in recipe.torch_steps()
-        )
+        steps = " and ".join(_STEP_NAMES.get(s.kind, s.kind) for s in recipe.torch_steps())
         raise WorkbenchError(
             f"{model.name} is {why}, and {steps} needs the model as PyTorch layers",
             "load its weights as a state_dict with the architecture (arch=... / --arch: a "
@@ -271,29 +312,73 @@ def check_applicable(model: Any, recipe: Recipe, runtime: str | Runtime = DEFAUL
                 "load the model with a task (e.g. task='digits' / --task digits), or leave "
                 "max_accuracy_drop unset",
             )
-    if recipe.get("finetune") is not None and model.task is None:
+    qat = recipe.get("qat")
+    if isinstance(qat, QATConfig):
+        _check_calibration_count(model, qat.calibration_samples)
+    training = [s for s in recipe.steps if isinstance(s, TRAINING_STEPS)]
+    if training and model.task is None:
+        what = _STEP_NAMES.get(training[0].kind, training[0].kind)
         raise WorkbenchError(
-            f"fine-tuning {model.name} needs a labelled task to train on",
-            "load the model with a task (e.g. task='digits' / --task digits), or leave fine-tuning out",
+            f"{what} of {model.name} needs a labelled task to train on",
+            f"load the model with a task (e.g. task='digits' / --task digits), or leave {what} out",
         )
+    distill = recipe.get("distill")
+    if isinstance(distill, DistillConfig):
+        subject_model(model, recipe)  # builds the student and checks it against the teacher
+
+
+def _teacher(model: Any, config: DistillConfig) -> Any:
+    from workbench.models import load_model
+
+    return load_model(config.teacher) if config.teacher else model
+
+
+def subject_model(model: Any, recipe: Recipe) -> Any:
+    """The model the recipe's steps act on: the distillation's student when the recipe
+    distils, else ``model`` itself. The student brings its own input shape and
+    preprocessing, which the export, the measurement and the evaluation inputs follow."""
+    distill = recipe.get("distill")
+    if not isinstance(distill, DistillConfig):
+        return model
+    from workbench.compress.distill import check_student
+
+    return check_student(model, distill, _teacher(model, distill))
+
+
+def _artifact_steps(recipe: Recipe) -> tuple[StepConfig, ...]:
+    """The steps applied to the exported file: QAT implies its int8 export."""
+    qat = recipe.get("qat")
+    if isinstance(qat, QATConfig):
+        return (qat.quantize_config(), *recipe.artifact_steps())
+    return recipe.artifact_steps()
 
 
 def _build_artifact(
-    model: Any, recipe: Recipe, work: Path, parity_inputs: np.ndarray, runtime: Runtime
+    model: Any,
+    recipe: Recipe,
+    work: Path,
+    parity_inputs: np.ndarray,
+    runtime: Runtime,
+    teacher: Any | None = None,
 ) -> tuple[Path, float | None, Path, list[dict]]:
     """Apply the recipe for ``runtime``; returns the artifact, the export parity, the
-    float artifact (before the artifact steps) and each step's report."""
+    float artifact (before the artifact steps) and each step's report.
+
+    ``model`` is the subject (the student when the recipe distils, see ``subject_model``);
+    ``teacher`` the model the distillation learns from."""
     float_artifact = work / f"float.{runtime.artifact_format}"
     reports: list[dict] = []
     module = None
     if model.module is not None:
         module = copy.deepcopy(model.module)
         for step in recipe.torch_steps():
-            reports.append({"kind": step.kind, **TORCH_STEPS[type(step)](module, step, model)})
+            extra = {"teacher": teacher} if isinstance(step, DistillConfig) else {}
+            report = TORCH_STEPS[type(step)](module, step, model, **extra)
+            reports.append({"kind": step.kind, **report})
     parity = runtime.export(model, module, float_artifact, parity_inputs)
     artifact = work / runtime.artifact_file
     src = float_artifact
-    for step in recipe.artifact_steps():
+    for step in _artifact_steps(recipe):
         handler = runtime.artifact_steps[type(step)]
         reports.append({"kind": step.kind, **handler(src, artifact, step, model)})
         src = artifact
@@ -373,10 +458,16 @@ def _report(
         on_progress(Progress(stage, recipe, dict(known), pending))
 
 
+def _input_shape(model: Any, reference: Result) -> tuple[int, ...]:
+    """The input shape ``reference`` was measured with: its own subject's (a distilled
+    float version is the student, the baseline is ``model`` itself)."""
+    return tuple(subject_model(model, reference.recipe).input_shape)
+
+
 def _measure_speed(
     artifact: Path,
     references: list[tuple[str, Result]],
-    model: Any,
+    shapes: list[Sequence[int]],
     settings: MeasureSettings,
     known: dict,
     recipe: Recipe,
@@ -384,14 +475,17 @@ def _measure_speed(
 ) -> dict:
     """Time ``artifact`` interleaved with its references, then memory and profile.
 
+    ``shapes`` holds the input shape of ``artifact``, then of each reference: a
+    distilled student and its teacher baseline take different inputs.
+
     Returns the Metrics fields measured here; ``on_progress`` hears of the latency
     before memory and the profile are measured.
     """
-    shape = model.input_shape
+    shape = shapes[0]
     runtime = get_runtime(settings.runtime)
     with _MEASURE_LOCK:
         timing = runtime.measure_latency_interleaved(
-            [artifact, *(ref.artifact for _, ref in references)], shape, settings
+            [artifact, *(ref.artifact for _, ref in references)], shapes, settings
         )
         comparisons = tuple(
             SpeedComparison.from_rounds(
@@ -524,16 +618,23 @@ def _evaluate_uncached(
     if recipe.artifact_steps() and recipe.torch_steps():
         float_variant = Recipe(recipe.torch_steps())
         references.append(("float", _reference(model, float_variant, settings, cache)))
+    # A distilled variant is the student: its input shape and preprocessing. Each
+    # reference is timed with the input shape of the model it was built from (a
+    # student's baseline is its teacher).
+    subject = subject_model(model, recipe)
+    shapes = [subject.input_shape, *(_input_shape(model, ref) for _, ref in references)]
     base_preds_path = None if baseline is None else cache.predictions_path(baseline.key)
     if hit is not None:
         return _remeasure(
-            hit, model, baseline, references, base_preds_path, settings, cache, on_progress
+            hit, shapes, baseline, references, base_preds_path, settings, cache, on_progress
         )
     runtime = get_runtime(settings.runtime)
-    inputs, labels, basis = evaluation_inputs(model)
+    distill = recipe.get("distill")
+    teacher = _teacher(model, distill) if isinstance(distill, DistillConfig) else None
+    inputs, labels, basis = evaluation_inputs(subject)
     with cache.building(key) as work:
         artifact, parity, float_artifact, reports = _build_artifact(
-            model, recipe, work, inputs[:16], runtime
+            subject, recipe, work, inputs[:16], runtime, teacher
         )
         float_artifact.unlink()
         # Compressing a large file and counting its weights take seconds; zlib and
@@ -565,7 +666,7 @@ def _evaluate_uncached(
             _report(on_progress, "accuracy", recipe, known)
             known["size_bytes"], known["compressed_bytes"] = sizes.result()
         known.update(
-            _measure_speed(artifact, references, model, settings, known, recipe, on_progress)
+            _measure_speed(artifact, references, shapes, settings, known, recipe, on_progress)
         )
         metrics = Metrics(**known)
         warnings = _warnings(recipe, metrics, baseline, census, reports, base_preds, settings)
@@ -585,7 +686,7 @@ def _evaluate_uncached(
 
 def _remeasure(
     hit: Result,
-    model: Any,
+    shapes: list[Sequence[int]],
     baseline: Result | None,
     references: list[tuple[str, Result]],
     base_preds_path: Path | None,
@@ -596,12 +697,14 @@ def _remeasure(
     """Measure a cached variant's timing, memory and profile again; replace its figures.
 
     Nothing is rebuilt: the artifact and predictions stay, so accuracy and sizes do too.
+    ``shapes``: the input shapes of the variant, then of each reference (see
+    ``_measure_speed``).
     """
     recipe = hit.recipe
     known = _fields(hit.metrics)
     _report(on_progress, "accuracy", recipe, known)
     known.update(
-        _measure_speed(hit.artifact, references, model, settings, known, recipe, on_progress)
+        _measure_speed(hit.artifact, references, shapes, settings, known, recipe, on_progress)
     )
     metrics = Metrics(**known)
     preds_path = cache.predictions_path(hit.key)

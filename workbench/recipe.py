@@ -18,8 +18,11 @@ from workbench.errors import WorkbenchError
 
 __all__ = [
     "CONFIG_TYPES",
+    "DistillConfig",
     "FineTuneConfig",
+    "GradualPruneConfig",
     "PruneConfig",
+    "QATConfig",
     "QuantizeConfig",
     "Recipe",
     "StepConfig",
@@ -290,8 +293,299 @@ class FineTuneConfig(StepConfig):
         return label
 
 
+GRADUAL_SCHEDULES = ("cubic", "linear")
+DISTILL_INITS = ("scratch", "pretrained")
+
+
+def _whole(what: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise WorkbenchError(
+            f"{what} {value!r} is out of range", f"use a whole number from {low} to {high}"
+        )
+
+
+def _training(lr: Any, batch_size: Any, temperature: Any, alpha: Any) -> None:
+    """The checks every training step shares (as FineTuneConfig's)."""
+    _whole("batch_size", batch_size, 1, 4096)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < float(lr) <= 1:
+        raise WorkbenchError(f"learning rate {lr!r} is out of range", "use a value such as 0.002")
+    if not 0 <= float(alpha) <= 1 or float(temperature) <= 0:
+        raise WorkbenchError(
+            "distillation needs 0 <= alpha <= 1 and temperature > 0",
+            "use alpha=0.7 and temperature=4 (the defaults) or similar",
+        )
+
+
+@dataclass(frozen=True)
+class GradualPruneConfig(PruneConfig):
+    """Magnitude pruning raised over a schedule, with fine-tuning after every step.
+
+    Step ``k`` of ``steps`` prunes to ``sparsity * (1 - (1 - k/steps)**3)`` (``cubic``,
+    Zhu & Gupta, "To prune, or not to prune", 2017: large steps first while the network
+    has redundancy to spare, small ones at the end) or ``sparsity * k/steps``
+    (``linear``), then fine-tunes ``epochs_per_step`` epochs (distilling from
+    ``teacher`` when set) with pruned weights held at zero. ``sparsities`` gives the
+    schedule explicitly instead; it must rise and end at ``sparsity``.
+    """
+
+    kind: ClassVar[str] = "gradual_prune"
+    stage: ClassVar[str] = "torch"
+
+    steps: int = 4
+    schedule: str = "cubic"  # "cubic" or "linear"
+    sparsities: tuple[float, ...] = ()  # an explicit schedule (overrides steps/schedule)
+    epochs_per_step: int = 1
+    lr: float = 2e-3
+    batch_size: int = 64
+    teacher: str | None = None
+    temperature: float = 4.0
+    alpha: float = 0.7
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _choice("pruning schedule", self.schedule, GRADUAL_SCHEDULES)
+        _whole("gradual pruning steps", self.steps, 1, 50)
+        _whole("epochs_per_step", self.epochs_per_step, 1, 100)
+        _training(self.lr, self.batch_size, self.temperature, self.alpha)
+        values = tuple(self.sparsities)
+        if values:
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+                raise WorkbenchError(
+                    f"the pruning schedule {list(values)} holds a non-number",
+                    "give sparsities as fractions, e.g. (0.4, 0.6, 0.7, 0.8)",
+                )
+            values = tuple(float(v) for v in values)
+            rising = all(b > a for a, b in zip(values, values[1:], strict=False))
+            if not rising or values[0] <= 0:
+                raise WorkbenchError(
+                    f"the pruning schedule {list(values)} does not rise step by step",
+                    "give increasing sparsities above 0, e.g. (0.4, 0.6, 0.7, 0.8)",
+                )
+            if abs(values[-1] - self.sparsity) > 1e-9:
+                raise WorkbenchError(
+                    f"the pruning schedule {list(values)} ends at {values[-1]:g}, not at the "
+                    f"requested sparsity {self.sparsity:g}",
+                    f"end the schedule at {self.sparsity:g}, or set sparsity={values[-1]:g}",
+                )
+            object.__setattr__(self, "steps", len(values))
+        object.__setattr__(self, "sparsities", values)
+
+    def schedule_values(self) -> tuple[float, ...]:
+        """The cumulative sparsity after each step; the last is ``sparsity``."""
+        if self.sparsities:
+            return self.sparsities
+        n = self.steps
+        if self.schedule == "linear":
+            return tuple(self.sparsity * k / n for k in range(1, n + 1))
+        return tuple(self.sparsity * (1.0 - (1.0 - k / n) ** 3) for k in range(1, n + 1))
+
+    def step_config(self, sparsity: float) -> PruneConfig:
+        """The one-shot PruneConfig of one step of the schedule."""
+        return PruneConfig(
+            method=self.method,
+            sparsity=min(max(sparsity, 0.0), MAX_SPARSITY),
+            scope=self.scope,
+            keep_first_last=self.keep_first_last,
+            exclude=self.exclude,
+            round_to=self.round_to,
+        )
+
+    def finetune_config(self, step: int) -> FineTuneConfig:
+        """The fine-tuning after step ``step`` (0-based)."""
+        return FineTuneConfig(
+            epochs=self.epochs_per_step,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            teacher=self.teacher,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            seed=self.seed + step,
+        )
+
+    def label(self) -> str:
+        shape = "x".join(f"{v:g}" for v in self.sparsities) if self.sparsities else self.schedule
+        label = super().label() + f"-gradual{self.steps}-{shape}-{self.epochs_per_step}ep"
+        if self.teacher:
+            label += f"-distill({self.teacher})"
+        return label
+
+
+@dataclass(frozen=True)
+class QATConfig(StepConfig):
+    """Quantization-aware training: fine-tune with int8 fake quantization, export int8.
+
+    Weights are fake-quantized per output channel, symmetric int8, and the input of every
+    convolution and linear layer per tensor (``activation_type``, with moving min/max
+    ranges), with straight-through gradients. The trained weights are then exported and
+    quantized by the same static QDQ path as ``QuantizeConfig(scheme="int8")``, whose
+    per-channel symmetric weight scales reproduce the training grid exactly; so QAT
+    replaces post-training quantization in a recipe instead of adding to it.
+    """
+
+    kind: ClassVar[str] = "qat"
+    stage: ClassVar[str] = "torch"
+
+    epochs: int = 2
+    lr: float = 5e-4  # small: the float weights are already trained
+    batch_size: int = 64
+    teacher: str | None = None  # distil from this model while training
+    temperature: float = 4.0
+    alpha: float = 0.7
+    activation_type: str = "uint8"  # of the exported artifact, as QuantizeConfig's
+    calibration_samples: int = 128  # training images calibrating the exported activations
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _whole("QAT epochs", self.epochs, 1, 100)
+        _training(self.lr, self.batch_size, self.temperature, self.alpha)
+        _choice("activation type", self.activation_type, INT8_TYPES)
+        _whole("calibration_samples", self.calibration_samples, 1, 100_000)
+
+    def quantize_config(self) -> QuantizeConfig:
+        """The int8 export of the trained weights (per-channel weights, as trained)."""
+        return QuantizeConfig(
+            scheme="int8",
+            per_channel=True,
+            calibration="minmax",
+            calibration_samples=self.calibration_samples,
+            activation_type=self.activation_type,
+        )
+
+    def finetune_config(self) -> FineTuneConfig:
+        """The training loop's settings."""
+        return FineTuneConfig(
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            teacher=self.teacher,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            seed=self.seed,
+        )
+
+    def label(self) -> str:
+        label = f"qat-int8-{self.epochs}ep"
+        if self.activation_type != "uint8":
+            label += f"-a{self.activation_type}"
+        if self.teacher:
+            label += f"-distill({self.teacher})"
+        return label
+
+
+@dataclass(frozen=True)
+class DistillConfig(StepConfig):
+    """Replace the model by a student trained on the model's (or ``teacher``'s) predictions.
+
+    ``student`` is a sample model name (e.g. "digits-cnn"); empty means the model's own
+    architecture. ``width`` scales the student's channels (architectures that take a
+    width: DigitsCNN, MobileNetV2). ``init="scratch"`` starts from seeded random weights;
+    ``"pretrained"`` from the student sample's own trained weights (width 1 only). The
+    loss is finetune's: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE. It
+    must be the recipe's first step: every later step acts on the student.
+    """
+
+    kind: ClassVar[str] = "distill"
+    stage: ClassVar[str] = "torch"
+
+    student: str = ""  # a sample name; "" = the model's own architecture
+    width: float = 1.0  # channel multiplier of the student's architecture
+    teacher: str | None = None  # None: the model the recipe is applied to
+    init: str = "scratch"  # "scratch" or "pretrained"
+    epochs: int = 10
+    lr: float = 3e-3
+    batch_size: int = 64
+    temperature: float = 4.0
+    alpha: float = 0.7
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.student, str):
+            raise WorkbenchError(
+                f"student {self.student!r} is not a model name",
+                "name a sample model, e.g. student='digits-cnn', or '' for the model's own architecture",
+            )
+        _choice("student initialisation", self.init, DISTILL_INITS)
+        if (
+            isinstance(self.width, bool)
+            or not isinstance(self.width, (int, float))
+            or not 0.05 <= float(self.width) <= 4
+        ):
+            raise WorkbenchError(
+                f"student width {self.width!r} is out of range",
+                "use a multiplier from 0.05 to 4, e.g. 0.5 for half the channels",
+            )
+        object.__setattr__(self, "width", float(self.width))
+        if self.init == "pretrained" and (not self.student or self.width != 1.0):
+            raise WorkbenchError(
+                "a pretrained student must be a sample at its own width",
+                "name a student sample with width=1, or use init='scratch'",
+            )
+        _whole("distillation epochs", self.epochs, 1, 200)
+        _training(self.lr, self.batch_size, self.temperature, self.alpha)
+
+    def finetune_config(self) -> FineTuneConfig:
+        """The training loop's settings (the teacher is passed separately)."""
+        return FineTuneConfig(
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            seed=self.seed,
+        )
+
+    def label(self) -> str:
+        label = "distill(" + (self.student or "self")
+        if self.width != 1.0:
+            label += f"-w{self.width:g}"
+        if self.teacher:
+            label += f"<-{self.teacher}"
+        return label + f")-{self.init}-{self.epochs}ep"
+
+
+def _check_training_steps(steps: tuple[StepConfig, ...]) -> None:
+    """Order rules of the training steps (distillation, gradual pruning, QAT)."""
+    kinds = [s.kind for s in steps]
+    if "distill" in kinds and kinds.index("distill") != 0:
+        raise WorkbenchError(
+            "distillation is not the recipe's first step",
+            "put distill first: it replaces the model, and every later step acts on the student",
+        )
+    if "prune" in kinds and "gradual_prune" in kinds:
+        raise WorkbenchError(
+            "the recipe prunes twice (one-shot and gradual)", "use one pruning step"
+        )
+    if "gradual_prune" in kinds and "finetune" in kinds:
+        if kinds.index("finetune") < kinds.index("gradual_prune"):
+            raise WorkbenchError(
+                "fine-tuning comes before pruning in the recipe",
+                "prune first, then fine-tune: the training repairs what pruning removed",
+            )
+    if "qat" in kinds:
+        if "quantize" in kinds:
+            raise WorkbenchError(
+                "QAT already produces the int8 artifact, so a quantize step on top makes no sense",
+                "drop the quantize step (--quantize) or QAT (--qat-epochs)",
+            )
+        torch_kinds = [s.kind for s in steps if s.stage == "torch"]
+        if torch_kinds[-1] != "qat":
+            raise WorkbenchError(
+                f"{torch_kinds[-1]} comes after QAT in the recipe",
+                "put QAT last among the PyTorch steps: later training would leave its int8 grid",
+            )
+
+
 CONFIG_TYPES: dict[str, type[StepConfig]] = {
-    c.kind: c for c in (PruneConfig, FineTuneConfig, QuantizeConfig)
+    c.kind: c
+    for c in (
+        PruneConfig,
+        FineTuneConfig,
+        QuantizeConfig,
+        GradualPruneConfig,
+        QATConfig,
+        DistillConfig,
+    )
 }
 
 
@@ -371,6 +665,7 @@ class Recipe:
             raise WorkbenchError(
                 f"the recipe repeats a step kind: {kinds}", "use each kind of step at most once"
             )
+        _check_training_steps(self.steps)
 
     @property
     def is_baseline(self) -> bool:

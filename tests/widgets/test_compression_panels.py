@@ -143,6 +143,24 @@ def test_fine_tuning_is_part_of_the_pruning_panel():
     assert panel.finetune_config is None and panel.epochs_w.value == 0
 
 
+def test_quantization_panel_qat_epochs_replace_post_training_int8():
+    from workbench.recipe import QATConfig
+
+    panel = QuantizationPanel()
+    assert panel.qat_w.disabled and panel.qat_config is None
+    panel.scheme_w.value = "int8"
+    panel.qat_w.value = 2
+    assert panel.config is None and panel.error == ""
+    assert panel.qat_config == QATConfig(epochs=2)
+    panel.scheme_w.value = "fp16"
+    assert panel.qat_config is None and panel.config == QuantizeConfig(scheme="fp16")
+    panel.set_config(QATConfig(epochs=3, activation_type="int8"))
+    assert (panel.scheme, panel.qat_epochs, panel.activation_type) == ("int8", 3, "int8")
+    assert panel.qat_config == QATConfig(epochs=3, activation_type="int8")
+    panel.set_config(QuantizeConfig())
+    assert panel.qat_epochs == 0 and panel.config == QuantizeConfig()
+
+
 def test_buttons_fit_their_labels_and_the_keep_in_float_box_is_wide():
     """A fixed button width cut "unstructured" to "unstructu..." in a narrow notebook."""
     from widgets import PruningPanel, QuantizationPanel, SweepPanel

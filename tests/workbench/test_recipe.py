@@ -7,8 +7,11 @@ import pytest
 from workbench.errors import WorkbenchError
 from workbench.recipe import (
     CONFIG_TYPES,
+    DistillConfig,
     FineTuneConfig,
+    GradualPruneConfig,
     PruneConfig,
+    QATConfig,
     QuantizeConfig,
     Recipe,
     config_from_dict,
@@ -29,6 +32,9 @@ EXAMPLES = [
     QuantizeConfig(bias_correction=True, max_accuracy_drop=0.5, overflow_fix="all"),
     FineTuneConfig(),
     FineTuneConfig(epochs=2, teacher="digits-resnet18", temperature=2.0, alpha=0.5),
+    GradualPruneConfig(method="structured", sparsity=0.5, steps=3, schedule="linear"),
+    QATConfig(epochs=1, activation_type="int8"),
+    DistillConfig(student="digits-cnn", teacher="digits-resnet18"),
 ]
 
 
@@ -89,7 +95,7 @@ def test_recipe_round_trips_and_names():
         ),
         (lambda: QuantizeConfig(bias_correction="yes"), "bias_correction 'yes' is not True"),
         (lambda: QuantizeConfig(overflow_fix="first"), "use one of: none, first_layer, all"),
-        (lambda: config_from_dict({"kind": "distill"}), "unknown step kind"),
+        (lambda: config_from_dict({"kind": "rotate"}), "unknown step kind"),
         (
             lambda: config_from_dict({"kind": "prune", "amount": 0.5}),
             "unknown prune setting(s): amount",

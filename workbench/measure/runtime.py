@@ -346,6 +346,7 @@ def measure_latency_interleaved(
     paths: Sequence[str | os.PathLike],
     input_shape: Sequence[int] | None = None,
     *,
+    input_shapes: Sequence[Sequence[int] | None] | None = None,
     threads: int = 1,
     warmup: int = 10,
     rounds: int = 9,
@@ -363,9 +364,12 @@ def measure_latency_interleaved(
     :func:`measure_latency` does.
 
     Args:
-        paths: the models, e.g. a variant and its baseline; they share ``input_shape``.
-        input_shape: full input shape, batch included; None takes each model's own
-            shape with a symbolic batch of 1.
+        paths: the models, e.g. a variant and its baseline.
+        input_shape: full input shape, batch included, shared by every model; None takes
+            each model's own shape with a symbolic batch of 1.
+        input_shapes: instead of ``input_shape``, one shape per model in ``paths`` (an
+            entry None: that model's own shape), e.g. a distilled student timed beside
+            its teacher, which takes larger inputs.
     """
     if not paths or rounds < 1 or warmup < 0 or min_runs < 1 or max_runs < min_runs:
         raise WorkbenchError(
@@ -373,11 +377,19 @@ def measure_latency_interleaved(
             f"min_runs={min_runs}, max_runs={max_runs})",
             "give one or more models, rounds >= 1, warmup >= 0 and 1 <= min_runs <= max_runs",
         )
+    if input_shapes is None:
+        input_shapes = [input_shape] * len(paths)
+    elif input_shape is not None or len(input_shapes) != len(paths):
+        raise WorkbenchError(
+            f"invalid timing request: {len(input_shapes)} input shape(s) for {len(paths)} "
+            f"model(s){' and input_shape too' if input_shape is not None else ''}",
+            "give input_shapes one shape (or None) per model, or input_shape for all of them",
+        )
     runners = []
-    for path in paths:
+    for path, given in zip(paths, input_shapes, strict=True):
         session = make_session(path, threads)
         inp = model_input(session)
-        shape = inp.concrete_shape() if input_shape is None else tuple(input_shape)
+        shape = inp.concrete_shape() if given is None else tuple(given)
         check_input_shape(inp, shape)
         feed = {inp.name: random_input(inp, shape)}
         for _ in range(warmup):

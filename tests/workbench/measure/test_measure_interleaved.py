@@ -43,6 +43,21 @@ def test_rounds_alternate_the_order_of_the_models(tmp_path, models, monkeypatch)
     assert timing.preempted_share >= 0
 
 
+def test_models_with_different_inputs_are_timed_side_by_side(tmp_path, models):
+    """A distilled student and its teacher take different inputs: one shape per model."""
+    small, large = models.write_linear(tmp_path / "s.onnx", 4, 3), tmp_path / "l.onnx"
+    models.write_linear(large, 16, 3)
+    for shapes in ([(1, 4), (1, 16)], [(2, 4), None]):
+        timing = measure_latency_interleaved(
+            [small, large], input_shapes=shapes, warmup=0, rounds=2, min_runs=2, min_seconds=0
+        )
+        assert [s.rounds for s in timing.latency] == [2, 2]
+    with pytest.raises(WorkbenchError, match="1 input shape"):
+        measure_latency_interleaved([small, large], input_shapes=[(1, 4)])
+    with pytest.raises(WorkbenchError, match="input_shape too"):
+        measure_latency_interleaved([small, large], (1, 4), input_shapes=[(1, 4), (1, 16)])
+
+
 def test_bad_requests_are_refused(tmp_path, models):
     path = tmp_path / "a.onnx"
     models.write_linear(path, 4, 3)
