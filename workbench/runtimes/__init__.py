@@ -85,10 +85,13 @@ class Runtime(ABC):
 
     @abstractmethod
     def measure_latency_interleaved(
-        self, artifacts: Sequence[Path], input_shape: Sequence[int], settings: Any
+        self,
+        artifacts: Sequence[Path],
+        input_shapes: Sequence[Sequence[int]],
+        settings: Any,
     ) -> Any:
-        """Batch-1 latency of each artifact (a variant and its references), timed in
-        ``settings.rounds`` interleaved rounds in one run: a
+        """Batch-1 latency of each artifact (a variant and its references), each with its
+        own input shape, timed in ``settings.rounds`` interleaved rounds in one run: a
         ``workbench.measure.InterleavedTiming``."""
 
     @abstractmethod

@@ -122,13 +122,16 @@ class OnnxRuntime(Runtime):
         )
 
     def measure_latency_interleaved(
-        self, artifacts: Sequence[Path], input_shape: Sequence[int], settings: Any
+        self,
+        artifacts: Sequence[Path],
+        input_shapes: Sequence[Sequence[int]],
+        settings: Any,
     ) -> Any:
         from workbench import measure
 
         return measure.measure_latency_interleaved(
             list(artifacts),
-            input_shape,
+            input_shapes=list(input_shapes),
             threads=settings.threads,
             warmup=settings.warmup,
             rounds=settings.rounds,
