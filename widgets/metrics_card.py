@@ -19,14 +19,11 @@ import ipywidgets as W
 import traitlets as T
 
 from workbench.charts import (
-    format_bytes,
     format_change,
-    format_count,
-    format_ms,
-    format_percent,
 )
 from workbench.honesty import speed_text, versus_text
 from workbench.measure.environment import environment_line
+from workbench.study import FIGURES
 
 __all__ = ["SPINNER", "MetricsCard", "point_delta", "ratio_delta"]
 
@@ -74,25 +71,13 @@ def _delta_colour(value: float | None, base: float | None, better: str) -> str:
     return GOOD if improved else BAD
 
 
-# (label, getter of the figure from Metrics, formatter, delta kind, better direction)
-_ROWS: tuple[tuple[str, Any, Any, str, str], ...] = (
-    ("accuracy", lambda m: m.accuracy, lambda v: format_percent(v, 2), "points", "max"),
-    ("agreement", lambda m: m.agreement, lambda v: format_percent(v, 2), "points", "max"),
-    ("latency p50", lambda m: m.latency.p50, format_ms, "ratio", "min"),
-    ("latency p90", lambda m: m.latency.p90, format_ms, "ratio", "min"),
-    ("size", lambda m: m.size_bytes, format_bytes, "ratio", "min"),
-    ("compressed size", lambda m: m.compressed_bytes, format_bytes, "ratio", "min"),
-    ("peak memory", lambda m: m.memory.peak_bytes, format_bytes, "ratio", "min"),
-    ("MACs", lambda m: m.macs, format_count, "ratio", "min"),
-    ("params", lambda m: m.params, format_count, "ratio", "min"),
-    ("non-zero params", lambda m: m.nonzero_params, format_count, "ratio", "min"),
-)
-
-
-def _get(get: Any, m: Any) -> Any:
-    """A row's figure, or None while it is not measured yet (a partial variant)."""
+def _get(fig: Any, result: Any) -> Any:
+    """A figure of ``result`` (a Result, or a partial stand-in), or None while it is not
+    measured yet or there is no ``result``."""
+    if result is None:
+        return None
     try:
-        return get(m)
+        return fig.read(result)
     except AttributeError:
         return None
 
@@ -162,11 +147,12 @@ def card_html(
     parts.append("</div>")
     parts.append('<table style="border-collapse: collapse;">')
     speed = next((c for c in m.comparisons or () if c.reference == "baseline"), None)
-    for label, get, fmt, kind, better in _ROWS:
-        value = _get(get, m)
-        if value is None and (b is None or get(b) is None):
+    for fig in FIGURES:  # the one table of figures (workbench.study.METRICS)
+        label, kind, better = fig.label, fig.kind, fig.better
+        value = _get(fig, result)
+        base_value = _get(fig, baseline)
+        if value is None and base_value is None:
             continue
-        base_value = get(b) if b is not None else None
         delta, base_text = "", ""
         if b is not None and not result.recipe.is_baseline and value is not None:
             delta = (point_delta if kind == "points" else ratio_delta)(value, base_value)
@@ -179,12 +165,12 @@ def card_html(
                     if label == "latency p50"
                     else ""
                 )
-            base_text = f"from {fmt(base_value)}"
+            base_text = f"from {fig.text(base_value)}"
         colour = _delta_colour(value, base_value, better)
         shown = (
             f'<i style="color:{NEUTRAL};">pending…</i>'
             if value is None and pending
-            else f"<b>{fmt(value)}</b>"
+            else f"<b>{fig.text(value)}</b>"
         )
         parts.append(
             f'<tr><td style="padding: 1px 10px 1px 0; color:{NEUTRAL};">{label}</td>'

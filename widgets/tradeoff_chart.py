@@ -15,17 +15,16 @@ import pandas as pd
 import traitlets as T
 
 from workbench.charts import EMBED_OPTIONS, PICK_PARAM, default_y, tradeoff_chart
+from workbench.study import FIGURES
 
 __all__ = ["X_AXES", "Y_AXES", "TradeoffChart", "enable_offline_charts"]
 
-X_AXES = (
-    ("latency p50", "latency_p50_ms"),
-    ("latency p90", "latency_p90_ms"),
-    ("size", "size_bytes"),
-    ("compressed size", "compressed_bytes"),
-    ("peak memory", "peak_memory_bytes"),
+# Costs (smaller is better) against quality (a fraction, larger is better), from the
+# one table of figures.
+X_AXES = tuple(
+    (f.label, f.column) for f in FIGURES if f.unit in ("ms", "bytes") and f.better == "min"
 )
-Y_AXES = (("accuracy", "accuracy"), ("agreement", "agreement"))
+Y_AXES = tuple((f.label, f.column) for f in FIGURES if f.unit == "fraction")
 
 _offline_lock = threading.Lock()
 

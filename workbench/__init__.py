@@ -26,8 +26,10 @@ _EXPORTS = {
     "WorkbenchError": "workbench.errors",
     "evaluate": "workbench.pipeline",
     "export_variant": "workbench.export",
+    "get_runtime": "workbench.runtimes",
     "grid": "workbench.study",
     "list_models": "workbench.models",
+    "list_runtimes": "workbench.runtimes",
     "load_model": "workbench.models",
     "sweep": "workbench.study",
 }

@@ -27,6 +27,8 @@ __all__ = ["Cache", "default_cache_dir", "sha256_file"]
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+# The artifact's file name in entries of ONNX Runtime (other runtimes name theirs; an
+# entry's artifact is the file its Result names).
 ARTIFACT_FILE = "model.onnx"
 PREDICTIONS_FILE = "predictions.npy"
 
@@ -58,6 +60,15 @@ def _result_digest(result: dict) -> str:
     """
     canonical = json.dumps(result, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _artifact_file(result: Result) -> str:
+    """The file name of ``result``'s artifact in its entry (the runtime's, e.g.
+    ``model.onnx``); a path reaching out of the entry is refused."""
+    name = Path(result.artifact).name
+    if name in ("", ".", "..") or name in (RESULT_FILE, PREDICTIONS_FILE):
+        raise ValueError(f"artifact file {name!r} is not an artifact's file name")
+    return name
 
 
 def _process_alive(pid: int) -> bool:
@@ -94,7 +105,7 @@ class Cache:
                     "result.json does not match its recorded sha256 (its figures were edited)"
                 )
             result = Result.from_dict(record["result"])
-            artifact = entry / ARTIFACT_FILE
+            artifact = entry / _artifact_file(result)
             if sha256_file(artifact) != record["artifact_sha256"]:
                 raise ValueError("artifact does not match its recorded sha256")
             # Later variants read these predictions for their agreement figure.
@@ -148,7 +159,7 @@ class Cache:
         record = {
             "result": figures,
             "result_sha256": _result_digest(figures),
-            "artifact_sha256": sha256_file(scratch / ARTIFACT_FILE),
+            "artifact_sha256": sha256_file(scratch / _artifact_file(result)),
             "predictions_sha256": sha256_file(scratch / PREDICTIONS_FILE),
         }
         # Through a temp file and a rename: a re-measured entry replaces its figures
@@ -161,9 +172,10 @@ class Cache:
         Used to re-measure a variant's latency and memory on its cached artifact.
         """
         entry = self.entry_dir(key)
-        if not (entry / ARTIFACT_FILE).is_file():
+        artifact = entry / _artifact_file(result)
+        if not artifact.is_file():
             raise FileNotFoundError(f"no cache entry {key} to replace the figures of")
-        self.write_result(entry, dataclasses.replace(result, artifact=entry / ARTIFACT_FILE))
+        self.write_result(entry, dataclasses.replace(result, artifact=artifact))
 
     def clear(self) -> None:
         """Remove every entry."""

@@ -8,7 +8,6 @@ show the same figures the same way.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,7 +15,15 @@ import altair as alt
 import pandas as pd
 
 from workbench.errors import WorkbenchError
-from workbench.study import OBJECTIVE_COLUMNS, pareto_mask
+from workbench.formatting import (
+    format_bytes,
+    format_change,
+    format_count,
+    format_ms,
+    format_percent,
+)
+from workbench.formatting import is_missing as _missing
+from workbench.study import FIGURES, METRICS, METRICS_BY_COLUMN, OBJECTIVE_COLUMNS, pareto_mask
 
 __all__ = [
     "AXIS_TITLES",
@@ -31,7 +38,7 @@ __all__ = [
     "format_ms",
     "format_percent",
     "operator_chart",
-    "recipe_family",
+    "variant_family",
     "sensitivity_chart",
     "tradeoff_chart",
 ]
@@ -50,118 +57,73 @@ EMBED_OPTIONS: dict[str, Any] = {
 }
 
 # Axis titles carry their units: a number without its unit is not shown.
-AXIS_TITLES: dict[str, str] = {
-    "accuracy": "top-1 accuracy (test split)",
-    "agreement": "agreement with the float model",
-    "latency_p50_ms": "latency p50 (ms, batch 1)",
-    "latency_p90_ms": "latency p90 (ms, batch 1)",
-    "latency_p99_ms": "latency p99 (ms, batch 1)",
-    "size_bytes": "artifact size (bytes)",
-    "compressed_bytes": "deflate-compressed size (bytes)",
-    "peak_memory_bytes": "peak inference memory (bytes)",
-    "macs": "multiply-accumulates per inference",
-    "params": "weight elements",
-    "nonzero_params": "non-zero weight elements",
-}
-# d3-format strings for the axes: fractions as percents, bytes and counts with SI prefixes,
-# all to at most 3 significant digits ("44.7M", never "44.717074M").
-_AXIS_FORMATS: dict[str, str] = {
-    "accuracy": ".3~%",
-    "agreement": ".3~%",
-    "latency_p50_ms": ".3~r",
-    "latency_p90_ms": ".3~r",
-    "latency_p99_ms": ".3~r",
-    "size_bytes": ".3~s",
-    "compressed_bytes": ".3~s",
-    "peak_memory_bytes": ".3~s",
-    "macs": ".3~s",
-    "params": ".3~s",
-    "nonzero_params": ".3~s",
-}
+AXIS_TITLES: dict[str, str] = {f.column: f.title for f in METRICS}
 # A fraction axis spans at least this much (5 points): a 0.3-point spread of accuracy
 # drawn across the whole chart makes noise look like a cliff.
 _MIN_FRACTION_SPAN = 0.05
 # Share of the data's span left empty on each side, so edge points are drawn whole.
 _DOMAIN_PAD = 0.08
 
-FAMILIES = ("baseline", "pruned", "quantized", "pruned + quantized")
-_FAMILY_COLORS = ("#222222", "#1f77b4", "#2ca02c", "#9467bd")
+# What a variant is, from its structured columns (see ``variant_family``), in legend
+# order, with a colour each that stays the same whichever families a study holds.
+FAMILIES = (
+    "baseline",
+    "pruned",
+    "fine-tuned",
+    "distilled",
+    "quantized",
+    "pruned + fine-tuned",
+    "pruned + distilled",
+    "pruned + quantized",
+    "fine-tuned + quantized",
+    "distilled + quantized",
+    "pruned + fine-tuned + quantized",
+    "pruned + distilled + quantized",
+    "variant",  # a table without the structured columns (an old CSV)
+)
+_FAMILY_COLORS = (
+    "#222222",
+    "#1f77b4",
+    "#8c564b",
+    "#e377c2",
+    "#2ca02c",
+    "#17becf",
+    "#bcbd22",
+    "#9467bd",
+    "#d62728",
+    "#7f7f7f",
+    "#393b79",
+    "#637939",
+    "#aaaaaa",
+)
 CURRENT_COLOR = "#ff7f0e"
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+def _present(value: Any) -> bool:
+    return not _missing(value) and value != "" and value != 0
 
 
-def _scaled(n: float, units: tuple[str, ...], sep: str) -> str:
-    """``n`` divided by 1000 until below 1000 (or the last unit), to 3 significant digits."""
-    for unit in units:
-        if abs(n) < 1000 or unit == units[-1]:
-            return f"{n:.0f}{sep}{unit}".rstrip() if unit == units[0] else f"{n:.3g}{sep}{unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
+def variant_family(row: Mapping[str, Any]) -> str:
+    """What a variant is, from its structured columns (``prune_method``,
+    ``finetune_epochs``, ``teacher``, ``quant_scheme``; see ``workbench.study.variant_columns``):
+    "baseline", or its steps joined by " + ", e.g. "pruned + fine-tuned".
 
-
-def format_bytes(n: float | None) -> str:
-    """Bytes with a decimal unit: ``1234567`` -> ``"1.23 MB"``; None -> ``"n/a"``."""
-    return "n/a" if _missing(n) else _scaled(float(n), ("B", "kB", "MB", "GB"), " ")
-
-
-def format_ms(ms: float | None) -> str:
-    """Milliseconds to three significant digits: ``0.12345`` -> ``"0.123 ms"``."""
-    if _missing(ms):
-        return "n/a"
-    return f"{float(ms):.3g} ms"
-
-
-def format_count(n: float | None) -> str:
-    """A large count with an SI suffix: ``1234567`` -> ``"1.23M"``."""
-    return "n/a" if _missing(n) else _scaled(float(n), ("", "k", "M", "G"), "")
-
-
-def format_change(value: float | None, base: float | None, kind: str = "ratio") -> str:
-    """The one way the app writes a change against a reference value.
-
-    ``kind="points"`` for fractions (accuracy, agreement): the difference in
-    percentage points, ``(0.952, 0.95) -> "+0.2 pt"``. ``kind="ratio"`` for every other
-    figure: the relative change in percent, one decimal below 10%, none above:
-    ``(1.03, 1) -> "+3.0%"``, ``(10, 34) -> "-71%"``, ``(2, 1) -> "+100%"``,
-    ``(5, 5) -> "+0.0%"``. "" when either value is missing (or a ratio's base is 0).
+    A row without those columns (a table from before they existed) is "variant".
     """
-    if _missing(value) or _missing(base):
-        return ""
-    value, base = float(value), float(base)
-    if kind == "points":
-        return f"{(value - base) * 100:+.1f} pt"
-    if kind != "ratio":
-        raise ValueError(f"kind must be 'ratio' or 'points', not {kind!r}")
-    if base == 0:
-        return ""
-    pct = (value / base - 1) * 100
-    return f"{pct:+.1f}%" if abs(pct) < 10 else f"{pct:+.0f}%"
-
-
-def format_percent(fraction: float | None, digits: int = 1) -> str:
-    """A fraction as a percent: ``0.9723`` -> ``"97.2%"``."""
-    if _missing(fraction):
-        return "n/a"
-    return f"{float(fraction) * 100:.{digits}f}%"
-
-
-def recipe_family(name: str) -> str:
-    """Which of baseline / pruned / quantized / pruned + quantized a recipe name is.
-
-    Reads :attr:`workbench.recipe.Recipe.name`, whose steps are joined by ``+`` and
-    whose pruning step starts with ``prune-``.
-    """
-    if name == "baseline":
+    if bool(row.get("is_baseline", False)) or row.get("recipe") == "baseline":
         return "baseline"
-    steps = name.split("+")
-    pruned = any(s.startswith("prune-") for s in steps)
-    quantized = any(not s.startswith("prune-") for s in steps)
-    if pruned and quantized:
-        return "pruned + quantized"
-    return "pruned" if pruned else "quantized"
+    if "prune_method" not in row:
+        return "variant"
+    parts = []
+    if _present(row.get("prune_method")):
+        parts.append("pruned")
+    if _present(row.get("teacher")):
+        parts.append("distilled")
+    elif _present(row.get("finetune_epochs")):
+        parts.append("fine-tuned")
+    if _present(row.get("quant_scheme")):
+        parts.append("quantized")
+    return " + ".join(parts) or "variant"
 
 
 def default_y(df: pd.DataFrame) -> str:
@@ -184,7 +146,7 @@ def _check_axis(df: pd.DataFrame, column: str, axis: str) -> None:
 
 
 def _is_fraction(column: str) -> bool:
-    return column in ("accuracy", "agreement")
+    return METRICS_BY_COLUMN[column].unit == "fraction" if column in METRICS_BY_COLUMN else False
 
 
 def axis_domain(values: Iterable[float], column: str) -> tuple[float, float] | None:
@@ -221,7 +183,7 @@ def _axis(
     column: str, channel: type, domain: tuple[float, float] | None, field: str | None = None
 ) -> Any:
     """``channel`` on ``field`` (default ``column``) with ``column``'s title, format and range."""
-    fmt = _AXIS_FORMATS.get(column)
+    fmt = METRICS_BY_COLUMN[column].axis_format if column in METRICS_BY_COLUMN else None
     # About 6 ticks: the default crowds an axis 520 px wide with "0.0155"-long labels.
     axis = alt.Axis(format=fmt, labelOverlap=True, tickCount=6)
     return channel(
@@ -307,34 +269,16 @@ def _place_labels(
     return placed
 
 
-# Tooltip rows: (column in the chart's data, title). The data holds formatted text, so
-# tooltips show units ("0.123 ms", "1.23 MB") rather than raw floats.
-_TOOLTIP_TEXT: tuple[tuple[str, str, Any], ...] = (
-    ("accuracy", "accuracy", format_percent),
-    ("agreement", "agreement", format_percent),
-    ("latency_p50_ms", "latency p50", format_ms),
-    ("latency_p90_ms", "latency p90", format_ms),
-    ("size_bytes", "size", format_bytes),
-    ("compressed_bytes", "compressed size", format_bytes),
-    ("peak_memory_bytes", "peak memory", format_bytes),
-    ("macs", "MACs", format_count),
-    ("params", "params", format_count),
-    ("nonzero_params", "non-zero params", format_count),
-)
-
-
 def format_figure(column: str, value: Any) -> str:
     """A figure of ``Study.to_dataframe()``'s ``column`` with its unit, as tables show it.
 
     Fractions get two decimals (99.25% and 99.60% differ by one test image on digits);
     unknown columns are shown as they are.
     """
-    if column in ("accuracy", "agreement"):
-        return format_percent(value, 2)
-    fmt = next((f for c, _title, f in _TOOLTIP_TEXT if c == column), None)
-    if fmt is None:
+    fig = METRICS_BY_COLUMN.get(column)
+    if fig is None:
         return "n/a" if _missing(value) else str(value)
-    return fmt(value)
+    return fig.text(value)
 
 
 # Study columns with the 25th and 75th percentile of the rounds' p50s (see LatencyStats).
@@ -384,16 +328,16 @@ def _chart_data(df: pd.DataFrame, x: str, y: str, current_key: str | None) -> pd
     )
     data[x] = rows[x].astype(float) if x in rows else pd.Series(dtype=float)
     data[y] = rows[y].astype(float) if y in rows else pd.Series(dtype=float)
-    data["family"] = [recipe_family(n) for n in data["recipe"]]
+    data["family"] = [variant_family(row) for _, row in rows.iterrows()]
     data["is_baseline"] = rows["is_baseline"].astype(bool) if "is_baseline" in rows else False
     data["is_current"] = data["key"] == (current_key or "\0")
     if len(rows):
         data["on_frontier"] = pareto_mask(rows, {y: "max", x: "min"})
     else:
         data["on_frontier"] = pd.Series(dtype=bool)
-    for column, _title, fmt in _TOOLTIP_TEXT:
-        values = rows[column] if column in rows else [None] * len(rows)
-        data[f"{column}_text"] = [fmt(v) for v in values]
+    for fig in FIGURES:
+        values = rows[fig.column] if fig.column in rows else [None] * len(rows)
+        data[f"{fig.column}_text"] = [fig.text(v, precise=False) for v in values]
     data["frontier_text"] = ["yes" if f else "no" for f in data["on_frontier"]]
     for role in ("baseline", "current"):  # where their labels go: see _place_labels
         data[f"{role}_label_x"] = float("nan")
@@ -446,7 +390,7 @@ def tradeoff_chart(
     _check_axis(df, y, "y")
     data = _chart_data(df, x, y, current_key)
     tooltip = [alt.Tooltip("recipe:N", title="recipe")] + [
-        alt.Tooltip(f"{column}_text:N", title=title) for column, title, _ in _TOOLTIP_TEXT
+        alt.Tooltip(f"{fig.column}_text:N", title=fig.label) for fig in FIGURES
     ]
     tooltip.append(alt.Tooltip("speedup_text:N", title="speed-up vs baseline (interleaved)"))
     tooltip.append(alt.Tooltip("warnings_text:N", title="warnings"))
@@ -468,6 +412,7 @@ def tradeoff_chart(
             data.loc[mask, f"{role}_label_y"] = label["label_y"]
 
     base = alt.Chart(data).encode(x=x_enc, y=y_enc)
+    present = set(data["family"]) or {"baseline"}
 
     pick = alt.selection_point(
         name=PICK_PARAM, fields=["key"], on="click", clear="dblclick", empty=False
@@ -490,7 +435,13 @@ def tradeoff_chart(
             color=alt.Color(
                 "family:N",
                 title="variant",
-                scale=alt.Scale(domain=list(FAMILIES), range=list(_FAMILY_COLORS)),
+                # Only the families present, each in its fixed colour.
+                scale=alt.Scale(
+                    domain=[f for f in FAMILIES if f in present],
+                    range=[
+                        c for f, c in zip(FAMILIES, _FAMILY_COLORS, strict=True) if f in present
+                    ],
+                ),
             ),
             stroke=alt.condition(pick, alt.value("black"), alt.value(None)),
             strokeWidth=alt.condition(pick, alt.value(2), alt.value(0)),

@@ -105,6 +105,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-profile", action="store_true", help="skip the per-operator profile")
     p.add_argument(
+        "--runtime",
+        default="onnxruntime",
+        help="the runtime the artifact is built for and measured in (default onnxruntime)",
+    )
+    p.add_argument(
         "--cache-dir", type=Path, help="where variants are cached (default ~/.cache/edge-workbench)"
     )
     p.add_argument("--no-cache", action="store_true", help="measure afresh in a temporary cache")
@@ -385,7 +390,7 @@ def _default_geometry(args: argparse.Namespace) -> dict:
 def _settings(args: argparse.Namespace) -> Any:
     from workbench.pipeline import MeasureSettings
 
-    return MeasureSettings(threads=args.threads, profile=not args.no_profile)
+    return MeasureSettings(threads=args.threads, profile=not args.no_profile, runtime=args.runtime)
 
 
 def _prune_config(args: argparse.Namespace, method: str, sparsity: float) -> Any:
@@ -469,6 +474,7 @@ def result_json(result: Any) -> dict:
     lat = m.latency
     return {
         "model": result.model,
+        "runtime": result.runtime,
         "recipe": result.recipe.name,
         "steps": result.recipe.to_dict(),
         "accuracy": m.accuracy,
@@ -585,7 +591,7 @@ def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
         from workbench.export import export_variant
 
         manifest = export_variant(result, model, args.out, settings=settings, cache=cache)
-        out["artifact"] = str(manifest.parent / "model.onnx")
+        out["artifact"] = str(manifest.parent / result.artifact.name)
         out["manifest"] = str(manifest)
     text = _text(result)  # the preprocessing is in the accuracy line's basis
     print(
@@ -633,7 +639,7 @@ def _executor(args: argparse.Namespace) -> dict:
 
 
 def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
-    from workbench.study import OBJECTIVE_COLUMNS, grid, machine_of, sweep
+    from workbench.study import FIGURES, OBJECTIVE_COLUMNS, grid, machine_of, sweep
 
     schemes = [q.strip() for q in args.quantize.split(",") if q.strip()]
     if not schemes:
@@ -676,9 +682,9 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
         remeasure=args.remeasure,
         **_executor(args),
     )
-    study.save(args.out)
+    study.save(args.out, objectives)
     if args.csv:
-        study.to_csv(args.csv)
+        study.to_csv(args.csv, objectives)
     front = study.frontier(objectives)
     if args.json:
         print(
@@ -697,15 +703,12 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
         df = study.to_dataframe()
         keys = {r.key for r in front}
         df.insert(0, "frontier", ["*" if k in keys else "" for k in df["key"]])
+        # The terminal is narrow: quality, speed, size and memory; the CSV has them all.
+        shown = ("accuracy", "agreement", "latency_p50_ms", "size_bytes", "compressed_bytes")
         cols = [
             "frontier",
             "recipe",
-            "accuracy",
-            "agreement",
-            "latency_p50_ms",
-            "size_bytes",
-            "compressed_bytes",
-            "peak_memory_bytes",
+            *(f.column for f in FIGURES if f.column in shown or f.unit == "bytes"),
             "warnings",
         ]
         machines = study.machines()

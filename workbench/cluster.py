@@ -62,7 +62,8 @@ CHECKED_VERSIONS = ("edge-workbench", "torch", "onnxruntime")
 _PROBE_TIMEOUT_S = 120.0
 _CONNECT_TIMEOUT_S = 5.0
 _NODE_REGISTRATION_S = 30.0
-_ENTRY_FILES = (RESULT_FILE, ARTIFACT_FILE, PREDICTIONS_FILE)
+# An entry's files besides its artifact (whose name is its runtime's, e.g. model.onnx).
+_ENTRY_FILES = (RESULT_FILE, PREDICTIONS_FILE)
 _SCRATCH_DIR = "edge-workbench-ray"
 _MEASURE_LOCK_FILE = "edge-workbench-measure.lock"
 
@@ -336,7 +337,10 @@ def _entry_keys(cache: Cache) -> set[str]:
 def pack_entry(cache: Cache, key: str) -> dict:
     """A cache entry as bytes, to ship between machines."""
     entry = cache.entry_dir(key)
-    return {"key": key, "files": {name: (entry / name).read_bytes() for name in _ENTRY_FILES}}
+    stored = cache.get(key)
+    artifact = stored.artifact.name if stored is not None else ARTIFACT_FILE
+    names = (*_ENTRY_FILES, artifact)
+    return {"key": key, "files": {name: (entry / name).read_bytes() for name in names}}
 
 
 def unpack_entry(cache: Cache, packed: dict) -> bool:
@@ -345,13 +349,19 @@ def unpack_entry(cache: Cache, packed: dict) -> bool:
     key = packed["key"]
     if cache.get(key) is not None:
         return False
-    if set(packed["files"]) != set(_ENTRY_FILES):
+    names = set(packed["files"])
+    artifacts = names - set(_ENTRY_FILES)
+    if (
+        not set(_ENTRY_FILES) <= names
+        or len(artifacts) != 1
+        or any(Path(a).name != a or a in ("", ".", "..") for a in artifacts)
+    ):
         raise WorkbenchError(
             f"a worker shipped an incomplete entry {key[:12]} ({sorted(packed['files'])})",
             "rerun the sweep; check that the workers run this version of the workbench",
         )
     with cache.building(key) as work:
-        for name in _ENTRY_FILES:
+        for name in names:
             (work / name).write_bytes(packed["files"][name])
     if cache.get(key) is None:
         raise WorkbenchError(

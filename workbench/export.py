@@ -9,6 +9,7 @@ variant was derived from, so a deployment can fall back to it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -20,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from workbench.cache import Cache, sha256_file
 from workbench.errors import WorkbenchError
 from workbench.pipeline import TORCH_STEPS, MeasureSettings, evaluate, subject_model
 from workbench.recipe import Recipe
 from workbench.results import Result
+from workbench.runtimes import get_runtime
+from workbench.runtimes.onnxruntime import onnx_signature
 
 # Steps after which no float PyTorch program matches the artifact cheaply: QAT's artifact
 # is int8, and distillation and gradual pruning would have to train all over again.
@@ -37,28 +39,14 @@ __all__ = ["MANIFEST_FORMAT", "check_export_folder", "export_variant", "onnx_sig
 MANIFEST_FORMAT = "edge-workbench-manifest/1"
 
 
-def onnx_signature(path: str | Path) -> dict[str, list[dict]]:
-    """Names, shapes (symbolic dims as names) and element types of an ONNX file's I/O."""
-    graph = onnx.load(str(path), load_external_data=False).graph
-    init = {i.name for i in graph.initializer}
+def _signature(runtime: Any, artifact: Path) -> dict[str, list[dict]]:
+    """The artifact's inputs and outputs (name, shape, dtype), from its runtime."""
+    rows = runtime.io_signature(artifact)
 
-    def describe(values: Any) -> list[dict]:
-        out = []
-        for v in values:
-            if v.name in init:
-                continue
-            t = v.type.tensor_type
-            shape = [d.dim_param if d.HasField("dim_param") else d.dim_value for d in t.shape.dim]
-            out.append(
-                {
-                    "name": v.name,
-                    "shape": shape,
-                    "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
-                }
-            )
-        return out
+    def of(role: str) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "role"} for r in rows if r["role"] == role]
 
-    return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+    return {"inputs": of("input"), "outputs": of("output")}
 
 
 def _file_entry(path: Path, fmt: str) -> dict:
@@ -70,11 +58,12 @@ def _file_entry(path: Path, fmt: str) -> dict:
     }
 
 
-def _save_torch_program(model: Any, recipe: Recipe, onnx_artifact: Path, dst_dir: Path) -> dict:
-    """Save the float PyTorch variant as .pt2 (TorchScript if torch.export fails), checked against the ONNX file."""
+def _save_torch_program(
+    model: Any, recipe: Recipe, artifact: Path, dst_dir: Path, runtime: str = "onnxruntime"
+) -> dict:
+    """Save the float PyTorch variant as .pt2 (TorchScript if torch.export fails), checked
+    against the exported artifact in its runtime."""
     import torch
-
-    from workbench import measure
 
     module = copy.deepcopy(model.module)
     for step in recipe.torch_steps():
@@ -98,7 +87,7 @@ def _save_torch_program(model: Any, recipe: Recipe, onnx_artifact: Path, dst_dir
             fmt = "torchscript"
     with torch.no_grad():
         ours = loaded(example).numpy()
-    theirs = measure.predict(onnx_artifact, example.numpy())
+    theirs = get_runtime(runtime).predict(artifact, example.numpy())
     entry = _file_entry(path, fmt)
     entry["max_abs_diff_vs_onnx"] = float(np.max(np.abs(ours - theirs)))
     return entry
@@ -113,7 +102,8 @@ def export_variant(
     cache: Cache | None = None,
     torch_program: bool = True,
 ) -> Path:
-    """Write the variant's ONNX file, the baseline's, a .pt2 where it applies, and manifest.json.
+    """Write the variant's artifact (the runtime's file, e.g. model.onnx), the baseline's,
+    a .pt2 where it applies, and manifest.json naming the runtime and the format.
 
     Files are written to a scratch folder first and moved in at the end, the manifest
     last, so an interrupted export leaves no half-written files in ``out_dir``.
@@ -137,15 +127,19 @@ def export_variant(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
     try:
-        artifact = scratch / "model.onnx"
+        runtime = get_runtime(result.runtime)
+        fmt = runtime.artifact_format
+        artifact = scratch / runtime.artifact_file
         shutil.copyfile(result.artifact, artifact)
-        files = [_file_entry(artifact, "onnx")]
+        files = [_file_entry(artifact, fmt)]
         baseline_entry = None
         if not result.recipe.is_baseline:
+            # The baseline in the same runtime as the variant, to fall back to.
+            settings = dataclasses.replace(settings or MeasureSettings(), runtime=runtime.name)
             base = evaluate(model, Recipe(), settings=settings, cache=cache)
-            shutil.copyfile(base.artifact, scratch / "baseline.onnx")
+            shutil.copyfile(base.artifact, scratch / f"baseline.{fmt}")
             baseline_entry = {
-                **_file_entry(scratch / "baseline.onnx", "onnx"),
+                **_file_entry(scratch / f"baseline.{fmt}", fmt),
                 "recipe": base.recipe.to_dict(),
                 "metrics": base.metrics.to_dict(),
                 "cache_key": base.key,
@@ -154,10 +148,10 @@ def export_variant(
         if (
             torch_program
             and model.module is not None
-            and not result.recipe.onnx_steps()
+            and not result.recipe.artifact_steps()
             and not retrained
         ):
-            files.append(_save_torch_program(model, result.recipe, artifact, scratch))
+            files.append(_save_torch_program(model, result.recipe, artifact, scratch, runtime.name))
         # A distilled variant is the student: its own input and preprocessing.
         subject = subject_model(model, result.recipe)
         manifest = {
@@ -177,7 +171,9 @@ def export_variant(
             "recipe_name": result.recipe.name,
             "artifact": files[0],
             "other_artifacts": files[1:],
-            "signature": onnx_signature(artifact),
+            "runtime": runtime.name,
+            "artifact_format": fmt,
+            "signature": _signature(runtime, artifact),
             "preprocessing": subject.preprocessing.to_dict() if subject.preprocessing else None,
             "class_names": list(model.class_names) if model.class_names else None,
             "task": model.task.to_dict() if model.task else None,

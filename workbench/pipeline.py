@@ -2,8 +2,10 @@
 
 ``evaluate(model, recipe)`` is the one path every number takes: the CLI, the sweeps,
 the panels and CI all call it. PyTorch steps (pruning) change a copy of the module;
-the module is exported to ONNX (with a parity check); ONNX steps (quantization)
-change the file; then the file is measured in ONNX Runtime.
+the module is exported to the runtime's artifact (with a parity check); artifact steps
+(quantization) change the file; then the file is measured in that runtime. Everything
+runtime-specific goes through :func:`workbench.runtimes.get_runtime` (default ONNX
+Runtime).
 """
 
 from __future__ import annotations
@@ -18,21 +20,15 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from workbench import measure
-from workbench.cache import ARTIFACT_FILE, PREDICTIONS_FILE, Cache
+from workbench.cache import PREDICTIONS_FILE, Cache
 from workbench.errors import WorkbenchError
-from workbench.honesty import (
-    agreement_warning,
-    conv_census,
-    honesty_warnings,
-    noise_warning,
-)
+from workbench.honesty import agreement_warning, noise_warning
 from workbench.recipe import (
     DistillConfig,
     FineTuneConfig,
@@ -51,6 +47,7 @@ from workbench.results import (
     Result,
     SpeedComparison,
 )
+from workbench.runtimes import DEFAULT_RUNTIME, Runtime, get_runtime
 
 __all__ = [
     "MeasureSettings",
@@ -67,7 +64,7 @@ __all__ = [
 _SHORTFALLS = ("could be removed", "lost every weight", "left unpruned")
 
 # Bump when a change to the pipeline changes what a cached number would be.
-PIPELINE_VERSION = 4  # 2: batch-1 predictions, slower-than-float vs float variant; 3: census of the artifact, params per use; 4: latency interleaved with the references, noise check, zlib level 6
+PIPELINE_VERSION = 5  # 2: batch-1 predictions, slower-than-float vs float variant; 3: census of the artifact, params per use; 4: latency interleaved with the references, noise check, zlib level 6; 5: the runtime is part of the key and the Result
 # One timing at a time in this process: a sweep in the background and the panel's
 # current variant would otherwise share the cores and disturb each other's latency.
 _MEASURE_LOCK = threading.Lock()
@@ -102,6 +99,7 @@ class MeasureSettings:
     # ... or when the OS took the CPU from the timing thread on more than this share of
     # the timed runs (another process wanted the core).
     max_preempted: float = 0.1
+    runtime: str = DEFAULT_RUNTIME  # the runtime the artifact is built for and measured in
 
     def __post_init__(self) -> None:
         if not isinstance(self.threads, int) or self.threads < 1:
@@ -116,6 +114,7 @@ class MeasureSettings:
                 f"threads {self.threads} is more than the {cores} core(s) this process can use",
                 f"use threads from 1 to {cores} (CLI: --threads)",
             )
+        get_runtime(self.runtime)  # an unknown name fails here, listing the known ones
         if self.min_runs < 1 or self.warmup < 0 or self.min_seconds < 0:
             raise WorkbenchError(
                 "latency settings must be positive", "use min_runs >= 1, warmup >= 0"
@@ -133,14 +132,9 @@ class MeasureSettings:
         return asdict(self)
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for dist in ("edge-workbench", "torch", "onnx", "onnxruntime", "torch-pruning", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "absent"
-    return out
+def _versions(runtime: str = DEFAULT_RUNTIME) -> dict[str, str]:
+    """The library versions a measurement in ``runtime`` depends on."""
+    return get_runtime(runtime).versions()
 
 
 def _model_identity(model: Any) -> dict:
@@ -165,7 +159,8 @@ def variant_key(model: Any, recipe: Recipe, settings: MeasureSettings) -> str:
         "model": _model_identity(model),
         "recipe": recipe.to_dict(),
         "settings": settings.to_dict(),
-        "versions": _versions(),
+        "runtime": settings.runtime,
+        "versions": _versions(settings.runtime),
         "cpu": [env.get("cpu_model"), env.get("logical_cores")],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -215,23 +210,12 @@ def calibration_inputs(model: Any, n: int) -> np.ndarray:
 
 
 # Step handlers, found by config type (not an if/elif chain): torch steps change a
-# module in place; ONNX steps write a new file from an old one.
+# module in place. Artifact steps write a new file from an old one; each runtime holds
+# its own table of them (``Runtime.artifact_steps``).
 def _prune_step(module: Any, config: StepConfig, model: Any) -> dict:
     from workbench.compress import prune_
 
     return prune_(module, config, model.example_input()).to_dict()
-
-
-def _quantize_step(src: Path, dst: Path, config: StepConfig, model: Any) -> dict:
-    from workbench.compress import quantize
-
-    calib = (
-        calibration_inputs(model, config.calibration_samples) if config.scheme == "int8" else None
-    )
-    held_out = None
-    if config.max_accuracy_drop is not None and model.task is not None:
-        held_out = model.task.held_out(model.preprocessing, config.calibration_samples)
-    return quantize(src, dst, config, calib, held_out).to_dict()
 
 
 def _finetune_step(module: Any, config: StepConfig, model: Any) -> dict:
@@ -280,7 +264,6 @@ _STEP_NAMES = {
     "qat": "quantization-aware training",
     "distill": "distillation",
 }
-ONNX_STEPS: dict[type, Callable[..., dict]] = {QuantizeConfig: _quantize_step}
 
 
 _COMPILED = {"onnx": "an ONNX file", "torchscript": "a TorchScript file", "pt2": "a .pt2 program"}
@@ -297,12 +280,20 @@ def torch_steps_unavailable(model: Any) -> str:
     return ""
 
 
-def check_applicable(model: Any, recipe: Recipe) -> None:
+def check_applicable(model: Any, recipe: Recipe, runtime: str | Runtime = DEFAULT_RUNTIME) -> None:
     """Raise WorkbenchError when ``recipe`` cannot be applied to ``model`` at all.
 
     Checked before anything is built or measured, so a sweep or an evaluation that
-    cannot succeed fails at once.
+    cannot succeed fails at once; ``runtime`` must have a handler for every step that
+    acts on its artifact.
     """
+    rt = get_runtime(runtime)
+    for step in _artifact_steps(recipe):
+        if type(step) not in rt.artifact_steps:
+            raise WorkbenchError(
+                f"the {step.kind} step ({step.label()}) has no {rt.name} implementation",
+                f"use a runtime that has one, or leave the {step.kind} step out",
+            )
     why = torch_steps_unavailable(model)
     if recipe.torch_steps() and why:
         steps = " and ".join(_STEP_NAMES.get(s.kind, s.kind) for s in recipe.torch_steps())
@@ -358,8 +349,8 @@ def _artifact_steps(recipe: Recipe) -> tuple[StepConfig, ...]:
     """The steps applied to the exported file: QAT implies its int8 export."""
     qat = recipe.get("qat")
     if isinstance(qat, QATConfig):
-        return (qat.quantize_config(), *recipe.onnx_steps())
-    return recipe.onnx_steps()
+        return (qat.quantize_config(), *recipe.artifact_steps())
+    return recipe.artifact_steps()
 
 
 def _build_artifact(
@@ -367,57 +358,33 @@ def _build_artifact(
     recipe: Recipe,
     work: Path,
     parity_inputs: np.ndarray,
+    runtime: Runtime,
     teacher: Any | None = None,
 ) -> tuple[Path, float | None, Path, list[dict]]:
-    """Apply the recipe; returns the artifact, the export parity, the float ONNX file
-    and each step's report.
+    """Apply the recipe for ``runtime``; returns the artifact, the export parity, the
+    float artifact (before the artifact steps) and each step's report.
 
     ``model`` is the subject (the student when the recipe distils, see ``subject_model``);
     ``teacher`` the model the distillation learns from."""
-    float_onnx = work / "float.onnx"
-    parity = None
+    float_artifact = work / f"float.{runtime.artifact_format}"
     reports: list[dict] = []
+    module = None
     if model.module is not None:
-        from workbench.onnx_export import export_onnx
-
         module = copy.deepcopy(model.module)
         for step in recipe.torch_steps():
             extra = {"teacher": teacher} if isinstance(step, DistillConfig) else {}
             report = TORCH_STEPS[type(step)](module, step, model, **extra)
             reports.append({"kind": step.kind, **report})
-        parity = export_onnx(
-            module, model.input_shape, float_onnx, parity_inputs=parity_inputs
-        ).max_abs_diff
-    else:
-        _copy_onnx(model, float_onnx)
-    artifact = work / ARTIFACT_FILE
-    src = float_onnx
+    parity = runtime.export(model, module, float_artifact, parity_inputs)
+    artifact = work / runtime.artifact_file
+    src = float_artifact
     for step in _artifact_steps(recipe):
-        reports.append({"kind": step.kind, **ONNX_STEPS[type(step)](src, artifact, step, model)})
+        handler = runtime.artifact_steps[type(step)]
+        reports.append({"kind": step.kind, **handler(src, artifact, step, model)})
         src = artifact
-    if src == float_onnx:
-        shutil.copyfile(float_onnx, artifact)
-    return artifact, parity, float_onnx, reports
-
-
-def _copy_onnx(model: Any, dest: Path) -> None:
-    """Copy an ONNX source into ``dest`` as one self-contained file.
-
-    Weights kept beside the file (ONNX external data) are read in, so every artifact
-    built from it, and every export, carries its weights with it.
-    """
-    if not model.meta.get("external_data"):
-        shutil.copyfile(model.onnx_path, dest)
-        return
-    import onnx
-
-    proto = onnx.load(str(model.onnx_path), load_external_data=True)
-    if proto.ByteSize() >= 2**31:
-        raise WorkbenchError(
-            f"{model.name} holds over 2 GB of weights, more than one ONNX file can carry",
-            "compress a model small enough for an edge device (under 2 GB of weights)",
-        )
-    onnx.save(proto, str(dest))
+    if src == float_artifact:
+        shutil.copyfile(float_artifact, artifact)
+    return artifact, parity, float_artifact, reports
 
 
 def _noise_check(timing: measure.InterleavedTiming, comparisons, settings) -> NoiseCheck:
@@ -515,15 +482,10 @@ def _measure_speed(
     before memory and the profile are measured.
     """
     shape = shapes[0]
+    runtime = get_runtime(settings.runtime)
     with _MEASURE_LOCK:
-        timing = measure.measure_latency_interleaved(
-            [artifact, *(ref.artifact for _, ref in references)],
-            input_shapes=shapes,
-            threads=settings.threads,
-            warmup=settings.warmup,
-            rounds=settings.rounds,
-            min_runs=settings.min_runs,
-            min_seconds=settings.min_seconds,
+        timing = runtime.measure_latency_interleaved(
+            [artifact, *(ref.artifact for _, ref in references)], shapes, settings
         )
         comparisons = tuple(
             SpeedComparison.from_rounds(
@@ -538,13 +500,16 @@ def _measure_speed(
         }
         known.update(fields)
         _report(on_progress, "latency", recipe, known)
-        fields["memory"] = measure.measure_memory(artifact, shape, threads=settings.threads)
+        fields["memory"] = runtime.measure_memory(artifact, shape, settings.threads)
         fields["operator_ms"] = (
-            measure.profile_operators(artifact, shape, threads=settings.threads)
-            if settings.profile
-            else {}
+            runtime.profile_operators(artifact, shape, settings.threads) if settings.profile else {}
         )
-    fields["environment"] = measure.environment(settings.threads)
+    # The environment names the runtime the figures were measured in.
+    fields["environment"] = {
+        **measure.environment(settings.threads),
+        "runtime": runtime.name,
+        "runtime_versions": runtime.versions(),
+    }
     return fields
 
 
@@ -559,7 +524,7 @@ def _warnings(
 ) -> tuple[str, ...]:
     """Every warning of a measured variant: the honesty rules, step shortfalls, noise."""
     warnings = list(
-        honesty_warnings(
+        get_runtime(settings.runtime).honesty_warnings(
             recipe,
             metrics,
             baseline.metrics if baseline else None,
@@ -619,7 +584,7 @@ def evaluate(
     model, recipe = _coerce_arguments(model, recipe)
     settings = settings or MeasureSettings()
     cache = cache or Cache()
-    check_applicable(model, recipe)
+    check_applicable(model, recipe, settings.runtime)
     key = variant_key(model, recipe, settings)
     hit = cache.get(key)
     if hit is not None and not remeasure and not hit.noisy:
@@ -650,7 +615,7 @@ def _evaluate_uncached(
     references: list[tuple[str, Result]] = [] if baseline is None else [("baseline", baseline)]
     # "Slower than float" compares a quantized variant with the same model in float:
     # pruned the same way, else the baseline.
-    if recipe.onnx_steps() and recipe.torch_steps():
+    if recipe.artifact_steps() and recipe.torch_steps():
         float_variant = Recipe(recipe.torch_steps())
         references.append(("float", _reference(model, float_variant, settings, cache)))
     # A distilled variant is the student: its input shape and preprocessing. Each
@@ -663,25 +628,26 @@ def _evaluate_uncached(
         return _remeasure(
             hit, shapes, baseline, references, base_preds_path, settings, cache, on_progress
         )
+    runtime = get_runtime(settings.runtime)
     distill = recipe.get("distill")
     teacher = _teacher(model, distill) if isinstance(distill, DistillConfig) else None
     inputs, labels, basis = evaluation_inputs(subject)
     with cache.building(key) as work:
-        artifact, parity, float_onnx, reports = _build_artifact(
-            subject, recipe, work, inputs[:16], teacher
+        artifact, parity, float_artifact, reports = _build_artifact(
+            subject, recipe, work, inputs[:16], runtime, teacher
         )
-        float_onnx.unlink()
+        float_artifact.unlink()
         # Compressing a large file and counting its weights take seconds; zlib and
         # ONNX Runtime release the GIL, so they run beside the predictions (on other
         # cores where there are some). The timing comes after all of them.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="workbench-figures") as pool:
             sizes = pool.submit(measure.file_sizes, artifact)
-            graph = pool.submit(measure.graph_stats, artifact)
-            census = conv_census(artifact)
+            graph = pool.submit(runtime.graph_stats, artifact)
+            census = runtime.census(artifact)
             # One input at a time, as the latency is measured and a device runs it:
             # dynamic quantization scales activations over the whole batch it is given,
             # so a batched run would measure predictions the batch-1 artifact never makes.
-            logits = measure.predict(artifact, inputs, batch_size=1)
+            logits = runtime.predict(artifact, inputs, batch_size=1)
             preds = np.argmax(logits.reshape(len(inputs), -1), axis=1)
             np.save(work / PREDICTIONS_FILE, preds)
             base_preds = preds if base_preds_path is None else np.load(base_preds_path)
@@ -704,7 +670,9 @@ def _evaluate_uncached(
         )
         metrics = Metrics(**known)
         warnings = _warnings(recipe, metrics, baseline, census, reports, base_preds, settings)
-        result = Result(model.name, recipe, artifact, metrics, warnings, key, tuple(reports))
+        result = Result(
+            model.name, recipe, artifact, metrics, warnings, key, tuple(reports), runtime.name
+        )
         Cache.write_result(work, result)
     stored = cache.get(key)
     if stored is None:
@@ -742,7 +710,13 @@ def _remeasure(
     preds_path = cache.predictions_path(hit.key)
     base_preds = np.load(base_preds_path if base_preds_path is not None else preds_path)
     warnings = _warnings(
-        recipe, metrics, baseline, conv_census(hit.artifact), hit.steps, base_preds, settings
+        recipe,
+        metrics,
+        baseline,
+        get_runtime(settings.runtime).census(hit.artifact),
+        hit.steps,
+        base_preds,
+        settings,
     )
     cache.replace_result(hit.key, dataclasses.replace(hit, metrics=metrics, warnings=warnings))
     stored = cache.get(hit.key)

@@ -3,7 +3,8 @@
 Configs are frozen dataclasses validated in ``__post_init__`` with messages that
 say what to use instead; each round-trips through ``to_dict()``/``from_dict()``.
 A config's ``stage`` says where it acts: ``"torch"`` steps change the PyTorch
-module before export, ``"onnx"`` steps change the exported ONNX file.
+module before export, ``"artifact"`` steps change the exported artifact (the runtime's
+file, e.g. ONNX), through the handlers that runtime registers for them.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ class QuantizeConfig(StepConfig):
     """
 
     kind: ClassVar[str] = "quantize"
-    stage: ClassVar[str] = "onnx"
+    stage: ClassVar[str] = "artifact"
 
     scheme: str = "int8"  # "int8" (static QDQ), "dynamic" or "fp16"
     per_channel: bool = True  # one scale per output channel of each weight
@@ -599,7 +600,7 @@ def config_from_dict(d: dict) -> StepConfig:
     return cls.from_dict(d)
 
 
-_STAGE_ORDER = {"torch": 0, "onnx": 1}
+_STAGE_ORDER = {"torch": 0, "artifact": 1}
 
 
 def _check_step(
@@ -673,8 +674,12 @@ class Recipe:
     def torch_steps(self) -> tuple[StepConfig, ...]:
         return tuple(s for s in self.steps if s.stage == "torch")
 
-    def onnx_steps(self) -> tuple[StepConfig, ...]:
-        return tuple(s for s in self.steps if s.stage == "onnx")
+    def artifact_steps(self) -> tuple[StepConfig, ...]:
+        """The steps that change the exported artifact (quantization), in order."""
+        return tuple(s for s in self.steps if s.stage == "artifact")
+
+    # The name from when every artifact was an ONNX file; kept for callers of that time.
+    onnx_steps = artifact_steps
 
     def get(self, kind: str) -> StepConfig | None:
         """The step of this kind, or None."""

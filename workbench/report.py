@@ -21,15 +21,11 @@ from workbench.charts import (
     AXIS_TITLES,
     EMBED_OPTIONS,
     default_y,
-    format_bytes,
-    format_count,
-    format_ms,
-    format_percent,
     operator_chart,
     tradeoff_chart,
 )
 from workbench.errors import WorkbenchError
-from workbench.study import Study
+from workbench.study import METRICS, Study
 
 __all__ = ["report_html", "write_report"]
 
@@ -106,13 +102,12 @@ def _variant_table(study: Study) -> str:
     objectives = dict(REPORT_OBJECTIVES)
     frontier = {r.key for r in study.frontier(objectives)}
     head = (
-        '<tr><th class="text">recipe</th><th>accuracy</th><th>agreement</th>'
-        "<th>latency p50</th><th>p90</th><th>p99</th><th>size</th><th>compressed</th>"
-        "<th>peak memory</th><th>MACs</th><th>params</th><th>non-zero</th></tr>"
+        '<tr><th class="text">recipe</th>'
+        + "".join(f"<th>{_e(f.label)}</th>" for f in METRICS)
+        + "</tr>"
     )
     body = []
     for r in study.results:
-        m = r.metrics
         classes = []
         if r.key in frontier:
             classes.append("frontier")
@@ -120,7 +115,7 @@ def _variant_table(study: Study) -> str:
             classes.append("baseline")
         # Warnings go in a full-width row under their variant: they are sentences.
         warnings = (
-            '<tr class="warn-row"><td class="text" colspan="12">'
+            f'<tr class="warn-row"><td class="text" colspan="{len(METRICS) + 1}">'
             '<ul class="warnings">'
             + "".join(f"<li>{_e(w)}</li>" for w in r.warnings)
             + "</ul></td></tr>"
@@ -131,12 +126,8 @@ def _variant_table(study: Study) -> str:
         body.append(
             f'<tr class="{" ".join(classes)}" data-key="{_e(r.key)}">'
             f'<td class="text">{_e(r.recipe.name)}{mark}</td>'
-            f"<td>{format_percent(m.accuracy, 2)}</td><td>{format_percent(m.agreement, 2)}</td>"
-            f"<td>{format_ms(m.latency.p50)}</td><td>{format_ms(m.latency.p90)}</td>"
-            f"<td>{format_ms(m.latency.p99)}</td>"
-            f"<td>{format_bytes(m.size_bytes)}</td><td>{format_bytes(m.compressed_bytes)}</td>"
-            f"<td>{format_bytes(m.memory.peak_bytes)}</td><td>{format_count(m.macs)}</td>"
-            f"<td>{format_count(m.params)}</td><td>{format_count(m.nonzero_params)}</td></tr>"
+            + "".join(f"<td>{_e(f.text(f.read(r)))}</td>" for f in METRICS)
+            + "</tr>"
             + warnings
         )
     return f"<table>{head}{''.join(body)}</table>"

@@ -234,6 +234,7 @@ class Result:
     warnings: tuple[str, ...] = ()
     key: str = ""  # the cache key this result is stored under
     steps: tuple[dict, ...] = ()  # each step's own report (layers pruned, nodes quantized, ...)
+    runtime: str = "onnxruntime"  # the runtime the artifact was built for and measured in
 
     @property
     def noisy(self) -> bool:
@@ -250,6 +251,7 @@ class Result:
             "warnings": list(self.warnings),
             "key": self.key,
             "steps": list(self.steps),
+            "runtime": self.runtime,
         }
 
     @classmethod
@@ -262,6 +264,8 @@ class Result:
             warnings=tuple(d.get("warnings", ())),
             key=d.get("key", ""),
             steps=tuple(d.get("steps", ())),
+            # Results saved before runtimes had names were all measured in ONNX Runtime.
+            runtime=d.get("runtime", "onnxruntime"),
         )
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from workbench.atomic import write_text_atomic
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
+from workbench.formatting import format_bytes, format_count, format_ms, format_percent
 from workbench.pipeline import MeasureSettings, check_applicable, evaluate
 from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe, StepConfig
 from workbench.results import Result
@@ -24,6 +25,8 @@ from workbench.results import Result
 __all__ = [
     "DEFAULT_OBJECTIVES",
     "FIGURES",
+    "METRICS",
+    "METRICS_BY_COLUMN",
     "OBJECTIVE_COLUMNS",
     "Figure",
     "Study",
@@ -41,20 +44,85 @@ STUDY_FORMAT = 1
 # Where sweep() evaluates the variants: this process, or a Ray cluster.
 EXECUTORS = ("local", "ray")
 
-# Columns of Study.to_dataframe() that can be objectives, with the better direction.
-OBJECTIVE_COLUMNS: dict[str, str] = {
-    "accuracy": "max",
-    "agreement": "max",
-    "latency_p50_ms": "min",
-    "latency_p90_ms": "min",
-    "latency_p99_ms": "min",
-    "size_bytes": "min",
-    "compressed_bytes": "min",
-    "peak_memory_bytes": "min",
-    "macs": "min",
-    "params": "min",
-    "nonzero_params": "min",
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure: the one place its name, unit, format and direction live.
+
+    Attributes:
+        column: its column in ``Study.to_dataframe()``.
+        label: its name for people ("latency p50").
+        kind: "points" for a fraction (changes in percentage points), "ratio" otherwise.
+        better: "max" or "min".
+        unit: "fraction", "ms", "bytes" or "count": how its values are written.
+        title: its axis title, with the unit ("latency p50 (ms, batch 1)").
+        read: how to read it from a Result.
+        compact: shown in the compact views (metrics card, variants table, tooltips);
+            the report and the objectives take every figure.
+    """
+
+    column: str
+    label: str
+    kind: str
+    better: str
+    unit: str
+    title: str
+    read: Callable[[Result], Any]
+    compact: bool = True
+
+    def text(self, value: Any, *, precise: bool = True) -> str:
+        """``value`` written with its unit; fractions get two decimals when ``precise``
+        (99.25% and 99.60% differ by one test image on digits), else one."""
+        if self.unit == "fraction":
+            return format_percent(value, 2 if precise else 1)
+        return _FORMATTERS[self.unit](value)
+
+    @property
+    def axis_format(self) -> str:
+        """The d3-format of its chart axis: fractions as percents, the rest to at most
+        3 significant digits with SI prefixes ("44.7M", never "44.717074M")."""
+        return {"fraction": ".3~%", "ms": ".3~r"}.get(self.unit, ".3~s")
+
+
+_FORMATTERS: dict[str, Callable[[Any], str]] = {
+    "ms": format_ms,
+    "bytes": format_bytes,
+    "count": format_count,
 }
+
+# Every measured figure, in display order: the one table study, CLI, charts, the
+# metrics card, the trade-off chart and the report read.
+METRICS: tuple[Figure, ...] = (
+    Figure("accuracy", "accuracy", "points", "max", "fraction",
+           "top-1 accuracy (test split)", lambda r: r.metrics.accuracy),
+    Figure("agreement", "agreement", "points", "max", "fraction",
+           "agreement with the float model", lambda r: r.metrics.agreement),
+    Figure("latency_p50_ms", "latency p50", "ratio", "min", "ms",
+           "latency p50 (ms, batch 1)", lambda r: r.metrics.latency.p50),
+    Figure("latency_p90_ms", "latency p90", "ratio", "min", "ms",
+           "latency p90 (ms, batch 1)", lambda r: r.metrics.latency.p90),
+    Figure("latency_p99_ms", "latency p99", "ratio", "min", "ms",
+           "latency p99 (ms, batch 1)", lambda r: r.metrics.latency.p99, compact=False),
+    Figure("size_bytes", "size", "ratio", "min", "bytes",
+           "artifact size (bytes)", lambda r: r.metrics.size_bytes),
+    Figure("compressed_bytes", "compressed size", "ratio", "min", "bytes",
+           "deflate-compressed size (bytes)", lambda r: r.metrics.compressed_bytes),
+    Figure("peak_memory_bytes", "peak memory", "ratio", "min", "bytes",
+           "peak inference memory (bytes)", lambda r: r.metrics.memory.peak_bytes),
+    Figure("macs", "MACs", "ratio", "min", "count",
+           "multiply-accumulates per inference", lambda r: r.metrics.macs),
+    Figure("params", "params", "ratio", "min", "count",
+           "weight elements", lambda r: r.metrics.params),
+    Figure("nonzero_params", "non-zero params", "ratio", "min", "count",
+           "non-zero weight elements", lambda r: r.metrics.nonzero_params),
+)  # fmt: skip
+METRICS_BY_COLUMN: dict[str, Figure] = {f.column: f for f in METRICS}
+
+# The figures a variant is shown and compared on in compact views, in display order.
+FIGURES: tuple[Figure, ...] = tuple(f for f in METRICS if f.compact)
+
+# Columns of Study.to_dataframe() that can be objectives, with the better direction.
+OBJECTIVE_COLUMNS: dict[str, str] = {f.column: f.better for f in METRICS}
 DEFAULT_OBJECTIVES: dict[str, str] = {
     "accuracy": "max",
     "latency_p50_ms": "min",
@@ -62,49 +130,59 @@ DEFAULT_OBJECTIVES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class Figure:
-    """One measured figure as tables and comparisons show it.
-
-    Attributes:
-        column: its column in ``Study.to_dataframe()``.
-        label: its name for people ("latency p50").
-        kind: "points" for a fraction (changes in percentage points), "ratio" otherwise.
-        better: "max" or "min".
-    """
-
-    column: str
-    label: str
-    kind: str
-    better: str
-
-
-# The figures a variant is shown and compared on, in display order.
-FIGURES: tuple[Figure, ...] = (
-    Figure("accuracy", "accuracy", "points", "max"),
-    Figure("agreement", "agreement", "points", "max"),
-    Figure("latency_p50_ms", "latency p50", "ratio", "min"),
-    Figure("latency_p90_ms", "latency p90", "ratio", "min"),
-    Figure("size_bytes", "size", "ratio", "min"),
-    Figure("compressed_bytes", "compressed size", "ratio", "min"),
-    Figure("peak_memory_bytes", "peak memory", "ratio", "min"),
-    Figure("macs", "MACs", "ratio", "min"),
-    Figure("params", "params", "ratio", "min"),
-    Figure("nonzero_params", "non-zero params", "ratio", "min"),
+# Steps that train the module, and so count towards ``finetune_epochs``.
+_TRAINING_KINDS = ("finetune", "gradual_prune", "qat", "distill")
+# The recipe's structure as columns (Study.to_dataframe(), its CSV, the charts).
+VARIANT_COLUMNS = (
+    "model",
+    "runtime",
+    "prune_method",
+    "sparsity",
+    "quant_scheme",
+    "finetune_epochs",
+    "teacher",
 )
 
 
+def variant_columns(result: Result) -> dict[str, Any]:
+    """What a variant is, as columns rather than a name to parse back: its model,
+    runtime, pruning method and sparsity, quantization scheme, training epochs and the
+    teacher it was distilled from (None where the recipe has no such step)."""
+    recipe = result.recipe
+    prune = recipe.get("prune") or recipe.get("gradual_prune")
+    quant = recipe.get("quantize")
+    qat = recipe.get("qat")
+    scheme = getattr(quant, "scheme", None) or ("int8-qat" if qat is not None else None)
+    training = [s for s in recipe.steps if s.kind in _TRAINING_KINDS]
+    epochs = sum(
+        int(getattr(s, "epochs", 0) or 0)
+        + int(getattr(s, "epochs_per_step", 0) or 0) * int(getattr(s, "steps", 0) or 0)
+        for s in training
+    )
+    distill = recipe.get("distill")
+    teacher = next((s.teacher for s in training if getattr(s, "teacher", None)), None)
+    if teacher is None and distill is not None:  # no teacher named: the model itself
+        teacher = result.model
+    return {
+        "model": result.model,
+        "runtime": result.runtime,
+        "prune_method": getattr(prune, "method", None),
+        "sparsity": getattr(prune, "sparsity", None),
+        "quant_scheme": scheme,
+        "finetune_epochs": epochs if training else None,
+        "teacher": teacher,
+    }
+
+
 def result_row(result: Result) -> dict[str, Any]:
-    """One flat row of a result's figures, as in Study.to_dataframe()."""
+    """One flat row of a result: what it is (VARIANT_COLUMNS), then every METRICS
+    figure, as in Study.to_dataframe()."""
     m = result.metrics
     speed = m.comparison("baseline")
     return {
         "recipe": result.recipe.name,
-        "accuracy": m.accuracy,
-        "agreement": m.agreement,
-        "latency_p50_ms": m.latency.p50,
-        "latency_p90_ms": m.latency.p90,
-        "latency_p99_ms": m.latency.p99,
+        **variant_columns(result),
+        **{f.column: f.read(result) for f in METRICS},
         "latency_mean_ms": m.latency.mean,
         # The middle half of the rounds' p50s (error bars), the interleaved speed-up
         # against the baseline with its middle half, and whether the timing was noisy.
@@ -116,12 +194,6 @@ def result_row(result: Result) -> dict[str, Any]:
         "latency_noisy": result.noisy,
         "latency_runs": m.latency.n,
         "threads": m.latency.threads,
-        "size_bytes": m.size_bytes,
-        "compressed_bytes": m.compressed_bytes,
-        "params": m.params,
-        "nonzero_params": m.nonzero_params,
-        "macs": m.macs,
-        "peak_memory_bytes": m.memory.peak_bytes,
         "warnings": len(result.warnings),
         "is_baseline": result.recipe.is_baseline,
         "key": result.key,
@@ -239,13 +311,22 @@ class Study:
             out[machine] = [r for r, keep in zip(results, mask, strict=True) if keep]
         return out
 
-    def to_dict(self) -> dict:
+    def frontier_record(self, objectives: dict[str, str] | None = None) -> dict[str, Any]:
+        """Which variants are on the frontier and for which objectives:
+        ``{"objectives": {column: "min"/"max"}, "keys": [cache keys]}``."""
+        used = self.objectives_used(objectives)
+        return {"objectives": used, "keys": [r.key for r in self.frontier(objectives)]}
+
+    def to_dict(self, objectives: dict[str, str] | None = None) -> dict:
+        """The study as JSON-ready data, with its frontier over ``objectives`` (default
+        DEFAULT_OBJECTIVES) recorded beside the results (it is derived, not read back)."""
         return {
             "format": STUDY_FORMAT,
             "model": self.model,
             "model_info": self.model_info,
             "results": [r.to_dict() for r in self.results],
             "failures": list(self.failures),
+            "frontier": self.frontier_record(objectives),
         }
 
     @classmethod
@@ -277,10 +358,10 @@ class Study:
             )
         return cls(d["model"], results, d.get("model_info", {}), failures)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the study as JSON (atomically)."""
+    def save(self, path: str | Path, objectives: dict[str, str] | None = None) -> Path:
+        """Write the study as JSON (atomically), recording its frontier over ``objectives``."""
         path = Path(path)
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
+        write_text_atomic(path, json.dumps(self.to_dict(objectives), indent=1))
         return path
 
     @classmethod
@@ -312,10 +393,20 @@ class Study:
                 "pass the file `workbench sweep --out` wrote",
             ) from None
 
-    def to_csv(self, path: str | Path) -> Path:
-        """Write the DataFrame as CSV (atomically)."""
+    def to_csv(self, path: str | Path, objectives: dict[str, str] | None = None) -> Path:
+        """Write the DataFrame as CSV (atomically), with ``on_frontier`` (over
+        ``objectives``, default DEFAULT_OBJECTIVES) and the objectives it was taken over
+        (``frontier_objectives``, e.g. ``accuracy:max;latency_p50_ms:min``)."""
         path = Path(path)
-        write_text_atomic(path, self.to_dataframe().to_csv(index=False))
+        df = self.to_dataframe()
+        if not df.empty:
+            record = self.frontier_record(objectives)
+            keys = set(record["keys"])
+            df["on_frontier"] = [k in keys for k in df["key"]]
+            df["frontier_objectives"] = ";".join(
+                f"{c}:{d}" for c, d in record["objectives"].items()
+            )
+        write_text_atomic(path, df.to_csv(index=False))
         return path
 
 
@@ -510,7 +601,7 @@ def sweep(
     else:
         todo.insert(0, todo.pop(todo.index(Recipe())))
     for recipe in todo:  # refuse the whole grid before measuring any of it
-        check_applicable(model, recipe)
+        check_applicable(model, recipe, (settings or MeasureSettings()).runtime)
     if executor == "ray":
         from workbench.cluster import sweep_on_ray
 

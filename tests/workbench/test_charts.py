@@ -24,6 +24,13 @@ def study_frame() -> pd.DataFrame:
                 "prune-structured-0.5+int8-minmax-pc",
                 "prune-unstructured-0.9",
             ],
+            "model": ["digits-cnn"] * 5,
+            "runtime": ["onnxruntime"] * 5,
+            "prune_method": [None, "structured", None, "structured", "unstructured"],
+            "sparsity": [None, 0.5, None, 0.5, 0.9],
+            "quant_scheme": [None, None, "int8", "int8", None],
+            "finetune_epochs": [None] * 5,
+            "teacher": [None] * 5,
             "accuracy": [0.97, 0.95, 0.965, 0.93, 0.60],
             "agreement": [1.0, 0.97, 0.99, 0.95, 0.61],
             "latency_p50_ms": [0.20, 0.12, 0.15, 0.08, 0.21],
@@ -105,6 +112,47 @@ def test_tradeoff_chart_tooltips_are_formatted_with_units():
     assert rows["k-bad"]["warnings_text"] == "2"
     assert (rows["k-bad"]["frontier_text"], rows["k-int8"]["frontier_text"]) == ("no", "yes")
     assert rows["k-both"]["family"] == "pruned + quantized"
+    assert rows["k-prune"]["family"] == "pruned"
+
+
+@pytest.mark.parametrize(
+    ("columns", "family"),
+    [
+        (
+            {"prune_method": "structured", "sparsity": 0.5, "finetune_epochs": 3},
+            "pruned + fine-tuned",
+        ),
+        ({"finetune_epochs": 3}, "fine-tuned"),
+        ({"finetune_epochs": 3, "teacher": "digits-resnet18"}, "distilled"),
+        ({"quant_scheme": "fp16"}, "quantized"),
+        (
+            {"prune_method": "unstructured", "finetune_epochs": 2, "quant_scheme": "int8"},
+            "pruned + fine-tuned + quantized",
+        ),
+    ],
+)
+def test_the_variant_family_is_read_from_structured_columns_not_the_name(columns, family):
+    """Issue 7: a pruned and fine-tuned variant was called "pruned + quantized", a
+    fine-tune-only one "quantized", because the name string was parsed back."""
+    row = {
+        "recipe": "anything+at-all",
+        "is_baseline": False,
+        "prune_method": None,
+        "sparsity": None,
+        "quant_scheme": None,
+        "finetune_epochs": None,
+        "teacher": None,
+        **columns,
+    }
+    assert charts.variant_family(row) == family
+    df = study_frame().iloc[[0]].assign(**{k: [v] for k, v in row.items()})
+    df["key"] = "k-x"
+    df["is_baseline"] = False
+    spec = charts.tradeoff_chart(df).to_dict()
+    (drawn,) = spec["datasets"][spec["data"]["name"]]
+    assert drawn["family"] == family
+    points = spec["layer"][1]["encoding"]["color"]["scale"]
+    assert points["domain"] == [family]
 
 
 def test_tradeoff_chart_axes_carry_units_and_follow_the_chosen_columns():

@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from workbench import pipeline
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
 from workbench.honesty import ConvCensus, honesty_warnings
 from workbench.pipeline import evaluate, evaluation_inputs
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
 from workbench.results import LatencyStats, MemoryStats, Metrics, SpeedComparison
+from workbench.runtimes import get_runtime
 from workbench.study import sweep
 
 
@@ -197,7 +197,8 @@ def test_accuracy_aware_quantization_reads_only_the_training_split(tmp_path, mon
 
     monkeypatch.setattr("workbench.compress.quantize", spy)
     config = QuantizeConfig(max_accuracy_drop=0.0, calibration_samples=64)
-    report = pipeline._quantize_step(src, tmp_path / "q.onnx", config, model)
+    quantize_step = get_runtime("onnxruntime").artifact_steps[QuantizeConfig]
+    report = quantize_step(src, tmp_path / "q.onnx", config, model)
     assert set(parts) == {"train"}  # the test split is never read to choose layers
     x_val, y_val = seen["validation"]
     train_x, _ = model.task.arrays("train", model.preprocessing)

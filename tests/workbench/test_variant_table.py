@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
+from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe
 from workbench.results import LatencyStats, MemoryStats, Metrics, Result
-from workbench.study import FIGURES, Study, compare_results, variant_table
+from workbench.study import (
+    DEFAULT_OBJECTIVES,
+    FIGURES,
+    METRICS,
+    OBJECTIVE_COLUMNS,
+    VARIANT_COLUMNS,
+    Study,
+    compare_results,
+    result_row,
+    variant_table,
+)
 
 
 def result(recipe: Recipe, *, accuracy, p50, size, key, macs=1_500_000) -> Result:
@@ -75,3 +87,67 @@ def test_two_variants_are_compared_figure_by_figure():
     rows = {r["figure"].column: r for r in compare_results(BASE, INT8)}
     assert rows["accuracy"]["b"] is None and rows["accuracy"]["better"] is None
     assert rows["accuracy"]["difference"] is None and rows["accuracy"]["ratio"] is None
+
+
+# Issue 7 §1: structured columns, the one table of figures, the recorded frontier.
+PRUNED_TUNED = result(
+    Recipe.of(
+        PruneConfig(method="unstructured", sparsity=0.7),
+        finetune=FineTuneConfig(epochs=2, teacher="digits-resnet18"),
+    ),
+    accuracy=0.97,
+    p50=0.31,
+    size=120_000,
+    key="pt",
+)
+TUNED = result(
+    Recipe.of(finetune=FineTuneConfig(epochs=4)), accuracy=0.985, p50=0.3, size=1, key="t"
+)
+
+
+def test_rows_say_what_a_variant_is_in_columns():
+    row = result_row(PRUNED_TUNED)
+    assert {c: row[c] for c in VARIANT_COLUMNS} == {
+        "model": "digits-cnn",
+        "runtime": "onnxruntime",
+        "prune_method": "unstructured",
+        "sparsity": 0.7,
+        "quant_scheme": None,
+        "finetune_epochs": 2,
+        "teacher": "digits-resnet18",
+    }
+    tuned = result_row(TUNED)
+    assert (tuned["prune_method"], tuned["quant_scheme"], tuned["finetune_epochs"]) == (
+        None,
+        None,
+        4,
+    )
+    assert result_row(INT8)["quant_scheme"] == "int8"
+    base = result_row(BASE)
+    assert all(base[c] is None for c in VARIANT_COLUMNS if c not in ("model", "runtime"))
+
+
+def test_one_table_of_figures_feeds_rows_objectives_and_compact_views():
+    row = result_row(PRUNED)
+    for fig in METRICS:
+        assert row[fig.column] == fig.read(PRUNED)
+        assert fig.text(fig.read(PRUNED)) not in ("", "n/a")
+        assert fig.better in ("min", "max") and fig.title
+    assert OBJECTIVE_COLUMNS == {f.column: f.better for f in METRICS}
+    assert set(FIGURES) <= set(METRICS) and "latency_p99_ms" not in {f.column for f in FIGURES}
+
+
+def test_the_study_file_and_csv_record_the_frontier_and_its_objectives(tmp_path):
+    study = Study("digits-cnn", [BASE, PRUNED, INT8, PRUNED_TUNED])
+    objectives = {"accuracy": "max", "latency_p50_ms": "min"}
+    saved = json.loads(study.save(tmp_path / "s.json", objectives).read_text())
+    assert saved["frontier"]["objectives"] == objectives
+    assert saved["frontier"]["keys"] == [r.key for r in study.frontier(objectives)]
+    assert Study.load(tmp_path / "s.json").results == study.results  # read back unchanged
+    default = json.loads(study.save(tmp_path / "d.json").read_text())["frontier"]
+    assert default["objectives"] == DEFAULT_OBJECTIVES
+    df = pd.read_csv(study.to_csv(tmp_path / "s.csv", objectives))
+    on = dict(zip(df["key"], df["on_frontier"], strict=True))
+    assert on == {r.key: r.key in saved["frontier"]["keys"] for r in study.results}
+    assert set(df["frontier_objectives"]) == {"accuracy:max;latency_p50_ms:min"}
+    assert list(df["prune_method"].fillna("")) == ["", "structured", "", "unstructured"]

@@ -1,5 +1,172 @@
-"""Runtimes that run an exported artifact: one folder per runtime (see DESIGN.md).
+"""Runtimes that run an exported artifact, behind one interface and one registry.
 
-``litert/`` and ``tflite_micro/`` are self-contained building blocks for the
-runtime seam (issue 7); nothing here imports TensorFlow at module level.
+A :class:`Runtime` owns everything that depends on where a model is deployed: its
+artifact's format and file name, how a model becomes that artifact (export, then the
+steps that act on the artifact, such as quantization), batch-1 prediction, latency,
+memory in a fresh process, graph statistics, the I/O signature, a per-operator
+profile where the runtime offers one, its own honesty warnings and its library
+versions (for the cache key and the environment record).
+
+Each runtime lives in its own folder and registers itself with
+:func:`register_runtime` (as timm's ``@register_model`` does); :func:`list_runtimes`
+and :func:`get_runtime` are the only way the rest of the workbench finds one.
+Adding a runtime means one new folder and one line in ``_BUILTIN``.
+
+``litert/`` and ``tflite_micro/`` are self-contained building blocks for runtimes
+not yet registered here; nothing in this package imports TensorFlow at module level.
 """
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from workbench.errors import WorkbenchError
+
+__all__ = [
+    "DEFAULT_RUNTIME",
+    "Runtime",
+    "get_runtime",
+    "list_runtimes",
+    "register_runtime",
+]
+
+# The runtime a variant is measured in when nobody says otherwise.
+DEFAULT_RUNTIME = "onnxruntime"
+
+# Modules whose import registers a built-in runtime (imported on first look-up, so
+# `import workbench` pays for none of them).
+_BUILTIN = ("workbench.runtimes.onnxruntime",)
+
+_REGISTRY: dict[str, Runtime] = {}
+
+
+class Runtime(ABC):
+    """One deployment runtime: how an artifact is made for it and measured in it.
+
+    Class attributes:
+        name: the registry name ("onnxruntime").
+        artifact_format: the artifact's format ("onnx").
+        artifact_file: the artifact's file name in a cache entry ("model.onnx").
+        artifact_steps: step config type -> handler ``(src, dst, config, model) -> report
+            dict`` for the recipe steps that act on the exported artifact.
+    """
+
+    name: ClassVar[str]
+    artifact_format: ClassVar[str]
+    artifact_file: ClassVar[str]
+    artifact_steps: ClassVar[dict[type, Callable[..., dict]]] = {}
+
+    def __repr__(self) -> str:
+        return f"<Runtime {self.name}: {self.artifact_format} artifacts>"
+
+    # --- making the artifact -------------------------------------------------------
+    @abstractmethod
+    def export(
+        self, model: Any, module: Any | None, dst: Path, parity_inputs: np.ndarray
+    ) -> float | None:
+        """Write ``model`` (or ``module``, its stepped copy, when not None) to ``dst`` in
+        this runtime's format; returns the largest output difference to the source on
+        ``parity_inputs``, or None when none was checked."""
+
+    # --- measuring it --------------------------------------------------------------
+    @abstractmethod
+    def predict(self, artifact: Path, inputs: np.ndarray, *, batch_size: int = 1) -> np.ndarray:
+        """The artifact's first output for every row of ``inputs``."""
+
+    @abstractmethod
+    def measure_latency(self, artifact: Path, input_shape: Sequence[int], settings: Any) -> Any:
+        """Batch-1 wall-clock LatencyStats, with ``settings``' threads, warm-up and runs."""
+
+    @abstractmethod
+    def measure_latency_interleaved(
+        self,
+        artifacts: Sequence[Path],
+        input_shapes: Sequence[Sequence[int]],
+        settings: Any,
+    ) -> Any:
+        """Batch-1 latency of each artifact (a variant and its references), each with its
+        own input shape, timed in ``settings.rounds`` interleaved rounds in one run: a
+        ``workbench.measure.InterleavedTiming``."""
+
+    @abstractmethod
+    def measure_memory(self, artifact: Path, input_shape: Sequence[int], threads: int) -> Any:
+        """MemoryStats of loading and running the artifact in a fresh process."""
+
+    @abstractmethod
+    def graph_stats(self, artifact: Path) -> Any:
+        """The artifact's weights and compute: an object with ``params``,
+        ``nonzero_params`` and ``macs``."""
+
+    @abstractmethod
+    def io_signature(self, artifact: Path) -> list[dict[str, Any]]:
+        """The artifact's inputs then outputs: ``{"role", "name", "shape", "dtype"}`` each."""
+
+    def profile_operators(
+        self, artifact: Path, input_shape: Sequence[int], threads: int
+    ) -> dict[str, float]:
+        """Milliseconds per inference by operator type; {} where the runtime has no profiler."""
+        return {}
+
+    # --- saying what it means ------------------------------------------------------
+    def census(self, artifact: Path) -> Any:
+        """What this runtime's honesty warnings need to know about the built artifact."""
+        return None
+
+    def honesty_warnings(
+        self,
+        recipe: Any,
+        metrics: Any,
+        baseline: Any | None,
+        census: Any,
+        max_accuracy_drop: float,
+    ) -> tuple[str, ...]:
+        """The warnings that apply to a variant measured in this runtime (its speed-ups
+        against its references are in ``metrics.comparisons``)."""
+        return ()
+
+    @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """The library versions a measurement in this runtime depends on (package ->
+        version, "absent" when not installed), for the cache key and the environment."""
+
+
+def register_runtime(cls: type[Runtime]) -> type[Runtime]:
+    """Class decorator: register one instance of ``cls`` under ``cls.name``."""
+    if not (isinstance(cls, type) and issubclass(cls, Runtime)):
+        raise TypeError(f"register_runtime takes a Runtime subclass, not {cls!r}")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def _load_builtin() -> None:
+    for module in _BUILTIN:
+        importlib.import_module(module)
+
+
+def list_runtimes() -> list[str]:
+    """The names of every registered runtime, sorted."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_runtime(name: str | Runtime) -> Runtime:
+    """The registered runtime called ``name`` (a Runtime is returned as it is).
+
+    Raises:
+        WorkbenchError: no runtime has that name; the message lists the known ones.
+    """
+    if isinstance(name, Runtime):
+        return name
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise WorkbenchError(
+            f"unknown runtime {name!r}", f"use one of: {', '.join(sorted(_REGISTRY))}"
+        ) from None
