@@ -14,11 +14,9 @@ reported by the pool's wake-up time.
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,7 +25,8 @@ import onnxruntime as ort
 
 from workbench.errors import WorkbenchError
 from workbench.measure.artifact import require_file
-from workbench.results import LatencyStats, quartiles
+from workbench.measure.timing import gc_paused, latency_stats, time_runs
+from workbench.results import LatencyStats
 
 __all__ = [
     "InterleavedTiming",
@@ -248,37 +247,11 @@ def measure_latency(
     for _ in range(warmup):
         run(None, feed)
 
-    times = np.empty(max_runs, dtype=np.int64)
-    min_ns = int(min_seconds * 1e9)
-    n = 0
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        start = time.perf_counter_ns()
-        while n < max_runs:
-            t0 = time.perf_counter_ns()
-            run(None, feed)
-            t1 = time.perf_counter_ns()
-            times[n] = t1 - t0
-            n += 1
-            if n >= min_runs and t1 - start >= min_ns:
-                break
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    ms = times[:n] / 1e6
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return LatencyStats(
-        p50=float(p50),
-        p90=float(p90),
-        p99=float(p99),
-        mean=float(ms.mean()),
-        min=float(ms.min()),
-        max=float(ms.max()),
-        n=int(n),
-        warmup=int(warmup),
-        threads=int(threads),
-    )
+    with gc_paused():
+        ms = time_runs(
+            lambda: run(None, feed), min_runs=min_runs, min_seconds=min_seconds, max_runs=max_runs
+        )
+    return latency_stats(ms, warmup, threads)
 
 
 _OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*?till opset (\d+)", re.S)
@@ -397,62 +370,34 @@ def measure_latency_interleaved(
         runners.append((session.run, feed))
 
     per_round = max(MIN_RUNS_PER_ROUND, math.ceil(min_runs / rounds))
-    per_round_ns = int(min_seconds * 1e9 / rounds)
     per_round_max = max(per_round, max_runs // rounds)
     times: list[list[np.ndarray]] = [[] for _ in runners]
     buffer = np.empty(per_round_max, dtype=np.int64)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     switches = _involuntary_switches()
     try:
-        for r in range(rounds):
-            order = range(len(runners)) if r % 2 == 0 else reversed(range(len(runners)))
-            for i in order:
-                run, feed = runners[i]
-                n = 0
-                start = time.perf_counter_ns()
-                while n < per_round_max:
-                    t0 = time.perf_counter_ns()
-                    run(None, feed)
-                    t1 = time.perf_counter_ns()
-                    buffer[n] = t1 - t0
-                    n += 1
-                    if n >= per_round and t1 - start >= per_round_ns:
-                        break
-                times[i].append(buffer[:n] / 1e6)
+        with gc_paused():
+            for r in range(rounds):
+                order = range(len(runners)) if r % 2 == 0 else reversed(range(len(runners)))
+                for i in order:
+                    run, feed = runners[i]
+                    times[i].append(
+                        time_runs(
+                            lambda run=run, feed=feed: run(None, feed),
+                            min_runs=per_round,
+                            min_seconds=min_seconds / rounds,
+                            max_runs=per_round_max,
+                            buffer=buffer,
+                        )
+                    )
     finally:
         switches = _involuntary_switches() - switches
-        if gc_was_enabled:
-            gc.enable()
     stats, round_p50 = [], []
     for per_model in times:
         p50s = tuple(float(np.median(ms)) for ms in per_model)
-        stats.append(_latency_stats(np.concatenate(per_model), warmup, threads, p50s))
+        stats.append(latency_stats(np.concatenate(per_model), warmup, threads, p50s))
         round_p50.append(p50s)
     total_runs = sum(s.n for s in stats)
     return InterleavedTiming(tuple(stats), tuple(round_p50), switches / total_runs)
-
-
-def _latency_stats(
-    ms: np.ndarray, warmup: int, threads: int, round_p50: Sequence[float]
-) -> LatencyStats:
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    low, _, high = quartiles(round_p50)
-    several = len(round_p50) > 1
-    return LatencyStats(
-        p50=float(p50),
-        p90=float(p90),
-        p99=float(p99),
-        mean=float(ms.mean()),
-        min=float(ms.min()),
-        max=float(ms.max()),
-        n=int(len(ms)),
-        warmup=int(warmup),
-        threads=int(threads),
-        rounds=len(round_p50),
-        p50_low=low if several else None,
-        p50_high=high if several else None,
-    )
 
 
 def _first_line(msg: str) -> str:

@@ -15,9 +15,7 @@ instead of guessing: per-operator time is not available for this runtime.
 
 from __future__ import annotations
 
-import gc
 import os
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -25,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.measure.timing import gc_paused, latency_stats, time_runs
 from workbench.results import LatencyStats
 from workbench.runtimes.litert.flatbuffer import read_tflite
 
@@ -233,38 +232,14 @@ def measure_latency(
     for _ in range(warmup):
         set_tensor(index, feed)
         invoke()
-    times = np.empty(max_runs, dtype=np.int64)
-    min_ns = int(min_seconds * 1e9)
-    n = 0
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        start = time.perf_counter_ns()
-        while n < max_runs:
-            t0 = time.perf_counter_ns()
-            set_tensor(index, feed)
-            invoke()
-            t1 = time.perf_counter_ns()
-            times[n] = t1 - t0
-            n += 1
-            if n >= min_runs and t1 - start >= min_ns:
-                break
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    ms = times[:n] / 1e6
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return LatencyStats(
-        p50=float(p50),
-        p90=float(p90),
-        p99=float(p99),
-        mean=float(ms.mean()),
-        min=float(ms.min()),
-        max=float(ms.max()),
-        n=int(n),
-        warmup=int(warmup),
-        threads=int(threads),
-    )
+
+    def run() -> None:
+        set_tensor(index, feed)
+        invoke()
+
+    with gc_paused():
+        ms = time_runs(run, min_runs=min_runs, min_seconds=min_seconds, max_runs=max_runs)
+    return latency_stats(ms, warmup, threads)
 
 
 def operator_profile(path: str | os.PathLike, threads: int = 1) -> None:
