@@ -766,7 +766,14 @@ class _Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+# Signals received, kept beside the raise: a signal that lands while Python runs a
+# callback whose exceptions are ignored (importlib's module-lock clean-up during a lazy
+# import) loses the raise, but not this record, which main() checks when the command ends.
+_SIGNALS_RECEIVED: list[int] = []
+
+
 def _raise_stopped(signum: int, frame: Any) -> None:
+    _SIGNALS_RECEIVED.append(signum)
     raise _Stopped(signum)
 
 
@@ -780,8 +787,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # below and in the cache; with it no half-built entry or temp folder is left.
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, _raise_stopped)
+    _SIGNALS_RECEIVED.clear()
     try:
         status = _run_command(args, scratch)
+        if _SIGNALS_RECEIVED:  # the raise was swallowed on the way: stop as it would have
+            raise _Stopped(_SIGNALS_RECEIVED[0])
         sys.stdout.flush()  # a closed pipe shows here, not at exit as an ignored exception
         return status
     except BrokenPipeError:
