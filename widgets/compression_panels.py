@@ -385,7 +385,7 @@ class QuantizationPanel(W.VBox):
                     activation_type=self.activation_type,
                     weight_type=self.weight_type,
                     keep_float=self.keep_float,
-                    overflow_fix=self.overflow_fix,
+                    overflow_fix=self.overflow_fix if scheme == "int8" else _QUANT.overflow_fix,
                     bias_correction=self.bias_correction and scheme == "int8",
                     max_accuracy_drop=self.max_drop
                     if self.accuracy_aware and scheme == "int8"

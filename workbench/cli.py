@@ -147,15 +147,16 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overflow-fix",
         choices=OVERFLOW_FIXES,
-        default=QuantizeConfig().overflow_fix,
+        default=None,  # None: not given (refused without int8); the config's default applies
         help="int8: 7-bit weights where 8-bit ones could saturate on x86 CPUs without VNNI "
-        "(default: the layers reading the model input)",
+        f"(default {QuantizeConfig().overflow_fix}: the layers reading the model input)",
     )
     p.add_argument(
         "--bias-correction",
         action=argparse.BooleanOptionalAction,
-        default=QuantizeConfig().bias_correction,
-        help="int8: shift each Conv/Gemm bias by its output's mean error on the calibration images",
+        default=None,  # None: not given (refused without int8); the config's default applies
+        help="int8: shift each Conv/Gemm bias by its output's mean error on the calibration "
+        f"images (default {'on' if QuantizeConfig().bias_correction else 'off'})",
     )
     p.add_argument(
         # not --max-accuracy-drop: the device gate's flag of that name is a pass/fail limit
@@ -437,9 +438,14 @@ def _quant_config(args: argparse.Namespace, scheme: str) -> Any:
             else args.calibration_samples
         ),
         keep_float=tuple(args.keep_float),
-        bias_correction=args.bias_correction,
-        overflow_fix=args.overflow_fix,
-        # the sweep builds one config per scheme; the drop only means something for int8
+        # The sweep builds one config per scheme; these three only mean something for
+        # int8 (QuantizeConfig refuses them for the other schemes).
+        bias_correction=(
+            args.bias_correction
+            if scheme == "int8" and args.bias_correction is not None
+            else defaults.bias_correction
+        ),
+        overflow_fix=(args.overflow_fix if scheme == "int8" else None) or defaults.overflow_fix,
         max_accuracy_drop=args.quant_max_drop if scheme == "int8" else None,
     )
 
@@ -452,9 +458,13 @@ def _refuse_idle_settings(args: argparse.Namespace, prunes: bool, schemes: list[
             "--sparsity has no effect without pruning", "add --prune unstructured|structured"
         )
     if "int8" not in schemes:
+        bias_flag = "--bias-correction" if args.bias_correction else "--no-bias-correction"
         for flag, value in (
             ("--calibration-samples", args.calibration_samples),
             ("--calibration", args.calibration),
+            (bias_flag, args.bias_correction),
+            ("--overflow-fix", args.overflow_fix),
+            ("--accuracy-aware", args.quant_max_drop),
         ):
             if value is not None:
                 raise WorkbenchError(

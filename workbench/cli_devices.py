@@ -24,6 +24,7 @@ from workbench.cli import (
     _load,
     _prune_config,
     _quant_config,
+    _refuse_idle_settings,
     _settings,
 )
 from workbench.errors import WorkbenchError
@@ -85,8 +86,8 @@ def _add_check_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--sparsity",
         type=_floats,
-        default=[0.5],
-        help="comma-separated, e.g. 0.5,0.7 (with --prune)",
+        default=None,  # None: not given (refused without --prune); 0.5 with it
+        help="comma-separated, e.g. 0.5,0.7 (with --prune; default 0.5)",
     )
     _add_prune_args(p)
     p.add_argument("--quantize", default="none", help="comma-separated from none,dynamic,int8,fp16")
@@ -107,6 +108,12 @@ def _cmd_check(args: argparse.Namespace, scratch: list[Path]) -> int:
     from workbench.study import grid
 
     # Everything that can be wrong with the input is checked before measuring or writing.
+    schemes = [q.strip() for q in args.quantize.split(",") if q.strip()]
+    if args.sparsity == []:
+        raise WorkbenchError(
+            "--sparsity names no sparsity", "give one or more fractions, e.g. --sparsity 0.5,0.7"
+        )
+    _refuse_idle_settings(args, args.prune != "none", schemes)
     config = load_gate_config(args.config) if args.config else None
     if config is not None:
         register_config_profiles(config)
@@ -130,10 +137,8 @@ def _cmd_check(args: argparse.Namespace, scratch: list[Path]) -> int:
     profiles = [get_device(d) for d in dict.fromkeys(devices)]
     if args.junit is not None:
         _check_output_file("--junit", Path(args.junit))
-    prune = [_prune_config(args, args.prune, s) for s in args.sparsity] or [None]
-    quant = [_quant_config(args, q.strip()) for q in args.quantize.split(",") if q.strip()] or [
-        None
-    ]
+    prune = [_prune_config(args, args.prune, s) for s in (args.sparsity or [0.5])] or [None]
+    quant = [_quant_config(args, q) for q in schemes] or [None]
     recipes = grid(prune, quant, _finetune_config(args))
     model = _load(args)
     if thresholds.max_accuracy_drop is not None and model.task is None:
@@ -252,7 +257,12 @@ def _add_stress_parser(sub: Any) -> argparse.ArgumentParser:
         help="share of available RAM another process holds (default 0.3, at most 0.5)",
     )
     p.add_argument("--prune", choices=PRUNE_CHOICES, default="none")
-    p.add_argument("--sparsity", type=float, default=0.5, help="fraction pruned (with --prune)")
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        default=None,  # None: not given (refused without --prune); 0.5 with it
+        help="fraction pruned (with --prune; default 0.5)",
+    )
     _add_prune_args(p)
     p.add_argument("--quantize", choices=QUANT_CHOICES, default="none")
     _add_quant_args(p)
@@ -269,8 +279,9 @@ def _cmd_stress(args: argparse.Namespace, scratch: list[Path]) -> int:
         load_profiles(args.devices_file)
     device = get_device(args.device)
     check_stress_settings(args.cpu_processes, args.memory_share)
+    _refuse_idle_settings(args, args.prune != "none", [args.quantize])
     recipe = Recipe.of(
-        _prune_config(args, args.prune, args.sparsity),
+        _prune_config(args, args.prune, 0.5 if args.sparsity is None else args.sparsity),
         _quant_config(args, args.quantize),
         _finetune_config(args),
     )

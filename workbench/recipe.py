@@ -189,6 +189,19 @@ class QuantizeConfig(StepConfig):
                 f"bias_correction {self.bias_correction!r} is not True or False",
                 "use bias_correction=True or False",
             )
+        # Settings of static int8 only: silently dropped for another scheme, a figure
+        # measured without them would be taken as measured with them.
+        if self.scheme != "int8":
+            if self.bias_correction:
+                raise WorkbenchError(
+                    f"bias_correction applies to int8 only, not {self.scheme!r}",
+                    "use scheme='int8', or leave bias_correction at False",
+                )
+            if self.overflow_fix != QuantizeConfig.overflow_fix:
+                raise WorkbenchError(
+                    f"overflow_fix applies to int8 only, not {self.scheme!r}",
+                    f"use scheme='int8', or leave overflow_fix at {QuantizeConfig.overflow_fix!r}",
+                )
         drop = self.max_accuracy_drop
         if drop is not None:
             if isinstance(drop, bool) or not isinstance(drop, (int, float)):

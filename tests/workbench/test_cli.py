@@ -336,6 +336,43 @@ def test_more_threads_than_cores_is_one_clear_error(capsys, tmp_path):
             ("sweep", "digits-cnn", "--quantize", "none,fp16", "--calibration-samples", "9"),
             "--quantize int8",
         ),
+        (("evaluate", "digits-cnn", "--bias-correction"), "--bias-correction applies to"),
+        (
+            ("evaluate", "digits-cnn", "--quantize", "dynamic", "--no-bias-correction"),
+            "--no-bias-correction applies to",
+        ),
+        (("evaluate", "digits-cnn", "--quantize", "fp16", "--overflow-fix", "all"), "int8"),
+        (("evaluate", "digits-cnn", "--accuracy-aware", "0.5"), "--accuracy-aware applies to"),
+        (
+            ("sweep", "digits-cnn", "--quantize", "dynamic,fp16", "--bias-correction"),
+            "--quantize int8",
+        ),
+        # The device commands refuse the same settings as evaluate, before measuring.
+        (("check", "digits-cnn", "--device", "host", "--sparsity", "0.7"), "--prune"),
+        (
+            ("check", "digits-cnn", "--device", "host", "--prune", "structured", "--sparsity", ""),
+            "--sparsity 0.5,0.7",
+        ),
+        (("check", "digits-cnn", "--device", "host", "--per-tensor"), "--quantize int8"),
+        (
+            (
+                "check",
+                "digits-cnn",
+                "--device",
+                "host",
+                "--quantize",
+                "none,fp16",
+                "--bias-correction",
+            ),
+            "--bias-correction applies to",
+        ),
+        (("stress", "digits-cnn", "--sparsity", "0.7"), "--prune"),
+        (("stress", "digits-cnn", "--calibration-samples", "64"), "--quantize int8"),
+        (
+            ("stress", "digits-cnn", "--quantize", "dynamic", "--overflow-fix", "none"),
+            "--overflow-fix applies to",
+        ),
+        (("stress", "digits-cnn", "--keep-float", "Gemm"), "--quantize int8"),
     ],
 )
 def test_settings_that_would_do_nothing_are_refused(capsys, tmp_path, argv, names):
@@ -477,8 +514,23 @@ def test_quantization_flags_reach_the_config(capsys):
     )
     plain = _quant_config(build_parser().parse_args(base), "int8")
     assert plain.bias_correction is False and plain.max_accuracy_drop is None
-    # a sweep over schemes: the drop is for int8 only, fp16 still builds
-    assert _quant_config(args, "fp16").max_accuracy_drop is None
+    assert plain.overflow_fix == QuantizeConfig().overflow_fix
+    # a sweep over schemes: the int8-only settings go to int8 alone, fp16 still builds
+    assert _quant_config(args, "fp16") == QuantizeConfig(scheme="fp16", calibration="meanminmax")
+    sweep = build_parser().parse_args(
+        [
+            "sweep",
+            "digits-cnn",
+            "--quantize",
+            "int8,dynamic",
+            "--overflow-fix",
+            "all",
+            "--out",
+            "s.json",
+        ]
+    )
+    assert _quant_config(sweep, "int8").overflow_fix == "all"
+    assert _quant_config(sweep, "dynamic") == QuantizeConfig(scheme="dynamic")
     code, _, err = run(capsys, *base, "--accuracy-aware", "-1")
     assert code == 2 and "max_accuracy_drop -1.0 is out of range" in err
     assert len(err.strip().splitlines()) == 1

@@ -94,6 +94,14 @@ def test_recipe_round_trips_and_names():
             "max_accuracy_drop applies to int8 only",
         ),
         (lambda: QuantizeConfig(bias_correction="yes"), "bias_correction 'yes' is not True"),
+        (
+            lambda: QuantizeConfig(scheme="dynamic", bias_correction=True),
+            "bias_correction applies to int8 only, not 'dynamic'",
+        ),
+        (
+            lambda: QuantizeConfig(scheme="fp16", overflow_fix="all"),
+            "overflow_fix applies to int8 only, not 'fp16'",
+        ),
         (lambda: QuantizeConfig(overflow_fix="first"), "use one of: none, first_layer, all"),
         (lambda: config_from_dict({"kind": "rotate"}), "unknown step kind"),
         (
