@@ -21,7 +21,7 @@ import traitlets as T
 from workbench.charts import (
     format_change,
 )
-from workbench.honesty import speed_text, versus_text
+from workbench.formatting import INTERLEAVED_NOTE, speed_text, versus_text
 from workbench.measure.environment import environment_line
 from workbench.study import FIGURES
 
@@ -106,7 +106,7 @@ def _speed_html(m: Any) -> str:
         lines.append(
             f'<div class="edge-workbench-speed" style="margin-top: 4px;">speed: '
             f'<b style="color:{colour};">{html.escape(speed_text(c, versus_text(c)))}</b>'
-            f'<span style="color:{NEUTRAL};">, timed interleaved in one run</span></div>'
+            f'<span style="color:{NEUTRAL};">, {INTERLEAVED_NOTE}</span></div>'
         )
     return "".join(lines)
 

@@ -524,7 +524,7 @@ def _fmt_pct(v: float | None) -> str:
 
 
 def _text(result: Any) -> str:
-    from workbench.honesty import speed_text, versus_text
+    from workbench.formatting import format_speedup
     from workbench.measure.artifact import COMPRESSION_LEVEL
     from workbench.measure.environment import environment_line
 
@@ -537,10 +537,7 @@ def _text(result: Any) -> str:
         f"  params          {m.params:,} ({m.nonzero_params:,} non-zero), {m.macs:,} MACs",
         f"  latency         p50 {m.latency.p50:.3f} ms  p90 {m.latency.p90:.3f}  p99 {m.latency.p99:.3f}  "
         f"mean {m.latency.mean:.3f} (n={m.latency.n}, {m.latency.threads} thread(s))",
-        *[
-            f"  speed           {speed_text(c, versus_text(c))}, timed interleaved in one run"
-            for c in m.comparisons
-        ],
+        *[f"  speed           {format_speedup(c)}" for c in m.comparisons],
         f"  peak memory     {m.memory.peak_bytes:,} B added by the model ({m.memory.process_peak_bytes:,} B process)",
         f"  artifact        {result.artifact}",
     ]

@@ -1,22 +1,34 @@
 """How the workbench writes a number for people: one formatter per unit.
 
 Charts, tables, the metrics card, the report and the CLI all format through these,
-so a figure reads the same everywhere ("0.123 ms", "1.23 MB", "97.2%").
+so a figure reads the same everywhere ("0.123 ms", "1.23 MB", "97.2%", "×2.4 faster
+than the baseline (×2.2–2.6 over 9 rounds)").
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workbench.results import SpeedComparison
 
 __all__ = [
+    "INTERLEAVED_NOTE",
     "format_bytes",
     "format_change",
     "format_count",
     "format_ms",
     "format_percent",
+    "format_speedup",
     "is_missing",
+    "speed_text",
+    "versus_text",
 ]
+
+# How a speed-up was measured, said wherever one is shown: both models timed in
+# alternating rounds of one run, not two figures taken at different times.
+INTERLEAVED_NOTE = "timed interleaved in one run"
 
 
 def is_missing(value: Any) -> bool:
@@ -77,3 +89,41 @@ def format_percent(fraction: float | None, digits: int = 1) -> str:
     if is_missing(fraction):
         return "n/a"
     return f"{float(fraction) * 100:.{digits}f}%"
+
+
+def _factor(v: float) -> str:
+    # Two decimals near 1, where they matter ("×1.04"), one beyond ("×2.4").
+    return f"{v:.2f}" if v < 2 else f"{v:.1f}"
+
+
+def speed_text(c: SpeedComparison, versus: str = "") -> str:
+    """A speed-up with its uncertainty: ``"×2.4 faster (×2.2–2.6 over 9 rounds)"``.
+
+    The range is the middle half (25th-75th percentile) of the rounds' ratios;
+    ``versus`` (e.g. "than the baseline") goes after "faster"/"slower".
+    """
+    versus = f" {versus}" if versus else ""
+    if c.speedup >= 1:
+        return (
+            f"×{_factor(c.speedup)} faster{versus} (×{_factor(c.low)}–{_factor(c.high)} "
+            f"over {c.rounds} rounds)"
+        )
+    slow, slow_low, slow_high = 1 / c.speedup, 1 / c.high, 1 / c.low
+    return (
+        f"×{_factor(slow)} slower{versus} (×{_factor(slow_low)}–{_factor(slow_high)} "
+        f"over {c.rounds} rounds)"
+    )
+
+
+def versus_text(c: SpeedComparison) -> str:
+    """Whom ``c`` compares with: "than the baseline" or "than its float version (...)"."""
+    if c.reference == "float":
+        return f"than its float version ({c.reference_recipe})"
+    return "than the baseline"
+
+
+def format_speedup(c: SpeedComparison) -> str:
+    """The one line a measured speed-up is shown as, with its spread and how it was timed:
+    ``"×2.4 faster than the baseline (×2.2–2.6 over 9 rounds), timed interleaved in one run"``.
+    """
+    return f"{speed_text(c, versus_text(c))}, {INTERLEAVED_NOTE}"

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+# speed_text and versus_text live with the other formatters; still importable from here.
+from workbench.formatting import speed_text, versus_text
 from workbench.recipe import PruneConfig, QATConfig, QuantizeConfig, Recipe
-from workbench.results import Metrics, NoiseCheck, SpeedComparison
+from workbench.results import Metrics, NoiseCheck
 
 __all__ = [
     "ConvCensus",
@@ -30,37 +32,6 @@ SLOWER_MARGIN = 1.05
 # When the baseline gives one class for at least this share of the agreement inputs,
 # agreement cannot tell a faithful variant from a broken one.
 ONE_CLASS_SHARE = 0.95
-
-
-def _factor(v: float) -> str:
-    # Two decimals near 1, where they matter ("×1.04"), one beyond ("×2.4").
-    return f"{v:.2f}" if v < 2 else f"{v:.1f}"
-
-
-def speed_text(c: SpeedComparison, versus: str = "") -> str:
-    """A speed-up with its uncertainty: ``"×2.4 faster (×2.2–2.6 over 9 rounds)"``.
-
-    The range is the middle half (25th-75th percentile) of the rounds' ratios;
-    ``versus`` (e.g. "than the baseline") goes after "faster"/"slower".
-    """
-    versus = f" {versus}" if versus else ""
-    if c.speedup >= 1:
-        return (
-            f"×{_factor(c.speedup)} faster{versus} (×{_factor(c.low)}–{_factor(c.high)} "
-            f"over {c.rounds} rounds)"
-        )
-    slow, slow_low, slow_high = 1 / c.speedup, 1 / c.high, 1 / c.low
-    return (
-        f"×{_factor(slow)} slower{versus} (×{_factor(slow_low)}–{_factor(slow_high)} "
-        f"over {c.rounds} rounds)"
-    )
-
-
-def versus_text(c: SpeedComparison) -> str:
-    """Whom ``c`` compares with: "than the baseline" or "than its float version (...)"."""
-    if c.reference == "float":
-        return f"than its float version ({c.reference_recipe})"
-    return "than the baseline"
 
 
 def noise_warning(noise: NoiseCheck | None) -> str | None:

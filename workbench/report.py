@@ -25,6 +25,7 @@ from workbench.charts import (
     tradeoff_chart,
 )
 from workbench.errors import WorkbenchError
+from workbench.formatting import format_speedup
 from workbench.study import METRICS, Study
 
 __all__ = ["report_html", "write_report"]
@@ -47,6 +48,7 @@ tr.warn-row td { border-top: none; padding-top: 0; background: #fffdf3; }
 tr.frontier td:first-child { font-weight: bold; }
 tr.baseline { background: #f8f8f8; }
 ul.warnings { margin: 0; padding-left: 1.2em; color: #6a4a00; }
+ul.speed { margin: 0; padding-left: 1.2em; }
 .charts { display: flex; flex-wrap: wrap; gap: 1.5em; }
 dl.kv { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; }
 dl.kv dt { font-weight: bold; } dl.kv dd { margin: 0; }
@@ -113,13 +115,19 @@ def _variant_table(study: Study) -> str:
             classes.append("frontier")
         if r.recipe.is_baseline:
             classes.append("baseline")
-        # Warnings go in a full-width row under their variant: they are sentences.
-        warnings = (
-            f'<tr class="warn-row"><td class="text" colspan="{len(METRICS) + 1}">'
-            '<ul class="warnings">'
-            + "".join(f"<li>{_e(w)}</li>" for w in r.warnings)
-            + "</ul></td></tr>"
+        # The measured speed-ups and the warnings go in a full-width row under their
+        # variant: they are sentences.
+        speed = "".join(
+            f"<li>speed: {_e(format_speedup(c))}</li>" for c in r.metrics.comparisons or ()
+        )
+        notes = (f'<ul class="speed">{speed}</ul>' if speed else "") + (
+            '<ul class="warnings">' + "".join(f"<li>{_e(w)}</li>" for w in r.warnings) + "</ul>"
             if r.warnings
+            else ""
+        )
+        warnings = (
+            f'<tr class="warn-row"><td class="text" colspan="{len(METRICS) + 1}">{notes}</td></tr>'
+            if notes
             else ""
         )
         mark = " &#9733;" if r.key in frontier else ""
@@ -233,8 +241,8 @@ def write_report(study: Study, path: str | Path) -> Path:
 
     The page holds interactive tradeoff charts of accuracy (or agreement) against
     latency p50, size and compressed size with their Pareto frontiers, the table of
-    every variant with its warnings, the baseline's time per operator, the model and
-    the environment the numbers were measured in.
+    every variant with its measured speed-ups and warnings, the baseline's time per
+    operator, the model and the environment the numbers were measured in.
 
     Returns:
         The path written.

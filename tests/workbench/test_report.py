@@ -10,6 +10,7 @@ import pytest
 
 from workbench import Cache, MeasureSettings, PruneConfig, QuantizeConfig, Recipe, load_model, sweep
 from workbench.errors import WorkbenchError
+from workbench.formatting import format_speedup
 from workbench.report import write_report
 from workbench.study import Study
 
@@ -71,6 +72,12 @@ def test_report_is_self_contained_with_charts_and_every_variant(study, tmp_path)
         for warning in result.warnings:
             assert html.escape(warning) in text
     assert any(r.warnings for r in study.results)  # unstructured pruning always warns
+    # The speed-ups timed interleaved, with their spread, written as the card and CLI do.
+    speedups = [c for r in study.results for c in r.metrics.comparisons]
+    assert speedups  # every variant is timed against the baseline
+    for c in speedups:
+        assert f"<li>speed: {html.escape(format_speedup(c))}</li>" in text
+    assert f"over {speedups[0].rounds} rounds), timed interleaved in one run" in text
     env = study.baseline.metrics.environment
     assert html.escape(env["cpu_model"]) in text
     assert env["onnxruntime"] in text
