@@ -8,6 +8,7 @@ show the same figures the same way.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -528,7 +529,7 @@ def tradeoff_chart(
             .mark_point(shape="circle", size=110, filled=False, strokeWidth=1.5, strokeDash=[2, 2])
             .encode(color=alt.value("#666666"), tooltip=tooltip)
         )
-        device_layers += _budget_layers(budgets, x, y, x_domain, y_domain)
+        device_layers += _budget_layers(data, budgets, x, y, x_domain, y_domain)
     subtitle = (
         "grey rings and dashed line: Pareto frontier"
         + (f" within the {device.device} budget" if device is not None else "")
@@ -631,31 +632,44 @@ def _budgets_shown(data: pd.DataFrame, x: str, device: Any) -> tuple[list[Any], 
 
 
 def _budget_layers(
+    data: pd.DataFrame,
     budgets: list[Any],
     x: str,
     y: str,
     x_domain: tuple[float, float] | None,
     y_domain: tuple[float, float] | None,
 ) -> list[alt.Chart]:
-    """A red dashed rule at each budget, labelled at the top of the chart."""
-    if not budgets or y_domain is None:
+    """A red dashed rule at each budget, labelled at the top of the chart.
+
+    Drawn from the chart's own data (counted to one row), so the spec keeps one
+    top-level dataset that every layer shares.
+    """
+    if y_domain is None:
         return []
-    rows = pd.DataFrame(
-        {
-            "budget_value": [b.value for b in budgets],
-            "budget_label": [b.label for b in budgets],
-            "budget_top": [y_domain[1]] * len(budgets),
-        }
-    )
-    chart = alt.Chart(rows)
-    x_enc = _axis(x, alt.X, x_domain, "budget_value")
-    rule = chart.mark_rule(color=BUDGET_COLOR, strokeDash=[6, 3], strokeWidth=2).encode(
-        x=x_enc, tooltip=[alt.Tooltip("budget_label:N", title="budget")]
-    )
-    text = chart.mark_text(
-        align="right", baseline="top", dx=-4, dy=4, color=BUDGET_COLOR, fontWeight="bold"
-    ).encode(x=x_enc, y=_axis(y, alt.Y, y_domain, "budget_top"), text="budget_label:N")
-    return [rule, text]
+    layers = []
+    for b in budgets:
+        # The variants' own data (the same object), counted to one row.
+        one = (
+            alt.Chart(data)
+            .transform_aggregate(variants="count()")
+            .transform_calculate(
+                budget_value=f"{float(b.value)!r}",
+                budget_label=json.dumps(b.label),
+                budget_top=f"{float(y_domain[1])!r}",
+            )
+        )
+        x_enc = _axis(x, alt.X, x_domain, "budget_value")
+        layers.append(
+            one.mark_rule(color=BUDGET_COLOR, strokeDash=[6, 3], strokeWidth=2).encode(
+                x=x_enc, tooltip=[alt.Tooltip("budget_label:N", title="budget")]
+            )
+        )
+        layers.append(
+            one.mark_text(
+                align="right", baseline="top", dx=-4, dy=4, color=BUDGET_COLOR, fontWeight="bold"
+            ).encode(x=x_enc, y=_axis(y, alt.Y, y_domain, "budget_top"), text="budget_label:N")
+        )
+    return layers
 
 
 def sensitivity_chart(rows: Iterable[Mapping[str, Any]]) -> alt.Chart:

@@ -386,19 +386,31 @@ def test_variants_that_do_not_fit_are_greyed_hollow_and_off_the_frontier():
     assert fit_tip and fit_tip[0]["title"] == "fit on test-board"
 
 
+def budget_row(layer: dict) -> dict:
+    """The one row a budget layer draws: its calculated fields (evaluated here)."""
+    return {t["as"]: json.loads(t["calculate"]) for t in layer["transform"] if "calculate" in t}
+
+
 def test_the_budget_line_is_drawn_on_a_size_axis_and_the_axis_reaches_it():
     spec = charts.tradeoff_chart(
         study_frame(), x="peak_memory_bytes", device=device_view()
     ).to_dict()
+    assert "data" in spec  # one dataset shared by every layer
     rules = [layer for layer in spec["layer"] if layer["mark"].get("type") == "rule"]
     (rule,) = rules
-    budget = spec["datasets"][rule["data"]["name"]]
-    assert budget[0]["budget_value"] == 1_500_000.0
-    assert budget[0]["budget_label"] == "test-board memory budget 1.5 MB"
+    budget = budget_row(rule)
+    assert budget["budget_value"] == 1_500_000.0
+    assert budget["budget_label"] == "test-board memory budget 1.5 MB"
+    assert rule["encoding"]["x"]["field"] == "budget_value"
     lo, hi = spec["layer"][1]["encoding"]["x"]["scale"]["domain"]
     assert lo <= 1_500_000 < 2_000_000 <= hi  # the line and every point in view
-    texts = [layer for layer in spec["layer"] if layer.get("data") == rule["data"]]
-    assert any(layer["mark"].get("type") == "text" for layer in texts)
+    (label,) = [
+        layer
+        for layer in spec["layer"]
+        if layer["mark"].get("type") == "text"
+        and layer["encoding"].get("text", {}).get("field") == "budget_label"
+    ]
+    assert budget_row(label) == budget
     # Storage far beyond every file: not drawn (it would squeeze the points), but said.
     spec = charts.tradeoff_chart(study_frame(), x="size_bytes", device=device_view()).to_dict()
     assert not [layer for layer in spec["layer"] if layer["mark"].get("type") == "rule"]
