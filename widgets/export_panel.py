@@ -104,7 +104,9 @@ class ExportPanel(W.VBox):
             children=[
                 W.HTML(
                     "<b>Export</b>: the variant's ONNX file, the baseline to fall back to, "
-                    "a .pt2 where it applies, and manifest.json"
+                    "a .pt2 where it applies, manifest.json, and the device runner "
+                    "(workbench_runner.py, with RUN.md: measure it on the device, then "
+                    "<code>workbench import</code> the results)"
                 ),
                 W.HBox([self.folder_w, self.export_w]),
                 self._out_w,

@@ -111,15 +111,52 @@ def _speed_html(m: Any) -> str:
     return "".join(lines)
 
 
+def _device_html(device: Any) -> str:
+    """The fit line (fits / does not fit, headroom, the deciding figure) and, on a device
+    other than this machine, its latency there: measured there or a labelled estimate."""
+    colour = GOOD if device.fits else BAD
+    parts = [
+        f'<div class="edge-workbench-device" style="margin-top: 6px;" '
+        f'title="{html.escape(device.detail, quote=True)}">'
+        f'<b style="color:{colour};">{html.escape(device.line)}</b>'
+        f'<div style="color:{NEUTRAL}; font-size: 11px;">{html.escape(device.detail)}</div>'
+    ]
+    if not device.is_host:
+        parts.append(
+            f'<div class="edge-workbench-device-latency" style="margin-top: 4px;">'
+            f"latency on {html.escape(device.device)}: "
+            f"<b>{html.escape(device.latency_line)}</b>"
+            f'<div style="color:{NEUTRAL}; font-size: 11px;">'
+            f"{html.escape(device.latency_method)}</div></div>"
+        )
+    parts.append("</div>")
+    return "".join(parts)
+
+
 def card_html(
-    result: Any, baseline: Any | None, *, busy: str = "", error: str = "", progress: Any = None
+    result: Any,
+    baseline: Any | None,
+    *,
+    busy: str = "",
+    error: str = "",
+    progress: Any = None,
+    device: Any = None,
 ) -> str:
     """The card's HTML for ``result`` against ``baseline`` (both ``workbench.Result``).
 
     With ``progress`` (a ``workbench.results.Progress`` of a variant being measured)
-    the card shows its figures known so far and marks the others pending.
+    the card shows its figures known so far and marks the others pending. With
+    ``device`` (a ``workbench.devices.view.DeviceStatus`` of ``result``) it says whether
+    the variant fits that device, with the headroom and the deciding figure; on a
+    device other than this machine the latency rows are labelled as this machine's and
+    the device's own latency (measured there, else a roofline estimate) is added.
     """
     pending = progress is not None
+    if device is not None and (
+        pending or result is None or device.variant_key != getattr(result, "key", None)
+    ):
+        device = None  # about another variant (or this one is not measured yet)
+    on_device = device is not None and not device.is_host
     if pending:
         result = _partial_result(progress)
     style = "font-family: system-ui, sans-serif; font-size: 13px; transition: opacity 0.2s;"
@@ -149,6 +186,9 @@ def card_html(
     speed = next((c for c in m.comparisons or () if c.reference == "baseline"), None)
     for fig in FIGURES:  # the one table of figures (workbench.study.METRICS)
         label, kind, better = fig.label, fig.kind, fig.better
+        shown_label = (
+            f"{label} (this machine)" if on_device and label.startswith("latency") else label
+        )
         value = _get(fig, result)
         base_value = _get(fig, baseline)
         if value is None and base_value is None:
@@ -173,13 +213,15 @@ def card_html(
             else f"<b>{fig.text(value)}</b>"
         )
         parts.append(
-            f'<tr><td style="padding: 1px 10px 1px 0; color:{NEUTRAL};">{label}</td>'
+            f'<tr><td style="padding: 1px 10px 1px 0; color:{NEUTRAL};">{shown_label}</td>'
             f'<td style="padding: 1px 10px 1px 0; text-align: right;">{shown}</td>'
             f'<td style="padding: 1px 10px 1px 0; color:{colour}; text-align: right;">{delta}</td>'
             f'<td style="color:{NEUTRAL};">{base_text}</td></tr>'
         )
     parts.append("</table>")
     parts.append(_speed_html(m))
+    if device is not None:
+        parts.append(_device_html(device))
     lat = m.latency
     if pending:
         parts.append(
@@ -222,6 +264,9 @@ class MetricsCard(W.HTML):
             figures so far are shown (the rest pending) instead of ``result``'s.
         remeasure_requests: counts clicks on ``remeasure_button`` ("Re-measure": time
             the shown variant again); the app observes it.
+        device_status: a ``workbench.devices.view.DeviceStatus`` of ``result`` on the
+            chosen target device (fits / headroom / deciding figure, its latency
+            there), or None.
     """
 
     result = T.Any(None)
@@ -230,6 +275,7 @@ class MetricsCard(W.HTML):
     error = T.Unicode("")
     progress = T.Any(None)
     remeasure_requests = T.Int(0)
+    device_status = T.Any(None)
 
     def __init__(self, **kwargs) -> None:
         # Made first: traits given as arguments render the card, which sets its state.
@@ -247,12 +293,17 @@ class MetricsCard(W.HTML):
     def _on_remeasure(self, _button: Any) -> None:
         self.remeasure_requests += 1
 
-    @T.observe("result", "baseline", "busy", "error", "progress")
+    @T.observe("result", "baseline", "busy", "error", "progress", "device_status")
     def _on_change(self, change: dict) -> None:
         self._render()
 
     def _render(self) -> None:
         self.value = card_html(
-            self.result, self.baseline, busy=self.busy, error=self.error, progress=self.progress
+            self.result,
+            self.baseline,
+            busy=self.busy,
+            error=self.error,
+            progress=self.progress,
+            device=self.device_status,
         )
         self.remeasure_button.disabled = self.result is None or bool(self.busy)

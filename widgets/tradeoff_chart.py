@@ -8,13 +8,17 @@ on a point into the ``picked_key`` trait.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import altair as alt
 import ipywidgets as W
 import pandas as pd
 import traitlets as T
 
+from workbench.cache import Cache
 from workbench.charts import EMBED_OPTIONS, PICK_PARAM, default_y, tradeoff_chart
+from workbench.devices.view import device_overlay
+from workbench.errors import WorkbenchError
 from workbench.study import FIGURES
 
 __all__ = ["X_AXES", "Y_AXES", "TradeoffChart", "enable_offline_charts"]
@@ -50,15 +54,26 @@ class TradeoffChart(W.VBox):
         y: "accuracy" or "agreement"; accuracy falls back to agreement for a model
             without labels.
         picked_key: (read-only) the key of the point clicked, "" when none is selected.
+        device: a target device's name ("" for none): its budget lines, the variants
+            that do not fit greyed, the frontier within its budget, and on a device
+            other than this machine its latency (measured there or estimated).
+        device_error: (read-only) why the device could not be drawn, "" otherwise.
+
+    Args:
+        cache: where device-runner measurements were imported (``workbench import``),
+            so the device's own figures are drawn instead of estimates.
     """
 
     study = T.Any(None)
     current_key = T.Unicode("")
+    device = T.Unicode("")
     x = T.Unicode("latency_p50_ms")
     y = T.Unicode("accuracy")
     picked_key = T.Unicode("", read_only=True)
+    device_error = T.Unicode("", read_only=True)
 
-    def __init__(self, study=None, **kwargs) -> None:
+    def __init__(self, study=None, *, cache: Cache | None = None, **kwargs) -> None:
+        self.cache = cache
         enable_offline_charts()
         self.x_w = W.Dropdown(options=X_AXES, value=self.x, description="x axis")
         self.y_w = W.Dropdown(options=Y_AXES, value=self.y, description="y axis")
@@ -78,9 +93,24 @@ class TradeoffChart(W.VBox):
     def _build(self) -> alt.LayerChart:
         df = self._dataframe()
         y = self.y if (self.y != "accuracy" or df.empty) else default_y(df)
-        return tradeoff_chart(df, x=self.x, y=y, current_key=self.current_key or None)
+        return tradeoff_chart(
+            df, x=self.x, y=y, current_key=self.current_key or None, device=self._overlay()
+        )
 
-    @T.observe("study", "current_key", "x", "y")
+    def _overlay(self) -> Any:
+        """The chosen device's view of the study (the engine computes it), or None."""
+        if not self.device or self.study is None:
+            self.set_trait("device_error", "")
+            return None
+        try:
+            overlay = device_overlay(self.study.results, self.device, self.cache)
+        except (WorkbenchError, OSError) as exc:  # e.g. an artifact deleted meanwhile
+            self.set_trait("device_error", str(exc))
+            return None
+        self.set_trait("device_error", "")
+        return overlay
+
+    @T.observe("study", "current_key", "x", "y", "device")
     def _on_change(self, change: dict) -> None:
         self.refresh()
 

@@ -34,6 +34,8 @@ from widgets.sweep_panel import SweepPanel
 from widgets.tradeoff_chart import TradeoffChart
 from widgets.variants_panel import VariantsPanel
 from workbench.cache import Cache
+from workbench.devices.registry import HOST, get_device, list_devices
+from workbench.devices.view import variant_status
 from workbench.errors import WorkbenchError
 from workbench.models import list_models
 from workbench.pipeline import MeasureSettings, evaluate, torch_steps_unavailable, variant_key
@@ -63,6 +65,8 @@ class Workbench(W.VBox):
         cache: where variants are kept (default: ``Cache()``, the user's cache folder).
         threads: ONNX Runtime threads for latency and memory measurements.
         settings: full measurement settings (overrides ``threads``).
+        device: the target device chosen at first (default ``host``, this machine);
+            any name of ``workbench.devices.list_devices()``.
 
     Traits (read-only):
         model: the loaded Model.
@@ -76,6 +80,13 @@ class Workbench(W.VBox):
         last_update_seconds: how long the last shown update took from the request.
         first_figures_seconds: for the last new variant, how long from the request
             until its first figures (accuracy, sizes) were on the card.
+
+    Traits (settable):
+        device: the target device chosen in the device dropdown. The chart draws its
+            budget lines, greys the variants that do not fit and takes the frontier
+            within its budget; the card says whether the current variant fits, with
+            its headroom and the deciding figure, and on a device other than this
+            machine its latency there (measured there, or a labelled estimate).
     """
 
     model = T.Any(None, read_only=True)
@@ -89,6 +100,7 @@ class Workbench(W.VBox):
     error = T.Unicode("", read_only=True)
     last_update_seconds = T.Float(0.0, read_only=True)
     first_figures_seconds = T.Float(0.0, read_only=True)
+    device = T.Unicode(HOST)
 
     def __init__(
         self,
@@ -97,9 +109,14 @@ class Workbench(W.VBox):
         threads: int = 1,
         *,
         settings: MeasureSettings | None = None,
+        device: str = HOST,
         **kwargs,
     ) -> None:
         self.cache = cache if cache is not None else Cache()
+        # Checked (an unknown name lists the known ones) and, for host, detected and
+        # micro-benchmarked now, once per process: before any variant is timed, so the
+        # benchmark never runs beside a latency measurement.
+        get_device(device)
         self.settings = settings if settings is not None else MeasureSettings(threads=threads)
         # _lock guards the job bookkeeping; _display_lock makes "is this still the
         # latest? then show it" one step, so a stale result can never overwrite a newer one.
@@ -118,7 +135,14 @@ class Workbench(W.VBox):
         self.pruning = PruningPanel(teachers=self._teachers)
         self.quantization = QuantizationPanel()
         self.card = MetricsCard()
-        self.chart = TradeoffChart()
+        self.chart = TradeoffChart(cache=self.cache)
+        self.chart.device = device
+        self.device_w = W.Dropdown(
+            options=list_devices(),
+            value=device,
+            description="device",
+            tooltip="the target device: its memory budget and storage on the chart and card",
+        )
         self._study_lock = threading.Lock()  # the worker and the sweep both add points
         self.sweep = SweepPanel(
             cache=self.cache, settings=self.settings, study_lock=self._study_lock
@@ -142,7 +166,7 @@ class Workbench(W.VBox):
             layout=W.Layout(flex="0 1 470px", min_width="360px", padding="0 16px 0 0"),
         )
         right = W.VBox(
-            [self.chart, self.card, self.card.remeasure_button],
+            [self.device_w, self.chart, self.card, self.card.remeasure_button],
             layout=W.Layout(flex="1 1 640px", min_width="420px"),
         )
         super().__init__(
@@ -165,6 +189,9 @@ class Workbench(W.VBox):
         self.sweep.observe(self._on_sweep_result, names="last_result")
         self.card.observe(lambda _c: self.remeasure(), names="remeasure_requests")
         self.observe(self._on_state, names=["busy", "status", "error"])
+        self.set_trait("device", device)
+        T.link((self, "device"), (self.device_w, "value"))
+        self.observe(self._on_device, names="device")
         tabs.observe(lambda _c: self._sync_graph(), names="selected_index")
         if model is not None:
             if isinstance(model, str) and model in (self.picker.sample_w.options or ()):
@@ -236,6 +263,27 @@ class Workbench(W.VBox):
                 f"{model.name}: settings reset to the baseline ({previous.name} was set for "
                 "the previous model); " + self.status,
             )
+
+    @T.validate("device")
+    def _valid_device(self, proposal: dict) -> str:
+        try:  # an unknown name: one clear error listing the known ones, nothing changed
+            return get_device(proposal["value"]).name
+        except WorkbenchError as exc:
+            raise T.TraitError(str(exc)) from None
+
+    def _on_device(self, change: dict) -> None:
+        """Another target device: the chart and the card show the variants on it."""
+        self.chart.device = change["new"]
+        self.card.device_status = self._device_status(self.current)
+
+    def _device_status(self, result: Any) -> Any:
+        """``result`` on the chosen device (the engine decides), or None."""
+        if result is None or not self.device:
+            return None
+        try:
+            return variant_status(result, self.device, self.cache)
+        except (WorkbenchError, OSError):  # e.g. the artifact was deleted meanwhile
+            return None
 
     def _on_config(self, change: dict) -> None:
         if not self._loading_recipe:
@@ -383,7 +431,9 @@ class Workbench(W.VBox):
                     self.study.add(baseline)
                 self.study.add(result)
             self.card.progress = None
-            self.card.result, self.card.baseline = result, baseline
+            with self.card.hold_trait_notifications():
+                self.card.result, self.card.baseline = result, baseline
+                self.card.device_status = self._device_status(result)
             self.card.error, self.card.busy = "", ""
             if self.chart.current_key != result.key:
                 self.chart.current_key = result.key  # redraws

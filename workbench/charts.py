@@ -8,6 +8,7 @@ show the same figures the same way.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -180,14 +181,22 @@ def axis_domain(values: Iterable[float], column: str) -> tuple[float, float] | N
 
 
 def _axis(
-    column: str, channel: type, domain: tuple[float, float] | None, field: str | None = None
+    column: str,
+    channel: type,
+    domain: tuple[float, float] | None,
+    field: str | None = None,
+    title: str | None = None,
 ) -> Any:
-    """``channel`` on ``field`` (default ``column``) with ``column``'s title, format and range."""
+    """``channel`` on ``field`` (default ``column``) with ``column``'s title (or ``title``),
+    format and range."""
     fmt = METRICS_BY_COLUMN[column].axis_format if column in METRICS_BY_COLUMN else None
     # About 6 ticks: the default crowds an axis 520 px wide with "0.0155"-long labels.
     axis = alt.Axis(format=fmt, labelOverlap=True, tickCount=6)
     return channel(
-        f"{field or column}:Q", title=AXIS_TITLES[column], axis=axis, scale=_scale(domain)
+        f"{field or column}:Q",
+        title=title or AXIS_TITLES[column],
+        axis=axis,
+        scale=_scale(domain),
     )
 
 
@@ -362,6 +371,7 @@ def tradeoff_chart(
     *,
     width: int = 520,
     height: int = 340,
+    device: Any = None,
 ) -> alt.LayerChart:
     """Every variant as a point of ``y`` against ``x``, with the Pareto frontier.
 
@@ -382,6 +392,14 @@ def tradeoff_chart(
         x: the cost axis (a column of ``OBJECTIVE_COLUMNS``, smaller is better).
         y: the quality axis (``accuracy`` or ``agreement``, larger is better).
         current_key: the cache key of the variant to highlight, if any.
+        device: a target device's view of the variants
+            (``workbench.devices.view.device_overlay``): its budget line is drawn on
+            an axis that is a size (memory budget on peak memory, flash or storage on
+            the file size), variants that do not fit are drawn greyed and hollow with
+            the deciding figure in the tooltip, the frontier is taken over the
+            variants that fit, and on a device other than this machine a latency axis
+            shows the device's figure (measured there, else the labelled roofline
+            lower bound), never this machine's.
 
     Raises:
         WorkbenchError: ``x`` or ``y`` is not a measured figure.
@@ -389,14 +407,33 @@ def tradeoff_chart(
     _check_axis(df, x, "x")
     _check_axis(df, y, "y")
     data = _chart_data(df, x, y, current_key)
+    titles: dict[str, str] = {}
+    if device is not None:
+        data, titles = _apply_device(data, x, y, device)
+    on_device = device is not None and not device.is_host
     tooltip = [alt.Tooltip("recipe:N", title="recipe")] + [
-        alt.Tooltip(f"{fig.column}_text:N", title=fig.label) for fig in FIGURES
+        alt.Tooltip(
+            f"{fig.column}_text:N",
+            title=f"{fig.label} (this machine)"
+            if on_device and fig.column.startswith("latency")
+            else fig.label,
+        )
+        for fig in FIGURES
     ]
+    if device is not None:
+        tooltip.append(alt.Tooltip("fit_text:N", title=f"fit on {device.device}"))
+        if on_device:
+            tooltip.append(
+                alt.Tooltip("device_latency_text:N", title=f"latency on {device.device}")
+            )
     tooltip.append(alt.Tooltip("speedup_text:N", title="speed-up vs baseline (interleaved)"))
     tooltip.append(alt.Tooltip("warnings_text:N", title="warnings"))
     tooltip.append(alt.Tooltip("frontier_text:N", title="on the frontier"))
-    x_domain, y_domain = axis_domain(data[x], x), axis_domain(data[y], y)
-    x_enc, y_enc = _axis(x, alt.X, x_domain), _axis(y, alt.Y, y_domain)
+    budgets, far_budgets = _budgets_shown(data, x, device)
+    x_domain = axis_domain([*data[x], *(b.value for b in budgets)], x)
+    y_domain = axis_domain(data[y], y)
+    x_enc = _axis(x, alt.X, x_domain, title=titles.get(x))
+    y_enc = _axis(y, alt.Y, y_domain, title=titles.get(y))
     if x_domain is not None and y_domain is not None:
         for label in _place_labels(
             data,
@@ -429,20 +466,22 @@ def tradeoff_chart(
         )
         .encode(order=alt.Order(f"{x}:Q"))
     )
+    family_color = alt.Color(
+        "family:N",
+        title="variant",
+        # Only the families present, each in its fixed colour.
+        scale=alt.Scale(
+            domain=[f for f in FAMILIES if f in present],
+            range=[c for f, c in zip(FAMILIES, _FAMILY_COLORS, strict=True) if f in present],
+        ),
+    )
     points = (
         base.mark_point(filled=True, size=80, opacity=0.85)
         .encode(
-            color=alt.Color(
-                "family:N",
-                title="variant",
-                # Only the families present, each in its fixed colour.
-                scale=alt.Scale(
-                    domain=[f for f in FAMILIES if f in present],
-                    range=[
-                        c for f, c in zip(FAMILIES, _FAMILY_COLORS, strict=True) if f in present
-                    ],
-                ),
-            ),
+            # A variant that does not fit the device is greyed (and ringed below).
+            color=family_color
+            if device is None
+            else alt.condition("datum.fits", family_color, alt.value(UNFIT_COLOR)),
             stroke=alt.condition(pick, alt.value("black"), alt.value(None)),
             strokeWidth=alt.condition(pick, alt.value(2), alt.value(0)),
             tooltip=tooltip,
@@ -475,8 +514,38 @@ def tradeoff_chart(
 
     baseline_label = label_layer("baseline", "#222222")
     current_label = label_layer("current", CURRENT_COLOR)
-    # Last, so the other layers keep their places.
-    error_bars = _latency_error_bars(base, data, x, y, (x_domain, y_domain))
+    # Last, so the other layers keep their places. The spread is this machine's timing:
+    # no error bars on an axis that shows a device's latency.
+    error_bars = (
+        _latency_error_bars(base, data, x, y, (x_domain, y_domain))
+        if not (set(titles) & {x, y})
+        else None
+    )
+    device_layers = []
+    if device is not None:
+        # A dashed grey ring over each variant that does not fit: hollow, greyed.
+        device_layers.append(
+            base.transform_filter("!datum.fits")
+            .mark_point(shape="circle", size=110, filled=False, strokeWidth=1.5, strokeDash=[2, 2])
+            .encode(color=alt.value("#666666"), tooltip=tooltip)
+        )
+        device_layers += _budget_layers(data, budgets, x, y, x_domain, y_domain)
+    subtitle = (
+        "grey rings and dashed line: Pareto frontier"
+        + (f" within the {device.device} budget" if device is not None else "")
+        + " · diamond: baseline"
+        + (" · orange ring: current" if current_key else "")
+        + (
+            f" · grey hollow: does not fit {device.device}"
+            if device is not None and not data["fits"].all()
+            else ""
+        )
+        + " · scroll: zoom, drag: pan"
+    )
+    subtitles = [subtitle] + [
+        f"{b.label}: far right of every variant, not drawn" for b in far_budgets
+    ]
+    x_title = titles.get(x, AXIS_TITLES[x]).split(" (")[0]
     return alt.layer(
         frontier,
         points,
@@ -485,16 +554,122 @@ def tradeoff_chart(
         current_mark,
         current_label,
         *([error_bars] if error_bars is not None else []),
+        *device_layers,
     ).properties(
         width=width,
         height=height,
         title=alt.Title(
-            f"{AXIS_TITLES[y].split(' (')[0]} vs {AXIS_TITLES[x].split(' (')[0]}",
-            subtitle="grey rings and dashed line: Pareto frontier · diamond: baseline"
-            + (" · orange ring: current" if current_key else "")
-            + " · scroll: zoom, drag: pan",
+            f"{AXIS_TITLES[y].split(' (')[0]} vs {x_title}",
+            subtitle=subtitles if len(subtitles) > 1 else subtitle,
         ),
     )
+
+
+# A variant that does not fit the chosen device: greyed, with a dashed ring.
+UNFIT_COLOR = "#c8c8c8"
+BUDGET_COLOR = "#b00020"
+# A budget line is drawn when it is within this factor of the largest value on its
+# axis; one far beyond would squeeze every point against the left edge.
+_BUDGET_REACH = 4.0
+
+
+def _apply_device(
+    data: pd.DataFrame, x: str, y: str, device: Any
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Add the device's fit to the chart's rows; on a device other than this machine,
+    put its latency (measured there, else the roofline bound) on a latency axis.
+    Returns the rows and the axis titles that change."""
+    from workbench.devices.view import LATENCY_COLUMNS
+
+    table = device.table
+    known = [k in table.index for k in data["key"]]
+    data = data[known].copy() if not all(known) else data.copy()
+    keys = list(data["key"])
+    data["fits"] = [bool(table.loc[k, "fits"]) for k in keys]
+    data["fit_text"] = [str(table.loc[k, "fit_text"]) for k in keys]
+    data["device_latency_text"] = [str(table.loc[k, "latency_text"]) for k in keys]
+    titles = {}
+    if not device.is_host:
+        for column in {x, y} & set(LATENCY_COLUMNS):
+            data[column] = [table.loc[k, column] for k in keys]
+            data = data[data[column].notna()].copy()
+            kinds = set(table.loc[list(data["key"]), "latency_kind"])
+            how = (
+                "roofline lower bound, an estimate"
+                if kinds == {"estimate"}
+                else "measured there"
+                if kinds == {"measured"}
+                else "measured there, else the roofline lower bound (estimate)"
+            )
+            label = METRICS_BY_COLUMN[column].label
+            titles[column] = f"{label} on {device.device} (ms, {how})"
+    # The frontier of the variants that fit: one that does not is no choice at all.
+    fits = data["fits"].to_numpy(dtype=bool)
+    on_frontier = [False] * len(data)
+    if fits.any():
+        mask = pareto_mask(data[fits], {y: "max", x: "min"})
+        for i, keep in zip(fits.nonzero()[0], mask, strict=True):
+            on_frontier[i] = bool(keep)
+    data["on_frontier"] = on_frontier
+    data["frontier_text"] = [
+        "yes" if f else ("no" if ok else f"no: does not fit {device.device}")
+        for f, ok in zip(on_frontier, fits, strict=True)
+    ]
+    return data.reset_index(drop=True), titles
+
+
+def _budgets_shown(data: pd.DataFrame, x: str, device: Any) -> tuple[list[Any], list[Any]]:
+    """The device's budget lines for the x axis: (drawn, too far right to draw)."""
+    if device is None:
+        return [], []
+    line = device.budget_for(x)
+    if line is None:
+        return [], []
+    top = max((float(v) for v in data[x] if not _missing(v)), default=0.0)
+    if top > 0 and line.value > top * _BUDGET_REACH:
+        return [], [line]
+    return [line], []
+
+
+def _budget_layers(
+    data: pd.DataFrame,
+    budgets: list[Any],
+    x: str,
+    y: str,
+    x_domain: tuple[float, float] | None,
+    y_domain: tuple[float, float] | None,
+) -> list[alt.Chart]:
+    """A red dashed rule at each budget, labelled at the top of the chart.
+
+    Drawn from the chart's own data (counted to one row), so the spec keeps one
+    top-level dataset that every layer shares.
+    """
+    if y_domain is None:
+        return []
+    layers = []
+    for b in budgets:
+        # The variants' own data (the same object), counted to one row.
+        one = (
+            alt.Chart(data)
+            .transform_aggregate(variants="count()")
+            .transform_calculate(
+                budget_value=f"{float(b.value)!r}",
+                budget_label=json.dumps(b.label),
+                budget_top=f"{float(y_domain[1])!r}",
+            )
+        )
+        x_enc = _axis(x, alt.X, x_domain, "budget_value")
+        layers.append(
+            one.mark_rule(color=BUDGET_COLOR, strokeDash=[6, 3], strokeWidth=2).encode(
+                x=x_enc, tooltip=[alt.Tooltip("budget_label:N", title="budget")]
+            )
+        )
+        layers.append(
+            one.mark_text(
+                align="right", baseline="top", dx=-4, dy=4, color=BUDGET_COLOR, fontWeight="bold"
+            ).encode(x=x_enc, y=_axis(y, alt.Y, y_domain, "budget_top"), text="budget_label:N")
+        )
+    return layers
 
 
 def sensitivity_chart(rows: Iterable[Mapping[str, Any]]) -> alt.Chart:

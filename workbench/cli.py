@@ -333,9 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--device",
-        metavar="NAME",
-        help="with --ray: measure on the nodes started with the resource device:NAME",
+        action="append",
+        metavar="NAME[,NAME...]",
+        help="target devices, comma-separated (host,raspberry-pi-4,cortex-m4,...): a variants x "
+        "devices matrix of fit (pass/fail with the deciding figure) and the frontier within each "
+        "budget, printed and written to the study JSON and CSV; with --ray, one device: also "
+        "measure on the nodes started with the resource device:NAME",
     )
+    p.add_argument("--devices-file", type=Path, help="TOML file of your own [[device]] profiles")
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a study")
     p.add_argument("study", type=Path)
@@ -636,13 +641,54 @@ def _check_output_file(flag: str, path: Path) -> None:
 
 
 def _executor(args: argparse.Namespace) -> dict:
-    """sweep()'s executor arguments from --ray [ADDRESS] and --device."""
+    """sweep()'s executor arguments from --ray [ADDRESS] and --device (with --ray, the
+    one device whose nodes measure)."""
+    from workbench.devices.gate import parse_device_names
+
     if args.ray is None:
-        if args.device is not None:
-            raise WorkbenchError("--device measures on a Ray cluster's node", "add --ray ADDRESS")
         return {}
+    names = parse_device_names(args.device)
+    if len(names) > 1:
+        raise WorkbenchError(
+            f"with --ray, --device names the one device whose nodes measure, not {len(names)}",
+            "give one device with --ray, or sweep here (no --ray) for a matrix of several",
+        )
     address = None if args.ray == LOCAL_CLUSTER else args.ray
-    return {"executor": "ray", "ray_address": address, "device": args.device}
+    return {"executor": "ray", "ray_address": address, "device": names[0] if names else None}
+
+
+def _matrix_devices(args: argparse.Namespace) -> list[str]:
+    """The devices of sweep's device matrix, checked before anything is measured: every
+    name must be a known device (an unknown one lists them), except with --ray, where
+    the name may label cluster nodes only (then there is no matrix for it)."""
+    from workbench.devices.gate import parse_device_names
+    from workbench.devices.registry import get_device, list_devices, load_profiles
+
+    if args.devices_file:
+        load_profiles(args.devices_file)
+    names = parse_device_names(args.device)
+    if args.ray is not None:
+        return [n for n in names if n in list_devices()]
+    return [get_device(n).name for n in names]
+
+
+def _print_device_matrix(report: Any, record: dict) -> None:
+    """The sweep's variants x devices table, the deciding figures, the frontiers within."""
+    print(
+        f"\ndevice matrix ({len(report.variants)} variants x {len(report.devices)} devices; "
+        "pass: peak memory within the budget and the file within the storage)"
+    )
+    print(report.grid())
+    width = max(len(v) for v in report.variants)
+    for device in report.devices:
+        print(f"\n{device}")
+        for variant in report.variants:
+            print(f"  {variant:<{width}}  {report.cell(variant, device)}")
+        front = record["frontiers"][device]["recipes"]
+        print(
+            f"  frontier within the {device} budget: "
+            + (", ".join(front) if front else "none (no variant fits)")
+        )
 
 
 def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
@@ -679,19 +725,27 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
         if path is not None:
             _check_output_file(flag, Path(path))
     settings = _settings(args)
+    executor = _executor(args)
+    devices = _matrix_devices(args)
     model = _load(args)
+    cache = _cache(args, scratch)
     study = sweep(
         model,
         grid(prune, quant, _finetune_config(args)),
         settings=settings,
-        cache=_cache(args, scratch),
+        cache=cache,
         progress=not args.json,
         remeasure=args.remeasure,
-        **_executor(args),
+        **executor,
     )
-    study.save(args.out, objectives)
+    report, record = None, None
+    if devices and study.results:
+        from workbench.devices.gate import study_device_record
+
+        report, record = study_device_record(study, devices, objectives, cache=cache)
+    study.save(args.out, objectives, devices=record)
     if args.csv:
-        study.to_csv(args.csv, objectives)
+        study.to_csv(args.csv, objectives, devices=record)
     front = study.frontier(objectives)
     if args.json:
         print(
@@ -702,6 +756,7 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
                     "machines": study.machines(),
                     "frontier": [result_json(r) for r in front],
                     "failures": study.failures,
+                    **({"devices": record} if record is not None else {}),
                 },
                 indent=1,
             )
@@ -736,6 +791,8 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
             + (f"; {len(study.failures)} failed (kept in the study)" if study.failures else "")
             + f"; study written to {args.out}"
         )
+        if report is not None:
+            _print_device_matrix(report, record)
     return 0
 
 

@@ -55,9 +55,10 @@ def _add_check_parser(sub: Any) -> argparse.ArgumentParser:
         "--device",
         action="append",
         default=[],
-        metavar="NAME",
-        help="target device (repeatable): host, raspberry-pi-4, cortex-m4, ... or one from "
-        "--devices-file / the config",
+        metavar="NAME[,NAME...]",
+        help="target device(s), comma-separated and/or repeated: host, raspberry-pi-4, "
+        "cortex-m4, ... or one from --devices-file / the config; the result is a variants x "
+        "devices matrix",
     )
     p.add_argument("--devices-file", type=Path, help="TOML file of your own [[device]] profiles")
     p.add_argument("--max-latency-p99", type=float, metavar="MS", help="p99 latency at most MS ms")
@@ -100,6 +101,7 @@ def _cmd_check(args: argparse.Namespace, scratch: list[Path]) -> int:
     from workbench.devices.gate import (
         GateThresholds,
         load_gate_config,
+        parse_device_names,
         register_config_profiles,
         run_gate,
     )
@@ -129,7 +131,7 @@ def _cmd_check(args: argparse.Namespace, scratch: list[Path]) -> int:
         **{k: (v if v is not None else getattr(base, k)) for k, v in flags.items()},
         accept_estimates=args.accept_estimates or base.accept_estimates,
     )
-    devices = args.device or list(config.devices if config else [])
+    devices = parse_device_names(args.device) or list(config.devices if config else [])
     if not devices:
         raise WorkbenchError(
             "no target device", "give --device NAME (repeatable), or devices = [...] in --config"

@@ -38,6 +38,13 @@ __all__ = ["MANIFEST_FORMAT", "check_export_folder", "export_variant", "onnx_sig
 
 MANIFEST_FORMAT = "edge-workbench-manifest/1"
 
+# The device runner bundled with an export: a copy of workbench/devices/runner.py (one
+# self-contained file: numpy + ONNX Runtime), and how to run it and import its results.
+RUNNER_FILE = "workbench_runner.py"
+RUN_INSTRUCTIONS_FILE = "RUN.md"
+# Runtimes the runner measures in (it makes an ONNX Runtime session, as the workbench does).
+RUNNER_RUNTIMES = ("onnxruntime",)
+
 
 def _signature(runtime: Any, artifact: Path) -> dict[str, list[dict]]:
     """The artifact's inputs and outputs (name, shape, dtype), from its runtime."""
@@ -154,6 +161,8 @@ def export_variant(
             files.append(_save_torch_program(model, result.recipe, artifact, scratch, runtime.name))
         # A distilled variant is the student: its own input and preprocessing.
         subject = subject_model(model, result.recipe)
+        signature = _signature(runtime, artifact)
+        device_runner = _bundle_runner(scratch, runtime.name, artifact.name, signature)
         manifest = {
             "format": MANIFEST_FORMAT,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -173,7 +182,7 @@ def export_variant(
             "other_artifacts": files[1:],
             "runtime": runtime.name,
             "artifact_format": fmt,
-            "signature": _signature(runtime, artifact),
+            "signature": signature,
             "preprocessing": subject.preprocessing.to_dict() if subject.preprocessing else None,
             "class_names": list(model.class_names) if model.class_names else None,
             "task": model.task.to_dict() if model.task else None,
@@ -181,6 +190,7 @@ def export_variant(
             "warnings": list(result.warnings),
             "step_reports": list(result.steps),
             "baseline": baseline_entry,
+            "device_runner": device_runner,
             "cache_key": result.key,
         }
         (scratch / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -189,6 +199,68 @@ def export_variant(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return out_dir / "manifest.json"
+
+
+def _runner_input_shape(signature: dict[str, list[dict]]) -> str | None:
+    """The artifact's first input shape as the runner's --input-shape (batch 1), or None
+    when the file fixes every dimension (the runner reads it itself)."""
+    inputs = signature.get("inputs") or []
+    shape = inputs[0].get("shape") if inputs else None
+    if not shape or all(isinstance(d, int) and d > 0 for d in shape):
+        return None
+    dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    if any(d is None for d in dims[1:]):
+        return None  # a free size other than the batch: the user must say it
+    return ",".join(str(d) for d in [1, *dims[1:]])
+
+
+def _run_instructions(artifact_file: str, input_shape: str | None) -> str:
+    shape = f" --input-shape {input_shape}" if input_shape else ""
+    return f"""# Measuring this variant on the device
+
+`{RUNNER_FILE}` is the workbench's device runner: one file that needs only Python 3.9+,
+numpy and onnxruntime on the device (no torch, no workbench). It measures latency
+percentiles and peak memory the way the workbench does and writes a results JSON with
+the device's environment and the sha256 of the model file.
+
+1. Copy this folder (at least `{artifact_file}` and `{RUNNER_FILE}`) to the device and
+   install the two packages there: `pip install numpy onnxruntime`.
+2. Run it on the device, with the threads your application will use:
+
+       python3 {RUNNER_FILE} {artifact_file} -o results.json --device-name my-device --threads 1{shape}
+
+3. Bring `results.json` back and record it on the workbench machine, under the device
+   profile it was measured on (`workbench devices` lists them; `--devices-file` adds
+   your own):
+
+       workbench import results.json --device raspberry-pi-4 --artifact {artifact_file}
+
+   The import checks that the results belong to this model file (sha256). From then on
+   the app, `workbench check` and device fit use the device's own latency and peak
+   memory, labelled "measured on <device>", instead of the roofline estimate.
+"""
+
+
+def _bundle_runner(
+    folder: Path, runtime: str, artifact_file: str, signature: dict[str, list[dict]]
+) -> dict | None:
+    """Copy the device runner and RUN.md into ``folder``; their manifest entry, or None
+    when the runner cannot measure the runtime's artifact."""
+    if runtime not in RUNNER_RUNTIMES:
+        return None
+    from workbench.devices import runner
+
+    shutil.copyfile(runner.__file__, folder / RUNNER_FILE)
+    (folder / RUN_INSTRUCTIONS_FILE).write_text(
+        _run_instructions(artifact_file, _runner_input_shape(signature)), encoding="utf-8"
+    )
+    return {
+        "runner": _file_entry(folder / RUNNER_FILE, "python"),
+        "instructions": _file_entry(folder / RUN_INSTRUCTIONS_FILE, "markdown"),
+        "runs": artifact_file,
+        "requires": ["python>=3.9", "numpy", "onnxruntime"],
+        "import_with": f"workbench import results.json --device NAME --artifact {artifact_file}",
+    }
 
 
 def _is_previous_export(folder: Path) -> bool:

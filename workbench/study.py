@@ -317,10 +317,18 @@ class Study:
         used = self.objectives_used(objectives)
         return {"objectives": used, "keys": [r.key for r in self.frontier(objectives)]}
 
-    def to_dict(self, objectives: dict[str, str] | None = None) -> dict:
+    def to_dict(
+        self, objectives: dict[str, str] | None = None, *, devices: dict[str, Any] | None = None
+    ) -> dict:
         """The study as JSON-ready data, with its frontier over ``objectives`` (default
-        DEFAULT_OBJECTIVES) recorded beside the results (it is derived, not read back)."""
-        return {
+        DEFAULT_OBJECTIVES) recorded beside the results (it is derived, not read back).
+
+        Args:
+            devices: a device matrix record (``workbench.devices.gate.study_device_record``:
+                variants x devices pass/fail with the deciding figure, and the frontier
+                within each device's budget), recorded under ``"devices"`` (derived too).
+        """
+        d = {
             "format": STUDY_FORMAT,
             "model": self.model,
             "model_info": self.model_info,
@@ -328,6 +336,9 @@ class Study:
             "failures": list(self.failures),
             "frontier": self.frontier_record(objectives),
         }
+        if devices is not None:
+            d["devices"] = devices
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Study:
@@ -358,10 +369,17 @@ class Study:
             )
         return cls(d["model"], results, d.get("model_info", {}), failures)
 
-    def save(self, path: str | Path, objectives: dict[str, str] | None = None) -> Path:
-        """Write the study as JSON (atomically), recording its frontier over ``objectives``."""
+    def save(
+        self,
+        path: str | Path,
+        objectives: dict[str, str] | None = None,
+        *,
+        devices: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write the study as JSON (atomically), recording its frontier over ``objectives``
+        (and the device matrix ``devices``, see :meth:`to_dict`)."""
         path = Path(path)
-        write_text_atomic(path, json.dumps(self.to_dict(objectives), indent=1))
+        write_text_atomic(path, json.dumps(self.to_dict(objectives, devices=devices), indent=1))
         return path
 
     @classmethod
@@ -393,10 +411,21 @@ class Study:
                 "pass the file `workbench sweep --out` wrote",
             ) from None
 
-    def to_csv(self, path: str | Path, objectives: dict[str, str] | None = None) -> Path:
+    def to_csv(
+        self,
+        path: str | Path,
+        objectives: dict[str, str] | None = None,
+        *,
+        devices: dict[str, Any] | None = None,
+    ) -> Path:
         """Write the DataFrame as CSV (atomically), with ``on_frontier`` (over
         ``objectives``, default DEFAULT_OBJECTIVES) and the objectives it was taken over
-        (``frontier_objectives``, e.g. ``accuracy:max;latency_p50_ms:min``)."""
+        (``frontier_objectives``, e.g. ``accuracy:max;latency_p50_ms:min``).
+
+        With a device matrix record ``devices`` (see :meth:`to_dict`), three columns per
+        device: ``pass:<device>`` (True/False), ``device:<device>`` (the cell: pass or
+        the threshold missed, with the deciding figure) and ``frontier:<device>`` (on the
+        frontier within its budget)."""
         path = Path(path)
         df = self.to_dataframe()
         if not df.empty:
@@ -406,6 +435,13 @@ class Study:
             df["frontier_objectives"] = ";".join(
                 f"{c}:{d}" for c, d in record["objectives"].items()
             )
+            if devices is not None:
+                matrix = devices["matrix"]
+                for name in matrix["devices"]:
+                    df[f"pass:{name}"] = [matrix["passed_matrix"][v][name] for v in df["recipe"]]
+                    df[f"device:{name}"] = [matrix["matrix"][v][name] for v in df["recipe"]]
+                    within = set(devices["frontiers"][name]["keys"])
+                    df[f"frontier:{name}"] = [k in within for k in df["key"]]
         write_text_atomic(path, df.to_csv(index=False))
         return path
 

@@ -46,7 +46,14 @@ def test_export_writes_the_folder_and_offers_a_zip(variant, tmp_path):
     panel.export_w.click()
     assert panel.wait(120)
     assert panel.error == ""
-    assert panel.files == ["baseline.onnx", "manifest.json", "model.onnx"]
+    # The device runner and how to run it travel with the model.
+    assert panel.files == [
+        "RUN.md",
+        "baseline.onnx",
+        "manifest.json",
+        "model.onnx",
+        "workbench_runner.py",
+    ]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["recipe_name"] == "int8-minmax-pc"
     assert panel.manifest_path == str(tmp_path / "out" / "manifest.json")
@@ -55,7 +62,9 @@ def test_export_writes_the_folder_and_offers_a_zip(variant, tmp_path):
 
     b64 = re.search(r'href="data:application/zip;base64,([^"]+)"', panel.download_html).group(1)
     with zipfile.ZipFile(io.BytesIO(base64.b64decode(b64))) as zf:
-        assert sorted(zf.namelist()) == ["out/baseline.onnx", "out/manifest.json", "out/model.onnx"]
+        assert sorted(zf.namelist()) == [
+            f"out/{name}" for name in ("RUN.md", "baseline.onnx", "manifest.json", "model.onnx")
+        ] + ["out/workbench_runner.py"]
         assert zf.read("out/model.onnx") == (tmp_path / "out" / "model.onnx").read_bytes()
 
 
@@ -105,7 +114,7 @@ def test_with_a_page_server_any_size_is_a_served_download_link(variant, tmp_path
     assert "text-decoration: underline" in panel.download_html  # looks like a link
     zipped = lookup_download(*match.groups())
     with zipfile.ZipFile(zipped) as zf:
-        assert sorted(zf.namelist()) == ["big/baseline.onnx", "big/manifest.json", "big/model.onnx"]
+        assert {"big/baseline.onnx", "big/manifest.json", "big/model.onnx"} <= set(zf.namelist())
         assert zf.read("big/model.onnx") == (tmp_path / "big" / "model.onnx").read_bytes()
     # Only what was registered, under its own name: no other name, token or path.
     token, name = match.groups()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -123,3 +124,43 @@ def test_card_busy_dims_the_previous_figures_and_shows_errors():
     assert "int8 could not be measured: boom" in card.value
     # The baseline shown alone: no deltas against itself.
     assert "from " not in card.value
+
+
+def device_status(key: str, *, device: str, fits: bool) -> SimpleNamespace:
+    """A stand-in for workbench.devices.view.DeviceStatus (the card only shows it)."""
+    line = (
+        f"fits {device}: 99.5% headroom (decided by memory)"
+        if fits
+        else f"does not fit {device}: memory 2 MB > budget 154 kB (decided by memory)"
+    )
+    return SimpleNamespace(
+        device=device,
+        is_host=device == "host",
+        fits=fits,
+        line=line,
+        detail=f"{device}: budgets and headrooms <both>",
+        latency_line=">= 0.0294 ms (estimate: roofline lower bound, memory-bound; not measured)",
+        latency_method="roofline lower bound: max(MACs / peak ..., weight bytes / bandwidth)",
+        variant_key=key,
+    )
+
+
+def test_card_says_whether_the_variant_fits_the_chosen_device():
+    card = MetricsCard()
+    card.result = result(Recipe(), accuracy=0.97, p50=0.3, size=1, compressed=1, key="b")
+    assert "edge-workbench-device" not in card.value  # no device chosen
+    card.device_status = device_status("b", device="host", fits=True)
+    html = card.value
+    assert "fits host: 99.5% headroom (decided by memory)" in html
+    assert "&lt;both&gt;" in html  # the detail, escaped
+    # On this machine the measured latency is the device's: no estimate, no relabelling.
+    assert "latency on host" not in html and "(this machine)" not in html
+    card.device_status = device_status("b", device="cortex-m4", fits=False)
+    html = card.value
+    assert "does not fit cortex-m4: memory 2 MB &gt; budget 154 kB (decided by memory)" in html
+    # Elsewhere this machine's latency is labelled as such, and the device's is the estimate.
+    assert "latency p50 (this machine)" in html
+    assert "latency on cortex-m4: <b>&gt;= 0.0294 ms (estimate: roofline lower bound" in html
+    # A status about another variant is not shown for this one.
+    card.device_status = device_status("other", device="cortex-m4", fits=False)
+    assert "edge-workbench-device" not in card.value and "(this machine)" not in card.value

@@ -87,3 +87,28 @@ def test_the_chart_offers_no_online_editor():
 
     actions = TradeoffChart().jchart.embed_options["actions"]
     assert actions["editor"] is False and actions["export"] is True
+
+
+def test_the_chart_draws_the_chosen_device(cnn, session_cache, quick):
+    from workbench.pipeline import evaluate
+
+    base = evaluate(cnn, Recipe(), settings=quick, cache=session_cache)
+    chart = TradeoffChart(Study(cnn.name, [base]), cache=session_cache)
+    assert "fits" not in rows(chart)[0]  # no device: nothing about one
+    chart.device = "raspberry-pi-4"
+    (row,) = rows(chart)
+    assert row["fits"] and row["fit_text"].startswith("fits raspberry-pi-4: ")
+    # Latency there is the roofline estimate, labelled, not what was measured here.
+    assert row["latency_p50_ms"] != base.metrics.latency.p50
+    assert "estimate" in chart.jchart.spec["layer"][1]["encoding"]["x"]["title"]
+    chart.device = "cortex-m4"
+    chart.x = "peak_memory_bytes"
+    (row,) = rows(chart)
+    assert not row["fits"] and "decided by runtime" in row["fit_text"]
+    spec = chart.jchart.spec
+    (rule,) = [layer for layer in spec["layer"] if layer["mark"].get("type") == "rule"]
+    labels = [t["calculate"] for t in rule["transform"] if t.get("as") == "budget_label"]
+    assert labels and "cortex-m4 memory budget" in labels[0]
+    assert chart.device_error == ""
+    chart.device = ""
+    assert "fits" not in rows(chart)[0]

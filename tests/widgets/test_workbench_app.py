@@ -275,3 +275,34 @@ def test_the_variants_table_leaves_out_a_figure_no_variant_has(tmp_path, tiny_on
     header = panel._table_w.value.split("</tr>", 1)[0]
     assert "agreement" in header and "accuracy" not in header  # no labels: no accuracy
     assert panel.comparison == [] and "Measure two variants" in panel._compare_w.value
+
+
+def test_the_device_selector_shows_fit_budget_and_latency_on_the_chosen_device(app):
+    from traitlets import TraitError
+
+    from workbench.devices import list_devices
+
+    assert app.device == "host" and app.device_w.value == "host"
+    assert list(app.device_w.options) == list_devices()
+    assert "fits host: " in app.card.value and "(decided by " in app.card.value
+    assert app.chart.device == "host"
+    try:
+        app.device_w.value = "raspberry-pi-4"  # the dropdown moves the trait
+        assert app.device == "raspberry-pi-4" and app.chart.device == "raspberry-pi-4"
+        html = app.card.value
+        assert "fits raspberry-pi-4: " in html and "headroom" in html
+        assert "latency on raspberry-pi-4: " in html and "estimate" in html
+        assert "latency p50 (this machine)" in html  # this machine's figure, labelled so
+        spec = app.chart.jchart.spec
+        assert "on raspberry-pi-4" in spec["layer"][1]["encoding"]["x"]["title"]
+        rows = spec["datasets"][spec["data"]["name"]]
+        assert all(r["fit_text"].startswith("fits raspberry-pi-4") for r in rows)
+        app.device = "cortex-m4"
+        assert "does not fit cortex-m4: " in app.card.value
+        assert "within the cortex-m4 budget" in str(app.chart.jchart.spec["title"])
+        with pytest.raises(TraitError, match="unknown device 'pi-9'.*raspberry-pi-4"):
+            app.device = "pi-9"
+        assert app.device == "cortex-m4"  # unchanged
+    finally:
+        app.device = "host"
+    assert "fits host: " in app.card.value and "(this machine)" not in app.card.value

@@ -312,3 +312,111 @@ def test_latency_axes_carry_error_bars_over_the_rounds_and_the_speedup_tooltip()
     # No latency axis, or no variant timed in rounds: no bars.
     for chart in (charts.tradeoff_chart(df, x="size_bytes"), charts.tradeoff_chart(study_frame())):
         assert all(layer["mark"]["type"] != "rule" for layer in chart.to_dict()["layer"])
+
+
+def device_view(*, is_host=False, fits=None, bounds=None, budget=1_500_000.0):
+    """A DeviceOverlay over study_frame() (the engine's output, made by hand here)."""
+    from workbench.devices.view import BudgetLine, DeviceOverlay
+
+    fits = fits if fits is not None else [True, True, True, False, True]
+    bounds = bounds if bounds is not None else [1.0, 0.5, 0.6, 0.3, 1.1]
+    table = pd.DataFrame(
+        {
+            "key": KEYS,
+            "fits": fits,
+            "fit_text": [
+                "fits test-board: 40.0% headroom (decided by memory)"
+                if f
+                else "does not fit test-board: memory 2 MB > budget 1.5 MB (decided by memory)"
+                for f in fits
+            ],
+            "decided_by": ["memory"] * 5,
+            "latency_kind": ["estimate"] * 5,
+            "latency_text": [f">= {b} ms (estimate: roofline lower bound)" for b in bounds],
+            "latency_p50_ms": bounds,
+            "latency_p90_ms": bounds,
+            "latency_p99_ms": bounds,
+        }
+    ).set_index("key")
+    lines = (
+        BudgetLine("peak_memory_bytes", budget, "test-board memory budget 1.5 MB"),
+        BudgetLine("size_bytes", 4e9, "test-board storage 4 GB"),
+    )
+    return DeviceOverlay("host" if is_host else "test-board", is_host, lines, table)
+
+
+def test_on_another_device_the_latency_axis_is_its_estimate_never_this_machines():
+    spec = charts.tradeoff_chart(study_frame(), device=device_view()).to_dict()
+    rows = {r["key"]: r for r in spec["datasets"][spec["data"]["name"]]}
+    # The device's roofline bounds are plotted, not the latencies measured here.
+    assert [rows[k]["latency_p50_ms"] for k in KEYS] == [1.0, 0.5, 0.6, 0.3, 1.1]
+    x_title = spec["layer"][1]["encoding"]["x"]["title"]
+    assert "on test-board" in x_title and "estimate" in x_title
+    titles = [t["title"] for t in spec["layer"][1]["encoding"]["tooltip"]]
+    assert "latency p50 (this machine)" in titles and "latency on test-board" in titles
+    assert rows["k-int8"]["device_latency_text"].endswith("(estimate: roofline lower bound)")
+    # On host the measured figures stay.
+    spec = charts.tradeoff_chart(study_frame(), device=device_view(is_host=True)).to_dict()
+    rows = spec["datasets"][spec["data"]["name"]]
+    assert [r["latency_p50_ms"] for r in rows] == [0.20, 0.12, 0.15, 0.08, 0.21]
+    assert spec["layer"][1]["encoding"]["x"]["title"] == charts.AXIS_TITLES["latency_p50_ms"]
+
+
+def test_variants_that_do_not_fit_are_greyed_hollow_and_off_the_frontier():
+    plain = charts.tradeoff_chart(study_frame()).to_dict()
+    assert "k-both" in {r["key"] for r in layer_data(plain, 0)}  # on the frontier without a device
+    spec = charts.tradeoff_chart(
+        study_frame(), device=device_view(bounds=[0.20, 0.12, 0.15, 0.08, 0.21])
+    ).to_dict()
+    rows = {r["key"]: r for r in spec["datasets"][spec["data"]["name"]]}
+    assert not rows["k-both"]["fits"] and not rows["k-both"]["on_frontier"]
+    assert rows["k-both"]["frontier_text"] == "no: does not fit test-board"
+    assert "decided by memory" in rows["k-both"]["fit_text"]
+    assert {k for k, r in rows.items() if r["on_frontier"]} == {"k-base", "k-prune", "k-int8"}
+    assert "within the test-board budget" in json.dumps(spec["title"])
+    assert "grey hollow: does not fit test-board" in json.dumps(spec["title"])
+    # The points layer greys what does not fit; a dashed hollow ring marks it too.
+    color = spec["layer"][1]["encoding"]["color"]
+    assert color["condition"]["test"] == "datum.fits" and color["value"] == charts.UNFIT_COLOR
+    (ring,) = [
+        layer for layer in spec["layer"] if layer.get("transform") == [{"filter": "!datum.fits"}]
+    ]
+    assert ring["mark"]["filled"] is False and ring["mark"]["strokeDash"]
+    fit_tip = [t for t in ring["encoding"]["tooltip"] if t["field"] == "fit_text"]
+    assert fit_tip and fit_tip[0]["title"] == "fit on test-board"
+
+
+def budget_row(layer: dict) -> dict:
+    """The one row a budget layer draws: its calculated fields (evaluated here)."""
+    return {t["as"]: json.loads(t["calculate"]) for t in layer["transform"] if "calculate" in t}
+
+
+def test_the_budget_line_is_drawn_on_a_size_axis_and_the_axis_reaches_it():
+    spec = charts.tradeoff_chart(
+        study_frame(), x="peak_memory_bytes", device=device_view()
+    ).to_dict()
+    assert "data" in spec  # one dataset shared by every layer
+    rules = [layer for layer in spec["layer"] if layer["mark"].get("type") == "rule"]
+    (rule,) = rules
+    budget = budget_row(rule)
+    assert budget["budget_value"] == 1_500_000.0
+    assert budget["budget_label"] == "test-board memory budget 1.5 MB"
+    assert rule["encoding"]["x"]["field"] == "budget_value"
+    lo, hi = spec["layer"][1]["encoding"]["x"]["scale"]["domain"]
+    assert lo <= 1_500_000 < 2_000_000 <= hi  # the line and every point in view
+    (label,) = [
+        layer
+        for layer in spec["layer"]
+        if layer["mark"].get("type") == "text"
+        and layer["encoding"].get("text", {}).get("field") == "budget_label"
+    ]
+    assert budget_row(label) == budget
+    # Storage far beyond every file: not drawn (it would squeeze the points), but said.
+    spec = charts.tradeoff_chart(study_frame(), x="size_bytes", device=device_view()).to_dict()
+    assert not [layer for layer in spec["layer"] if layer["mark"].get("type") == "rule"]
+    assert "test-board storage 4 GB: far right of every variant, not drawn" in json.dumps(
+        spec["title"]
+    )
+    # No budget on an axis that is not a size.
+    spec = charts.tradeoff_chart(study_frame(), device=device_view()).to_dict()
+    assert not [layer for layer in spec["layer"] if layer["mark"].get("type") == "rule"]

@@ -231,12 +231,16 @@ def test_ray_options_need_the_ray_executor(cnn, tmp_path):
     assert not tmp_path.joinpath("c").exists()
 
 
-def test_cli_device_without_ray_is_one_line(capsys, tmp_path):
+def test_cli_several_devices_with_ray_is_one_line(capsys, tmp_path):
+    # Without --ray, --device names the sweep's device matrix; with it, the one device
+    # whose nodes measure.
     from workbench.cli import main
 
-    code = main(["sweep", "digits-cnn", "--out", str(tmp_path / "s.json"), "--device", DEVICE])
+    out = str(tmp_path / "s.json")
+    code = main(["sweep", "digits-cnn", "--out", out, "--ray", "--device", f"{DEVICE},host"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--device" in err
+    assert not tmp_path.joinpath("s.json").exists()
 
 
 def test_unreachable_address_one_line_exit_2_nothing_cached(ray, capsys, tmp_path):

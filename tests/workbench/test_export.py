@@ -47,6 +47,10 @@ def test_reusing_a_folder_replaces_the_previous_export_whole(tmp_path, session_c
     )
     listed = {manifest["artifact"]["file"], manifest["baseline"]["file"]}
     listed |= {a["file"] for a in manifest["other_artifacts"]}
+    listed |= {
+        e["file"]
+        for e in (manifest["device_runner"]["runner"], manifest["device_runner"]["instructions"])
+    }
     # No model.pt2 of the previous export left beside the int8 one, and no scratch.
     assert {p.name for p in out.iterdir()} == listed | {"manifest.json"}
     assert {p.name for p in tmp_path.iterdir()} == {"out"}

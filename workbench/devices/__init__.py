@@ -35,6 +35,12 @@ _EXPORTS = {
     "DeviceMeasurement": "workbench.devices.imported",
     "import_results": "workbench.devices.imported",
     "measure_under_stress": "workbench.devices.stress",
+    "DeviceOverlay": "workbench.devices.view",
+    "DeviceStatus": "workbench.devices.view",
+    "device_overlay": "workbench.devices.view",
+    "frontier_within_budget": "workbench.devices.view",
+    "variant_status": "workbench.devices.view",
+    "device_matrix": "workbench.devices.gate",
 }
 
 __all__ = sorted(_EXPORTS)

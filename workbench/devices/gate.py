@@ -39,8 +39,11 @@ __all__ = [
     "GateConfig",
     "GateReport",
     "GateThresholds",
+    "device_matrix",
     "load_gate_config",
+    "parse_device_names",
     "run_gate",
+    "study_device_record",
 ]
 
 PASS, FAIL, UNVERIFIED = "pass", "fail", "unverified"
@@ -213,10 +216,33 @@ class GateReport:
             return f"{word} {bad[0].threshold}: {bad[0].figure}"
         return "pass: " + "; ".join(c.figure for c in mine)
 
+    def passed_cell(self, variant: str, device: str) -> bool:
+        """Whether every check of ``variant`` on ``device`` passed."""
+        return all(c.passed for c in self.checks if c.variant == variant and c.device == device)
+
+    def grid(self) -> str:
+        """The variants x devices table at a glance: pass, or the first threshold missed."""
+        heads = ["variant", *self.devices]
+        rows = []
+        for variant in self.variants:
+            row = [variant]
+            for device in self.devices:
+                cell = self.cell(variant, device)
+                row.append("pass" if cell.startswith("pass") else cell.split(":", 1)[0])
+            rows.append(row)
+        widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
+        return "\n".join(
+            "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+            for r in [heads, *rows]
+        )
+
     def table(self) -> str:
-        """Variants x devices, one block per device, then a one-line verdict."""
+        """Variants x devices: the grid at a glance, then one block per device with the
+        deciding figures, then a one-line verdict."""
         lines = [
-            f"workbench check {self.model}: {len(self.variants)} variant(s) x {len(self.devices)} device(s)"
+            f"workbench check {self.model}: {len(self.variants)} variant(s) x {len(self.devices)} device(s)",
+            "",
+            self.grid(),
         ]
         width = max(len(v) for v in self.variants)
         for device in self.devices:
@@ -247,6 +273,9 @@ class GateReport:
             "devices": list(self.devices),
             "thresholds": self.thresholds.to_dict(),
             "matrix": {v: {d: self.cell(v, d) for d in self.devices} for v in self.variants},
+            "passed_matrix": {
+                v: {d: self.passed_cell(v, d) for d in self.devices} for v in self.variants
+            },
             "checks": [c.to_dict() for c in self.checks],
         }
 
@@ -412,6 +441,76 @@ def run_gate(
         thresholds=thresholds,
         checks=tuple(checks),
     )
+
+
+def device_matrix(
+    results: Sequence[Result],
+    devices: Sequence[str | DeviceProfile],
+    *,
+    thresholds: GateThresholds | None = None,
+    baseline: Result | None = None,
+    model: str | None = None,
+    cache: Cache | None = None,
+) -> GateReport:
+    """Variants x devices: whether each variant fits each device (memory budget and
+    storage, with the deciding figure), and meets ``thresholds`` where given. A sweep's
+    device matrix is this with no thresholds; ``workbench check``'s is ``run_gate``."""
+    return run_gate(
+        results,
+        devices,
+        thresholds or GateThresholds(),
+        baseline=baseline,
+        model=model,
+        cache=cache,
+    )
+
+
+def study_device_record(
+    study: Any,
+    devices: Sequence[str | DeviceProfile],
+    objectives: dict[str, str] | None = None,
+    *,
+    cache: Cache | None = None,
+) -> tuple[GateReport, dict[str, Any]]:
+    """A study's device matrix and, per device, its frontier within the device's budget.
+
+    Returns the report and a JSON-ready record for ``Study.save(devices=...)`` and
+    ``Study.to_csv(devices=...)``: ``{"matrix": report.to_dict(), "frontiers": {device:
+    {"objectives": ..., "keys": [...], "recipes": [...]}}}``.
+    """
+    from workbench.devices.view import frontier_within_budget
+
+    report = device_matrix(
+        study.results, devices, baseline=study.baseline, model=study.model, cache=cache
+    )
+    used = study.objectives_used(objectives)
+    frontiers = {}
+    for name in report.devices:
+        front = frontier_within_budget(study, name, objectives, cache)
+        frontiers[name] = {
+            "objectives": used,
+            "keys": [r.key for r in front],
+            "recipes": [r.recipe.name for r in front],
+        }
+    return report, {"matrix": report.to_dict(), "frontiers": frontiers}
+
+
+def parse_device_names(values: Sequence[str] | str | None, flag: str = "--device") -> list[str]:
+    """Device names from ``--device a,b --device c`` (comma-separated and/or repeated),
+    in order, each once; a value naming no device is one clear error."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    names = []
+    for value in values:
+        parts = [n.strip() for n in value.split(",")]
+        if not any(parts):
+            raise WorkbenchError(
+                f"{flag} {value!r} names no device", f"give names, e.g. {flag} host,raspberry-pi-4"
+            )
+        names += [n for n in parts if n]
+    return list(dict.fromkeys(names))
 
 
 def register_config_profiles(config: GateConfig) -> None:

@@ -10,6 +10,7 @@ device's own figures, labelled with the device, instead of an estimate.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -200,13 +201,26 @@ def import_results(
     return measurement
 
 
+def _artifact_sha256(artifact: str | Path) -> str:
+    st = Path(artifact).stat()
+    return _sha256_of(str(artifact), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    # Keyed by size and mtime too, so a rewritten file is hashed again. The app asks
+    # for every variant on each redraw of the chart: a 44 MB artifact would otherwise
+    # be hashed again each time a sweep adds a point.
+    return sha256_file(path)
+
+
 def find_measurement(
     artifact: str | Path, device: str, cache: Cache | None
 ) -> DeviceMeasurement | None:
     """The imported measurement of ``artifact`` on ``device``, or None."""
     if cache is None:
         return None
-    record = _record_path(cache, sha256_file(artifact), device)
+    record = _record_path(cache, _artifact_sha256(artifact), device)
     if not record.is_file():
         return None
     try:

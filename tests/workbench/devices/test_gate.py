@@ -233,3 +233,138 @@ def test_cli_check_accuracy_needs_a_task(capsys, tmp_path, cnn_baseline):
     )
     err = capsys.readouterr().err
     assert code == 2 and "--task" in err
+
+
+def test_the_grid_is_variants_by_devices_with_the_threshold_missed(cnn_baseline, cnn_int8):
+    report = run_gate([cnn_baseline, cnn_int8], ["host", "cortex-m4"], GateThresholds())
+    lines = report.grid().splitlines()
+    assert lines[0].split() == ["variant", "host", "cortex-m4"]
+    assert lines[1].split() == ["baseline", "pass", "FAIL", "memory"]
+    assert report.passed_cell("baseline", "host") and not report.passed_cell(
+        "baseline", "cortex-m4"
+    )
+    assert report.to_dict()["passed_matrix"]["baseline"] == {"host": True, "cortex-m4": False}
+    assert report.grid() in report.table()
+
+
+@pytest.mark.parametrize(
+    "values, names",
+    [
+        (["host,raspberry-pi-4", "cortex-m4"], ["host", "raspberry-pi-4", "cortex-m4"]),
+        ([" host , host,esp32-s3 "], ["host", "esp32-s3"]),
+        (None, []),
+    ],
+)
+def test_device_names_are_comma_separated_and_repeatable(values, names):
+    from workbench.devices.gate import parse_device_names
+
+    assert parse_device_names(values) == names
+    with pytest.raises(WorkbenchError, match="names no device"):
+        parse_device_names([" , "])
+
+
+def test_cli_check_takes_a_comma_separated_device_matrix(capsys, tmp_path, session_cache):
+    junit = tmp_path / "junit.xml"
+    code = main(
+        [
+            "check",
+            "digits-cnn",
+            "--quantize",
+            "none,int8",
+            "--device",
+            "host,raspberry-pi-4",
+            "--device",
+            "cortex-m4",
+            "--max-accuracy-drop",
+            "100",
+            "--json",
+            "--junit",
+            str(junit),
+            "--cache-dir",
+            str(session_cache.root),
+            *FAST,
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1  # nothing ONNX runs on a Cortex-M4
+    assert out["devices"] == ["host", "raspberry-pi-4", "cortex-m4"]
+    assert len(out["variants"]) == 2
+    assert all(row["host"] and not row["cortex-m4"] for row in out["passed_matrix"].values())
+    assert out["matrix"]["baseline"]["cortex-m4"].startswith("FAIL memory: ")
+    # JUnit: one case per variant, device and threshold (memory, accuracy_drop).
+    cases = ET.parse(junit).getroot().findall(".//testcase")
+    assert len(cases) == 2 * 3 * 2
+    assert {c.get("name") for c in cases} == {
+        f"{d}: {t}"
+        for d in ("host", "raspberry-pi-4", "cortex-m4")
+        for t in ("memory", "accuracy_drop")
+    }
+
+
+def test_cli_sweep_with_devices_writes_the_matrix_to_json_and_csv(capsys, tmp_path, session_cache):
+    import pandas as pd
+
+    from workbench.study import Study
+
+    study, csv = tmp_path / "study.json", tmp_path / "study.csv"
+    code = main(
+        [
+            "sweep",
+            "digits-cnn",
+            "--sparsity",
+            "0",
+            "--quantize",
+            "none,int8",
+            "--device",
+            "host,raspberry-pi-4,cortex-m4",
+            "--out",
+            str(study),
+            "--csv",
+            str(csv),
+            "--cache-dir",
+            str(session_cache.root),
+            *FAST,
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "device matrix (2 variants x 3 devices" in out
+    grid = out.split("device matrix", 1)[1].splitlines()[1:4]
+    assert grid[0].split() == ["variant", "host", "raspberry-pi-4", "cortex-m4"]
+    assert grid[1].split() == ["baseline", "pass", "pass", "FAIL", "memory"]
+    assert "fits" not in grid[1]  # the figures follow, per device
+    assert "frontier within the cortex-m4 budget: none (no variant fits)" in out
+    assert "frontier within the raspberry-pi-4 budget: " in out
+    data = json.loads(study.read_text())
+    devices = data["devices"]
+    assert devices["matrix"]["devices"] == ["host", "raspberry-pi-4", "cortex-m4"]
+    assert devices["matrix"]["passed_matrix"]["baseline"]["cortex-m4"] is False
+    assert "budget" in devices["matrix"]["matrix"]["baseline"]["raspberry-pi-4"]
+    assert devices["frontiers"]["cortex-m4"]["keys"] == []
+    assert devices["frontiers"]["host"]["keys"] == data["frontier"]["keys"]
+    assert len(Study.load(study).results) == 2  # the record does not stop it loading
+    table = pd.read_csv(csv)
+    assert list(table["pass:cortex-m4"]) == [False, False]
+    assert list(table["pass:host"]) == [True, True]
+    assert table["device:raspberry-pi-4"].str.startswith("pass: memory").all()
+    assert "frontier:host" in table.columns
+
+
+def test_cli_sweep_refuses_an_unknown_device_before_measuring(capsys, tmp_path):
+    cache = tmp_path / "cache"
+    code = main(
+        [
+            "sweep",
+            "digits-cnn",
+            "--device",
+            "host,pi-9",
+            "--out",
+            str(tmp_path / "s.json"),
+            "--cache-dir",
+            str(cache),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "pi-9" in err and "raspberry-pi-4" in err
+    assert not (tmp_path / "s.json").exists() and not any(cache.rglob("*.onnx"))

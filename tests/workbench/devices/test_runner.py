@@ -128,3 +128,54 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
     for w in words:
         assert w in proc.stderr
     assert not (tmp_path / "results.json").exists()
+
+
+def test_an_export_bundles_the_runner_which_measures_it_on_a_stand_in_device(
+    bare_python, tmp_path, cnn, cnn_baseline, session_cache, capsys
+):
+    """The exported folder alone (no workbench) is enough to measure the variant on a
+    device; the results it writes are accepted by `workbench import`."""
+    from workbench.cli import main
+    from workbench.devices.imported import find_measurement
+    from workbench.export import RUN_INSTRUCTIONS_FILE, RUNNER_FILE, export_variant
+
+    out = tmp_path / "export"
+    manifest = json.loads(
+        export_variant(cnn_baseline, cnn, out, cache=session_cache, torch_program=False).read_text()
+    )
+    bundle = manifest["device_runner"]
+    assert bundle["runner"]["file"] == RUNNER_FILE
+    assert bundle["instructions"]["file"] == RUN_INSTRUCTIONS_FILE
+    assert (out / RUNNER_FILE).read_bytes() == RUNNER.read_bytes()
+    assert bundle["runner"]["sha256"] == hashlib.sha256(RUNNER.read_bytes()).hexdigest()
+    run_md = (out / RUN_INSTRUCTIONS_FILE).read_text()
+    assert f"python3 {RUNNER_FILE} model.onnx" in run_md and "workbench import" in run_md
+    # Run on the "device": the folder as exported, a Python with numpy and onnxruntime only.
+    proc = subprocess.run(
+        [str(bare_python), "-I", RUNNER_FILE, "model.onnx", "-o", "results.json"]
+        + ["--device-name", "stand-in", "--min-runs", "20", "--min-seconds", "0.02"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    cache_dir = tmp_path / "cache"
+    code = main(
+        [
+            "import",
+            str(out / "results.json"),
+            "--device",
+            "raspberry-pi-4",
+            "--artifact",
+            str(out / "model.onnx"),
+            "--cache-dir",
+            str(cache_dir),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    from workbench.cache import Cache
+
+    recorded = find_measurement(out / "model.onnx", "raspberry-pi-4", Cache(cache_dir))
+    assert recorded is not None and recorded.runner_device_name == "stand-in"
