@@ -881,6 +881,8 @@ def search(
                 quant = config
                 break
 
+    if budget["left"] <= 0:
+        return finish(f"the budget of {max_candidates} candidate(s) is spent", {})
     # 3. The sensitivity profile, then a bisection of the sparsity per method.
     sensitivity = measure_sensitivity(model, methods, allowance)
     sensitivity["quantization"] = None if quant is None else quant.label()
