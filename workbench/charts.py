@@ -39,6 +39,7 @@ __all__ = [
     "format_ms",
     "format_percent",
     "operator_chart",
+    "search_path_chart",
     "variant_family",
     "sensitivity_chart",
     "tradeoff_chart",
@@ -739,3 +740,135 @@ def operator_chart(operator_ms: Mapping[str, float]) -> alt.Chart:
             ),
         )
     )
+
+
+# The search path's colours: a candidate that kept the floor, one that did not, the chosen.
+SEARCH_ACCEPTED_COLOR = "#2ca02c"
+SEARCH_REJECTED_COLOR = "#d62728"
+SEARCH_CHOSEN_COLOR = "#ff7f0e"
+# A five-pointed star as an SVG path in Vega's unit square (Vega has no named star shape).
+_STAR = "M0.000,-1.000L0.235,-0.324L0.951,-0.309L0.380,0.124L0.588,0.809L0.000,0.400L-0.588,0.809L-0.380,0.124L-0.951,-0.309L-0.235,-0.324Z"
+
+
+def search_path_chart(
+    df: pd.DataFrame,
+    path: Iterable[Mapping[str, Any]],
+    x: str = "compressed_bytes",
+    y: str = "accuracy",
+    *,
+    floor: float | None = None,
+    width: int = 520,
+    height: int = 340,
+) -> alt.LayerChart:
+    """The trade-off chart of a search's variants with the path it took drawn on top.
+
+    Layers over :func:`tradeoff_chart` (bottom to top): the path as a line joining the
+    candidates in the order they were tried; each candidate as a green circle (kept the
+    floor) or a red cross (rejected), numbered by its step; the chosen candidate as an
+    orange star labelled "chosen"; and, when ``floor`` is given and ``y`` is accuracy, the
+    floor as a dashed horizontal rule.
+
+    Args:
+        df: the measured variants, ``SearchResult.to_study().to_dataframe()`` (or any
+            ``Study.to_dataframe()`` holding the path's keys).
+        path: rows with ``step``, ``key``, ``accepted`` and ``chosen`` (and optionally
+            ``recipe`` and ``reason``), as ``SearchResult.path_rows()`` gives them; steps
+            whose key is not in ``df`` (a failed candidate) are left out.
+        floor: the accuracy floor (a fraction), drawn when ``y`` is ``accuracy``.
+
+    Raises:
+        WorkbenchError: ``x`` or ``y`` is not a measured figure.
+    """
+    chart = tradeoff_chart(df, x, y, width=width, height=height)
+    data = _chart_data(df, x, y, None)
+    by_key = {k: i for i, k in enumerate(data["key"])}
+    rows = []
+    for row in path:
+        key = row.get("key")
+        if key not in by_key:
+            continue
+        i = by_key[key]
+        rows.append(
+            {
+                "step": int(row["step"]),
+                "key": key,
+                "recipe": row.get("recipe") or data["recipe"].iloc[i],
+                "verdict": "chosen"
+                if row.get("chosen")
+                else ("accepted" if row.get("accepted") else "rejected"),
+                "reason": row.get("reason", ""),
+                x: float(data[x].iloc[i]),
+                y: float(data[y].iloc[i]),
+                f"{x}_text": data[f"{x}_text"].iloc[i] if f"{x}_text" in data else "",
+                f"{y}_text": data[f"{y}_text"].iloc[i] if f"{y}_text" in data else "",
+            }
+        )
+    steps = pd.DataFrame(
+        rows, columns=["step", "key", "recipe", "verdict", "reason", x, y, f"{x}_text", f"{y}_text"]
+    )
+    x_domain, y_domain = axis_domain(data[x], x), axis_domain(data[y], y)
+    base = alt.Chart(steps).encode(x=_axis(x, alt.X, x_domain), y=_axis(y, alt.Y, y_domain))
+    tooltip = [
+        alt.Tooltip("step:Q", title="step"),
+        alt.Tooltip("recipe:N", title="recipe"),
+        alt.Tooltip("verdict:N", title="verdict"),
+        alt.Tooltip("reason:N", title="why"),
+        alt.Tooltip(f"{x}_text:N", title=METRICS_BY_COLUMN[x].label),
+        alt.Tooltip(f"{y}_text:N", title=METRICS_BY_COLUMN[y].label),
+    ]
+    line = base.mark_line(color="#000000", strokeWidth=2, opacity=0.45).encode(
+        order=alt.Order("step:Q")
+    )
+    marks = base.mark_point(size=130, strokeWidth=2.5, filled=False).encode(
+        shape=alt.Shape(
+            "verdict:N",
+            title="search path",
+            scale=alt.Scale(
+                domain=["accepted", "rejected", "chosen"], range=["circle", "cross", "diamond"]
+            ),
+        ),
+        color=alt.Color(
+            "verdict:N",
+            title="search path",
+            scale=alt.Scale(
+                domain=["accepted", "rejected", "chosen"],
+                range=[SEARCH_ACCEPTED_COLOR, SEARCH_REJECTED_COLOR, SEARCH_CHOSEN_COLOR],
+            ),
+        ),
+        tooltip=tooltip,
+    )
+    numbers = base.mark_text(align="right", dx=-9, dy=-9, fontSize=10, color="#333333").encode(
+        text="step:Q", tooltip=tooltip
+    )
+    chosen = (
+        base.transform_filter(alt.datum.verdict == "chosen")
+        .mark_point(shape=_STAR, size=520, filled=True, color=SEARCH_CHOSEN_COLOR, opacity=0.9)
+        .encode(tooltip=tooltip)
+    )
+    chosen_label = base.transform_filter(alt.datum.verdict == "chosen").mark_text(
+        text="chosen",
+        align="left",
+        dx=14,
+        dy=-14,
+        fontWeight="bold",
+        color=SEARCH_CHOSEN_COLOR,
+    )
+    layers: list[Any] = [line, marks, numbers, chosen, chosen_label]
+    if floor is not None and y == "accuracy":
+        rule = (
+            alt.Chart(pd.DataFrame({"floor": [float(floor)]}))
+            .mark_rule(color=SEARCH_REJECTED_COLOR, strokeDash=[6, 4], clip=True)
+            .encode(y=_axis(y, alt.Y, y_domain, "floor"))
+        )
+        layers.insert(0, rule)
+    # The trade-off chart's own layers and parameters (click and zoom, held at its top
+    # level) stay as they are; the path is drawn over them.
+    combined = chart.copy()
+    combined.layer = [*chart.layer, *layers]
+    combined.title = alt.Title(
+        f"Search path: {AXIS_TITLES[y].split(' (')[0]} vs {AXIS_TITLES[x].split(' (')[0]}",
+        subtitle="line: candidates in the order tried · green circle: kept the floor · "
+        "red cross: rejected · star: chosen"
+        + (" · dashed red: the floor" if floor is not None and y == "accuracy" else ""),
+    )
+    return combined.resolve_scale(color="independent", shape="independent")

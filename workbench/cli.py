@@ -346,8 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
     from workbench.cli_devices import add_device_commands
+    from workbench.cli_search import add_search_command
 
     add_device_commands(sub)
+    add_search_command(sub)
     return parser
 
 
@@ -814,6 +816,8 @@ def _run_command(args: argparse.Namespace, scratch: list[Path]) -> int:
         return _cmd_sweep(args, scratch)
     if getattr(args, "device_command", None) is not None:  # workbench/cli_devices.py
         return args.device_command(args, scratch)
+    if getattr(args, "search_command", None) is not None:  # workbench/cli_search.py
+        return args.search_command(args, scratch)
     return _cmd_report(args)
 
 

@@ -1,0 +1,248 @@
+"""The sensitivity-guided recipe search: its path, its choice, its file, chart and CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from tests.conftest import QUICK
+from workbench import cli
+from workbench.cli import build_parser, main
+from workbench.errors import WorkbenchError
+from workbench.pipeline import evaluate
+from workbench.recipe import Recipe
+from workbench.search import SearchResult, evaluate_flags, measure_sensitivity, search
+from workbench.study import Study
+
+# A small search: one-shot unstructured pruning only, three candidates besides the
+# baseline (int8, then two sparsities of the bisection), so it takes seconds.
+SMALL = {
+    "max_accuracy_drop": 1.0,
+    "target": "size",
+    "max_candidates": 3,
+    "recovery": "none",
+    "methods": ("unstructured",),
+}
+
+
+@pytest.fixture(scope="module")
+def searched(cnn, session_cache) -> SearchResult:
+    return search(cnn, settings=QUICK, cache=session_cache, **SMALL)
+
+
+def test_the_chosen_recipe_keeps_the_floor_and_is_the_smallest_accepted(
+    searched, cnn, session_cache
+):
+    chosen = searched.chosen_result
+    assert chosen is not None and searched.chosen_recipe == chosen.recipe
+    floor = searched.floor["accuracy"]
+    baseline = searched.steps[0]
+    assert searched.floor["kind"] == "drop"
+    assert floor == pytest.approx(baseline.figures["accuracy"] - 0.01)
+    # Measured, not predicted: the figures are the cached Result's.
+    again = evaluate(cnn, chosen.recipe, settings=QUICK, cache=session_cache)
+    assert again.key == chosen.key and again.metrics.accuracy >= floor
+    accepted = [s for s in searched.steps if s.accepted]
+    assert all(chosen.metrics.compressed_bytes <= s.figures["compressed_bytes"] for s in accepted)
+    assert chosen.metrics.compressed_bytes < baseline.figures["compressed_bytes"]
+    assert "chosen" in searched.outcome
+
+
+def test_the_path_is_recorded_and_rejected_candidates_say_why(searched):
+    steps = searched.steps
+    assert steps[0].phase == "baseline" and steps[0].recipe.is_baseline
+    assert steps[1].phase == "quantize"  # int8 first
+    assert 1 < len(steps) <= SMALL["max_candidates"] + 1
+    assert [s.index for s in steps] == list(range(len(steps)))
+    assert all(s.key and s.why_tried and s.reason for s in steps)
+    rejected = [s for s in steps if not s.accepted]
+    assert rejected, "the bisection must have stepped past the floor"
+    for s in rejected:
+        assert s.reason.startswith("rejected: ") and "is below the floor" in s.reason
+    pruned = [s for s in steps if s.phase == "prune-unstructured"]
+    assert pruned and all(s.recipe.get("quantize") is not None for s in pruned)
+    assert searched.candidates_evaluated == len(steps)
+
+
+def test_the_sensitivity_profile_reads_held_out_training_images_only(cnn, monkeypatch):
+    task_type = type(cnn.task)
+    arrays = task_type.arrays
+
+    def no_test_split(self, split, *args, **kwargs):
+        assert split != "test", "the sensitivity profile read the test split"
+        return arrays(self, split, *args, **kwargs)
+
+    monkeypatch.setattr(task_type, "arrays", no_test_split)
+    profile = measure_sensitivity(cnn, ("unstructured",), 1.0)
+    entry = profile["methods"]["unstructured"]
+    assert "training split" in profile["held_out_source"] and profile["held_out_images"] > 100
+    assert {r["layer"] for r in entry["layers"]} >= {"features.3", "classifier.1"}
+    drops = [c["drop_points"] for c in entry["curve"]]
+    assert drops[-1] > drops[0]  # 90% one-shot costs more than 30%
+
+
+def test_the_search_file_is_a_study_and_round_trips(searched, tmp_path):
+    path = searched.save(tmp_path / "search.json")
+    loaded = SearchResult.load(path)
+    assert loaded.search_dict() == searched.search_dict()
+    assert [r.key for r in loaded.results] == [r.key for r in searched.results]
+    study = Study.load(path)  # what `workbench report` and the charts read
+    assert study.baseline is not None and len(study.results) == len(searched.results)
+
+
+def test_the_chart_draws_the_path_in_order_with_the_chosen_one(searched):
+    from workbench.charts import search_path_chart
+
+    df = searched.to_study().to_dataframe()
+    spec = search_path_chart(df, searched.path_rows(), floor=searched.floor["accuracy"]).to_dict()
+    path = next(
+        v
+        for v in spec["datasets"].values()
+        if v and "verdict" in v[0] and "step" in v[0] and "reason" in v[0]
+    )
+    assert [row["step"] for row in path] == [s.index for s in searched.steps]
+    verdicts = [row["verdict"] for row in path]
+    assert verdicts.count("chosen") == 1 and verdicts[searched.chosen] == "chosen"
+    assert "rejected" in verdicts
+    assert any(v.get("mark", {}).get("type") == "rule" for v in spec["layer"])  # the floor
+
+
+def test_a_floor_above_the_float_accuracy_is_an_answer_not_an_error(cnn, session_cache):
+    result = search(cnn, accuracy_floor=99.9, target="size", settings=QUICK, cache=session_cache)
+    assert result.chosen is None and result.chosen_recipe is None
+    assert "no recipe meets the floor" in result.outcome and "below the floor" in result.outcome
+    assert len(result.steps) == 1 and not result.steps[0].accepted  # nothing else measured
+
+
+def test_a_device_budget_rejects_what_does_not_fit(cnn, session_cache):
+    from workbench.devices.registry import get_device
+
+    # Room for the int8 file (54 kB), not for the float one (164 kB).
+    board = dataclasses.replace(
+        get_device("raspberry-pi-4"), name="tiny-board", storage_bytes=100_000
+    )
+    result = search(
+        cnn,
+        max_accuracy_drop=1.0,
+        target="device",
+        device=board,
+        max_candidates=1,
+        settings=QUICK,
+        cache=session_cache,
+    )
+    base, int8 = result.steps
+    assert not base.accepted and "does not fit" in base.reason and "storage" in base.reason
+    assert int8.accepted and result.chosen == 1 and result.device == "tiny-board"
+    assert int8.fit is not None and int8.fit["fits"]
+
+
+def test_evaluate_flags_build_the_same_recipe():
+    from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig
+
+    recipe = Recipe(
+        (
+            PruneConfig(method="structured", sparsity=0.45, exclude=("features.3",)),
+            FineTuneConfig(epochs=2, teacher="digits-cnn"),
+            QuantizeConfig(scheme="int8", max_accuracy_drop=0.5),
+        )
+    )
+    args = build_parser().parse_args(["evaluate", "digits-cnn", *evaluate_flags(recipe)])
+    prune = cli._prune_config(args, args.prune, args.sparsity)
+    rebuilt = Recipe(
+        (prune, cli._finetune_config(args, False), cli._quant_config(args, args.quantize))
+    )
+    assert rebuilt == recipe
+    with pytest.raises(WorkbenchError, match="round_to"):
+        evaluate_flags(Recipe((PruneConfig(method="structured", round_to=4),)))
+
+
+def test_cli_search_prints_the_path_and_the_evaluate_flags(
+    searched, session_cache, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(cli, "_settings", lambda args: QUICK)
+    out_file = tmp_path / "search.json"
+    code = main(
+        [
+            "search",
+            "digits-cnn",
+            "--max-accuracy-drop",
+            "1",
+            "--max-candidates",
+            "3",
+            "--recovery",
+            "none",
+            "--methods",
+            "unstructured",
+            "--out",
+            str(out_file),
+            "--cache-dir",
+            str(session_cache.root),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    flags = " ".join(evaluate_flags(searched.chosen_recipe))
+    assert f"the same variant: workbench evaluate digits-cnn {flags}" in out
+    assert "rejected" in out and "accepted" in out
+    assert SearchResult.load(out_file).chosen_recipe == searched.chosen_recipe
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--accuracy-floor", "101"], "out of range"),
+        (["--accuracy-floor", "0.97"], "looks like a fraction"),
+        (["--max-accuracy-drop", "-1"], "out of range"),
+        (["--accuracy-floor", "97", "--target", "speed"], "invalid choice"),
+        (["--accuracy-floor", "97", "--target", "device"], "needs a device"),
+        (["--accuracy-floor", "97", "--device", "nowhere"], "unknown device"),
+        (["--accuracy-floor", "97", "--device", "cortex-m4"], "does not run onnxruntime"),
+        (["--accuracy-floor", "97", "--max-candidates", "0"], "max_candidates"),
+        (["--accuracy-floor", "97", "--methods", "random"], "unknown pruning method"),
+        (["--accuracy-floor", "97", "--max-accuracy-drop", "1"], "not allowed with"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, argv, message):
+    out_file = tmp_path / "search.json"
+    try:
+        code = main(["search", "digits-cnn", *argv, "--out", str(out_file)])
+    except SystemExit as exc:  # argparse's own refusals (a bad choice, exclusive flags)
+        code = exc.code
+    _, err = capsys.readouterr()
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out_file.exists()
+
+
+def test_cli_a_model_without_a_labelled_task_exits_2(capsys, tmp_path, session_cache):
+    onnx_file = evaluate("digits-cnn", settings=QUICK, cache=session_cache).artifact
+    out_file = tmp_path / "search.json"
+    code = main(["search", str(onnx_file), "--max-accuracy-drop", "1", "--out", str(out_file)])
+    _, err = capsys.readouterr()
+    assert code == 2 and "no labelled task" in err and len(err.strip().splitlines()) == 1
+    assert not out_file.exists()
+
+
+def test_search_json_names_the_chosen_result(
+    searched, session_cache, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(cli, "_settings", lambda args: QUICK)
+    code = main(
+        [
+            "search",
+            "digits-cnn",
+            "--accuracy-floor",
+            "99.9",
+            "--out",
+            str(tmp_path / "s.json"),
+            "--cache-dir",
+            str(session_cache.root),
+            "--json",
+        ]
+    )
+    out, _ = capsys.readouterr()
+    data = json.loads(out)
+    assert code == 1  # searched, and nothing keeps the floor: not bad input
+    assert data["chosen"] is None and data["evaluate_command"] is None
+    assert "no recipe meets the floor" in data["outcome"]

@@ -1,0 +1,1045 @@
+"""Sensitivity-guided recipe search: the smallest (or fastest) stack that keeps an accuracy floor.
+
+``search(model, max_accuracy_drop=1.0, target="size")`` answers "how far can this model
+be compressed before it loses more than a point?" with measured variants, not guesses:
+
+1. The float baseline is evaluated; the floor is resolved against its accuracy.
+2. A sensitivity profile is measured cheaply in PyTorch on a held-out part of the
+   *training* split (``model.task.held_out``; the test split is never read for it):
+   each prunable layer's accuracy drop when pruned alone, and the one-shot drop of the
+   whole model at a few sparsities per pruning method.
+3. Candidates go through the real pipeline (``workbench.pipeline.evaluate``: every figure
+   measured on the exported artifact, cached), in the order the profile suggests:
+   quantization first (int8, the cheapest 4x, then the accuracy-aware int8, dynamic and
+   fp16 only if it loses too much), then for each pruning method that can lower the
+   target a bisection of the sparsity (pruned, retrained, quantized with the scheme kept
+   above), starting where the profile predicts the floor is lost, with the layers too
+   sensitive to prune kept dense.
+4. A candidate is accepted when its measured accuracy (test split, as every figure the
+   workbench shows) keeps the floor, and, with a device, when it fits the device's budget.
+   The chosen recipe is the accepted one with the smallest target figure.
+
+Every candidate, its measured figures, why it was tried and why it was accepted or
+rejected is kept in :class:`SearchResult`, which saves as a study file (``workbench
+report`` and the charts read it) with the search path beside the results.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.atomic import write_text_atomic
+from workbench.cache import Cache
+from workbench.errors import WorkbenchError
+from workbench.pipeline import MeasureSettings, check_applicable, evaluate
+from workbench.recipe import (
+    MAX_SPARSITY,
+    PRUNE_METHODS,
+    FineTuneConfig,
+    PruneConfig,
+    QuantizeConfig,
+    Recipe,
+    StepConfig,
+)
+from workbench.results import Result
+from workbench.study import METRICS_BY_COLUMN, Study
+
+__all__ = [
+    "RECOVERIES",
+    "SEARCH_FORMAT",
+    "TARGETS",
+    "SearchResult",
+    "SearchStep",
+    "SearchTarget",
+    "check_model",
+    "check_request",
+    "evaluate_flags",
+    "measure_sensitivity",
+    "search",
+]
+
+SEARCH_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class SearchTarget:
+    """What a search minimises, and which steps can lower it.
+
+    Attributes:
+        name: the target's name (``--target``).
+        column: the Study column minimised (see ``workbench.study.METRICS``).
+        description: what the chosen recipe is, for people.
+        methods: the pruning methods that lower this figure (unstructured pruning only
+            zeroes weights: the compressed file shrinks, MACs and latency do not).
+        quantize: whether quantization lowers it (it does not change MACs).
+    """
+
+    name: str
+    column: str
+    description: str
+    methods: tuple[str, ...]
+    quantize: bool
+
+
+TARGETS: dict[str, SearchTarget] = {
+    t.name: t
+    for t in (
+        SearchTarget(
+            "size",
+            "compressed_bytes",
+            "the smallest artifact (deflate-compressed bytes, what a download or an update costs)",
+            ("unstructured", "structured"),
+            True,
+        ),
+        SearchTarget(
+            "macs",
+            "macs",
+            "the fewest multiply-accumulates per inference",
+            ("structured",),
+            False,
+        ),
+        SearchTarget(
+            "latency",
+            "latency_p50_ms",
+            "the lowest latency p50 on this machine (ranked by the speed-up over the "
+            "baseline timed interleaved with it)",
+            ("structured",),
+            True,
+        ),
+        SearchTarget(
+            "device",
+            "peak_memory_bytes",
+            "the most memory headroom on the device (the smallest measured peak memory) "
+            "among the variants that fit its budget",
+            ("unstructured", "structured"),
+            True,
+        ),
+    )
+}
+
+# How a pruned candidate recovers: retrain on the training part, distil from the float
+# model while retraining, or not at all (one-shot pruning).
+RECOVERIES = ("finetune", "distill", "none")
+
+# Sparsities the bisection chooses from (the last is MAX_SPARSITY).
+SPARSITY_GRID: tuple[float, ...] = tuple(round(0.2 + 0.05 * i, 2) for i in range(16))
+# One-shot sparsities the profile measures per method.
+PROFILE_SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9)
+# Per-layer sensitivity: each layer alone pruned this much.
+LAYER_PROBE_SPARSITY = {"unstructured": 0.9, "structured": 0.5}
+# Held-out training images the profile is measured on (0.2 point per image at 512).
+PROFILE_IMAGES = 512
+# Layers kept dense because they are too sensitive may hold at most this share of the
+# prunable weights: keeping a big layer dense would cost more size than it saves accuracy.
+MAX_EXCLUDED_SHARE = 0.1
+# A one-shot drop this many times the allowance is still worth retraining from: the
+# bisection starts at the highest profiled sparsity within it.
+RECOVERABLE_FACTOR = 8.0
+# Quantization tried first, in order: the first that keeps the floor is stacked on every
+# pruned candidate. The accuracy-aware int8 is tried with the whole allowance.
+QUANT_LADDER = ("int8", "int8-aware", "dynamic", "fp16")
+
+
+def _quant_config(name: str, allowance_points: float) -> QuantizeConfig:
+    if name == "int8-aware":
+        return QuantizeConfig(scheme="int8", max_accuracy_drop=round(max(allowance_points, 0.0), 4))
+    return QuantizeConfig(scheme=name)
+
+
+@dataclass
+class SearchStep:
+    """One candidate of the path: what was tried, why, what was measured, the verdict.
+
+    ``figures`` holds the measured Study columns (accuracy, sizes, MACs, latency, memory);
+    ``held_out_accuracy`` is the candidate's accuracy on the held-out training images, for
+    candidates that did not train on them (the baseline and quantization alone).
+    """
+
+    index: int
+    phase: str  # "baseline", "quantize", "prune-unstructured", "prune-structured"
+    recipe: Recipe
+    why_tried: str
+    accepted: bool = False
+    reason: str = ""
+    key: str | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+    fit: dict[str, Any] | None = None
+    held_out_accuracy: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "phase": self.phase,
+            "recipe": self.recipe.to_dict(),
+            "recipe_name": self.recipe.name,
+            "why_tried": self.why_tried,
+            "accepted": self.accepted,
+            "reason": self.reason,
+            "key": self.key,
+            "figures": dict(self.figures),
+            "fit": self.fit,
+            "held_out_accuracy": self.held_out_accuracy,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchStep:
+        return cls(
+            index=int(d["index"]),
+            phase=str(d["phase"]),
+            recipe=Recipe.from_dict(d["recipe"]),
+            why_tried=str(d.get("why_tried", "")),
+            accepted=bool(d["accepted"]),
+            reason=str(d.get("reason", "")),
+            key=d.get("key"),
+            figures=dict(d.get("figures") or {}),
+            fit=d.get("fit"),
+            held_out_accuracy=d.get("held_out_accuracy"),
+            seconds=float(d.get("seconds", 0.0)),
+            error=d.get("error"),
+        )
+
+
+@dataclass
+class SearchResult:
+    """The outcome of :func:`search`: the path of candidates and the chosen recipe.
+
+    ``chosen`` is the index of the chosen step in ``steps`` (None when no candidate kept
+    the floor; ``outcome`` then says why). ``results`` holds the measured Results of the
+    path (each step names its own by ``key``), so the search reads as a Study.
+    """
+
+    model: str
+    target: str
+    floor: dict[
+        str, Any
+    ]  # {"kind": "absolute"|"drop", "value": percent or points, "accuracy": fraction}
+    steps: list[SearchStep]
+    chosen: int | None
+    outcome: str
+    stopped: str
+    sensitivity: dict[str, Any]
+    wall_seconds: float
+    device: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    results: list[Result] = field(default_factory=list)
+    model_info: dict[str, Any] = field(default_factory=dict)
+    max_candidates: int = 0
+
+    @property
+    def chosen_step(self) -> SearchStep | None:
+        return None if self.chosen is None else self.steps[self.chosen]
+
+    @property
+    def chosen_recipe(self) -> Recipe | None:
+        step = self.chosen_step
+        return None if step is None else step.recipe
+
+    @property
+    def chosen_result(self) -> Result | None:
+        step = self.chosen_step
+        if step is None:
+            return None
+        return next((r for r in self.results if r.key == step.key), None)
+
+    @property
+    def candidates_evaluated(self) -> int:
+        """Candidates measured through the pipeline (the baseline included)."""
+        return sum(1 for s in self.steps if s.key is not None)
+
+    def to_study(self) -> Study:
+        """The measured variants of the path as a Study (baseline first)."""
+        return Study(self.model, list(self.results), dict(self.model_info))
+
+    def path_rows(self) -> list[dict[str, Any]]:
+        """One row per step, for a table or ``workbench.charts.search_path_chart``:
+        ``step``, ``phase``, ``recipe``, ``key``, ``accepted``, ``chosen``, ``reason``
+        and the measured figures."""
+        return [
+            {
+                "step": s.index,
+                "phase": s.phase,
+                "recipe": s.recipe.name,
+                "key": s.key,
+                "accepted": s.accepted,
+                "chosen": s.index == self.chosen,
+                "reason": s.reason,
+                **s.figures,
+            }
+            for s in self.steps
+        ]
+
+    def search_dict(self) -> dict[str, Any]:
+        """The search's own record (without the Results it names by key)."""
+        return {
+            "format": SEARCH_FORMAT,
+            "target": self.target,
+            "objective": TARGETS[self.target].column,
+            "floor": dict(self.floor),
+            "device": self.device,
+            "max_candidates": self.max_candidates,
+            "steps": [s.to_dict() for s in self.steps],
+            "chosen": self.chosen,
+            "chosen_recipe": None if self.chosen_recipe is None else self.chosen_recipe.to_dict(),
+            "chosen_recipe_name": None if self.chosen_recipe is None else self.chosen_recipe.name,
+            "outcome": self.outcome,
+            "stopped": self.stopped,
+            "sensitivity": self.sensitivity,
+            "wall_seconds": round(self.wall_seconds, 2),
+            "candidates_evaluated": self.candidates_evaluated,
+            "settings": dict(self.settings),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """A study file (``Study.load`` and ``workbench report`` read it) with the search
+        path under ``"search"``; its frontier is over accuracy and the target figure."""
+        column = TARGETS[self.target].column
+        study = self.to_study().to_dict({"accuracy": "max", column: "min"})
+        study["search"] = self.search_dict()
+        return study
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchResult:
+        if not isinstance(d, dict) or not isinstance(d.get("search"), dict):
+            raise WorkbenchError(
+                "this file holds no search path", "pass the file `workbench search --out` wrote"
+            )
+        s = d["search"]
+        if s.get("format") != SEARCH_FORMAT:
+            raise WorkbenchError(
+                f"unsupported search format {s.get('format')!r}",
+                f"run the search again with this version of the workbench (format {SEARCH_FORMAT})",
+            )
+        study = Study.from_dict(d)
+        return cls(
+            model=study.model,
+            target=s["target"],
+            floor=dict(s["floor"]),
+            steps=[SearchStep.from_dict(x) for x in s["steps"]],
+            chosen=s.get("chosen"),
+            outcome=s.get("outcome", ""),
+            stopped=s.get("stopped", ""),
+            sensitivity=s.get("sensitivity", {}),
+            wall_seconds=float(s.get("wall_seconds", 0.0)),
+            device=s.get("device"),
+            settings=s.get("settings", {}),
+            results=study.results,
+            model_info=study.model_info,
+            max_candidates=int(s.get("max_candidates", 0)),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the search as a study JSON file with its path (atomically)."""
+        path = Path(path)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchResult:
+        """Read a file written by :meth:`save`."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise WorkbenchError(
+                f"no search file at {path}", "run `workbench search ... --out FILE` first"
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise WorkbenchError(
+                f"{path} is not a search JSON file ({exc})",
+                "pass the file `workbench search --out` wrote",
+            ) from None
+        try:
+            return cls.from_dict(d)
+        except WorkbenchError as exc:
+            raise WorkbenchError(f"{path}: {exc.problem}", exc.fix) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WorkbenchError(
+                f"{path} is not a valid search file ({str(exc).splitlines()[0][:200]})",
+                "pass the file `workbench search --out` wrote",
+            ) from None
+
+
+# ------------------------------------------------------------------------ input checks
+
+
+def _floor_spec(accuracy_floor: Any, max_accuracy_drop: Any) -> dict[str, Any]:
+    """The floor as {"kind", "value"}: exactly one of the two must be given."""
+    if (accuracy_floor is None) == (max_accuracy_drop is None):
+        raise WorkbenchError(
+            "give exactly one accuracy floor",
+            "pass accuracy_floor=97 (percent, absolute) or max_accuracy_drop=1.0 (points below "
+            "the float model) (CLI: --accuracy-floor or --max-accuracy-drop)",
+        )
+    if accuracy_floor is not None:
+        value = accuracy_floor
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise WorkbenchError(
+                f"accuracy floor {value!r} is not a number", "use a percentage such as 97"
+            )
+        if 0 < value <= 1:
+            raise WorkbenchError(
+                f"accuracy floor {value:g} looks like a fraction, but the floor is in percent",
+                f"write {value * 100:g} for {value:.0%}",
+            )
+        if not 1 < value <= 100:
+            raise WorkbenchError(
+                f"accuracy floor {value:g}% is out of range",
+                "use a percentage above 1 and at most 100, e.g. 97",
+            )
+        return {"kind": "absolute", "value": float(value)}
+    value = max_accuracy_drop
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise WorkbenchError(
+            f"accuracy drop {value!r} is not a number", "use points of accuracy such as 1.0"
+        )
+    if not 0 <= value < 100:
+        raise WorkbenchError(
+            f"accuracy drop {value:g} points is out of range",
+            "use points of accuracy from 0 to below 100, e.g. 1.0",
+        )
+    return {"kind": "drop", "value": float(value)}
+
+
+def _check_target(target: Any, device: Any) -> SearchTarget:
+    if target not in TARGETS:
+        raise WorkbenchError(
+            f"unknown search target {target!r}", f"use one of: {', '.join(TARGETS)}"
+        )
+    if target == "device" and device is None:
+        raise WorkbenchError(
+            "the device target needs a device", "name one (device='raspberry-pi-4', CLI --device)"
+        )
+    return TARGETS[target]
+
+
+def check_request(
+    *,
+    accuracy_floor: Any = None,
+    max_accuracy_drop: Any = None,
+    target: Any = "size",
+    device: Any = None,
+    max_candidates: Any = 12,
+    recovery: Any = "finetune",
+    methods: Any = None,
+    runtime: str = "onnxruntime",
+) -> dict[str, Any]:
+    """Check a search request before anything is loaded or measured.
+
+    Returns ``floor`` ({"kind", "value"}), ``target`` (the SearchTarget), ``methods``
+    and ``device`` (the DeviceProfile or None).
+
+    Raises:
+        WorkbenchError: both or neither floor, a floor out of range, an unknown target,
+            device, recovery or pruning method, a device that does not run ``runtime``,
+            or a candidate budget below 1.
+    """
+    floor = _floor_spec(accuracy_floor, max_accuracy_drop)
+    goal = _check_target(target, device)
+    if recovery not in RECOVERIES:
+        raise WorkbenchError(
+            f"unknown recovery {recovery!r}", f"use one of: {', '.join(RECOVERIES)}"
+        )
+    if (
+        isinstance(max_candidates, bool)
+        or not isinstance(max_candidates, int)
+        or max_candidates < 1
+    ):
+        raise WorkbenchError(
+            f"max_candidates {max_candidates!r} is not a whole number >= 1",
+            "allow at least one candidate besides the baseline, e.g. 12",
+        )
+    methods = goal.methods if methods is None else tuple(methods)
+    unknown = [m for m in methods if m not in PRUNE_METHODS]
+    if unknown or not methods:
+        raise WorkbenchError(
+            f"unknown pruning method(s) to search: {', '.join(map(repr, unknown)) or 'none given'}",
+            f"use one or more of: {', '.join(PRUNE_METHODS)}",
+        )
+    profile = None
+    if device is not None:
+        from workbench.devices.registry import get_device
+
+        profile = get_device(device)  # an unknown name lists the known ones
+        if runtime not in profile.runtimes:
+            raise WorkbenchError(
+                f"{profile.name} does not run {runtime}, which the search measures in: "
+                "no variant could be said to fit it",
+                f"search in a runtime {profile.name} runs ({', '.join(profile.runtimes)}), or "
+                "name another device",
+            )
+    return {"floor": floor, "target": goal, "methods": methods, "device": profile}
+
+
+def check_model(model: Any) -> None:
+    """Raise WorkbenchError unless ``model`` can be searched: a labelled task (a floor
+    needs accuracy) and PyTorch layers (pruning and retraining act on them)."""
+    from workbench.pipeline import torch_steps_unavailable
+
+    if model.task is None:
+        raise WorkbenchError(
+            f"an accuracy floor needs accuracy, and {model.name} has no labelled task",
+            "load the model with a task (e.g. task='digits' / --task digits)",
+        )
+    why = torch_steps_unavailable(model)
+    if why:
+        raise WorkbenchError(
+            f"{model.name} is {why}: the search prunes and retrains PyTorch layers",
+            "load its weights with the architecture (--arch), or try quantization with "
+            "`workbench evaluate --quantize int8`",
+        )
+
+
+# ------------------------------------------------------------------------ sensitivity
+
+
+def _held_out(model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out training images (never the test split): the ones int8 calibration does
+    not draw, at most PROFILE_IMAGES of them (a seeded choice)."""
+    x, y = model.task.held_out(model.preprocessing, QuantizeConfig().calibration_samples)
+    if len(y) > PROFILE_IMAGES:
+        idx = np.sort(np.random.default_rng(0).choice(len(y), PROFILE_IMAGES, replace=False))
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def _torch_accuracy(module: Any, x: np.ndarray, y: np.ndarray) -> float:
+    import torch
+
+    module.eval()
+    with torch.inference_mode():
+        logits = torch.cat(
+            [module(torch.from_numpy(x[i : i + 256])) for i in range(0, len(x), 256)]
+        )
+    return float((logits.argmax(dim=1).numpy() == y).mean())
+
+
+def _first_last(module: Any, example: Any) -> set[str]:
+    """The first and last prunable layers in forward order (kept dense by default)."""
+    from workbench.compress.prune import _layer_order  # the order prune_ itself uses
+
+    order, called = _layer_order(module, example)
+    return {order[0], order[max(called, 1) - 1]} if order else set()
+
+
+def measure_sensitivity(
+    model: Any, methods: tuple[str, ...], allowance_points: float
+) -> dict[str, Any]:
+    """The search's sensitivity profile, measured in PyTorch on held-out training images.
+
+    Returns a JSON-able dict: ``held_out_images``, ``float_accuracy`` (held-out), and
+    per method: ``layers`` (each layer's drop in points when pruned alone at
+    LAYER_PROBE_SPARSITY, most sensitive first), ``exclude`` (the layers kept dense: a
+    lone drop above the allowance, within MAX_EXCLUDED_SHARE of the weights) and
+    ``curve`` (the whole model's one-shot held-out drop at each PROFILE_SPARSITIES,
+    pruned with that exclusion).
+    """
+    from workbench.compress import layer_sensitivity, prune_
+
+    started = time.perf_counter()
+    x, y = _held_out(model)
+    module = model.module
+    example = model.example_input()
+    float_acc = _torch_accuracy(copy.deepcopy(module), x, y)
+    dense = _first_last(module, example)
+    profile: dict[str, Any] = {
+        "held_out_images": int(len(y)),
+        "held_out_source": "training split, images int8 calibration does not draw; never the test split",
+        "float_accuracy": float_acc,
+        "methods": {},
+    }
+    for method in methods:
+        entry: dict[str, Any] = {"probe_sparsity": LAYER_PROBE_SPARSITY[method]}
+        try:
+            rows = layer_sensitivity(
+                module,
+                lambda m: _torch_accuracy(m, x, y),
+                sparsity=LAYER_PROBE_SPARSITY[method],
+                method=method,
+                example_input=example,
+            )
+        except WorkbenchError as exc:
+            rows, entry["layers_error"] = [], str(exc)
+        rows = sorted(rows, key=lambda r: -r["drop"])
+        entry["layers"] = [
+            {"layer": r["layer"], "params": r["params"], "drop_points": round(r["drop"] * 100, 3)}
+            for r in rows
+        ]
+        total = sum(r["params"] for r in rows) or 1
+        exclude, kept = [], 0
+        for r in rows:
+            if r["drop"] * 100 <= allowance_points or r["layer"] in dense:
+                continue
+            if kept + r["params"] > MAX_EXCLUDED_SHARE * total:
+                continue
+            exclude.append(r["layer"])
+            kept += r["params"]
+        entry["exclude"] = exclude
+        curve = []
+        for s in PROFILE_SPARSITIES:
+            trial = copy.deepcopy(module)
+            try:
+                prune_(
+                    trial, PruneConfig(method=method, sparsity=s, exclude=tuple(exclude)), example
+                )
+            except WorkbenchError as exc:
+                curve.append({"sparsity": s, "drop_points": None, "error": str(exc)})
+                continue
+            drop = (float_acc - _torch_accuracy(trial, x, y)) * 100
+            curve.append({"sparsity": s, "drop_points": round(drop, 3)})
+        entry["curve"] = curve
+        profile["methods"][method] = entry
+    profile["seconds"] = round(time.perf_counter() - started, 2)
+    return profile
+
+
+def _start_index(curve: list[dict[str, Any]], allowance_points: float, factor: float) -> int:
+    """Where the bisection starts for a method (an index of SPARSITY_GRID): the highest
+    profiled sparsity whose one-shot drop is within ``factor`` times the allowance (what
+    retraining can plausibly recover), else the lowest sparsity of the grid."""
+    ok = [
+        c["sparsity"]
+        for c in curve
+        if c.get("drop_points") is not None
+        and c["drop_points"] <= max(allowance_points, 0.2) * factor
+    ]
+    if not ok:
+        return 0
+    return min(range(len(SPARSITY_GRID)), key=lambda i: abs(SPARSITY_GRID[i] - max(ok)))
+
+
+# ------------------------------------------------------------------------------ search
+
+
+def _figures(result: Result) -> dict[str, Any]:
+    from workbench.study import result_row
+
+    row = result_row(result)
+    columns = (
+        "accuracy",
+        "agreement",
+        "compressed_bytes",
+        "size_bytes",
+        "macs",
+        "nonzero_params",
+        "latency_p50_ms",
+        "peak_memory_bytes",
+        "speedup",
+    )
+    return {c: row[c] for c in columns}
+
+
+def _fmt(column: str, value: Any) -> str:
+    fig = METRICS_BY_COLUMN.get(column)
+    return str(value) if fig is None or value is None else fig.text(value)
+
+
+def _objective(step: SearchStep, target: SearchTarget) -> tuple[float, float]:
+    """The ranking key of an accepted step: smaller is better."""
+    f = step.figures
+    if target.name == "latency":
+        # Runs timed at different moments differ more than the variants do on a busy
+        # machine: the interleaved speed-up over the baseline is the steadier figure.
+        speed = f.get("speedup")
+        primary = -float(speed) if speed is not None else -1.0
+    else:
+        primary = float(f[target.column])
+    return primary, float(f["compressed_bytes"])
+
+
+def search(
+    model: Any,
+    *,
+    accuracy_floor: float | None = None,
+    max_accuracy_drop: float | None = None,
+    target: str = "size",
+    settings: MeasureSettings | None = None,
+    cache: Cache | None = None,
+    device: Any = None,
+    memory_fraction: float | None = None,
+    max_candidates: int = 12,
+    recovery: str = "finetune",
+    finetune_epochs: int = 3,
+    methods: tuple[str, ...] | None = None,
+    on_step: Callable[[SearchStep], None] | None = None,
+) -> SearchResult:
+    """Find the smallest (or fastest) recipe that keeps an accuracy floor, guided by sensitivity.
+
+    Args:
+        model: a ``workbench.models.Model`` (or a name for ``load_model``) with a labelled
+            task and PyTorch layers.
+        accuracy_floor: the lowest acceptable top-1 accuracy, in **percent** (97 = 97%).
+        max_accuracy_drop: or the floor as **points** below the float model's measured
+            accuracy (1.0 = one point). Give exactly one of the two.
+        target: "size" (deflate-compressed bytes), "macs", "latency" (p50 on this
+            machine) or "device" (fits ``device``, with the most memory headroom).
+        device: a device name or profile (``workbench.devices``); with any target, a
+            candidate must also fit the device's memory budget and storage.
+        memory_fraction: the device budget's share of its memory (default: the profile's).
+        max_candidates: variants evaluated besides the baseline (>= 1).
+        recovery: how pruned candidates recover: "finetune", "distill" (from the float
+            model, by its registry name) or "none" (one-shot pruning).
+        finetune_epochs: epochs of that retraining.
+        methods: the pruning methods to try (default: those that lower the target).
+        on_step: called with each SearchStep once it is measured and judged.
+
+    Returns:
+        A SearchResult. When no candidate keeps the floor (e.g. a floor above the float
+        model's accuracy) it is returned with ``chosen`` None and ``outcome`` saying so:
+        that is an answer, measured, not an error.
+
+    Raises:
+        WorkbenchError: bad input (floor out of range, both or neither floor, an unknown
+            target or device, a model without a labelled task or PyTorch layers), checked
+            before anything is measured.
+    """
+    from workbench.models import Model, load_model
+
+    started = time.perf_counter()
+    settings = settings or MeasureSettings()
+    request = check_request(
+        accuracy_floor=accuracy_floor,
+        max_accuracy_drop=max_accuracy_drop,
+        target=target,
+        device=device,
+        max_candidates=max_candidates,
+        recovery=recovery,
+        methods=methods,
+        runtime=settings.runtime,
+    )
+    floor, goal, methods, profile = (
+        request["floor"],
+        request["target"],
+        request["methods"],
+        request["device"],
+    )
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    elif not isinstance(model, Model):
+        raise WorkbenchError(
+            f"search() needs a model, not {type(model).__name__}",
+            "pass load_model('digits-cnn') (or a name from `workbench models`)",
+        )
+    check_model(model)
+    teacher = None
+    if recovery == "distill":
+        if model.source != "sample":
+            raise WorkbenchError(
+                f"distilling needs the float model by a registry name, and {model.name} is a file",
+                "use recovery='finetune' (CLI --recovery finetune)",
+            )
+        teacher = model.name
+    cache = cache or Cache()
+    recover = (
+        None if recovery == "none" else FineTuneConfig(epochs=finetune_epochs, teacher=teacher)
+    )
+
+    steps: list[SearchStep] = []
+    results: dict[str, Result] = {}
+    fit_of: Callable[[Result], Any] | None = None
+    if profile is not None:
+        from workbench.devices.budget import fit
+
+        def fit_of(result: Result) -> Any:
+            return fit(result, profile, fraction=memory_fraction, cache=cache)
+
+    state: dict[str, Any] = {"floor_accuracy": None}
+
+    def run(phase: str, recipe: Recipe, why: str) -> SearchStep:
+        step = SearchStep(index=len(steps), phase=phase, recipe=recipe, why_tried=why)
+        t0 = time.perf_counter()
+        try:
+            check_applicable(model, recipe, settings.runtime)
+            result = evaluate(model, recipe, settings=settings, cache=cache)
+        except WorkbenchError as exc:
+            if recipe.is_baseline:
+                raise
+            step.error = str(exc)
+            step.reason = f"failed: {exc.problem}"
+        else:
+            results[result.key] = result
+            step.key = result.key
+            step.figures = _figures(result)
+            if state["floor_accuracy"] is None:  # the baseline: the floor in absolute terms
+                state["floor_accuracy"] = _absolute_floor(floor, float(step.figures["accuracy"]))
+            _judge(step, result, goal, state["floor_accuracy"], fit_of)
+        step.seconds = time.perf_counter() - t0
+        steps.append(step)
+        if on_step is not None:
+            on_step(step)
+        return step
+
+    # 1. The baseline, and the floor in absolute terms.
+    base = run(
+        "baseline", Recipe(), "the float model: the floor's reference and the first candidate"
+    )
+    base_acc = float(base.figures["accuracy"])
+    floor_acc = floor["accuracy"] = state["floor_accuracy"]
+    allowance = (base_acc - floor_acc) * 100  # points the compression may cost
+    held_x, held_y = _held_out(model)
+
+    def finish(stopped: str, sensitivity: dict[str, Any]) -> SearchResult:
+        accepted = [s for s in steps if s.accepted]
+        chosen = min(accepted, key=lambda s: _objective(s, goal)) if accepted else None
+        if chosen is None:
+            if base_acc < floor_acc:
+                outcome = (
+                    f"no recipe meets the floor: the float model itself scores "
+                    f"{base_acc:.2%}, below the floor of {floor_acc:.2%}, and compression only "
+                    "loses accuracy; lower the floor"
+                )
+            else:
+                outcome = (
+                    f"no recipe meets the floor of {floor_acc:.2%}"
+                    + (f" and fits {profile.name}" if profile is not None else "")
+                    + f" within {len(steps) - 1} candidate(s); allow a larger drop or more candidates"
+                )
+        else:
+            outcome = f"chosen: {chosen.recipe.name} ({goal.description}) at {chosen.figures['accuracy']:.2%}"
+            for s in steps:
+                if s is not chosen and s.accepted:
+                    s.reason += f"; not chosen: {_fmt(goal.column, s.figures[goal.column])} vs {_fmt(goal.column, chosen.figures[goal.column])}"
+        # Baseline first, then the path's order.
+        ordered = [results[s.key] for s in steps if s.key is not None]
+        unique = list({r.key: r for r in ordered}.values())
+        return SearchResult(
+            model=model.name,
+            target=goal.name,
+            floor=floor,
+            steps=steps,
+            chosen=None if chosen is None else chosen.index,
+            outcome=outcome,
+            stopped=stopped,
+            sensitivity=sensitivity,
+            wall_seconds=time.perf_counter() - started,
+            device=None if profile is None else profile.name,
+            settings=settings.to_dict(),
+            results=unique,
+            model_info=model.describe(),
+            max_candidates=max_candidates,
+        )
+
+    if base_acc < floor_acc:
+        return finish("the float model is below the floor: nothing compressed can keep it", {})
+    if base.fit is not None and base.fit.get("decided_by") == "runtime":
+        raise WorkbenchError(
+            f"{profile.name} does not run {settings.runtime}: no {settings.runtime} variant can fit it",
+            f"search for a runtime {profile.name} runs ({', '.join(profile.runtimes)}), or name "
+            "another device",
+        )
+
+    budget = {"left": max_candidates}
+
+    def try_candidate(phase: str, recipe: Recipe, why: str) -> SearchStep | None:
+        """Evaluate ``recipe`` unless the budget is spent or it was tried already."""
+        done = next((s for s in steps if s.recipe == recipe), None)
+        if done is not None:
+            return done
+        if budget["left"] <= 0:
+            return None
+        budget["left"] -= 1
+        return run(phase, recipe, why)
+
+    # 2. Quantization first: the cheapest large step.
+    quant: QuantizeConfig | None = None
+    runtime = None
+    if goal.quantize:
+        from workbench.runtimes import get_runtime
+
+        runtime = get_runtime(settings.runtime)
+        base_held = _artifact_accuracy(runtime, results[base.key], held_x, held_y)
+        base.held_out_accuracy = base_held
+        for name in QUANT_LADDER:
+            config = _quant_config(name, allowance)
+            why = (
+                "int8 first: 4x smaller weights, the cheapest step"
+                if name == "int8"
+                else f"{QUANT_LADDER[QUANT_LADDER.index(name) - 1]} lost too much: {name} next"
+            )
+            step = try_candidate("quantize", Recipe((config,)), why)
+            if step is None:
+                break
+            if step.key is not None:
+                step.held_out_accuracy = _artifact_accuracy(
+                    runtime, results[step.key], held_x, held_y
+                )
+            if step.accepted or (step.key is not None and _keeps_floor(step, floor_acc)):
+                if goal.name == "latency" and not _faster(step):
+                    step.reason += "; not stacked: not faster than float on this machine"
+                    continue
+                quant = config
+                break
+
+    if budget["left"] <= 0:
+        return finish(f"the budget of {max_candidates} candidate(s) is spent", {})
+    # 3. The sensitivity profile, then a bisection of the sparsity per method.
+    sensitivity = measure_sensitivity(model, methods, allowance)
+    sensitivity["quantization"] = None if quant is None else quant.label()
+    # Retraining recovers much of a one-shot drop; without it the profile is the forecast.
+    factor = RECOVERABLE_FACTOR if recover is not None else 1.0
+    sensitivity["recoverable_factor"] = factor
+    order = sorted(
+        methods,
+        key=lambda m: (
+            -SPARSITY_GRID[_start_index(sensitivity["methods"][m]["curve"], allowance, factor)]
+        ),
+    )
+    stopped = "every method's sparsity bisected to one grid step"
+    for n, method in enumerate(order):
+        entry = sensitivity["methods"][method]
+        share = math.ceil(budget["left"] / (len(order) - n)) if budget["left"] > 0 else 0
+        spent_before = budget["left"]
+        lo, hi = -1, len(SPARSITY_GRID)  # highest index kept, lowest index lost
+        index = _start_index(entry["curve"], allowance, factor)
+        why = (
+            f"start of the bisection: the highest profiled sparsity whose one-shot held-out drop "
+            f"(no retraining) is within {factor:g}x the {allowance:.2f}-point allowance"
+        )
+        while lo < index < hi and spent_before - budget["left"] < share:
+            prune = PruneConfig(
+                method=method, sparsity=SPARSITY_GRID[index], exclude=tuple(entry["exclude"])
+            )
+            recipe = Recipe(tuple(s for s in (prune, recover, quant) if s is not None))
+            step = try_candidate(f"prune-{method}", recipe, why)
+            if step is None:
+                break
+            if step.key is not None and _keeps_floor(step, floor_acc):
+                lo = index
+            else:
+                hi = index
+            if hi - lo <= 1:
+                break
+            index = max((lo + hi) // 2, lo + 1)
+            why = f"bisection between {_grid(lo)} (kept the floor) and {_grid(hi)} (lost it)"
+        if budget["left"] <= 0:
+            stopped = f"the budget of {max_candidates} candidates is spent"
+    return finish(stopped, sensitivity)
+
+
+def _absolute_floor(floor: dict[str, Any], baseline_accuracy: float) -> float:
+    """The floor as a fraction: the absolute percentage, or the drop below the baseline."""
+    if floor["kind"] == "absolute":
+        return floor["value"] / 100.0
+    return baseline_accuracy - floor["value"] / 100.0
+
+
+def _grid(i: int) -> str:
+    if i < 0:
+        return "none"
+    if i >= len(SPARSITY_GRID):
+        return f"above {MAX_SPARSITY:g}"
+    return f"{SPARSITY_GRID[i]:g}"
+
+
+def _keeps_floor(step: SearchStep, floor_acc: float) -> bool:
+    acc = step.figures.get("accuracy")
+    # A hair of float tolerance: 97.5% measured as 0.97499999 must still keep 97.5%.
+    return acc is not None and float(acc) >= floor_acc - 1e-9
+
+
+def _faster(step: SearchStep) -> bool:
+    speed = step.figures.get("speedup")
+    return speed is not None and float(speed) > 1.0
+
+
+def _judge(
+    step: SearchStep,
+    result: Result,
+    goal: SearchTarget,
+    floor_acc: float | None,
+    fit_of: Callable[[Result], Any] | None,
+) -> None:
+    """Set ``step.accepted`` and its reason from its measured figures."""
+    if floor_acc is None:  # the baseline, before the floor is known
+        return
+    acc = float(step.figures["accuracy"])
+    keeps = _keeps_floor(step, floor_acc)
+    reasons = [f"accuracy {acc:.2%} {'keeps' if keeps else 'is below'} the floor {floor_acc:.2%}"]
+    fits = True
+    if fit_of is not None:
+        fit = fit_of(result)
+        step.fit = fit.to_dict()
+        fits = fit.fits
+        reasons.append(
+            fit.summary() if not fits else f"fits {fit.device} (decided by {fit.decided_by})"
+        )
+    step.accepted = keeps and fits
+    step.reason = ("accepted: " if step.accepted else "rejected: ") + "; ".join(reasons)
+    step.reason += f"; {goal.name} {_fmt(goal.column, step.figures.get(goal.column))}"
+
+
+def _artifact_accuracy(runtime: Any, result: Result, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of a measured artifact on the held-out training images (one at a time,
+    as the pipeline predicts)."""
+    logits = runtime.predict(result.artifact, x, batch_size=1)
+    return float((np.argmax(logits.reshape(len(x), -1), axis=1) == y).mean())
+
+
+# ------------------------------------------------------------------- evaluate flags
+
+
+def evaluate_flags(recipe: Recipe) -> list[str]:
+    """The ``workbench evaluate`` flags that build ``recipe`` (the steps a search makes:
+    one-shot pruning, fine-tuning with an optional teacher, quantization).
+
+    Raises:
+        WorkbenchError: a step or setting those flags cannot express.
+    """
+    defaults = {
+        "prune": PruneConfig(),
+        "finetune": FineTuneConfig(),
+        "quantize": QuantizeConfig(),
+    }
+    flags: list[str] = []
+    for step in recipe.steps:
+        if step.kind not in defaults:
+            raise WorkbenchError(
+                f"the {step.kind} step has no flag in this conversion", "use the recipe's JSON"
+            )
+        _check_only(step, defaults[step.kind])
+        if isinstance(step, PruneConfig):
+            flags += ["--prune", step.method, "--sparsity", f"{step.sparsity:g}"]
+            if step.scope != "global":
+                flags += ["--scope", step.scope]
+            if not step.keep_first_last:
+                flags.append("--prune-first-last")
+            for name in step.exclude:
+                flags += ["--exclude", name]
+        elif isinstance(step, FineTuneConfig):
+            flags += ["--finetune-epochs", str(step.epochs)]
+            if step.teacher:
+                flags += ["--teacher", step.teacher]
+        elif isinstance(step, QuantizeConfig):
+            flags += ["--quantize", step.scheme]
+            if step.max_accuracy_drop is not None:
+                flags += ["--accuracy-aware", f"{step.max_accuracy_drop:g}"]
+    return flags
+
+
+# Settings each flag set above expresses; any other must be at its default.
+_FLAGGED = {
+    "prune": {"method", "sparsity", "scope", "keep_first_last", "exclude"},
+    "finetune": {"epochs", "teacher"},
+    "quantize": {"scheme", "max_accuracy_drop"},
+}
+
+
+def _check_only(step: StepConfig, default: StepConfig) -> None:
+    mine, base = step.to_dict(), default.to_dict()
+    other = [k for k in mine if k != "kind" and k not in _FLAGGED[step.kind] and mine[k] != base[k]]
+    if other:
+        raise WorkbenchError(
+            f"{step.label()} sets {', '.join(other)}, which the evaluate flags here do not carry",
+            "use the recipe's JSON",
+        )
