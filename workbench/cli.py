@@ -126,7 +126,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
-    from workbench.recipe import CALIBRATIONS, OVERFLOW_FIXES, QuantizeConfig
+    from workbench.recipe import CALIBRATIONS, IO_TYPES, OVERFLOW_FIXES, QuantizeConfig
 
     p.add_argument(
         "--per-tensor", action="store_true", help="one int8 scale per tensor instead of per channel"
@@ -160,6 +160,12 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=QuantizeConfig().bias_correction,
         help="int8: shift each Conv/Gemm bias by its output's mean error on the calibration images",
+    )
+    p.add_argument(
+        "--io-type",
+        choices=IO_TYPES,
+        help="int8 in LiteRT: the file's input and output type, int8 (what a microcontroller "
+        "feeds) or float (default)",
     )
     p.add_argument(
         # not --max-accuracy-drop: the device gate's flag of that name is a pass/fail limit
@@ -470,6 +476,7 @@ def _quant_config(args: argparse.Namespace, scheme: str) -> Any:
         overflow_fix=args.overflow_fix,
         # the sweep builds one config per scheme; the drop only means something for int8
         max_accuracy_drop=args.quant_max_drop if scheme == "int8" else None,
+        io_type=(args.io_type or defaults.io_type) if scheme == "int8" else defaults.io_type,
     )
 
 
@@ -484,6 +491,7 @@ def _refuse_idle_settings(args: argparse.Namespace, prunes: bool, schemes: list[
         for flag, value in (
             ("--calibration-samples", args.calibration_samples),
             ("--calibration", args.calibration),
+            ("--io-type", args.io_type),
         ):
             if value is not None:
                 raise WorkbenchError(
