@@ -64,10 +64,13 @@ def test_digits_samples_match_onnxruntime(digits_onnx, name):
 
 
 def _random_batchnorm_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Random batch-norm statistics, so a random-init network's outputs are far from zero
-    (torchvision's initialisation gives MobileNet logits of ~1e-9) and a wrong layout shows."""
+    """Random batch-norm statistics and unit-scale dense weights, so a random-init
+    network's outputs are far from zero (torchvision's initialisation gives MobileNetV2
+    logits of ~1e-9) and a wrong layout shows."""
     g = torch.Generator().manual_seed(seed)
     for m in module.modules():
+        if isinstance(m, nn.Linear):
+            m.weight.data = torch.randn(m.weight.shape, generator=g) / m.in_features**0.5
         if isinstance(m, nn.BatchNorm2d):
             n = m.num_features
             m.weight.data = 0.5 + torch.rand(n, generator=g)
