@@ -12,8 +12,8 @@ Each runtime lives in its own folder and registers itself with
 and :func:`get_runtime` are the only way the rest of the workbench finds one.
 Adding a runtime means one new folder and one line in ``_BUILTIN``.
 
-``litert/`` and ``tflite_micro/`` are self-contained building blocks for runtimes
-not yet registered here; nothing in this package imports TensorFlow at module level.
+``tflite_micro/`` holds self-contained building blocks for a runtime not yet
+registered here; nothing in this package imports TensorFlow at module level.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ DEFAULT_RUNTIME = "onnxruntime"
 
 # Modules whose import registers a built-in runtime (imported on first look-up, so
 # `import workbench` pays for none of them).
-_BUILTIN = ("workbench.runtimes.onnxruntime",)
+_BUILTIN = ("workbench.runtimes.onnxruntime", "workbench.runtimes.litert")
 
 _REGISTRY: dict[str, Runtime] = {}
 
@@ -73,6 +73,12 @@ class Runtime(ABC):
         """Write ``model`` (or ``module``, its stepped copy, when not None) to ``dst`` in
         this runtime's format; returns the largest output difference to the source on
         ``parity_inputs``, or None when none was checked."""
+
+    def check_recipe(self, model: Any, recipe: Any) -> None:
+        """Raise WorkbenchError when this runtime cannot build ``recipe`` from ``model``
+        (a source it cannot export, a step setting it cannot honour). Called before
+        anything is built, so a sweep fails at once; the default accepts everything."""
+        return None
 
     # --- measuring it --------------------------------------------------------------
     @abstractmethod
