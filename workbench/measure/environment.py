@@ -188,9 +188,13 @@ def environment_line(environment: dict) -> str:
         return "environment not recorded"
     features = ", ".join(environment.get("cpu_features") or []) or "none detected"
     int8 = "int8 dot product" if environment.get("int8_dot_product") else "no int8 dot product"
+    runtime = f"ONNX Runtime {environment.get('onnxruntime', '?')}"
+    if environment.get("runtime") == "tflite-micro":  # its reference kernels, no timing
+        versions = environment.get("runtime_versions") or {}
+        runtime = f"TFLite Micro {versions.get('tflite-micro', '?')} (reference kernels)"
     return (
         f"{environment.get('cpu_model', 'unknown CPU')} ({features}; {int8}) · "
         f"{environment.get('threads', '?')} thread(s) of {environment.get('usable_cores', '?')} "
-        f"usable cores · ONNX Runtime {environment.get('onnxruntime', '?')} · "
+        f"usable cores · {runtime} · "
         f"{environment.get('os', '')} · Python {environment.get('python', '?')}"
     )
