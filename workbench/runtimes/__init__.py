@@ -129,6 +129,12 @@ class Runtime(ABC):
         """Milliseconds per inference by operator type; {} where the runtime has no profiler."""
         return {}
 
+    def deployment_files(self, artifact: Path, dst_dir: Path, metrics: Any) -> list[dict]:
+        """Write files a deployment needs besides the artifact into ``dst_dir`` (an
+        export folder); returns one manifest entry each (``file``, ``format``,
+        ``sha256``, ``size_bytes``, ...). None by default."""
+        return []
+
     # --- saying what it means ------------------------------------------------------
     def census(self, artifact: Path) -> Any:
         """What this runtime's honesty warnings need to know about the built artifact."""

@@ -177,6 +177,53 @@ def arena_of(artifact: str | os.PathLike) -> dict[str, Any]:
     return dict(_arena(str(Path(artifact).resolve()), st.st_size, st.st_mtime_ns))
 
 
+# The C array's name, as ``xxd -i model.tflite`` would call it: the header declares
+# C_ARRAY_NAME[], C_ARRAY_NAME_len and C_ARRAY_NAME_arena_size.
+C_ARRAY_NAME = "model_tflite"
+
+
+def c_array_files(
+    artifact: str | os.PathLike, dst_dir: str | os.PathLike, arena: dict[str, Any] | None = None
+) -> list[dict]:
+    """Write ``artifact`` as a C array into ``dst_dir`` and return their manifest entries.
+
+    The arena size written is ``arena["firmware_bytes"]`` (found again when ``arena`` is
+    None). The ``.cc`` is read back and must hold exactly the artifact's bytes.
+    """
+    import hashlib
+
+    from workbench.cache import sha256_file
+    from workbench.runtimes.tflite_micro.c_array import export_c_array, read_c_array
+
+    arena = arena or arena_of(artifact)
+    data = Path(artifact).read_bytes()
+    header, source = export_c_array(
+        artifact, dst_dir, name=C_ARRAY_NAME, arena_size=int(arena["firmware_bytes"])
+    )
+    if read_c_array(source.read_text(encoding="ascii")) != data:
+        raise WorkbenchError(
+            f"the C array written for {Path(artifact).name} does not hold the model's bytes",
+            "report this: export_c_array wrote a different array",
+        )
+    common = {
+        "array": C_ARRAY_NAME,
+        "length_bytes": len(data),
+        "arena_size_bytes": int(arena["firmware_bytes"]),
+        "alignment_bytes": 16,
+        "model_sha256": hashlib.sha256(data).hexdigest(),
+    }
+    return [
+        {
+            "file": path.name,
+            "format": fmt,
+            "sha256": sha256_file(path),
+            "size_bytes": path.stat().st_size,
+            **common,
+        }
+        for path, fmt in ((header, "c-header"), (source, "c-array"))
+    ]
+
+
 @register_runtime
 class TFLiteMicroRuntime(Runtime):
     """Full-integer int8 ``.tflite`` files in TensorFlow Lite Micro (reference kernels)."""
@@ -255,6 +302,11 @@ class TFLiteMicroRuntime(Runtime):
         return [{"role": "input", **t.to_dict()} for t in inputs] + [
             {"role": "output", **t.to_dict()} for t in outputs
         ]
+
+    def deployment_files(self, artifact: Path, dst_dir: Path, metrics: Any) -> list[dict]:
+        """The model as a C array for firmware (``.h`` + ``.cc``, 16-byte aligned, with
+        its length and the arena size as constants), checked byte-identical to the file."""
+        return c_array_files(artifact, dst_dir, metrics.arena)
 
     def census(self, artifact: Path) -> Any:
         from workbench.runtimes.litert.flatbuffer import graph_stats
