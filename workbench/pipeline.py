@@ -154,11 +154,16 @@ def variant_key(model: Any, recipe: Recipe, settings: MeasureSettings) -> str:
     measured on.
     """
     env = measure.environment(settings.threads)
+    measured = settings.to_dict()
+    if not get_runtime(settings.runtime).measures_latency:
+        # Nothing is timed (TFLite Micro): timing settings change no figure, so one
+        # entry serves every caller (the CLI's defaults, a notebook's quick settings).
+        measured = {k: measured[k] for k in ("runtime", "max_accuracy_drop")}
     payload = {
         "pipeline": PIPELINE_VERSION,
         "model": _model_identity(model),
         "recipe": recipe.to_dict(),
-        "settings": settings.to_dict(),
+        "settings": measured,
         "runtime": settings.runtime,
         "versions": _versions(settings.runtime),
         "cpu": [env.get("cpu_model"), env.get("logical_cores")],

@@ -251,7 +251,8 @@ class TFLiteMicroRuntime(Runtime):
                 raise WorkbenchError(
                     "TensorFlow Lite Micro runs integer kernels only, and the recipe keeps "
                     "layers in float (keep_float / max_accuracy_drop)",
-                    "leave keep_float empty and max_accuracy_drop unset for tflite-micro",
+                    "leave keep_float empty and max_accuracy_drop unset (every layer int8) "
+                    "for tflite-micro, or measure the mixed variant in onnxruntime",
                 )
         return steps
 
