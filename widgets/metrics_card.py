@@ -21,8 +21,9 @@ import traitlets as T
 from workbench.charts import (
     format_change,
 )
-from workbench.formatting import INTERLEAVED_NOTE, speed_text, versus_text
+from workbench.formatting import INTERLEAVED_NOTE, format_bytes, speed_text, versus_text
 from workbench.measure.environment import environment_line
+from workbench.results import NO_LATENCY
 from workbench.study import FIGURES
 
 __all__ = ["SPINNER", "MetricsCard", "point_delta", "ratio_delta"]
@@ -230,12 +231,28 @@ def card_html(
             "</div></div>"
         )
         return "".join(parts)
-    rounds = f" in {lat.rounds} interleaved rounds" if getattr(lat, "rounds", 1) > 1 else ""
-    parts.append(
-        f'<div style="color:{NEUTRAL}; margin-top: 4px;">latency over {lat.n} timed runs'
-        f"{rounds} after {lat.warmup} warm-up, batch 1; accuracy and agreement on "
-        f"{html.escape(m.agreement_basis)}</div>"
-    )
+    if lat is None:  # a runtime that times nothing here (TFLite Micro)
+        parts.append(
+            f'<div class="edge-workbench-no-latency" style="color:{NEUTRAL}; margin-top: 4px;">'
+            f"{html.escape(NO_LATENCY)}; accuracy and agreement on "
+            f"{html.escape(m.agreement_basis)}</div>"
+        )
+    else:
+        rounds = f" in {lat.rounds} interleaved rounds" if getattr(lat, "rounds", 1) > 1 else ""
+        parts.append(
+            f'<div style="color:{NEUTRAL}; margin-top: 4px;">latency over {lat.n} timed runs'
+            f"{rounds} after {lat.warmup} warm-up, batch 1; accuracy and agreement on "
+            f"{html.escape(m.agreement_basis)}</div>"
+        )
+    arena = getattr(m, "arena", None)
+    if arena:
+        parts.append(
+            f'<div class="edge-workbench-arena" style="color:{NEUTRAL}; margin-top: 2px;">'
+            f"tensor arena {format_bytes(arena['firmware_bytes'])} "
+            f"({format_bytes(arena['activations_bytes'])} activations + "
+            f"{format_bytes(arena['persistent_bytes'])} persistent), found by the TFLite Micro "
+            f"interpreter; flash {format_bytes(arena['flash_bytes'])}</div>"
+        )
     if result.warnings:
         items = "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings)
         parts.append(

@@ -24,6 +24,7 @@ from workbench.formatting import (
     format_percent,
 )
 from workbench.formatting import is_missing as _missing
+from workbench.results import NO_LATENCY
 from workbench.study import FIGURES, METRICS, METRICS_BY_COLUMN, OBJECTIVE_COLUMNS, pareto_mask
 
 __all__ = [
@@ -364,6 +365,20 @@ def _chart_data(df: pd.DataFrame, x: str, y: str, current_key: str | None) -> pd
     return data.reset_index(drop=True)
 
 
+def untimed_note(df: pd.DataFrame, x: str, y: str) -> str:
+    """ " · N variant(s) not shown: no latency measured: ..." when a latency axis leaves
+    out variants of a runtime that times nothing here (TFLite Micro); "" otherwise."""
+    latency_axes = [c for c in (x, y) if c.startswith("latency_") and c in df]
+    if df.empty or not latency_axes:
+        return ""
+    untimed = int(df[latency_axes].isna().any(axis=1).sum())
+    if not untimed:
+        return ""
+    return (
+        f" · {untimed} variant(s) not shown: {NO_LATENCY} (choose memory or size as the cost axis)"
+    )
+
+
 def tradeoff_chart(
     df: pd.DataFrame,
     x: str = "latency_p50_ms",
@@ -542,6 +557,7 @@ def tradeoff_chart(
             else ""
         )
         + " · scroll: zoom, drag: pan"
+        + untimed_note(df, x, y)
     )
     subtitles = [subtitle] + [
         f"{b.label}: far right of every variant, not drawn" for b in far_budgets

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
+from workbench.results import NO_LATENCY
 
 __all__ = ["main"]
 
@@ -539,7 +540,10 @@ def result_json(result: Any) -> dict:
         "params": m.params,
         "nonzero_params": m.nonzero_params,
         "macs": m.macs,
-        "latency_ms": {
+        # None for a runtime that times nothing here (TFLite Micro); latency_note says why.
+        "latency_ms": None
+        if lat is None
+        else {
             "p50": lat.p50,
             "p90": lat.p90,
             "p99": lat.p99,
@@ -550,10 +554,12 @@ def result_json(result: Any) -> dict:
             "warmup": lat.warmup,
             "threads": lat.threads,
         },
+        "latency_note": NO_LATENCY if lat is None else None,
         "speedup": [c.to_dict() for c in m.comparisons],
         "latency_noise": None if m.noise is None else m.noise.to_dict(),
         "peak_memory_bytes": m.memory.peak_bytes,
         "process_peak_memory_bytes": m.memory.process_peak_bytes,
+        "tensor_arena": m.arena,
         "operator_ms": m.operator_ms,
         "parity_max_abs_diff": m.parity_max_abs_diff,
         "artifact": str(result.artifact),
@@ -565,6 +571,31 @@ def result_json(result: Any) -> dict:
 
 def _fmt_pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.2%}"
+
+
+def _latency_line(m: Any) -> str:
+    lat = m.latency
+    if lat is None:
+        return f"  latency         {NO_LATENCY}"
+    return (
+        f"  latency         p50 {lat.p50:.3f} ms  p90 {lat.p90:.3f}  p99 {lat.p99:.3f}  "
+        f"mean {lat.mean:.3f} (n={lat.n}, {lat.threads} thread(s))"
+    )
+
+
+def _memory_line(m: Any) -> str:
+    a = m.arena
+    if a is not None:
+        return (
+            f"  tensor arena    {a['firmware_bytes']:,} B for ARENA_SIZE ({a['activations_bytes']:,} B "
+            f"activations + {a['persistent_bytes']:,} B persistent; smallest that runs "
+            f"{a['arena_bytes']:,} B), found by the TFLite Micro interpreter; flash "
+            f"{a['flash_bytes']:,} B (the model)"
+        )
+    return (
+        f"  peak memory     {m.memory.peak_bytes:,} B added by the model "
+        f"({m.memory.process_peak_bytes:,} B process)"
+    )
 
 
 def _text(result: Any) -> str:
@@ -579,10 +610,9 @@ def _text(result: Any) -> str:
         f"  size            {m.size_bytes:,} B on disk, {m.compressed_bytes:,} B deflated "
         f"(zlib level {COMPRESSION_LEVEL})",
         f"  params          {m.params:,} ({m.nonzero_params:,} non-zero), {m.macs:,} MACs",
-        f"  latency         p50 {m.latency.p50:.3f} ms  p90 {m.latency.p90:.3f}  p99 {m.latency.p99:.3f}  "
-        f"mean {m.latency.mean:.3f} (n={m.latency.n}, {m.latency.threads} thread(s))",
+        _latency_line(m),
         *[f"  speed           {format_speedup(c)}" for c in m.comparisons],
-        f"  peak memory     {m.memory.peak_bytes:,} B added by the model ({m.memory.process_peak_bytes:,} B process)",
+        _memory_line(m),
         f"  artifact        {result.artifact}",
     ]
     if m.operator_ms:

@@ -152,10 +152,14 @@ def export_variant(
                 "cache_key": base.key,
             }
         retrained = any(s.kind in _NO_TORCH_PROGRAM for s in result.recipe.steps)
+        # Runtime-made files for deployment beside the artifact (TFLite Micro: the
+        # model as a C array for firmware, with its arena size).
+        files += runtime.deployment_files(artifact, scratch, result.metrics)
         if (
             torch_program
             and model.module is not None
-            and not result.recipe.artifact_steps()
+            # The artifact is what the recipe's steps made it (TFLite Micro adds int8).
+            and not runtime.required_steps(result.recipe.artifact_steps())
             and not retrained
         ):
             files.append(_save_torch_program(model, result.recipe, artifact, scratch, runtime.name))
@@ -187,6 +191,9 @@ def export_variant(
             "class_names": list(model.class_names) if model.class_names else None,
             "task": model.task.to_dict() if model.task else None,
             "metrics": result.metrics.to_dict(),
+            # TFLite Micro: the tensor arena the interpreter needs (ARENA_SIZE), split
+            # into activations and persistent buffers; None for other runtimes.
+            "tensor_arena": result.metrics.arena,
             "warnings": list(result.warnings),
             "step_reports": list(result.steps),
             "baseline": baseline_entry,

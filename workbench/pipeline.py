@@ -155,11 +155,16 @@ def variant_key(model: Any, recipe: Recipe, settings: MeasureSettings) -> str:
     measured on.
     """
     env = measure.environment(settings.threads)
+    measured = settings.to_dict()
+    if not get_runtime(settings.runtime).measures_latency:
+        # Nothing is timed (TFLite Micro): timing settings change no figure, so one
+        # entry serves every caller (the CLI's defaults, a notebook's quick settings).
+        measured = {k: measured[k] for k in ("runtime", "max_accuracy_drop")}
     payload = {
         "pipeline": PIPELINE_VERSION,
         "model": _model_identity(model),
         "recipe": recipe.to_dict(),
-        "settings": settings.to_dict(),
+        "settings": measured,
         "runtime": settings.runtime,
         "versions": _versions(settings.runtime),
         "cpu": [env.get("cpu_model"), env.get("logical_cores")],
@@ -325,7 +330,7 @@ def check_applicable(model: Any, recipe: Recipe, runtime: str | Runtime = DEFAUL
     acts on its artifact.
     """
     rt = get_runtime(runtime)
-    for step in _artifact_steps(recipe):
+    for step in _artifact_steps(recipe, rt):
         if type(step) not in rt.artifact_steps:
             raise WorkbenchError(
                 f"the {step.kind} step ({step.label()}) has no {rt.name} implementation",
@@ -402,12 +407,15 @@ def subject_model(model: Any, recipe: Recipe) -> Any:
     return check_student(model, distill, _teacher(model, distill))
 
 
-def _artifact_steps(recipe: Recipe) -> tuple[StepConfig, ...]:
-    """The steps applied to the exported file: QAT implies its int8 export."""
+def _artifact_steps(recipe: Recipe, runtime: Runtime) -> tuple[StepConfig, ...]:
+    """The steps applied to the exported file: QAT implies its int8 export, and a runtime
+    may require one (TFLite Micro runs full-integer int8 only, see
+    ``Runtime.required_steps``)."""
     qat = recipe.get("qat")
+    steps = recipe.artifact_steps()
     if isinstance(qat, QATConfig):
-        return (qat.quantize_config(), *recipe.artifact_steps())
-    return recipe.artifact_steps()
+        steps = (qat.quantize_config(), *steps)
+    return runtime.required_steps(steps)
 
 
 def _build_artifact(
@@ -442,7 +450,7 @@ def _build_artifact(
     parity = runtime.export(model, module, float_artifact, parity_inputs)
     artifact = work / runtime.artifact_file
     src = float_artifact
-    for step in _artifact_steps(recipe):
+    for step in _artifact_steps(recipe, runtime):
         handler = runtime.artifact_steps[type(step)]
         reports.append({"kind": step.kind, **handler(src, artifact, step, model)})
         src = artifact
@@ -547,6 +555,21 @@ def _measure_speed(
     """
     shape = shapes[0]
     runtime = get_runtime(settings.runtime)
+    if not runtime.measures_latency:
+        # Nothing is timed (see Runtime.measures_latency): no latency, comparisons or
+        # noise check; the memory is what the runtime needs (TFLite Micro: its arena).
+        fields = {"latency": None, "comparisons": (), "noise": None}
+        known.update(fields)
+        _report(on_progress, "latency", recipe, known)
+        fields["memory"] = runtime.measure_memory(artifact, shape, settings.threads)
+        fields["arena"] = runtime.arena_report(artifact)
+        fields["operator_ms"] = {}
+        fields["environment"] = {
+            **measure.environment(settings.threads),
+            "runtime": runtime.name,
+            "runtime_versions": runtime.versions(),
+        }
+        return fields
     with _MEASURE_LOCK:
         timing = runtime.measure_latency_interleaved(
             [artifact, *(ref.artifact for _, ref in references)], shapes, settings
@@ -679,7 +702,9 @@ def _evaluate_uncached(
     references: list[tuple[str, Result]] = [] if baseline is None else [("baseline", baseline)]
     # "Slower than float" compares a quantized variant with the same model in float:
     # pruned the same way, else the baseline.
-    if recipe.artifact_steps() and recipe.torch_steps():
+    # A runtime that times nothing (TFLite Micro) needs no float version to compare with.
+    runtime = get_runtime(settings.runtime)
+    if recipe.artifact_steps() and recipe.torch_steps() and runtime.measures_latency:
         float_variant = Recipe(recipe.torch_steps())
         references.append(("float", _reference(model, float_variant, settings, cache)))
     # A distilled variant is the student: its input shape and preprocessing. Each
@@ -692,7 +717,6 @@ def _evaluate_uncached(
         return _remeasure(
             hit, shapes, baseline, references, base_preds_path, settings, cache, on_progress
         )
-    runtime = get_runtime(settings.runtime)
     distill = recipe.get("distill")
     teacher = _teacher(model, distill) if isinstance(distill, DistillConfig) else None
     inputs, labels, basis = evaluation_inputs(subject)

@@ -26,6 +26,7 @@ from workbench.charts import (
 )
 from workbench.errors import WorkbenchError
 from workbench.formatting import format_speedup
+from workbench.results import NO_LATENCY
 from workbench.study import METRICS, Study
 
 __all__ = ["report_html", "write_report"]
@@ -151,6 +152,17 @@ def _failures(study: Study) -> str:
     return f"<h2>Variants that failed</h2><ul>{items}</ul>"
 
 
+def _untimed_note(untimed: list) -> str:
+    """Says which variants have no latency (a runtime that times nothing here)."""
+    if not untimed:
+        return ""
+    runtimes = ", ".join(sorted({r.runtime for r in untimed}))
+    return (
+        f" {len(untimed)} variant(s) measured in {_e(runtimes)} have {_e(NO_LATENCY)}; "
+        "their memory figure is the tensor arena the interpreter needs."
+    )
+
+
 def report_html(study: Study) -> str:
     """The report of ``study`` as one HTML document (see :func:`write_report`)."""
     if not study.results:
@@ -160,7 +172,11 @@ def report_html(study: Study) -> str:
     df = study.to_dataframe()
     y = default_y(df)
     specs: list[tuple[str, dict]] = []
-    for i, x in enumerate(REPORT_AXES):
+    untimed = [r for r in study.results if r.metrics.latency is None]
+    axes = REPORT_AXES
+    if len(untimed) == len(study.results):  # TFLite Micro: memory instead of latency
+        axes = tuple("peak_memory_bytes" if a.startswith("latency_") else a for a in axes)
+    for i, x in enumerate(axes):
         chart: alt.TopLevelMixin = tradeoff_chart(df, x=x, y=y, width=440, height=300)
         specs.append((f"tradeoff-{i}", chart.to_dict()))
     baseline = study.baseline
@@ -212,7 +228,7 @@ def report_html(study: Study) -> str:
 <p class="muted">{len(study.results)} variants · written {_e(created)}
 by edge-workbench {_e(version)}.
 Latency and memory were measured on the exported artifact in ONNX Runtime, batch 1;
-accuracy on the held-out test split.</p>
+accuracy on the held-out test split.{_untimed_note(untimed)}</p>
 <h2>Trade-offs</h2>
 {y_note}
 <p class="muted">Hover a point for its recipe and figures. The dashed line is the Pareto

@@ -19,12 +19,20 @@ __all__ = [
     "LatencyStats",
     "MemoryStats",
     "Metrics",
+    "NO_LATENCY",
     "NoiseCheck",
     "Progress",
     "Result",
     "SpeedComparison",
     "quartiles",
 ]
+
+
+# What every view says in place of a latency for a variant measured in a runtime that
+# times nothing here (TFLite Micro: its reference kernels on this machine say nothing
+# about a microcontroller's speed). Defined once; the device estimate is the honest
+# figure for a device's latency.
+NO_LATENCY = "no latency measured: a microcontroller's time is not this machine's"
 
 
 def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
@@ -165,6 +173,10 @@ class MemoryStats:
     ``peak_bytes`` is the process's peak resident set (VmHWM) minus its resident set
     just before the session was created: what loading and running the model added.
     ``process_peak_bytes`` is the whole process's peak, interpreter included.
+
+    For TensorFlow Lite Micro, whose memory is one static block, ``peak_bytes`` and
+    ``process_peak_bytes`` are the tensor arena the interpreter needs (``firmware_bytes``
+    of ``Metrics.arena``) and ``baseline_bytes`` is 0.
     """
 
     peak_bytes: int
@@ -191,7 +203,7 @@ class Metrics:
     params: int  # weight elements in the graph
     nonzero_params: int  # of which not zero
     macs: int  # multiply-accumulates of one batch-1 inference
-    latency: LatencyStats
+    latency: LatencyStats | None  # None: the runtime times nothing here (see NO_LATENCY)
     memory: MemoryStats
     operator_ms: dict[str, float] = field(default_factory=dict)  # op type -> ms per inference
     parity_max_abs_diff: float | None = None  # ONNX vs PyTorch outputs, when exported here
@@ -200,6 +212,15 @@ class Metrics:
     # float version), timed interleaved in the same run; empty for the baseline.
     comparisons: tuple[SpeedComparison, ...] = ()
     noise: NoiseCheck | None = None
+    # TensorFlow Lite Micro: its tensor arena as found by the interpreter
+    # (workbench.runtimes.tflite_micro.ArenaReport.to_dict(): arena, activations and
+    # persistent bytes, flash bytes, method); None for other runtimes.
+    arena: dict[str, Any] | None = None
+
+    @property
+    def latency_measured(self) -> bool:
+        """False for a runtime that times nothing here (TFLite Micro): show NO_LATENCY."""
+        return self.latency is not None
 
     def comparison(self, reference: str) -> SpeedComparison | None:
         """The comparison with ``reference`` ("baseline" or "float"), if measured."""
@@ -207,7 +228,7 @@ class Metrics:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["latency"] = self.latency.to_dict()
+        d["latency"] = None if self.latency is None else self.latency.to_dict()
         d["memory"] = self.memory.to_dict()
         d["comparisons"] = [c.to_dict() for c in self.comparisons]
         d["noise"] = None if self.noise is None else self.noise.to_dict()
@@ -216,7 +237,7 @@ class Metrics:
     @classmethod
     def from_dict(cls, d: dict) -> Metrics:
         d = dict(d)
-        d["latency"] = LatencyStats.from_dict(d["latency"])
+        d["latency"] = None if d.get("latency") is None else LatencyStats.from_dict(d["latency"])
         d["memory"] = MemoryStats.from_dict(d["memory"])
         d["comparisons"] = tuple(SpeedComparison.from_dict(c) for c in d.get("comparisons", ()))
         d["noise"] = None if d.get("noise") is None else NoiseCheck.from_dict(d["noise"])

@@ -90,6 +90,13 @@ _FORMATTERS: dict[str, Callable[[Any], str]] = {
     "count": format_count,
 }
 
+
+def _latency(result: Result, figure: str) -> float | None:
+    """A latency figure, or None for a runtime that times nothing here (TFLite Micro)."""
+    lat = result.metrics.latency
+    return None if lat is None else getattr(lat, figure)
+
+
 # Every measured figure, in display order: the one table study, CLI, charts, the
 # metrics card, the trade-off chart and the report read.
 METRICS: tuple[Figure, ...] = (
@@ -98,11 +105,11 @@ METRICS: tuple[Figure, ...] = (
     Figure("agreement", "agreement", "points", "max", "fraction",
            "agreement with the float model", lambda r: r.metrics.agreement),
     Figure("latency_p50_ms", "latency p50", "ratio", "min", "ms",
-           "latency p50 (ms, batch 1)", lambda r: r.metrics.latency.p50),
+           "latency p50 (ms, batch 1)", lambda r: _latency(r, "p50")),
     Figure("latency_p90_ms", "latency p90", "ratio", "min", "ms",
-           "latency p90 (ms, batch 1)", lambda r: r.metrics.latency.p90),
+           "latency p90 (ms, batch 1)", lambda r: _latency(r, "p90")),
     Figure("latency_p99_ms", "latency p99", "ratio", "min", "ms",
-           "latency p99 (ms, batch 1)", lambda r: r.metrics.latency.p99, compact=False),
+           "latency p99 (ms, batch 1)", lambda r: _latency(r, "p99"), compact=False),
     Figure("size_bytes", "size", "ratio", "min", "bytes",
            "artifact size (bytes)", lambda r: r.metrics.size_bytes),
     Figure("compressed_bytes", "compressed size", "ratio", "min", "bytes",
@@ -153,6 +160,8 @@ def variant_columns(result: Result) -> dict[str, Any]:
     quant = recipe.get("quantize")
     qat = recipe.get("qat")
     scheme = getattr(quant, "scheme", None) or ("int8-qat" if qat is not None else None)
+    if scheme is None:  # a quantization the runtime required (TFLite Micro's int8)
+        scheme = next((s.get("scheme") for s in result.steps if s.get("required_by")), None)
     training = [s for s in recipe.steps if s.kind in _TRAINING_KINDS]
     epochs = sum(
         int(getattr(s, "epochs", 0) or 0)
@@ -179,21 +188,22 @@ def result_row(result: Result) -> dict[str, Any]:
     figure, as in Study.to_dataframe()."""
     m = result.metrics
     speed = m.comparison("baseline")
+    lat = m.latency  # None: not measured in this runtime (NO_LATENCY), so no columns
     return {
         "recipe": result.recipe.name,
         **variant_columns(result),
         **{f.column: f.read(result) for f in METRICS},
-        "latency_mean_ms": m.latency.mean,
+        "latency_mean_ms": None if lat is None else lat.mean,
         # The middle half of the rounds' p50s (error bars), the interleaved speed-up
         # against the baseline with its middle half, and whether the timing was noisy.
-        "latency_p50_low_ms": m.latency.p50_low,
-        "latency_p50_high_ms": m.latency.p50_high,
+        "latency_p50_low_ms": None if lat is None else lat.p50_low,
+        "latency_p50_high_ms": None if lat is None else lat.p50_high,
         "speedup": speed.speedup if speed else None,
         "speedup_low": speed.low if speed else None,
         "speedup_high": speed.high if speed else None,
         "latency_noisy": result.noisy,
-        "latency_runs": m.latency.n,
-        "threads": m.latency.threads,
+        "latency_runs": None if lat is None else lat.n,
+        "threads": None if lat is None else lat.threads,
         "warnings": len(result.warnings),
         "is_baseline": result.recipe.is_baseline,
         "key": result.key,
@@ -280,10 +290,15 @@ class Study:
     def objectives_used(self, objectives: dict[str, str] | None = None) -> dict[str, str]:
         """The objectives the frontier is computed on: ``objectives`` (default
         DEFAULT_OBJECTIVES), with agreement standing in for accuracy when no variant has
-        labels to score accuracy on."""
+        labels to score accuracy on, and without latency when no variant was timed."""
         objectives = dict(objectives or DEFAULT_OBJECTIVES)
         if "accuracy" in objectives and all(r.metrics.accuracy is None for r in self.results):
             objectives = {("agreement" if k == "accuracy" else k): v for k, v in objectives.items()}
+        # No variant timed (TFLite Micro times nothing here): a latency objective would
+        # leave every variant off the frontier, so it is taken over the other figures.
+        if all(r.metrics.latency is None for r in self.results):
+            rest = {k: v for k, v in objectives.items() if not k.startswith("latency_")}
+            objectives = rest or objectives
         return objectives
 
     def machines(self) -> list[str]:
@@ -538,7 +553,11 @@ def _check_figures(result: Result) -> None:
         "parity_max_abs_diff": (m.parity_max_abs_diff, True),
         **{k: (getattr(m, k), False) for k in ("size_bytes", "compressed_bytes", "params")},
         **{k: (getattr(m, k), False) for k in ("nonzero_params", "macs")},
-        **{f"latency.{k}": (getattr(m.latency, k), False) for k in _LATENCY_FIGURES},
+        # A runtime that times nothing here has no latency at all (Metrics.latency None).
+        **{
+            f"latency.{k}": (getattr(m.latency, k), False)
+            for k in (_LATENCY_FIGURES if m.latency is not None else ())
+        },
         **{f"memory.{k}": (getattr(m.memory, k), False) for k in _MEMORY_FIGURES},
     }
     for name, (value, optional) in figures.items():

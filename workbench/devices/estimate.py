@@ -19,7 +19,7 @@ import numpy as np
 from workbench.cache import Cache
 from workbench.devices.profile import DeviceProfile
 from workbench.devices.registry import HOST, get_device
-from workbench.results import Result
+from workbench.results import NO_LATENCY, Result
 
 __all__ = ["LatencyFigure", "device_latency", "roofline_bound", "weight_bytes"]
 
@@ -76,7 +76,10 @@ def weight_bytes(artifact: str | os.PathLike, size_bytes: int | None = None) -> 
 def _weight_bytes(path: str, size: int, mtime_ns: int) -> tuple[int, str]:
     # Keyed by size and mtime too, so a rewritten file is read again; the gate asks
     # once per device, and loading a 44 MB graph each time would dominate its run.
-    from workbench.measure.artifact import graph_stats
+    if path.endswith(".tflite"):  # LiteRT / TFLite Micro: read from the flatbuffer
+        from workbench.runtimes.litert.flatbuffer import graph_stats
+    else:
+        from workbench.measure.artifact import graph_stats
 
     stats = graph_stats(path)
     total = sum(int(n) * np.dtype(d).itemsize for d, n in stats.weight_dtypes.items())
@@ -134,7 +137,9 @@ def device_latency(
             bound_by="measured",
             method=on_device.describe(),
         )
-    if device.name == HOST:  # the only device whose latency is measured here
+    # The only device whose latency is measured here, when the runtime times anything
+    # (TFLite Micro does not: NO_LATENCY, and the estimate below stands in).
+    if device.name == HOST and m.latency is not None:
         lat = m.latency
         return LatencyFigure(
             device=device.name,
@@ -179,5 +184,12 @@ def device_latency(
         memory_ms=memory,
         bound_by="compute" if compute >= memory else "memory",
         method=method,
-        note=runtime_note(device),
+        note="; ".join(
+            n
+            for n in (
+                runtime_note(device, result.runtime),
+                NO_LATENCY if m.latency is None else "",
+            )
+            if n
+        ),
     )

@@ -189,7 +189,10 @@ def environment_line(environment: dict) -> str:
     features = ", ".join(environment.get("cpu_features") or []) or "none detected"
     int8 = "int8 dot product" if environment.get("int8_dot_product") else "no int8 dot product"
     runtime = f"ONNX Runtime {environment.get('onnxruntime', '?')}"
-    if environment.get("runtime", "onnxruntime") != "onnxruntime":
+    if environment.get("runtime") == "tflite-micro":  # its reference kernels, no timing
+        versions = environment.get("runtime_versions") or {}
+        runtime = f"TFLite Micro {versions.get('tflite-micro', '?')} (reference kernels)"
+    elif environment.get("runtime", "onnxruntime") != "onnxruntime":
         # Another runtime's figures: name it and its own libraries (not the workbench's).
         libraries = {
             k: v

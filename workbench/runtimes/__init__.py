@@ -12,8 +12,8 @@ Each runtime lives in its own folder and registers itself with
 and :func:`get_runtime` are the only way the rest of the workbench finds one.
 Adding a runtime means one new folder and one line in ``_BUILTIN``.
 
-``tflite_micro/`` holds self-contained building blocks for a runtime not yet
-registered here; nothing in this package imports TensorFlow at module level.
+Nothing in this package imports TensorFlow at module level: the LiteRT and TFLite
+Micro runtimes import it when they first build or run a file.
 """
 
 from __future__ import annotations
@@ -41,7 +41,11 @@ DEFAULT_RUNTIME = "onnxruntime"
 
 # Modules whose import registers a built-in runtime (imported on first look-up, so
 # `import workbench` pays for none of them).
-_BUILTIN = ("workbench.runtimes.onnxruntime", "workbench.runtimes.litert")
+_BUILTIN = (
+    "workbench.runtimes.onnxruntime",
+    "workbench.runtimes.litert",
+    "workbench.runtimes.tflite_micro",
+)
 
 _REGISTRY: dict[str, Runtime] = {}
 
@@ -55,12 +59,16 @@ class Runtime(ABC):
         artifact_file: the artifact's file name in a cache entry ("model.onnx").
         artifact_steps: step config type -> handler ``(src, dst, config, model) -> report
             dict`` for the recipe steps that act on the exported artifact.
+        measures_latency: False for a runtime whose speed on this machine says nothing
+            about the device it targets (TFLite Micro): its variants have no latency
+            (``Metrics.latency`` None), no speed comparisons and no noise check.
     """
 
     name: ClassVar[str]
     artifact_format: ClassVar[str]
     artifact_file: ClassVar[str]
     artifact_steps: ClassVar[dict[type, Callable[..., dict]]] = {}
+    measures_latency: ClassVar[bool] = True
 
     def __repr__(self) -> str:
         return f"<Runtime {self.name}: {self.artifact_format} artifacts>"
@@ -79,6 +87,13 @@ class Runtime(ABC):
         (a source it cannot export, a step setting it cannot honour). Called before
         anything is built, so a sweep fails at once; the default accepts everything."""
         return None
+
+    def required_steps(self, steps: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The artifact steps to apply when a recipe asks for ``steps``: by default
+        ``steps`` themselves. A runtime that can only run some artifacts (TFLite Micro:
+        full-integer int8) adds the step it needs, or raises a WorkbenchError for a
+        step it cannot run."""
+        return steps
 
     # --- measuring it --------------------------------------------------------------
     @abstractmethod
@@ -104,6 +119,11 @@ class Runtime(ABC):
     def measure_memory(self, artifact: Path, input_shape: Sequence[int], threads: int) -> Any:
         """MemoryStats of loading and running the artifact in a fresh process."""
 
+    def arena_report(self, artifact: Path) -> dict[str, Any] | None:
+        """The static memory block the runtime needs for the artifact (TFLite Micro's
+        tensor arena, ``Metrics.arena``); None for a runtime that allocates as it goes."""
+        return None
+
     @abstractmethod
     def graph_stats(self, artifact: Path) -> Any:
         """The artifact's weights and compute: an object with ``params``,
@@ -118,6 +138,12 @@ class Runtime(ABC):
     ) -> dict[str, float]:
         """Milliseconds per inference by operator type; {} where the runtime has no profiler."""
         return {}
+
+    def deployment_files(self, artifact: Path, dst_dir: Path, metrics: Any) -> list[dict]:
+        """Write files a deployment needs besides the artifact into ``dst_dir`` (an
+        export folder); returns one manifest entry each (``file``, ``format``,
+        ``sha256``, ``size_bytes``, ...). None by default."""
+        return []
 
     # --- saying what it means ------------------------------------------------------
     def census(self, artifact: Path) -> Any:

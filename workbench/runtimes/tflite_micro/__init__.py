@@ -1,5 +1,6 @@
-"""TensorFlow Lite Micro building blocks: run an int8 .tflite in TFLM's Python interpreter,
-find its exact tensor arena, and export it as a C array for firmware.
+"""TensorFlow Lite Micro: the ``tflite-micro`` runtime (registered on import), and its
+building blocks: run an int8 .tflite in TFLM's Python interpreter, find its exact tensor
+arena, and export it as a C array for firmware.
 
 No latency is measured here: TFLM's reference kernels on this machine say nothing
 about a microcontroller's speed.
@@ -15,9 +16,13 @@ from workbench.runtimes.tflite_micro.runner import (
     tensor_arena,
     tflm_version,
 )
+from workbench.runtimes.tflite_micro.runtime import TFLM_RUNTIME, TFLiteMicroRuntime, arena_of
 
 __all__ = [
+    "TFLM_RUNTIME",
     "ArenaReport",
+    "TFLiteMicroRuntime",
+    "arena_of",
     "check_integer_model",
     "export_c_array",
     "predict",
