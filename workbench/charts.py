@@ -23,6 +23,7 @@ from workbench.formatting import (
     format_percent,
 )
 from workbench.formatting import is_missing as _missing
+from workbench.runtimes import DEFAULT_RUNTIME, list_runtimes
 from workbench.study import FIGURES, METRICS, METRICS_BY_COLUMN, OBJECTIVE_COLUMNS, pareto_mask
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "format_ms",
     "format_percent",
     "operator_chart",
+    "runtime_shapes",
     "variant_family",
     "sensitivity_chart",
     "tradeoff_chart",
@@ -97,6 +99,28 @@ _FAMILY_COLORS = (
     "#aaaaaa",
 )
 CURRENT_COLOR = "#ff7f0e"
+# Point shapes telling runtimes apart when a chart holds more than one; each registered
+# runtime keeps its shape whichever runtimes a study holds. No diamond: the baseline's.
+RUNTIME_SHAPES = (
+    "circle",
+    "square",
+    "triangle-up",
+    "cross",
+    "triangle-down",
+    "triangle-left",
+    "triangle-right",
+    "wedge",
+)
+
+
+def runtime_shapes(runtimes: Iterable[str]) -> dict[str, str]:
+    """The point shape of each of ``runtimes``: by its place among the registered
+    runtimes (so it stays the same from chart to chart), then names not registered here
+    (a study measured elsewhere) in order; shapes repeat past the eighth."""
+    present = list(dict.fromkeys(runtimes))
+    order = [r for r in list_runtimes() if r in present]
+    order += [r for r in present if r not in order]
+    return {rt: RUNTIME_SHAPES[i % len(RUNTIME_SHAPES)] for i, rt in enumerate(order)}
 
 
 def _present(value: Any) -> bool:
@@ -317,7 +341,23 @@ def _latency_error_bars(
     )
 
 
-def _chart_data(df: pd.DataFrame, x: str, y: str, current_key: str | None) -> pd.DataFrame:
+def _frontier_mask(rows: pd.DataFrame, objectives: dict[str, str], runtimes: pd.Series) -> Any:
+    """``pareto_mask`` within each runtime's rows: a frontier per runtime."""
+    mask = pd.Series(False, index=rows.index)
+    for rt in dict.fromkeys(runtimes):
+        mine = (runtimes == rt).to_numpy()
+        mask[mine] = pareto_mask(rows[mine], objectives)
+    return mask.to_numpy()
+
+
+def _chart_data(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    current_key: str | None,
+    *,
+    per_runtime_frontier: bool = False,
+) -> pd.DataFrame:
     """The columns the chart needs: plotted values, formatted tooltip text, roles."""
     rows = df[df[x].notna() & df[y].notna()].copy() if not df.empty else df.copy()
     data = pd.DataFrame(
@@ -331,7 +371,14 @@ def _chart_data(df: pd.DataFrame, x: str, y: str, current_key: str | None) -> pd
     data["family"] = [variant_family(row) for _, row in rows.iterrows()]
     data["is_baseline"] = rows["is_baseline"].astype(bool) if "is_baseline" in rows else False
     data["is_current"] = data["key"] == (current_key or "\0")
-    if len(rows):
+    # A table from before runtimes had names was measured in ONNX Runtime.
+    runtimes = rows["runtime"].fillna(DEFAULT_RUNTIME) if "runtime" in rows else None
+    data["runtime"] = runtimes.astype(str).to_numpy() if runtimes is not None else DEFAULT_RUNTIME
+    if len(rows) and per_runtime_frontier:
+        data["on_frontier"] = _frontier_mask(
+            rows, {y: "max", x: "min"}, pd.Series(data["runtime"].to_numpy(), index=rows.index)
+        )
+    elif len(rows):
         data["on_frontier"] = pareto_mask(rows, {y: "max", x: "min"})
     else:
         data["on_frontier"] = pd.Series(dtype=bool)
@@ -362,6 +409,7 @@ def tradeoff_chart(
     *,
     width: int = 520,
     height: int = 340,
+    per_runtime_frontier: bool = False,
 ) -> alt.LayerChart:
     """Every variant as a point of ``y`` against ``x``, with the Pareto frontier.
 
@@ -375,23 +423,31 @@ def tradeoff_chart(
     3 significant digits. Tooltips give the recipe and its formatted figures.
     Where an axis is the latency p50, error bars span the middle half of the p50s over
     the interleaved timing rounds, and tooltips give the interleaved speed-up against
-    the baseline. Variants missing ``x`` or ``y`` are left out.
+    the baseline. Variants missing ``x`` or ``y`` are left out. Variants measured in
+    more than one runtime are told apart by their point's shape (see
+    :func:`runtime_shapes`), with a legend; tooltips name the runtime.
 
     Args:
         df: ``Study.to_dataframe()``.
         x: the cost axis (a column of ``OBJECTIVE_COLUMNS``, smaller is better).
         y: the quality axis (``accuracy`` or ``agreement``, larger is better).
         current_key: the cache key of the variant to highlight, if any.
+        per_runtime_frontier: a frontier for each runtime (one line each: a variant is
+            on it when no variant of its own runtime dominates it) instead of one
+            across every runtime.
 
     Raises:
         WorkbenchError: ``x`` or ``y`` is not a measured figure.
     """
     _check_axis(df, x, "x")
     _check_axis(df, y, "y")
-    data = _chart_data(df, x, y, current_key)
-    tooltip = [alt.Tooltip("recipe:N", title="recipe")] + [
-        alt.Tooltip(f"{fig.column}_text:N", title=fig.label) for fig in FIGURES
-    ]
+    data = _chart_data(df, x, y, current_key, per_runtime_frontier=per_runtime_frontier)
+    shapes = runtime_shapes(data["runtime"]) if len(data) else {}
+    several_runtimes = len(shapes) > 1
+    tooltip = [
+        alt.Tooltip("recipe:N", title="recipe"),
+        alt.Tooltip("runtime:N", title="runtime"),
+    ] + [alt.Tooltip(f"{fig.column}_text:N", title=fig.label) for fig in FIGURES]
     tooltip.append(alt.Tooltip("speedup_text:N", title="speed-up vs baseline (interleaved)"))
     tooltip.append(alt.Tooltip("warnings_text:N", title="warnings"))
     tooltip.append(alt.Tooltip("frontier_text:N", title="on the frontier"))
@@ -429,6 +485,8 @@ def tradeoff_chart(
         )
         .encode(order=alt.Order(f"{x}:Q"))
     )
+    if per_runtime_frontier:  # one line per runtime, not one zigzag through them all
+        frontier = frontier.encode(detail=alt.Detail("runtime:N"))
     points = (
         base.mark_point(filled=True, size=80, opacity=0.85)
         .encode(
@@ -442,6 +500,17 @@ def tradeoff_chart(
                         c for f, c in zip(FAMILIES, _FAMILY_COLORS, strict=True) if f in present
                     ],
                 ),
+            ),
+            **(
+                {
+                    "shape": alt.Shape(
+                        "runtime:N",
+                        title="runtime",
+                        scale=alt.Scale(domain=list(shapes), range=list(shapes.values())),
+                    )
+                }
+                if several_runtimes
+                else {}
             ),
             stroke=alt.condition(pick, alt.value("black"), alt.value(None)),
             strokeWidth=alt.condition(pick, alt.value(2), alt.value(0)),
@@ -490,7 +559,10 @@ def tradeoff_chart(
         height=height,
         title=alt.Title(
             f"{AXIS_TITLES[y].split(' (')[0]} vs {AXIS_TITLES[x].split(' (')[0]}",
-            subtitle="grey rings and dashed line: Pareto frontier · diamond: baseline"
+            subtitle="grey rings and dashed line: Pareto frontier"
+            + (" (one per runtime)" if per_runtime_frontier else "")
+            + " · diamond: baseline"
+            + (" · shape: runtime" if several_runtimes else "")
             + (" · orange ring: current" if current_key else "")
             + " · scroll: zoom, drag: pan",
         ),

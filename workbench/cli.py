@@ -346,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write a self-contained HTML report of a study")
     p.add_argument("study", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument(
+        "--frontier-per-runtime",
+        action="store_true",
+        help="a frontier per runtime on the charts and in the table",
+    )
     from workbench.cli_devices import add_device_commands
 
     add_device_commands(sub)
@@ -774,7 +779,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from workbench.report import write_report
     from workbench.study import Study
 
-    path = write_report(Study.load(args.study), args.output)
+    path = write_report(Study.load(args.study), args.output, per_runtime=args.frontier_per_runtime)
     print(path)
     return 0
 

@@ -168,6 +168,13 @@ def test_cli_sweep_spans_runtimes_with_a_frontier_each(
     assert all(saved["frontier"]["by_runtime"].values())  # each runtime has a frontier
     rows = list(csv.DictReader(csv_file.open()))
     assert {r["runtime"] for r in rows} == {"onnxruntime", FAKE_RUNTIME}
+    # The report of that study: a frontier per runtime when asked.
+    report = tmp_path / "r.html"
+    code, out, err = run(
+        capsys, "report", str(out_file), "-o", str(report), "--frontier-per-runtime"
+    )
+    assert code == 0, err
+    assert "within each runtime" in report.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(
