@@ -50,6 +50,8 @@ class TradeoffChart(W.VBox):
         y: "accuracy" or "agreement"; accuracy falls back to agreement for a model
             without labels.
         picked_key: (read-only) the key of the point clicked, "" when none is selected.
+        frontier_per_runtime: draw a frontier for each runtime (one line each) instead
+            of one across them; points of several runtimes differ in shape either way.
     """
 
     study = T.Any(None)
@@ -57,18 +59,29 @@ class TradeoffChart(W.VBox):
     x = T.Unicode("latency_p50_ms")
     y = T.Unicode("accuracy")
     picked_key = T.Unicode("", read_only=True)
+    frontier_per_runtime = T.Bool(False)
 
     def __init__(self, study=None, **kwargs) -> None:
         enable_offline_charts()
         self.x_w = W.Dropdown(options=X_AXES, value=self.x, description="x axis")
         self.y_w = W.Dropdown(options=Y_AXES, value=self.y, description="y axis")
+        self.per_runtime_w = W.Checkbox(
+            description="frontier per runtime",
+            indent=False,
+            layout=W.Layout(width="auto"),
+            tooltip="one frontier line for each runtime instead of one across them",
+        )
         self._lock = threading.Lock()  # redraws come from the UI and worker threads
         # EMBED_OPTIONS: no "Open in Vega Editor" (it posts the spec to a public site).
         self.jchart = alt.JupyterChart(self._build(), embed_options=dict(EMBED_OPTIONS))
         self.jchart.observe(self._on_selection, names="_vl_selections")
-        super().__init__(children=[W.HBox([self.x_w, self.y_w]), self.jchart], **kwargs)
+        super().__init__(
+            children=[W.HBox([self.x_w, self.y_w, self.per_runtime_w]), self.jchart], **kwargs
+        )
         T.link((self, "x"), (self.x_w, "value"))
         T.link((self, "y"), (self.y_w, "value"))
+        T.link((self, "frontier_per_runtime"), (self.per_runtime_w, "value"))
+        self.observe(lambda _c: self.refresh(), names="frontier_per_runtime")
         if study is not None:
             self.study = study
 
@@ -78,7 +91,13 @@ class TradeoffChart(W.VBox):
     def _build(self) -> alt.LayerChart:
         df = self._dataframe()
         y = self.y if (self.y != "accuracy" or df.empty) else default_y(df)
-        return tradeoff_chart(df, x=self.x, y=y, current_key=self.current_key or None)
+        return tradeoff_chart(
+            df,
+            x=self.x,
+            y=y,
+            current_key=self.current_key or None,
+            per_runtime_frontier=self.frontier_per_runtime,
+        )
 
     @T.observe("study", "current_key", "x", "y")
     def _on_change(self, change: dict) -> None:
