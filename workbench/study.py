@@ -497,12 +497,15 @@ def variant_table(study: Study, sort_by: str = "recipe", ascending: bool = True)
 
     The rows a table (and its CSV) shows; ``sort_by`` is any of its columns (missing
     values last). Columns: ``recipe``, the :data:`FIGURES` columns, ``warnings``,
-    ``on_frontier`` (over the study's default objectives) and ``key``.
+    ``on_frontier`` (over the study's default objectives) and ``key``; with variants of
+    more than one runtime, ``runtime`` after ``recipe``.
 
     Raises:
         WorkbenchError: ``sort_by`` is not a column of the table.
     """
     columns = ["recipe", *(f.column for f in FIGURES), "warnings", "on_frontier", "key"]
+    if len(study.runtimes()) > 1:  # the same recipe once per runtime: say which
+        columns.insert(1, "runtime")
     df = study.to_dataframe()
     if df.empty:
         if sort_by not in columns:

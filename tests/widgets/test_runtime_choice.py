@@ -80,6 +80,10 @@ def test_choosing_a_runtime_remeasures_the_current_recipe_in_it(fake_runtimes, t
     }
     spec = app.chart.jchart.spec
     assert spec["layer"][1]["encoding"]["shape"]["field"] == "runtime"
+    # The variants table says which runtime measured each row; A/B name it too.
+    assert {r["runtime"] for r in app.variants.rows} == {"onnxruntime", twin}
+    assert "runtime</th>" in app.variants._table_w.value
+    assert f"{INT8.name} ({twin})" in [label for label, _ in app.variants.a_w.options]
 
     # A runtime that cannot apply the recipe: its reason at once, nothing measured.
     before = len(app.study.results)

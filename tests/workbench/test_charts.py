@@ -343,9 +343,9 @@ def test_runtimes_are_told_apart_by_shape_with_a_legend():
     rows = spec["datasets"][spec["data"]["name"]]
     assert {r["runtime"] for r in rows} == {"onnxruntime", "litert"}
     # The same runtime gets the same shape whatever else a study holds.
-    assert charts.runtime_shapes(["onnxruntime"])["onnxruntime"] == shapes[
-        domain.index("onnxruntime")
-    ]
+    assert (
+        charts.runtime_shapes(["onnxruntime"])["onnxruntime"] == shapes[domain.index("onnxruntime")]
+    )
 
 
 def test_the_frontier_can_be_drawn_per_runtime():

@@ -16,7 +16,7 @@ from workbench.cli import main
 from workbench.errors import WorkbenchError
 from workbench.recipe import QuantizeConfig, Recipe
 from workbench.results import Result
-from workbench.study import Study, pareto_mask, sweep
+from workbench.study import Study, pareto_mask, sweep, variant_table
 
 # The names tests/conftest.py's fake_runtimes fixture registers.
 FAKE_RUNTIME, FAKE_FLOAT_RUNTIME = "onnxruntime-twin", "onnxruntime-float-only"
@@ -57,6 +57,16 @@ def test_a_sweep_measures_every_variant_in_each_runtime(two_runtime_study):
     for rt in study.runtimes():
         assert study.baseline_in(rt).runtime == rt
         assert study.baseline_in(rt).metrics.environment["runtime"] == rt
+
+
+def test_the_variant_table_says_which_runtime_measured_each_row(two_runtime_study):
+    table = variant_table(two_runtime_study)
+    assert list(table.columns[:2]) == ["recipe", "runtime"]
+    assert sorted(table["runtime"]) == sorted(["onnxruntime", FAKE_RUNTIME] * 2)
+    one = Study(
+        two_runtime_study.model, [r for r in two_runtime_study.results if r.runtime == FAKE_RUNTIME]
+    )
+    assert "runtime" not in variant_table(one).columns  # one runtime: as before
 
 
 def test_adding_a_recipe_in_another_runtime_keeps_both(two_runtime_study):
