@@ -33,3 +33,31 @@ def cnn():
     from workbench.models import load_model
 
     return load_model("digits-cnn")
+
+
+# A second runtime for tests of everything that spans runtimes (the app's runtime
+# choice, sweeps over several, charts telling them apart), without depending on which
+# runtimes a branch registers: ONNX Runtime under another name, measured for real.
+FAKE_RUNTIME = "onnxruntime-twin"
+# One that has no quantization step: what a runtime that cannot honour a setting does.
+FAKE_FLOAT_RUNTIME = "onnxruntime-float-only"
+
+
+@pytest.fixture
+def fake_runtimes():
+    """Registers FAKE_RUNTIME and FAKE_FLOAT_RUNTIME; unregisters them afterwards."""
+    from workbench import runtimes
+    from workbench.runtimes import get_runtime, register_runtime
+
+    base = type(get_runtime("onnxruntime"))
+    twin = type("OnnxRuntimeTwin", (base,), {"name": FAKE_RUNTIME})
+    float_only = type(
+        "OnnxRuntimeFloatOnly", (base,), {"name": FAKE_FLOAT_RUNTIME, "artifact_steps": {}}
+    )
+    register_runtime(twin)
+    register_runtime(float_only)
+    try:
+        yield (FAKE_RUNTIME, FAKE_FLOAT_RUNTIME)
+    finally:
+        runtimes._REGISTRY.pop(FAKE_RUNTIME, None)
+        runtimes._REGISTRY.pop(FAKE_FLOAT_RUNTIME, None)

@@ -134,6 +134,18 @@ def _device_html(device: Any) -> str:
     return "".join(parts)
 
 
+def _runtime_html(result: Any) -> str:
+    """Which runtime measured ``result`` ("" for a partial result, whose runtime the
+    busy line names)."""
+    runtime = getattr(result, "runtime", None)
+    if not runtime:
+        return ""
+    return (
+        f' <span class="edge-workbench-runtime" style="color:{NEUTRAL};">· measured in '
+        f"<b>{html.escape(runtime)}</b></span>"
+    )
+
+
 def card_html(
     result: Any,
     baseline: Any | None,
@@ -182,6 +194,7 @@ def card_html(
     parts.append(f'<div style="font-size: 15px; margin-bottom: 4px;"><b>{name}</b>')
     if baseline is not None and not result.recipe.is_baseline:
         parts.append(f' <span style="color:{NEUTRAL};">vs baseline</span>')
+    parts.append(_runtime_html(result))
     parts.append("</div>")
     parts.append('<table style="border-collapse: collapse;">')
     speed = next((c for c in m.comparisons or () if c.reference == "baseline"), None)

@@ -1,5 +1,8 @@
 """NetronView: a model's graph, drawn by Netron, inside JupyterLab or a Voila app.
 
+Any file Netron reads: the workbench's artifacts (``.onnx`` for ONNX Runtime,
+``.tflite`` for LiteRT and TensorFlow Lite Micro) and a user's own files.
+
 The widget is an iframe on Netron's web UI served by the same Jupyter/Voila server
 that serves the page (see :mod:`widgets.netron_server`): no extra port, nothing
 fetched from or sent to anywhere else.

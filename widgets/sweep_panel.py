@@ -21,6 +21,7 @@ from workbench.cluster import RAY_ADDRESS_ENV
 from workbench.errors import WorkbenchError
 from workbench.pipeline import MeasureSettings, torch_steps_unavailable
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
+from workbench.runtimes import list_runtimes
 from workbench.study import grid, sweep
 
 __all__ = ["SweepPanel"]
@@ -44,6 +45,8 @@ class SweepPanel(W.VBox):
         method: pruning method of the grid ("unstructured" or "structured").
         sparsities: the sparsities of the grid (0 to 0.95).
         schemes: quantization schemes of the grid ("none" for float).
+        runtimes: the runtimes every variant is measured in (empty: the settings'
+            runtime); the app keeps it on its chosen runtime until one picks others.
         running, done, total, status, error: (read-only) progress of the current run.
         last_result: (read-only) the variant that finished last.
     """
@@ -53,6 +56,7 @@ class SweepPanel(W.VBox):
     method = T.Unicode("unstructured")
     sparsities = T.Tuple((0.25, 0.5, 0.75))
     schemes = T.Tuple(("none", "int8"))
+    runtimes = T.Tuple(())
     running = T.Bool(False, read_only=True)
     done = T.Int(0, read_only=True)
     total = T.Int(0, read_only=True)
@@ -86,6 +90,12 @@ class SweepPanel(W.VBox):
             options=[(f"{s:.0%}", s) for s in SPARSITIES], description="sparsities", rows=6
         )
         self.schemes_w = W.SelectMultiple(options=list(SCHEMES), description="quantize", rows=4)
+        self.runtimes_w = W.SelectMultiple(
+            options=list_runtimes(),
+            description="runtimes",
+            rows=4,
+            tooltip="every variant is measured in each runtime chosen",
+        )
         self.count_w = W.HTML()
         self.run_w = W.Button(description="Run sweep", button_style="primary", icon="play")
         self.cancel_w = W.Button(description="Cancel", icon="stop", disabled=True)
@@ -98,7 +108,7 @@ class SweepPanel(W.VBox):
                     "<b>Sweep</b>: every combination is measured; points appear as they finish."
                 ),
                 self.method_w,
-                W.HBox([self.sparsities_w, self.schemes_w]),
+                W.HBox([self.sparsities_w, self.schemes_w, self.runtimes_w]),
                 self.count_w,
                 W.HBox([self.run_w, self.cancel_w, self.progress_w, self.progress_label_w]),
                 self._status_w,
@@ -108,6 +118,8 @@ class SweepPanel(W.VBox):
         T.link((self, "method"), (self.method_w, "value"))
         T.link((self, "sparsities"), (self.sparsities_w, "value"))
         T.link((self, "schemes"), (self.schemes_w, "value"))
+        T.link((self, "runtimes"), (self.runtimes_w, "value"))
+        self.observe(lambda _c: self._count(), names="runtimes")
         self.run_w.on_click(lambda _b: self.run())
         self.cancel_w.on_click(lambda _b: self.cancel())
         self.study = study
@@ -134,6 +146,12 @@ class SweepPanel(W.VBox):
 
     def _count(self) -> None:
         self.count_w.value = f"{len(self.recipes())} variants, baseline included"
+        if len(self.runtimes) > 1:
+            self.count_w.value += f", in each of {len(self.runtimes)} runtimes"
+
+    def _runtimes(self) -> list[str] | None:
+        """The runtimes to sweep in: the chosen ones, else None (the settings' runtime)."""
+        return list(self.runtimes) or None
 
     @T.observe("running", "done", "total", "status", "error")
     def _on_progress(self, change: dict) -> None:
@@ -155,29 +173,40 @@ class SweepPanel(W.VBox):
             self.set_trait("error", str(WorkbenchError("no model to sweep", "load a model first")))
             return False
         recipes = self.recipes()
+        total = len(recipes) * len(self._runtimes() or [None])
         self._cancel = threading.Event()
         with self.hold_trait_notifications():
             self.set_trait("error", "")
-            self.set_trait("total", len(recipes))
+            self.set_trait("total", total)
             self.set_trait("done", 0)
-            self.set_trait("status", f"measuring {len(recipes)} variants...")
+            self.set_trait("status", f"measuring {total} variants...")
             self.set_trait("running", True)
         self._thread = threading.Thread(
             target=self._work,
-            args=(self.model, self.study, recipes, self._cancel),
+            args=(self.model, self.study, recipes, self._cancel, self._runtimes()),
             name="workbench-sweep",
             daemon=True,
         )
         self._thread.start()
         return True
 
-    def _work(self, model: Any, study: Any, recipes: list[Recipe], cancel: threading.Event) -> None:
+    def _work(
+        self,
+        model: Any,
+        study: Any,
+        recipes: list[Recipe],
+        cancel: threading.Event,
+        runtimes: list[str] | None = None,
+    ) -> None:
+        several = runtimes is not None and len(runtimes) > 1
+
         def on_result(result: Any) -> None:
             if study is not None:
                 with self.study_lock:
                     study.add(result)
             self.set_trait("done", self.done + 1)
-            self.set_trait("status", f"measured {result.recipe.name}")
+            where = f" in {result.runtime}" if several else ""
+            self.set_trait("status", f"measured {result.recipe.name}{where}")
             self.set_trait("last_result", result)
 
         try:
@@ -192,6 +221,7 @@ class SweepPanel(W.VBox):
                 # A configured cluster (WORKBENCH_RAY_ADDRESS: "auto" or host:port) runs it.
                 executor="ray" if os.environ.get(RAY_ADDRESS_ENV) else "local",
                 ray_address=os.environ.get(RAY_ADDRESS_ENV) or None,
+                runtimes=runtimes,
             )
             if cancel.is_set() and self.done < self.total:
                 self.set_trait("status", f"cancelled after {self.done} of {self.total} variants")
@@ -205,12 +235,18 @@ class SweepPanel(W.VBox):
                             study.failures = [
                                 f
                                 for f in study.failures
-                                if f["recipe_name"] != failure["recipe_name"]
+                                if (f["recipe_name"], f.get("runtime"))
+                                != (failure["recipe_name"], failure.get("runtime"))
                             ] + [failure]
                 self.set_trait(
                     "error",
                     f"{len(swept.failures)} variant(s) failed: "
-                    + "; ".join(f"{f['recipe_name']}: {f['error']}" for f in swept.failures),
+                    + "; ".join(
+                        f"{f['recipe_name']}"
+                        + (f" in {f.get('runtime')}" if several else "")
+                        + f": {f['error']}"
+                        for f in swept.failures
+                    ),
                 )
         except WorkbenchError as exc:
             self.set_trait("error", str(exc))

@@ -58,6 +58,8 @@ class TradeoffChart(W.VBox):
             that do not fit greyed, the frontier within its budget, and on a device
             other than this machine its latency (measured there or estimated).
         device_error: (read-only) why the device could not be drawn, "" otherwise.
+        frontier_per_runtime: draw a frontier for each runtime (one line each) instead
+            of one across them; points of several runtimes differ in shape either way.
 
     Args:
         cache: where device-runner measurements were imported (``workbench import``),
@@ -71,19 +73,30 @@ class TradeoffChart(W.VBox):
     y = T.Unicode("accuracy")
     picked_key = T.Unicode("", read_only=True)
     device_error = T.Unicode("", read_only=True)
+    frontier_per_runtime = T.Bool(False)
 
     def __init__(self, study=None, *, cache: Cache | None = None, **kwargs) -> None:
         self.cache = cache
         enable_offline_charts()
         self.x_w = W.Dropdown(options=X_AXES, value=self.x, description="x axis")
         self.y_w = W.Dropdown(options=Y_AXES, value=self.y, description="y axis")
+        self.per_runtime_w = W.Checkbox(
+            description="frontier per runtime",
+            indent=False,
+            layout=W.Layout(width="auto"),
+            tooltip="one frontier line for each runtime instead of one across them",
+        )
         self._lock = threading.Lock()  # redraws come from the UI and worker threads
         # EMBED_OPTIONS: no "Open in Vega Editor" (it posts the spec to a public site).
         self.jchart = alt.JupyterChart(self._build(), embed_options=dict(EMBED_OPTIONS))
         self.jchart.observe(self._on_selection, names="_vl_selections")
-        super().__init__(children=[W.HBox([self.x_w, self.y_w]), self.jchart], **kwargs)
+        super().__init__(
+            children=[W.HBox([self.x_w, self.y_w, self.per_runtime_w]), self.jchart], **kwargs
+        )
         T.link((self, "x"), (self.x_w, "value"))
         T.link((self, "y"), (self.y_w, "value"))
+        T.link((self, "frontier_per_runtime"), (self.per_runtime_w, "value"))
+        self.observe(lambda _c: self.refresh(), names="frontier_per_runtime")
         if study is not None:
             self.study = study
 
@@ -94,7 +107,12 @@ class TradeoffChart(W.VBox):
         df = self._dataframe()
         y = self.y if (self.y != "accuracy" or df.empty) else default_y(df)
         return tradeoff_chart(
-            df, x=self.x, y=y, current_key=self.current_key or None, device=self._overlay()
+            df,
+            x=self.x,
+            y=y,
+            current_key=self.current_key or None,
+            device=self._overlay(),
+            per_runtime_frontier=self.frontier_per_runtime,
         )
 
     def _overlay(self) -> Any:

@@ -42,6 +42,11 @@ def _csv_link(csv_text: str, model: str) -> str:
     )
 
 
+def _variant_label(result: Any, with_runtime: bool) -> str:
+    """A variant's name, with the runtime it was measured in when that tells it apart."""
+    return f"{result.recipe.name} ({result.runtime})" if with_runtime else result.recipe.name
+
+
 class VariantsPanel(W.VBox):
     """Every variant of ``study`` in a table, and variant B compared with variant A.
 
@@ -127,6 +132,9 @@ class VariantsPanel(W.VBox):
             return f'<div style="color:{NEUTRAL};">No variant measured yet.</div>'
         # A figure no variant has (accuracy, for a model without labels) gets no column.
         figures = [f for f in FIGURES if any(pd.notna(r[f.column]) for r in rows)]
+        # Variants of several runtimes: the table says which runtime measured each.
+        show_runtime = "runtime" in rows[0]
+        runtime_th = f'<th style="{_CELL} text-align: left;">runtime</th>' if show_runtime else ""
         head = "".join(
             f'<th style="{_CELL}">{html.escape(f.label)}{self._arrow(f.column)}</th>'
             for f in figures
@@ -135,12 +143,17 @@ class VariantsPanel(W.VBox):
             '<div style="overflow-x: auto;"><table class="edge-workbench-variants" '
             'style="border-collapse: collapse; font-size: 12px;">'
             f'<tr><th style="{_CELL} text-align: left;">recipe{self._arrow("recipe")}</th>'
-            f'{head}<th style="{_CELL}">warnings</th><th style="{_CELL}">frontier</th></tr>'
+            f'{runtime_th}{head}<th style="{_CELL}">warnings</th><th style="{_CELL}">frontier</th></tr>'
         ]
         for r in rows:
             cells = "".join(
                 f'<td style="{_CELL}">{format_figure(f.column, r[f.column])}</td>' for f in figures
             )
+            if show_runtime:
+                cells = (
+                    f'<td style="{_CELL} text-align: left;">{html.escape(str(r["runtime"]))}</td>'
+                    + cells
+                )
             parts.append(
                 f'<tr style="border-top: 1px solid #eee;"><td style="{_CELL} text-align: left;">'
                 f"{html.escape(str(r['recipe']))}</td>{cells}"
@@ -155,7 +168,8 @@ class VariantsPanel(W.VBox):
 
     def _update_choices(self, study: Any) -> None:
         results = list(study.results) if study is not None else []
-        options = [("-", "")] + [(r.recipe.name, r.key) for r in results]
+        several = len({r.runtime for r in results}) > 1
+        options = [("-", "")] + [(_variant_label(r, several), r.key) for r in results]
         keys = {r.key for r in results}
         a, b = self.a_key, self.b_key
         # Sensible defaults: A the baseline, B the latest other variant.
@@ -182,8 +196,8 @@ class VariantsPanel(W.VBox):
         parts = [
             '<table class="edge-workbench-compare" style="border-collapse: collapse;">'
             f'<tr><th style="{_CELL} text-align: left;"></th>'
-            f'<th style="{_CELL}">A: {html.escape(a.recipe.name)}</th>'
-            f'<th style="{_CELL}">B: {html.escape(b.recipe.name)}</th>'
+            f'<th style="{_CELL}">A: {html.escape(_variant_label(a, a.runtime != b.runtime))}</th>'
+            f'<th style="{_CELL}">B: {html.escape(_variant_label(b, a.runtime != b.runtime))}</th>'
             f'<th style="{_CELL}">B vs A</th></tr>'
         ]
         for row in rows:

@@ -16,6 +16,7 @@ The UI thread never waits for a measurement; ``wait_idle`` is for scripts and te
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import threading
 import time
@@ -30,6 +31,7 @@ from widgets.export_panel import ExportPanel
 from widgets.metrics_card import SPINNER, MetricsCard
 from widgets.model_picker import ModelPicker
 from widgets.netron_view import NetronView
+from widgets.runtime_panel import RuntimePanel
 from widgets.sweep_panel import SweepPanel
 from widgets.tradeoff_chart import TradeoffChart
 from widgets.variants_panel import VariantsPanel
@@ -38,7 +40,13 @@ from workbench.devices.registry import HOST, get_device, list_devices
 from workbench.devices.view import variant_status
 from workbench.errors import WorkbenchError
 from workbench.models import list_models
-from workbench.pipeline import MeasureSettings, evaluate, torch_steps_unavailable, variant_key
+from workbench.pipeline import (
+    MeasureSettings,
+    check_applicable,
+    evaluate,
+    torch_steps_unavailable,
+    variant_key,
+)
 from workbench.recipe import Recipe
 from workbench.study import Study
 
@@ -54,6 +62,7 @@ class _Job:
     model: Any
     recipe: Recipe
     remeasure: bool = False  # time a cached variant again instead of showing it
+    settings: Any = None  # the settings (runtime) it was asked in; None: the app's
 
 
 class Workbench(W.VBox):
@@ -87,6 +96,10 @@ class Workbench(W.VBox):
             within its budget; the card says whether the current variant fits, with
             its headroom and the deciding figure, and on a device other than this
             machine its latency there (measured there, or a labelled estimate).
+        runtime: the runtime the current variant is built for and measured in (one of
+            ``workbench.runtimes.list_runtimes()``; default the settings' runtime).
+            Choosing another measures the current recipe in it (or shows it from the
+            cache); what it cannot do is explained under its dropdown.
     """
 
     model = T.Any(None, read_only=True)
@@ -101,6 +114,7 @@ class Workbench(W.VBox):
     last_update_seconds = T.Float(0.0, read_only=True)
     first_figures_seconds = T.Float(0.0, read_only=True)
     device = T.Unicode(HOST)
+    runtime = T.Unicode("")
 
     def __init__(
         self,
@@ -134,6 +148,7 @@ class Workbench(W.VBox):
         self._teachers = tuple(list_models("digits-*"))
         self.pruning = PruningPanel(teachers=self._teachers)
         self.quantization = QuantizationPanel()
+        self.runtime_panel = RuntimePanel(runtime=self.settings.runtime)
         self.card = MetricsCard()
         self.chart = TradeoffChart(cache=self.cache)
         self.chart.device = device
@@ -162,7 +177,7 @@ class Workbench(W.VBox):
         # screen (1280x800) the sliders and the chart are in view together. On a narrow
         # screen the columns stack.
         left = W.VBox(
-            [self.picker, self.pruning, self.quantization],
+            [self.picker, self.runtime_panel, self.pruning, self.quantization],
             layout=W.Layout(flex="0 1 470px", min_width="360px", padding="0 16px 0 0"),
         )
         right = W.VBox(
@@ -188,6 +203,9 @@ class Workbench(W.VBox):
         self.chart.observe(self._on_pick, names="picked_key")
         self.sweep.observe(self._on_sweep_result, names="last_result")
         self.card.observe(lambda _c: self.remeasure(), names="remeasure_requests")
+        self.set_trait("runtime", self.settings.runtime)
+        T.link((self, "runtime"), (self.runtime_panel, "runtime"))
+        self.observe(self._on_runtime, names="runtime")
         self.observe(self._on_state, names=["busy", "status", "error"])
         self.set_trait("device", device)
         T.link((self, "device"), (self.device_w, "value"))
@@ -256,6 +274,7 @@ class Workbench(W.VBox):
                 self._loading_recipe = False
             self.chart.current_key = ""
             self.chart.study = study
+            self.runtime_panel.model = model
         self.request()
         if previous is not None and not previous.is_baseline:
             self.set_trait(
@@ -289,12 +308,30 @@ class Workbench(W.VBox):
         if not self._loading_recipe:
             self.request()
 
+    def _on_runtime(self, change: dict) -> None:
+        """Another runtime: every measurement from now on is in it; the current recipe
+        is shown in it (from the cache, or measured)."""
+        old, new = change["old"], change["new"]
+        self.settings = dataclasses.replace(self.settings, runtime=new)
+        self.exporter.settings = self.settings
+        if tuple(self.sweep.runtimes) in ((), (old,)):  # not chosen by hand: follow
+            self.sweep.runtimes = (new,)
+        self.sweep.settings = self.settings
+        if not self._loading_recipe:
+            self.request()
+
     def _on_pick(self, change: dict) -> None:
         key = change["new"]
         if not key or self.study is None:
             return
         result = next((r for r in self.study.results if r.key == key), None)
         if result is not None:
+            # A point measured in another runtime: show it in its own runtime.
+            self._loading_recipe = True
+            try:
+                self.runtime = result.runtime
+            finally:
+                self._loading_recipe = False
             self.load_recipe(result.recipe)
 
     def _on_sweep_result(self, change: dict) -> None:
@@ -333,6 +370,7 @@ class Workbench(W.VBox):
         if self.quantization.qat_config is not None:  # QAT replaces post-training int8
             recipe = Recipe((*recipe.steps, self.quantization.qat_config))
         self.set_trait("recipe", recipe)
+        self.runtime_panel.recipe = recipe
         if model is None:
             return
         started = time.perf_counter()
@@ -340,6 +378,16 @@ class Workbench(W.VBox):
             self._generation += 1
             generation = self._generation
             self._requested_at = {generation: started}
+        try:
+            # A recipe the chosen runtime cannot measure: the engine's reason, at once.
+            check_applicable(model, recipe, self.settings.runtime)
+        except WorkbenchError as exc:
+            with self._lock:
+                self._pending = None
+            self._fail(
+                generation, f"{recipe.name} cannot be measured in {self.settings.runtime}: {exc}"
+            )
+            return
         try:
             hit = self.cache.get(variant_key(model, recipe, self.settings))
         except WorkbenchError as exc:
@@ -358,13 +406,16 @@ class Workbench(W.VBox):
             verb = "re-measuring" if hit is not None else "measuring"
             self.set_trait("status", f"{verb} {recipe.name}...")
             what = f"{model.name}'s baseline" if recipe.is_baseline else recipe.name
+            what += f" in {self.settings.runtime}"
             self.card.busy = (
                 f"re-measuring {what} (timing, memory and profile)..."
                 if hit is not None
                 else f"measuring {what} (a new variant: export, then measure)..."
             )
         with self._lock:
-            self._pending = _Job(generation, model, recipe, remeasure=hit is not None)
+            self._pending = _Job(
+                generation, model, recipe, remeasure=hit is not None, settings=self.settings
+            )
             if self._worker is None:
                 self._worker = threading.Thread(
                     target=self._work, name="workbench-measure", daemon=True
@@ -388,7 +439,7 @@ class Workbench(W.VBox):
                 result = evaluate(
                     job.model,
                     job.recipe,
-                    settings=self.settings,
+                    settings=job.settings or self.settings,
                     cache=self.cache,
                     remeasure=job.remeasure,
                     on_progress=lambda p, job=job: self._show_progress(p, job),
@@ -404,15 +455,19 @@ class Workbench(W.VBox):
 
     # -- display --------------------------------------------------------------------
 
-    def _baseline_for(self, model: Any) -> Any:
-        return self.cache.get(variant_key(model, Recipe(), self.settings))
+    def _baseline_for(self, model: Any, runtime: str | None = None) -> Any:
+        """The cached baseline of ``model`` in ``runtime`` (default: the chosen one)."""
+        settings = self.settings
+        if runtime is not None and runtime != settings.runtime:
+            settings = dataclasses.replace(settings, runtime=runtime)
+        return self.cache.get(variant_key(model, Recipe(), settings))
 
     def _add_to_study(self, result: Any, model: Any) -> None:
         if model is not self.model or self.study is None:
             return  # measured for a model no longer loaded
         baseline = None
-        if self.study.baseline is None and not result.recipe.is_baseline:
-            baseline = self._baseline_for(model)
+        if self.study.baseline_in(result.runtime) is None and not result.recipe.is_baseline:
+            baseline = self._baseline_for(model, result.runtime)
         with self._study_lock:
             if baseline is not None:
                 self.study.add(baseline)
@@ -425,9 +480,11 @@ class Workbench(W.VBox):
         with self._display_lock:
             if not self._is_latest(generation) or model is not self.model:
                 return False
-            baseline = result if result.recipe.is_baseline else self._baseline_for(model)
+            baseline = (
+                result if result.recipe.is_baseline else self._baseline_for(model, result.runtime)
+            )
             with self._study_lock:
-                if self.study.baseline is None and baseline is not None:
+                if self.study.baseline_in(result.runtime) is None and baseline is not None:
                     self.study.add(baseline)
                 self.study.add(result)
             self.card.progress = None

@@ -25,6 +25,7 @@ from workbench.formatting import (
 )
 from workbench.formatting import is_missing as _missing
 from workbench.results import NO_LATENCY
+from workbench.runtimes import DEFAULT_RUNTIME, list_runtimes
 from workbench.study import FIGURES, METRICS, METRICS_BY_COLUMN, OBJECTIVE_COLUMNS, pareto_mask
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "format_percent",
     "operator_chart",
     "search_path_chart",
+    "runtime_shapes",
     "variant_family",
     "sensitivity_chart",
     "tradeoff_chart",
@@ -100,6 +102,28 @@ _FAMILY_COLORS = (
     "#aaaaaa",
 )
 CURRENT_COLOR = "#ff7f0e"
+# Point shapes telling runtimes apart when a chart holds more than one; each registered
+# runtime keeps its shape whichever runtimes a study holds. No diamond: the baseline's.
+RUNTIME_SHAPES = (
+    "circle",
+    "square",
+    "triangle-up",
+    "cross",
+    "triangle-down",
+    "triangle-left",
+    "triangle-right",
+    "wedge",
+)
+
+
+def runtime_shapes(runtimes: Iterable[str]) -> dict[str, str]:
+    """The point shape of each of ``runtimes``: by its place among the registered
+    runtimes (so it stays the same from chart to chart), then names not registered here
+    (a study measured elsewhere) in order; shapes repeat past the eighth."""
+    present = list(dict.fromkeys(runtimes))
+    order = [r for r in list_runtimes() if r in present]
+    order += [r for r in present if r not in order]
+    return {rt: RUNTIME_SHAPES[i % len(RUNTIME_SHAPES)] for i, rt in enumerate(order)}
 
 
 def _present(value: Any) -> bool:
@@ -328,7 +352,23 @@ def _latency_error_bars(
     )
 
 
-def _chart_data(df: pd.DataFrame, x: str, y: str, current_key: str | None) -> pd.DataFrame:
+def _frontier_mask(rows: pd.DataFrame, objectives: dict[str, str], runtimes: pd.Series) -> Any:
+    """``pareto_mask`` within each runtime's rows: a frontier per runtime."""
+    mask = pd.Series(False, index=rows.index)
+    for rt in dict.fromkeys(runtimes):
+        mine = (runtimes == rt).to_numpy()
+        mask[mine] = pareto_mask(rows[mine], objectives)
+    return mask.to_numpy()
+
+
+def _chart_data(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    current_key: str | None,
+    *,
+    per_runtime_frontier: bool = False,
+) -> pd.DataFrame:
     """The columns the chart needs: plotted values, formatted tooltip text, roles."""
     rows = df[df[x].notna() & df[y].notna()].copy() if not df.empty else df.copy()
     data = pd.DataFrame(
@@ -342,7 +382,14 @@ def _chart_data(df: pd.DataFrame, x: str, y: str, current_key: str | None) -> pd
     data["family"] = [variant_family(row) for _, row in rows.iterrows()]
     data["is_baseline"] = rows["is_baseline"].astype(bool) if "is_baseline" in rows else False
     data["is_current"] = data["key"] == (current_key or "\0")
-    if len(rows):
+    # A table from before runtimes had names was measured in ONNX Runtime.
+    runtimes = rows["runtime"].fillna(DEFAULT_RUNTIME) if "runtime" in rows else None
+    data["runtime"] = runtimes.astype(str).to_numpy() if runtimes is not None else DEFAULT_RUNTIME
+    if len(rows) and per_runtime_frontier:
+        data["on_frontier"] = _frontier_mask(
+            rows, {y: "max", x: "min"}, pd.Series(data["runtime"].to_numpy(), index=rows.index)
+        )
+    elif len(rows):
         data["on_frontier"] = pareto_mask(rows, {y: "max", x: "min"})
     else:
         data["on_frontier"] = pd.Series(dtype=bool)
@@ -388,6 +435,7 @@ def tradeoff_chart(
     width: int = 520,
     height: int = 340,
     device: Any = None,
+    per_runtime_frontier: bool = False,
 ) -> alt.LayerChart:
     """Every variant as a point of ``y`` against ``x``, with the Pareto frontier.
 
@@ -401,7 +449,9 @@ def tradeoff_chart(
     3 significant digits. Tooltips give the recipe and its formatted figures.
     Where an axis is the latency p50, error bars span the middle half of the p50s over
     the interleaved timing rounds, and tooltips give the interleaved speed-up against
-    the baseline. Variants missing ``x`` or ``y`` are left out.
+    the baseline. Variants missing ``x`` or ``y`` are left out. Variants measured in
+    more than one runtime are told apart by their point's shape (see
+    :func:`runtime_shapes`), with a legend; tooltips name the runtime.
 
     Args:
         df: ``Study.to_dataframe()``.
@@ -416,18 +466,26 @@ def tradeoff_chart(
             variants that fit, and on a device other than this machine a latency axis
             shows the device's figure (measured there, else the labelled roofline
             lower bound), never this machine's.
+        per_runtime_frontier: a frontier for each runtime (one line each: a variant is
+            on it when no variant of its own runtime dominates it) instead of one
+            across every runtime.
 
     Raises:
         WorkbenchError: ``x`` or ``y`` is not a measured figure.
     """
     _check_axis(df, x, "x")
     _check_axis(df, y, "y")
-    data = _chart_data(df, x, y, current_key)
+    data = _chart_data(df, x, y, current_key, per_runtime_frontier=per_runtime_frontier)
     titles: dict[str, str] = {}
     if device is not None:
         data, titles = _apply_device(data, x, y, device)
     on_device = device is not None and not device.is_host
-    tooltip = [alt.Tooltip("recipe:N", title="recipe")] + [
+    shapes = runtime_shapes(data["runtime"]) if len(data) else {}
+    several_runtimes = len(shapes) > 1
+    tooltip = [
+        alt.Tooltip("recipe:N", title="recipe"),
+        alt.Tooltip("runtime:N", title="runtime"),
+    ] + [
         alt.Tooltip(
             f"{fig.column}_text:N",
             title=f"{fig.label} (this machine)"
@@ -482,6 +540,8 @@ def tradeoff_chart(
         )
         .encode(order=alt.Order(f"{x}:Q"))
     )
+    if per_runtime_frontier:  # one line per runtime, not one zigzag through them all
+        frontier = frontier.encode(detail=alt.Detail("runtime:N"))
     family_color = alt.Color(
         "family:N",
         title="variant",
@@ -498,6 +558,17 @@ def tradeoff_chart(
             color=family_color
             if device is None
             else alt.condition("datum.fits", family_color, alt.value(UNFIT_COLOR)),
+            **(
+                {
+                    "shape": alt.Shape(
+                        "runtime:N",
+                        title="runtime",
+                        scale=alt.Scale(domain=list(shapes), range=list(shapes.values())),
+                    )
+                }
+                if several_runtimes
+                else {}
+            ),
             stroke=alt.condition(pick, alt.value("black"), alt.value(None)),
             strokeWidth=alt.condition(pick, alt.value(2), alt.value(0)),
             tooltip=tooltip,
@@ -548,8 +619,10 @@ def tradeoff_chart(
         device_layers += _budget_layers(data, budgets, x, y, x_domain, y_domain)
     subtitle = (
         "grey rings and dashed line: Pareto frontier"
+        + (" (one per runtime)" if per_runtime_frontier else "")
         + (f" within the {device.device} budget" if device is not None else "")
         + " · diamond: baseline"
+        + (" · shape: runtime" if several_runtimes else "")
         + (" · orange ring: current" if current_key else "")
         + (
             f" · grey hollow: does not fit {device.device}"

@@ -112,7 +112,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--runtime",
         default="onnxruntime",
-        help="the runtime the artifact is built for and measured in (default onnxruntime)",
+        help="the runtime the artifact is built for and measured in (default onnxruntime); "
+        "sweep takes several, comma-separated, and measures every variant in each",
     )
     p.add_argument(
         "--cache-dir", type=Path, help="where variants are cached (default ~/.cache/edge-workbench)"
@@ -335,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="frontier objectives as column:min|max,...",
     )
     p.add_argument(
+        "--frontier-per-runtime",
+        action="store_true",
+        help="with several runtimes: a frontier per runtime (recorded in the study and CSV) "
+        "instead of one across them",
+    )
+    p.add_argument(
         "--ray",
         nargs="?",
         const=LOCAL_CLUSTER,
@@ -356,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write a self-contained HTML report of a study")
     p.add_argument("study", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument(
+        "--frontier-per-runtime",
+        action="store_true",
+        help="a frontier per runtime on the charts and in the table",
+    )
     from workbench.cli_devices import add_device_commands
     from workbench.cli_search import add_search_command
 
@@ -434,7 +446,29 @@ def _default_geometry(args: argparse.Namespace) -> dict:
 def _settings(args: argparse.Namespace) -> Any:
     from workbench.pipeline import MeasureSettings
 
-    return MeasureSettings(threads=args.threads, profile=not args.no_profile, runtime=args.runtime)
+    runtimes = _runtime_names(args)
+    if len(runtimes) > 1 and args.command != "sweep":
+        raise WorkbenchError(
+            f"--runtime {args.runtime} names {len(runtimes)} runtimes; {args.command} "
+            "measures in one",
+            f"pass one (e.g. --runtime {runtimes[0]}), or use `workbench sweep` to span several",
+        )
+    return MeasureSettings(threads=args.threads, profile=not args.no_profile, runtime=runtimes[0])
+
+
+def _runtime_names(args: argparse.Namespace) -> list[str]:
+    """--runtime's comma-separated names, in order, without repeats; each one known."""
+    from workbench.runtimes import get_runtime
+
+    names = list(dict.fromkeys(n.strip() for n in args.runtime.split(",") if n.strip()))
+    if not names:
+        raise WorkbenchError(
+            f"--runtime {args.runtime!r} names no runtime",
+            "give one or more runtime names, comma-separated, e.g. --runtime onnxruntime",
+        )
+    for name in names:
+        get_runtime(name)  # an unknown name fails here, listing the known ones
+    return names
 
 
 def _prune_config(args: argparse.Namespace, method: str, sparsity: float) -> Any:
@@ -796,6 +830,8 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
     settings = _settings(args)
     executor = _executor(args)
     devices = _matrix_devices(args)
+    runtimes = _runtime_names(args)
+    per_runtime = args.frontier_per_runtime
     model = _load(args)
     cache = _cache(args, scratch)
     study = sweep(
@@ -805,6 +841,7 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
         cache=cache,
         progress=not args.json,
         remeasure=args.remeasure,
+        runtimes=runtimes,
         **executor,
     )
     report, record = None, None
@@ -812,10 +849,10 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
         from workbench.devices.gate import study_device_record
 
         report, record = study_device_record(study, devices, objectives, cache=cache)
-    study.save(args.out, objectives, devices=record)
+    study.save(args.out, objectives, per_runtime=per_runtime, devices=record)
     if args.csv:
-        study.to_csv(args.csv, objectives, devices=record)
-    front = study.frontier(objectives)
+        study.to_csv(args.csv, objectives, per_runtime=per_runtime, devices=record)
+    front = study.frontier(objectives, per_runtime=per_runtime)
     if args.json:
         print(
             json.dumps(
@@ -823,6 +860,8 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
                     "study": str(args.out),
                     "variants": len(study.results),
                     "machines": study.machines(),
+                    "runtimes": study.runtimes(),
+                    "frontier_per_runtime": per_runtime,
                     "frontier": [result_json(r) for r in front],
                     "failures": study.failures,
                     **({"devices": record} if record is not None else {}),
@@ -842,21 +881,25 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
             *(f.column for f in FIGURES if f.column in shown or f.unit == "bytes"),
             "warnings",
         ]
+        if len(study.runtimes()) > 1:  # the same recipe appears once per runtime
+            cols.insert(2, "runtime")
         machines = study.machines()
         if len(machines) > 1:  # a cluster of unlike machines: timings compare within one
             df.insert(2, "machine", [machines.index(m) + 1 for m in map(machine_of, study.results)])
             cols.insert(2, "machine")
         print(df[cols].to_string(index=False))
         for failure in study.failures:
-            print(f"failed: {failure['recipe_name']}: {failure['error']}")
+            where = f" in {failure['runtime']}" if len(runtimes) > 1 else ""
+            print(f"failed: {failure['recipe_name']}{where}: {failure['error']}")
         if len(machines) > 1:
             print(
                 f"\nmeasured on {len(machines)} unlike machines; each has its own frontier: "
                 + "; ".join(f"{i} = {m}" for i, m in enumerate(machines, 1))
             )
         print(
-            f"\n{len(front)} of {len(study.results)} variants on the frontier of "
-            f"{study.objectives_used(objectives)}"
+            f"\n{len(front)} of {len(study.results)} variants on the frontier"
+            + (" of each runtime" if per_runtime else "")
+            + f" of {study.objectives_used(objectives)}"
             + (f"; {len(study.failures)} failed (kept in the study)" if study.failures else "")
             + f"; study written to {args.out}"
         )
@@ -869,7 +912,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from workbench.report import write_report
     from workbench.study import Study
 
-    path = write_report(Study.load(args.study), args.output)
+    path = write_report(Study.load(args.study), args.output, per_runtime=args.frontier_per_runtime)
     print(path)
     return 0
 

@@ -27,6 +27,7 @@ from workbench.charts import (
 from workbench.errors import WorkbenchError
 from workbench.formatting import format_speedup
 from workbench.results import NO_LATENCY
+from workbench.runtimes import DEFAULT_RUNTIME
 from workbench.study import METRICS, Study
 
 __all__ = ["report_html", "write_report"]
@@ -101,11 +102,25 @@ def _environments(study: Study) -> list[dict[str, Any]]:
     return seen
 
 
-def _variant_table(study: Study) -> str:
+def _runtime_names(study: Study) -> str:
+    """The runtimes the study's variants were measured in, for people: "ONNX Runtime",
+    or "onnxruntime and litert"."""
+    runtimes = study.runtimes() or [DEFAULT_RUNTIME]
+    if runtimes == ["onnxruntime"]:
+        return "ONNX Runtime"
+    if len(runtimes) == 1:
+        return runtimes[0]
+    return ", ".join(runtimes[:-1]) + " and " + runtimes[-1]
+
+
+def _variant_table(study: Study, per_runtime: bool = False) -> str:
     objectives = dict(REPORT_OBJECTIVES)
-    frontier = {r.key for r in study.frontier(objectives)}
+    frontier = {r.key for r in study.frontier(objectives, per_runtime=per_runtime)}
+    # The same recipe appears once per runtime: a column says which.
+    several = len(study.runtimes()) > 1
     head = (
         '<tr><th class="text">recipe</th>'
+        + ('<th class="text">runtime</th>' if several else "")
         + "".join(f"<th>{_e(f.label)}</th>" for f in METRICS)
         + "</tr>"
     )
@@ -127,7 +142,8 @@ def _variant_table(study: Study) -> str:
             else ""
         )
         warnings = (
-            f'<tr class="warn-row"><td class="text" colspan="{len(METRICS) + 1}">{notes}</td></tr>'
+            f'<tr class="warn-row"><td class="text" colspan="{len(METRICS) + 1 + several}">'
+            f"{notes}</td></tr>"
             if notes
             else ""
         )
@@ -135,6 +151,7 @@ def _variant_table(study: Study) -> str:
         body.append(
             f'<tr class="{" ".join(classes)}" data-key="{_e(r.key)}">'
             f'<td class="text">{_e(r.recipe.name)}{mark}</td>'
+            + (f'<td class="text">{_e(r.runtime)}</td>' if several else "")
             + "".join(f"<td>{_e(f.text(f.read(r)))}</td>" for f in METRICS)
             + "</tr>"
             + warnings
@@ -146,8 +163,14 @@ def _failures(study: Study) -> str:
     """The variants that could not be built or measured, with their errors ("" if none)."""
     if not study.failures:
         return ""
+    several = (
+        len({f.get("runtime", DEFAULT_RUNTIME) for f in study.failures} | set(study.runtimes())) > 1
+    )
     items = "".join(
-        f"<li><b>{_e(f.get('recipe_name', '?'))}</b>: {_e(f['error'])}</li>" for f in study.failures
+        f"<li><b>{_e(f.get('recipe_name', '?'))}</b>"
+        + (f" in {_e(f.get('runtime', DEFAULT_RUNTIME))}" if several else "")
+        + f": {_e(f['error'])}</li>"
+        for f in study.failures
     )
     return f"<h2>Variants that failed</h2><ul>{items}</ul>"
 
@@ -163,8 +186,9 @@ def _untimed_note(untimed: list) -> str:
     )
 
 
-def report_html(study: Study) -> str:
-    """The report of ``study`` as one HTML document (see :func:`write_report`)."""
+def report_html(study: Study, *, per_runtime: bool = False) -> str:
+    """The report of ``study`` as one HTML document (see :func:`write_report`); with
+    ``per_runtime``, the frontiers (charts and table) are taken within each runtime."""
     if not study.results:
         raise WorkbenchError(
             f"the study of {study.model} has no variants", "run a sweep before writing a report"
@@ -177,7 +201,9 @@ def report_html(study: Study) -> str:
     if len(untimed) == len(study.results):  # TFLite Micro: memory instead of latency
         axes = tuple("peak_memory_bytes" if a.startswith("latency_") else a for a in axes)
     for i, x in enumerate(axes):
-        chart: alt.TopLevelMixin = tradeoff_chart(df, x=x, y=y, width=440, height=300)
+        chart: alt.TopLevelMixin = tradeoff_chart(
+            df, x=x, y=y, width=440, height=300, per_runtime_frontier=per_runtime
+        )
         specs.append((f"tradeoff-{i}", chart.to_dict()))
     baseline = study.baseline
     if baseline is not None and baseline.metrics.operator_ms:
@@ -227,7 +253,7 @@ def report_html(study: Study) -> str:
 <h1>Edge Workbench report: {_e(study.model)}</h1>
 <p class="muted">{len(study.results)} variants · written {_e(created)}
 by edge-workbench {_e(version)}.
-Latency and memory were measured on the exported artifact in ONNX Runtime, batch 1;
+Latency and memory were measured on the exported artifact in {_e(_runtime_names(study))}, batch 1;
 accuracy on the held-out test split.{_untimed_note(untimed)}</p>
 <h2>Trade-offs</h2>
 {y_note}
@@ -235,8 +261,10 @@ accuracy on the held-out test split.{_untimed_note(untimed)}</p>
 frontier for the two plotted figures.</p>
 <div class="charts">{chart_divs}</div>
 <h2>Every variant</h2>
-<p class="muted">&#9733; marks the Pareto frontier over {_e(frontier_axes)}.</p>
-{_variant_table(study)}
+<p class="muted">&#9733; marks the Pareto frontier over {_e(frontier_axes)}{
+        " within each runtime" if per_runtime else ""
+    }.</p>
+{_variant_table(study, per_runtime)}
 {_failures(study)}
 {operators}
 <h2>Model</h2>
@@ -252,13 +280,15 @@ const opts = {_script_json(EMBED_OPTIONS)};
 """
 
 
-def write_report(study: Study, path: str | Path) -> Path:
+def write_report(study: Study, path: str | Path, *, per_runtime: bool = False) -> Path:
     """Write ``study`` as one self-contained HTML file, atomically.
 
     The page holds interactive tradeoff charts of accuracy (or agreement) against
     latency p50, size and compressed size with their Pareto frontiers, the table of
     every variant with its measured speed-ups and warnings, the baseline's time per
-    operator, the model and the environment the numbers were measured in.
+    operator, the model and the environment the numbers were measured in. Variants of
+    several runtimes are told apart by shape on the charts and by a column in the table;
+    ``per_runtime`` takes the frontiers within each runtime.
 
     Returns:
         The path written.
@@ -269,4 +299,4 @@ def write_report(study: Study, path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise WorkbenchError(f"{path} is a folder", "give a file name such as report.html")
-    return write_text_atomic(path, report_html(study))
+    return write_text_atomic(path, report_html(study, per_runtime=per_runtime))

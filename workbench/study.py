@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -21,6 +22,7 @@ from workbench.formatting import format_bytes, format_count, format_ms, format_p
 from workbench.pipeline import MeasureSettings, check_applicable, evaluate
 from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe, StepConfig
 from workbench.results import Result
+from workbench.runtimes import DEFAULT_RUNTIME
 
 __all__ = [
     "DEFAULT_OBJECTIVES",
@@ -220,6 +222,13 @@ def machine_of(result: Result) -> str:
     return f"{device}: {machine}" if device else machine
 
 
+def frontier_group(result: Result, per_runtime: bool = False) -> str:
+    """The group whose variants a frontier compares: the machine a result was measured
+    on (see machine_of), and with ``per_runtime`` its runtime too ("litert on <machine>")."""
+    machine = machine_of(result)
+    return f"{result.runtime} on {machine}" if per_runtime else machine
+
+
 def pareto_mask(df: pd.DataFrame, objectives: dict[str, str]) -> np.ndarray:
     """True for the rows no other row dominates (as good in every objective, better in one).
 
@@ -267,21 +276,42 @@ class Study:
         return next((r for r in self.results if r.recipe.is_baseline), None)
 
     def add(self, result: Result) -> None:
-        """Add a result, replacing one with the same recipe."""
-        self.results = [r for r in self.results if r.recipe != result.recipe] + [result]
-        self.failures = [f for f in self.failures if f["recipe_name"] != result.recipe.name]
+        """Add a result, replacing one with the same recipe measured in the same runtime
+        (the same recipe in another runtime is another variant)."""
+        self.results = [
+            r for r in self.results if r.recipe != result.recipe or r.runtime != result.runtime
+        ] + [result]
+        self.failures = [
+            f for f in self.failures if not _same_failure(f, result.recipe.name, result.runtime)
+        ]
 
-    def add_failure(self, recipe: Recipe, error: BaseException) -> None:
-        """Record that ``recipe`` failed with ``error`` (replacing an earlier record)."""
+    def add_failure(
+        self, recipe: Recipe, error: BaseException, runtime: str = DEFAULT_RUNTIME
+    ) -> None:
+        """Record that ``recipe`` failed in ``runtime`` with ``error`` (replacing an
+        earlier record of that recipe in that runtime)."""
         text = str(error).strip().splitlines()[0] if str(error).strip() else ""
         entry = {
             "recipe": recipe.to_dict(),
             "recipe_name": recipe.name,
+            "runtime": runtime,
             "error": f"{type(error).__name__}: {text}"[:500]
             if not isinstance(error, WorkbenchError)
             else text[:500],
         }
-        self.failures = [f for f in self.failures if f["recipe_name"] != recipe.name] + [entry]
+        self.failures = [f for f in self.failures if not _same_failure(f, recipe.name, runtime)] + [
+            entry
+        ]
+
+    def runtimes(self) -> list[str]:
+        """The runtimes the variants were measured in, in the order they first appear."""
+        return list(dict.fromkeys(r.runtime for r in self.results))
+
+    def baseline_in(self, runtime: str) -> Result | None:
+        """The baseline measured in ``runtime``, or None."""
+        return next(
+            (r for r in self.results if r.recipe.is_baseline and r.runtime == runtime), None
+        )
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per variant: recipe, figures, warning count, cache key, artifact."""
@@ -306,37 +336,65 @@ class Study:
         than one only when a cluster of unlike machines ran the sweep."""
         return list(dict.fromkeys(machine_of(r) for r in self.results))
 
-    def frontier(self, objectives: dict[str, str] | None = None) -> list[Result]:
+    def frontier(
+        self, objectives: dict[str, str] | None = None, *, per_runtime: bool = False
+    ) -> list[Result]:
         """The Pareto-optimal variants over ``objectives`` (column -> "min"/"max").
 
         Variants measured on different machines are never compared: each machine has a
-        frontier of its own (see frontiers), and this is all of them.
+        frontier of its own (see frontiers), and this is all of them. With
+        ``per_runtime`` each runtime has its own frontier too (a variant is then on the
+        frontier when no variant measured in the same runtime dominates it); without it,
+        variants of every runtime compete on one frontier.
         """
-        keep = {id(r) for front in self.frontiers(objectives).values() for r in front}
+        fronts = self.frontiers(objectives, per_runtime=per_runtime)
+        keep = {id(r) for front in fronts.values() for r in front}
         return [r for r in self.results if id(r) in keep]
 
-    def frontiers(self, objectives: dict[str, str] | None = None) -> dict[str, list[Result]]:
-        """The frontier of each machine the variants were measured on."""
+    def frontiers(
+        self, objectives: dict[str, str] | None = None, *, per_runtime: bool = False
+    ) -> dict[str, list[Result]]:
+        """The frontier of each machine the variants were measured on (of each runtime
+        on each machine with ``per_runtime``), keyed by :func:`frontier_group`."""
         objectives = self.objectives_used(objectives)
         out = {}
-        for machine in self.machines():
-            results = [r for r in self.results if machine_of(r) == machine]
+        groups = dict.fromkeys(frontier_group(r, per_runtime) for r in self.results)
+        for group in groups:
+            results = [r for r in self.results if frontier_group(r, per_runtime) == group]
             df = pd.DataFrame([result_row(r) for r in results])
             mask = pareto_mask(df, objectives)
-            out[machine] = [r for r, keep in zip(results, mask, strict=True) if keep]
+            out[group] = [r for r, keep in zip(results, mask, strict=True) if keep]
         return out
 
-    def frontier_record(self, objectives: dict[str, str] | None = None) -> dict[str, Any]:
+    def frontier_record(
+        self, objectives: dict[str, str] | None = None, *, per_runtime: bool = False
+    ) -> dict[str, Any]:
         """Which variants are on the frontier and for which objectives:
-        ``{"objectives": {column: "min"/"max"}, "keys": [cache keys]}``."""
+        ``{"objectives": {column: "min"/"max"}, "per_runtime": bool, "keys": [cache
+        keys]}``; with ``per_runtime`` also ``"by_runtime": {runtime: [keys]}``."""
         used = self.objectives_used(objectives)
-        return {"objectives": used, "keys": [r.key for r in self.frontier(objectives)]}
+        front = self.frontier(objectives, per_runtime=per_runtime)
+        record: dict[str, Any] = {
+            "objectives": used,
+            "per_runtime": per_runtime,
+            "keys": [r.key for r in front],
+        }
+        if per_runtime:
+            record["by_runtime"] = {
+                rt: [r.key for r in front if r.runtime == rt] for rt in self.runtimes()
+            }
+        return record
 
     def to_dict(
-        self, objectives: dict[str, str] | None = None, *, devices: dict[str, Any] | None = None
+        self,
+        objectives: dict[str, str] | None = None,
+        *,
+        per_runtime: bool = False,
+        devices: dict[str, Any] | None = None,
     ) -> dict:
         """The study as JSON-ready data, with its frontier over ``objectives`` (default
-        DEFAULT_OBJECTIVES) recorded beside the results (it is derived, not read back).
+        DEFAULT_OBJECTIVES; one per runtime with ``per_runtime``) recorded beside the
+        results (it is derived, not read back).
 
         Args:
             devices: a device matrix record (``workbench.devices.gate.study_device_record``:
@@ -349,7 +407,7 @@ class Study:
             "model_info": self.model_info,
             "results": [r.to_dict() for r in self.results],
             "failures": list(self.failures),
-            "frontier": self.frontier_record(objectives),
+            "frontier": self.frontier_record(objectives, per_runtime=per_runtime),
         }
         if devices is not None:
             d["devices"] = devices
@@ -389,12 +447,15 @@ class Study:
         path: str | Path,
         objectives: dict[str, str] | None = None,
         *,
+        per_runtime: bool = False,
         devices: dict[str, Any] | None = None,
     ) -> Path:
         """Write the study as JSON (atomically), recording its frontier over ``objectives``
-        (and the device matrix ``devices``, see :meth:`to_dict`)."""
+        (one per runtime with ``per_runtime``) and the device matrix ``devices`` (see
+        :meth:`to_dict`)."""
         path = Path(path)
-        write_text_atomic(path, json.dumps(self.to_dict(objectives, devices=devices), indent=1))
+        data = self.to_dict(objectives, per_runtime=per_runtime, devices=devices)
+        write_text_atomic(path, json.dumps(data, indent=1))
         return path
 
     @classmethod
@@ -431,11 +492,13 @@ class Study:
         path: str | Path,
         objectives: dict[str, str] | None = None,
         *,
+        per_runtime: bool = False,
         devices: dict[str, Any] | None = None,
     ) -> Path:
         """Write the DataFrame as CSV (atomically), with ``on_frontier`` (over
         ``objectives``, default DEFAULT_OBJECTIVES) and the objectives it was taken over
-        (``frontier_objectives``, e.g. ``accuracy:max;latency_p50_ms:min``).
+        (``frontier_objectives``, e.g. ``accuracy:max;latency_p50_ms:min``); with
+        ``per_runtime`` each runtime's own frontier, said in ``frontier_per_runtime``.
 
         With a device matrix record ``devices`` (see :meth:`to_dict`), three columns per
         device: ``pass:<device>`` (True/False), ``device:<device>`` (the cell: pass or
@@ -444,12 +507,14 @@ class Study:
         path = Path(path)
         df = self.to_dataframe()
         if not df.empty:
-            record = self.frontier_record(objectives)
+            record = self.frontier_record(objectives, per_runtime=per_runtime)
             keys = set(record["keys"])
             df["on_frontier"] = [k in keys for k in df["key"]]
             df["frontier_objectives"] = ";".join(
                 f"{c}:{d}" for c, d in record["objectives"].items()
             )
+            if per_runtime:
+                df["frontier_per_runtime"] = True
             if devices is not None:
                 matrix = devices["matrix"]
                 for name in matrix["devices"]:
@@ -461,17 +526,29 @@ class Study:
         return path
 
 
+def _same_failure(failure: dict[str, Any], recipe_name: str, runtime: str) -> bool:
+    """Whether ``failure`` records ``recipe_name`` in ``runtime`` (records from before
+    failures named their runtime were all ONNX Runtime's)."""
+    return (
+        failure.get("recipe_name") == recipe_name
+        and failure.get("runtime", DEFAULT_RUNTIME) == runtime
+    )
+
+
 def variant_table(study: Study, sort_by: str = "recipe", ascending: bool = True) -> pd.DataFrame:
     """Every variant of ``study``, one row each: recipe, every figure, warnings, frontier.
 
     The rows a table (and its CSV) shows; ``sort_by`` is any of its columns (missing
     values last). Columns: ``recipe``, the :data:`FIGURES` columns, ``warnings``,
-    ``on_frontier`` (over the study's default objectives) and ``key``.
+    ``on_frontier`` (over the study's default objectives) and ``key``; with variants of
+    more than one runtime, ``runtime`` after ``recipe``.
 
     Raises:
         WorkbenchError: ``sort_by`` is not a column of the table.
     """
     columns = ["recipe", *(f.column for f in FIGURES), "warnings", "on_frontier", "key"]
+    if len(study.runtimes()) > 1:  # the same recipe once per runtime: say which
+        columns.insert(1, "runtime")
     df = study.to_dataframe()
     if df.empty:
         if sort_by not in columns:
@@ -611,6 +688,7 @@ def sweep(
     executor: str = "local",
     ray_address: str | None = None,
     device: str | None = None,
+    runtimes: Sequence[str] | None = None,
 ) -> Study:
     """Evaluate every recipe on ``model`` (baseline first) and collect a Study.
 
@@ -629,6 +707,9 @@ def sweep(
         ray_address: with "ray": "auto" joins the cluster started on this machine,
             host:port another; None starts one on this machine for the sweep.
         device: with "ray": measure on the nodes labelled with this device's resource.
+        runtimes: measure every recipe in each of these runtimes (default: the one
+            ``settings`` names); the study's rows carry their runtime. Every baseline
+            comes first, then each recipe in every runtime in turn.
     """
     from tqdm.auto import tqdm
 
@@ -655,37 +736,76 @@ def sweep(
         todo.insert(0, Recipe())
     else:
         todo.insert(0, todo.pop(todo.index(Recipe())))
+    per_runtime = _runtime_settings(settings or MeasureSettings(), runtimes)
     for recipe in todo:  # refuse the whole grid before measuring any of it
-        check_applicable(model, recipe, (settings or MeasureSettings()).runtime)
+        for each in per_runtime:
+            check_applicable(model, recipe, each.runtime)
     if executor == "ray":
         from workbench.cluster import sweep_on_ray
 
-        settings = settings or MeasureSettings()
         cache = cache or Cache()
-        return sweep_on_ray(
-            model,
-            todo,
-            settings=settings,
-            cache=cache,
-            progress=progress,
-            on_result=on_result,
-            cancel=cancel,
-            address=ray_address,
-            device=device,
-        )
+        study = Study(model.name, model_info=model.describe())
+        for each in per_runtime:  # one cluster sweep per runtime, gathered in one study
+            if cancel is not None and cancel.is_set():
+                break
+            part = sweep_on_ray(
+                model,
+                todo,
+                settings=each,
+                cache=cache,
+                progress=progress,
+                on_result=on_result,
+                cancel=cancel,
+                address=ray_address,
+                device=device,
+            )
+            for result in part.results:
+                study.add(result)
+            # The cluster records failures without their runtime: this part's is known.
+            study.failures += [{**f, "runtime": each.runtime} for f in part.failures]
+        return study
     study = Study(model.name, model_info=model.describe())
-    for recipe in tqdm(todo, desc=f"sweep {model.name}", unit="variant", disable=not progress):
+    # Every runtime's baseline first (each variant is compared with its own runtime's),
+    # then each recipe in every runtime, so the runtimes can be compared early on.
+    jobs = [(recipe, each) for recipe in todo for each in per_runtime]
+    several = len(per_runtime) > 1
+    for recipe, each in tqdm(
+        jobs, desc=f"sweep {model.name}", unit="variant", disable=not progress
+    ):
         if cancel is not None and cancel.is_set():
             break
         try:
-            result = evaluate(model, recipe, settings=settings, cache=cache, remeasure=remeasure)
+            result = evaluate(model, recipe, settings=each, cache=cache, remeasure=remeasure)
         except Exception as exc:  # noqa: BLE001 - one variant's failure must not lose the rest
             if recipe.is_baseline:
+                if several:  # name the runtime whose baseline could not be measured
+                    raise WorkbenchError(
+                        f"the baseline could not be measured in {each.runtime}: {exc}",
+                        f"leave {each.runtime} out of the sweep's runtimes",
+                    ) from exc
                 raise  # every variant is compared with the baseline: nothing can go on
-            log.warning("sweep %s: %s failed: %s", model.name, recipe.name, exc)
-            study.add_failure(recipe, exc)
+            log.warning("sweep %s: %s in %s failed: %s", model.name, recipe.name, each.runtime, exc)
+            study.add_failure(recipe, exc, each.runtime)
             continue
         study.add(result)
         if on_result is not None:
             on_result(result)
     return study
+
+
+def _runtime_settings(
+    settings: MeasureSettings, runtimes: Sequence[str] | None
+) -> list[MeasureSettings]:
+    """``settings`` once per runtime of ``runtimes`` (default: its own runtime), in
+    order, without repeats; an unknown name fails here, listing the known ones."""
+    if runtimes is None:
+        return [settings]
+    if isinstance(runtimes, str) or not isinstance(runtimes, Iterable):
+        raise WorkbenchError(
+            f"runtimes must be a list of runtime names, not {runtimes!r}"[:200],
+            "pass runtimes=['onnxruntime', ...]",
+        )
+    names = list(dict.fromkeys(runtimes))
+    if not names:
+        raise WorkbenchError("the sweep's runtimes list is empty", "name at least one runtime")
+    return [dataclasses.replace(settings, runtime=name) for name in names]

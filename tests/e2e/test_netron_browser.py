@@ -401,3 +401,71 @@ def test_jupyterlab_renders_graph_behind_login_and_stays_local(
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
+
+
+def _digits_tflite(path: Path) -> Path:
+    """The Keras digits sample converted to .tflite by the workbench's own LiteRT export."""
+    from sample_models.train_keras import KERAS_SAMPLE_DIR, KERAS_SPEC, MODEL_FILE
+    from workbench.runtimes.keras_io import load_keras
+    from workbench.runtimes.litert.export import export_tflite
+
+    keras_model = load_keras(KERAS_SAMPLE_DIR / KERAS_SPEC.name / MODEL_FILE)
+    return export_tflite(keras_model, path, "float")
+
+
+@pytest.fixture
+def tflite_voila_app(tmp_path: Path) -> Iterator[Server]:
+    """The Voila app on a notebook showing NetronView of a real .tflite file."""
+    import nbformat
+
+    tflite = _digits_tflite(tmp_path / "digits.tflite")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            f"from widgets.netron_view import NetronView\nNetronView({str(tflite)!r}, height=520)"
+        )
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, tmp_path / "view.ipynb")
+    port = _free_port()
+    server = _start(
+        [
+            sys.executable, "-m", "widgets.app_server", "view.ipynb", f"--port={port}",
+            "--no-browser", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
+        ],
+        tmp_path,
+        _isolated_env(tmp_path),
+        tmp_path / "voila.log",
+        port,
+    )  # fmt: skip
+    try:
+        _wait_until_up(server, "edge-workbench/netron/index.html", time.monotonic() + START_TIMEOUT)
+        yield server
+    finally:
+        _stop(server)
+
+
+@pytest.mark.timeout(150)  # the .tflite is converted first (TensorFlow: ~20 s here)
+def test_voila_app_renders_a_tflite_graph_offline(tflite_voila_app: Server, tmp_path: Path) -> None:
+    recorded = Recorded()
+    seen = _browse(tflite_voila_app.url, ARTIFACTS / "netron_tflite.png", recorded)
+    assert not recorded.outside(), "requests left localhost:\n" + "\n".join(recorded.outside())
+    assert "notification" not in seen["bodyClass"] and "alert" not in seen["bodyClass"], seen
+    assert seen["title"] == "digits.tflite"
+    texts = " ".join(seen["texts"])
+    # TFLite's operators, as Netron names them from the file's own flatbuffer.
+    for op in ("Conv2D", "DepthwiseConv2D", "FullyConnected"):
+        assert op in texts, f"{op} missing from the rendered graph: {texts}"
+    assert seen["texts"].count("Conv2D") >= 2  # the sample's two plain convolutions
+    # Netron read TFLite's schema and metadata from this server (nothing from elsewhere).
+    served = [urlsplit(u).path.rsplit("/", 1)[-1] for u in recorded.urls]
+    assert "tflite.js" in served and "tflite-schema.js" in served, served
+    # The server hands out exactly the registered bytes.
+    model_url = next(u for u in recorded.urls if "/edge-workbench/netron/model/" in u)
+    with urllib.request.urlopen(model_url.split("?")[0], timeout=5) as r:
+        assert r.read() == (tmp_path / "digits.tflite").read_bytes()
+        assert r.headers["Content-Type"] == "application/octet-stream"

@@ -228,3 +228,39 @@ def test_only_netron_ui_files_are_served() -> None:
     assert netron_asset("onnx-metadata.json")[1] == "application/json"
     for name in ("server.py", "__init__.py", "../netron/index.html", ".hidden.js", "nope.js"):
         assert netron_asset(name) is None, name
+
+
+@pytest.fixture(scope="module")
+def digits_tflite(tmp_path_factory) -> Path:
+    """A real .tflite: the Keras digits sample through the workbench's LiteRT export."""
+    from sample_models.train_keras import KERAS_SAMPLE_DIR, KERAS_SPEC, MODEL_FILE
+    from workbench.runtimes.keras_io import load_keras
+    from workbench.runtimes.litert.export import export_tflite
+
+    keras_model = load_keras(KERAS_SAMPLE_DIR / KERAS_SPEC.name / MODEL_FILE)
+    return export_tflite(keras_model, tmp_path_factory.mktemp("tflite") / "digits.tflite", "float")
+
+
+@pytest.mark.slow
+def test_a_tflite_file_is_registered_and_netron_reads_it_from_this_server(
+    digits_tflite: Path, server_env: Path
+) -> None:
+    sha = _sha(digits_tflite)
+    view = NetronView(digits_tflite)
+    assert view.error == ""
+    # The extension tells Netron the format; the bytes are served as they are.
+    assert view.url == f"/edge-workbench/netron/index.html?url=model/{sha}/digits.tflite"
+    entry = json.loads((server_env / f"{sha}.json").read_text())
+    assert entry["files"] == {"digits.tflite": [str(digits_tflite.resolve()), sha]}
+    assert lookup_model_file(sha, "digits.tflite") == (digits_tflite.resolve(), sha)
+    # Netron's TFLite reader, its flatbuffer schema and its operator metadata are among
+    # the UI files served (a browser renders it: tests/e2e/test_netron_browser.py).
+    for name, kind in (
+        ("tflite.js", "text/javascript"),
+        ("tflite-schema.js", "text/javascript"),
+        ("flatbuffers.js", "text/javascript"),
+        ("tflite-metadata.json", "application/json"),
+    ):
+        asset = netron_asset(name)
+        assert asset is not None and asset[1].startswith(kind), name
+    assert json.loads(netron_asset("tflite-metadata.json")[0])

@@ -420,3 +420,60 @@ def test_the_budget_line_is_drawn_on_a_size_axis_and_the_axis_reaches_it():
     # No budget on an axis that is not a size.
     spec = charts.tradeoff_chart(study_frame(), device=device_view()).to_dict()
     assert not [layer for layer in spec["layer"] if layer["mark"].get("type") == "rule"]
+
+
+def two_runtime_frame() -> pd.DataFrame:
+    """study_frame() measured in two runtimes: the second one's twice as slow."""
+    a = study_frame()
+    b = study_frame()
+    b["runtime"] = "litert"
+    b["key"] = [k + "-litert" for k in KEYS]
+    b["latency_p50_ms"] = b["latency_p50_ms"] * 2
+    return pd.concat([a, b], ignore_index=True)
+
+
+def test_one_runtime_draws_no_shape_legend():
+    spec = charts.tradeoff_chart(study_frame()).to_dict()
+    assert "shape" not in spec["layer"][1]["encoding"]
+    assert "shape: runtime" not in spec["title"]["subtitle"]
+    titles = [t["title"] for t in spec["layer"][1]["encoding"]["tooltip"]]
+    assert titles[:2] == ["recipe", "runtime"]
+
+
+def test_runtimes_are_told_apart_by_shape_with_a_legend():
+    spec = charts.tradeoff_chart(two_runtime_frame()).to_dict()
+    shape = spec["layer"][1]["encoding"]["shape"]
+    assert shape["field"] == "runtime" and shape["title"] == "runtime"
+    domain, shapes = shape["scale"]["domain"], shape["scale"]["range"]
+    assert sorted(domain) == ["litert", "onnxruntime"]
+    assert len(set(shapes)) == 2 and "diamond" not in shapes  # the baseline's shape
+    assert "shape: runtime" in spec["title"]["subtitle"]
+    rows = spec["datasets"][spec["data"]["name"]]
+    assert {r["runtime"] for r in rows} == {"onnxruntime", "litert"}
+    # The same runtime gets the same shape whatever else a study holds.
+    assert (
+        charts.runtime_shapes(["onnxruntime"])["onnxruntime"] == shapes[domain.index("onnxruntime")]
+    )
+
+
+def test_the_frontier_can_be_drawn_per_runtime():
+    frame = two_runtime_frame()
+    across = charts.tradeoff_chart(frame).to_dict()
+    # Across runtimes the slower runtime's variants are all dominated by their twins...
+    assert {r["runtime"] for r in layer_data(across, 0)} == {"onnxruntime"}
+    assert "detail" not in across["layer"][0]["encoding"]
+    per = charts.tradeoff_chart(frame, per_runtime_frontier=True).to_dict()
+    # ... within its own runtime, each has the same frontier as the other.
+    on = layer_data(per, 0)
+    assert sorted(r["recipe"] for r in on if r["runtime"] == "litert") == sorted(
+        r["recipe"] for r in on if r["runtime"] == "onnxruntime"
+    )
+    assert len(on) == 8
+    assert per["layer"][0]["encoding"]["detail"]["field"] == "runtime"  # one line each
+    assert "one per runtime" in per["title"]["subtitle"]
+
+
+def test_a_table_without_a_runtime_column_is_onnx_runtime():
+    frame = study_frame().drop(columns=["runtime"])
+    spec = charts.tradeoff_chart(frame).to_dict()
+    assert {r["runtime"] for r in spec["datasets"][spec["data"]["name"]]} == {"onnxruntime"}

@@ -155,3 +155,36 @@ def test_report_lists_the_variants_that_failed(study, tmp_path):
     assert "Variants that failed" in text
     assert "prune-structured-0.5</b>: RuntimeError: no &lt;graph&gt;" in text
     assert "Variants that failed" not in write_report(study, tmp_path / "ok.html").read_text()
+
+
+@pytest.mark.slow
+def test_a_report_tells_runtimes_apart_and_can_take_a_frontier_each(
+    tmp_path_factory, tmp_path, fake_runtimes
+):
+    twin = fake_runtimes[0]  # ONNX Runtime under another name (tests/conftest.py)
+    cache = Cache(tmp_path_factory.getbasetemp() / "digits-cnn-cache")
+    study = sweep(
+        load_model("digits-cnn"),
+        [Recipe(), Recipe.of(quantize=QuantizeConfig(scheme="int8"))],
+        settings=FAST,
+        cache=cache,
+        progress=False,
+        runtimes=["onnxruntime", twin],
+    )
+    text = write_report(study, tmp_path / "r.html", per_runtime=True).read_text(encoding="utf-8")
+    assert f"in onnxruntime and {twin}, batch 1" in text
+    assert '<th class="text">runtime</th>' in text
+    for result in study.results:
+        row = re.search(rf'data-key="{result.key}">.*?</tr>', text).group(0)
+        assert f'<td class="text">{result.runtime}</td>' in row
+    # Each runtime's frontier is marked in the table: both runtimes have starred rows.
+    front = study.frontier({"accuracy": "max", "latency_p50_ms": "min", "size_bytes": "min"},
+                           per_runtime=True)  # fmt: skip
+    assert {r.runtime for r in front} == {"onnxruntime", twin}
+    for result in study.results:
+        row = re.search(rf'<tr class="([^"]*)" data-key="{result.key}"', text)
+        assert ("frontier" in row.group(1)) == (result in front)
+    assert "within each runtime" in text
+    spec = embedded_specs(text)["tradeoff-0"]
+    assert spec["layer"][1]["encoding"]["shape"]["field"] == "runtime"
+    assert spec["layer"][0]["encoding"]["detail"]["field"] == "runtime"

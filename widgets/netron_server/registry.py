@@ -125,7 +125,7 @@ def register_model(path: str | Path) -> RegisteredModel:
     if not p.exists():
         raise WorkbenchError(
             f"model file {str(p)!r} does not exist",
-            "choose an existing .onnx (or other model) file",
+            "choose an existing .onnx, .tflite (or other model) file",
         )
     if not p.is_file():
         raise WorkbenchError(f"{str(p)!r} is not a file", "choose a model file, not a folder")
