@@ -121,9 +121,9 @@ def runtime_shapes(runtimes: Iterable[str]) -> dict[str, str]:
     runtimes (so it stays the same from chart to chart), then names not registered here
     (a study measured elsewhere) in order; shapes repeat past the eighth."""
     present = list(dict.fromkeys(runtimes))
-    order = [r for r in list_runtimes() if r in present]
+    order = list_runtimes()
     order += [r for r in present if r not in order]
-    return {rt: RUNTIME_SHAPES[i % len(RUNTIME_SHAPES)] for i, rt in enumerate(order)}
+    return {rt: RUNTIME_SHAPES[order.index(rt) % len(RUNTIME_SHAPES)] for rt in present}
 
 
 def _present(value: Any) -> bool:
