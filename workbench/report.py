@@ -100,6 +100,20 @@ def _environments(study: Study) -> list[dict[str, Any]]:
     return seen
 
 
+def _speed_row(result: Any, columns: int) -> str:
+    """A full-width row of ``result``'s speed-ups timed interleaved, with their spread,
+    worded as the card and the CLI word them; "" when none was timed."""
+    speed = "".join(
+        f"<li>speed: {_e(format_speedup(c))}</li>" for c in result.metrics.comparisons or ()
+    )
+    if not speed:
+        return ""
+    return (
+        f'<tr class="warn-row"><td class="text" colspan="{columns}">'
+        f'<ul class="speed">{speed}</ul></td></tr>'
+    )
+
+
 def _variant_table(study: Study) -> str:
     objectives = dict(REPORT_OBJECTIVES)
     frontier = {r.key for r in study.frontier(objectives)}
@@ -115,19 +129,13 @@ def _variant_table(study: Study) -> str:
             classes.append("frontier")
         if r.recipe.is_baseline:
             classes.append("baseline")
-        # The measured speed-ups and the warnings go in a full-width row under their
-        # variant: they are sentences.
-        speed = "".join(
-            f"<li>speed: {_e(format_speedup(c))}</li>" for c in r.metrics.comparisons or ()
-        )
-        notes = (f'<ul class="speed">{speed}</ul>' if speed else "") + (
-            '<ul class="warnings">' + "".join(f"<li>{_e(w)}</li>" for w in r.warnings) + "</ul>"
-            if r.warnings
-            else ""
-        )
+        # Warnings go in a full-width row under their variant: they are sentences.
         warnings = (
-            f'<tr class="warn-row"><td class="text" colspan="{len(METRICS) + 1}">{notes}</td></tr>'
-            if notes
+            f'<tr class="warn-row"><td class="text" colspan="{len(METRICS) + 1}">'
+            '<ul class="warnings">'
+            + "".join(f"<li>{_e(w)}</li>" for w in r.warnings)
+            + "</ul></td></tr>"
+            if r.warnings
             else ""
         )
         mark = " &#9733;" if r.key in frontier else ""
@@ -136,6 +144,7 @@ def _variant_table(study: Study) -> str:
             f'<td class="text">{_e(r.recipe.name)}{mark}</td>'
             + "".join(f"<td>{_e(f.text(f.read(r)))}</td>" for f in METRICS)
             + "</tr>"
+            + _speed_row(r, len(METRICS) + 1)
             + warnings
         )
     return f"<table>{head}{''.join(body)}</table>"
@@ -241,8 +250,8 @@ def write_report(study: Study, path: str | Path) -> Path:
 
     The page holds interactive tradeoff charts of accuracy (or agreement) against
     latency p50, size and compressed size with their Pareto frontiers, the table of
-    every variant with its measured speed-ups and warnings, the baseline's time per
-    operator, the model and the environment the numbers were measured in.
+    every variant with its warnings, the baseline's time per operator, the model and
+    the environment the numbers were measured in.
 
     Returns:
         The path written.
