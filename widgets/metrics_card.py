@@ -2,7 +2,7 @@
 
 A pure HTML widget: set ``result`` and ``baseline`` (``workbench.Result`` values) and
 it shows every figure with its change against the baseline, the honesty warnings in
-plain words, and the environment line (CPU, threads, ONNX Runtime version) without
+plain words, and the environment line (CPU, threads, runtime and version) without
 which a number is not shown. The speed-up is the one timed interleaved with the
 baseline in the same run, shown with its spread over rounds. While a new variant is
 measured, ``progress`` shows the figures known so far with the rest marked pending.
@@ -107,7 +107,7 @@ def _speed_html(m: Any) -> str:
         lines.append(
             f'<div class="edge-workbench-speed" style="margin-top: 4px;">speed: '
             f'<b style="color:{colour};">{html.escape(speed_text(c, versus_text(c)))}</b>'
-            f'<span style="color:{NEUTRAL};">, {INTERLEAVED_NOTE}</span></div>'
+            f'<span style="color:{NEUTRAL};">, timed interleaved in one run</span></div>'
         )
     return "".join(lines)
 

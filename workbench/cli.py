@@ -106,7 +106,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=1,
-        help="ONNX Runtime intra-op threads for timing (default 1)",
+        help="the runtime's intra-op threads for timing (default 1)",
     )
     p.add_argument("--no-profile", action="store_true", help="skip the per-operator profile")
     p.add_argument(
@@ -309,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="glob filter, e.g. 'digits-*'")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("evaluate", help="apply a recipe, export to ONNX and measure the artifact")
+    p = sub.add_parser(
+        "evaluate", help="apply a recipe, export for the runtime and measure the artifact"
+    )
     _add_model_args(p)
     p.add_argument("--prune", choices=PRUNE_CHOICES, default="none")
     p.add_argument("--sparsity", type=float, help="fraction pruned, 0 to 0.95 (default 0.5)")
@@ -536,10 +538,17 @@ def _refuse_idle_settings(args: argparse.Namespace, prunes: bool, schemes: list[
             "--sparsity has no effect without pruning", "add --prune unstructured|structured"
         )
     if "int8" not in schemes:
-        bias_flag = "--bias-correction" if args.bias_correction else "--no-bias-correction"
         for flag, value in (
             ("--calibration-samples", args.calibration_samples),
             ("--calibration", args.calibration),
+        ):
+            if value is not None:
+                raise WorkbenchError(
+                    f"{flag} applies to static int8 quantization only", "add --quantize int8"
+                )
+        # int8's refinements: the other schemes would ignore them silently
+        bias_flag = "--bias-correction" if args.bias_correction else "--no-bias-correction"
+        for flag, value in (
             (bias_flag, args.bias_correction),
             ("--overflow-fix", args.overflow_fix),
             ("--accuracy-aware", args.quant_max_drop),

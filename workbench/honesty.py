@@ -16,6 +16,7 @@ import numpy as np
 from workbench.formatting import speed_text, versus_text
 from workbench.recipe import PruneConfig, QATConfig, QuantizeConfig, Recipe
 from workbench.results import Metrics, NoiseCheck
+from workbench.runtimes import DEFAULT_RUNTIME, get_runtime
 
 __all__ = [
     "ConvCensus",
@@ -117,6 +118,8 @@ def honesty_warnings(
     baseline: Metrics | None,
     census: ConvCensus,
     max_accuracy_drop: float,
+    *,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> tuple[str, ...]:
     """The warnings that apply to a measured variant.
 
@@ -131,6 +134,8 @@ def honesty_warnings(
         baseline: what was measured on the uncompressed model (None for the baseline).
         census: the quantized convolutions in the variant's artifact.
         max_accuracy_drop: accuracy points that may be lost before a warning.
+        runtime: the registry name of the runtime the variant was measured in; the
+            warnings that hold for any runtime name it.
     """
     out: list[str] = []
     prune = recipe.get("prune") or recipe.get("gradual_prune")
@@ -149,8 +154,8 @@ def honesty_warnings(
         out.append(
             f"Unstructured pruning (sparsity {prune.sparsity:.0%} in the layers it pruned; "
             f"{metrics.nonzero_params:,} of {metrics.params:,} parameters are non-zero) gives no "
-            "latency gain on ONNX Runtime's dense CPU kernels: the zeros are still stored "
-            "and multiplied. It shrinks the file only once compressed (zip, or a sparse "
+            f"latency gain on {get_runtime(runtime)}'s dense CPU kernels: the zeros are still "
+            "stored and multiplied. It shrinks the file only once compressed (zip, or a sparse "
             "format on the device)." + dense_note + " Use structured pruning to cut latency."
         )
     is_int8 = isinstance(quant, QuantizeConfig) and quant.scheme in ("int8", "dynamic")

@@ -85,11 +85,11 @@ def usable_cores() -> int:
 class MeasureSettings:
     """How a variant is measured; part of every cache key."""
 
-    threads: int = 1  # ONNX Runtime intra-op threads for latency, memory and profile
+    threads: int = 1  # the runtime's intra-op threads for latency, memory and profile
     warmup: int = 10  # untimed runs before timing
     min_runs: int = 100  # timed runs at least (for a meaningful p99)
     min_seconds: float = 0.5  # and timing for at least this long
-    profile: bool = True  # time per operator type from ONNX Runtime's profiler
+    profile: bool = True  # time per operator type from the runtime's profiler (if it has one)
     max_accuracy_drop: float = 1.0  # points lost before the accuracy warning
     # The variant and its references are timed in this many interleaved rounds.
     rounds: int = 9

@@ -113,6 +113,20 @@ def _runtime_names(study: Study) -> str:
     return ", ".join(runtimes[:-1]) + " and " + runtimes[-1]
 
 
+def _speed_row(result: Any, columns: int) -> str:
+    """A full-width row of ``result``'s speed-ups timed interleaved, with their spread,
+    worded as the card and the CLI word them; "" when none was timed."""
+    speed = "".join(
+        f"<li>speed: {_e(format_speedup(c))}</li>" for c in result.metrics.comparisons or ()
+    )
+    if not speed:
+        return ""
+    return (
+        f'<tr class="warn-row"><td class="text" colspan="{columns}">'
+        f'<ul class="speed">{speed}</ul></td></tr>'
+    )
+
+
 def _variant_table(study: Study, per_runtime: bool = False) -> str:
     objectives = dict(REPORT_OBJECTIVES)
     frontier = {r.key for r in study.frontier(objectives, per_runtime=per_runtime)}
@@ -131,20 +145,13 @@ def _variant_table(study: Study, per_runtime: bool = False) -> str:
             classes.append("frontier")
         if r.recipe.is_baseline:
             classes.append("baseline")
-        # The measured speed-ups and the warnings go in a full-width row under their
-        # variant: they are sentences.
-        speed = "".join(
-            f"<li>speed: {_e(format_speedup(c))}</li>" for c in r.metrics.comparisons or ()
-        )
-        notes = (f'<ul class="speed">{speed}</ul>' if speed else "") + (
-            '<ul class="warnings">' + "".join(f"<li>{_e(w)}</li>" for w in r.warnings) + "</ul>"
-            if r.warnings
-            else ""
-        )
+        # Warnings go in a full-width row under their variant: they are sentences.
         warnings = (
             f'<tr class="warn-row"><td class="text" colspan="{len(METRICS) + 1 + several}">'
-            f"{notes}</td></tr>"
-            if notes
+            '<ul class="warnings">'
+            + "".join(f"<li>{_e(w)}</li>" for w in r.warnings)
+            + "</ul></td></tr>"
+            if r.warnings
             else ""
         )
         mark = " &#9733;" if r.key in frontier else ""
@@ -154,6 +161,7 @@ def _variant_table(study: Study, per_runtime: bool = False) -> str:
             + (f'<td class="text">{_e(r.runtime)}</td>' if several else "")
             + "".join(f"<td>{_e(f.text(f.read(r)))}</td>" for f in METRICS)
             + "</tr>"
+            + _speed_row(r, len(METRICS) + 1 + several)
             + warnings
         )
     return f"<table>{head}{''.join(body)}</table>"

@@ -125,6 +125,25 @@ def test_quantized_variant_is_compared_with_its_own_float_version():
     assert not honesty_warnings(recipe, _metrics(0.4), _metrics(None), ConvCensus(3, 0), 1.0)
 
 
+def test_warnings_that_hold_for_any_runtime_name_the_one_used(monkeypatch):
+    from workbench import runtimes
+
+    class OtherRuntime(type(get_runtime("onnxruntime"))):
+        name, title = "other-rt", ""  # no title: sentences use the registry name
+
+    monkeypatch.setitem(runtimes._REGISTRY, "other-rt", OtherRuntime())
+    recipe = Recipe.of(PruneConfig(method="unstructured", sparsity=0.5))
+    default = honesty_warnings(recipe, _metrics(None), _metrics(None), ConvCensus(0, 0), 1.0)
+    assert any("no latency gain on ONNX Runtime's dense CPU kernels" in w for w in default)
+    other = honesty_warnings(
+        recipe, _metrics(None), _metrics(None), ConvCensus(0, 0), 1.0, runtime="other-rt"
+    )
+    assert any("no latency gain on other-rt's dense CPU kernels" in w for w in other), other
+    assert not any("ONNX" in w for w in other), other
+    with pytest.raises(WorkbenchError, match="unknown runtime 'nope'"):
+        honesty_warnings(recipe, _metrics(None), None, ConvCensus(0, 0), 1.0, runtime="nope")
+
+
 def test_evaluate_times_a_pruned_quantized_recipe_against_its_float_version(
     cnn, session_cache, quick
 ):

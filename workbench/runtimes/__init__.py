@@ -55,6 +55,7 @@ class Runtime(ABC):
 
     Class attributes:
         name: the registry name ("onnxruntime").
+        title: the name in sentences ("ONNX Runtime"; ``str(runtime)`` gives it).
         artifact_format: the artifact's format ("onnx").
         artifact_file: the artifact's file name in a cache entry ("model.onnx").
         artifact_steps: step config type -> handler ``(src, dst, config, model) -> report
@@ -65,6 +66,8 @@ class Runtime(ABC):
     """
 
     name: ClassVar[str]
+    # How sentences name the runtime ("ONNX Runtime"); "" for its registry name.
+    title: ClassVar[str] = ""
     artifact_format: ClassVar[str]
     artifact_file: ClassVar[str]
     artifact_steps: ClassVar[dict[type, Callable[..., dict]]] = {}
@@ -72,6 +75,10 @@ class Runtime(ABC):
 
     def __repr__(self) -> str:
         return f"<Runtime {self.name}: {self.artifact_format} artifacts>"
+
+    def __str__(self) -> str:
+        """The runtime as sentences name it: its title, else its registry name."""
+        return self.title or self.name
 
     # --- making the artifact -------------------------------------------------------
     @abstractmethod

@@ -115,6 +115,7 @@ class OnnxRuntime(Runtime):
     """ONNX files in ONNX Runtime (CPU provider), intra-op threads fixed and recorded."""
 
     name = "onnxruntime"
+    title = "ONNX Runtime"
     artifact_format = "onnx"
     artifact_file = "model.onnx"
     artifact_steps = {QuantizeConfig: _quantize_step}
@@ -220,7 +221,9 @@ class OnnxRuntime(Runtime):
     ) -> tuple[str, ...]:
         from workbench.honesty import honesty_warnings
 
-        return honesty_warnings(recipe, metrics, baseline, census, max_accuracy_drop)
+        return honesty_warnings(
+            recipe, metrics, baseline, census, max_accuracy_drop, runtime=self.name
+        )
 
     def versions(self) -> dict[str, str]:
         out = {}
