@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -177,6 +178,9 @@ class SearchStep:
     held_out_accuracy: float | None = None
     seconds: float = 0.0
     error: str | None = None
+    # The measured Result while the search runs (on_step callers add it to a Study); the
+    # saved path names it by ``key``.
+    result: Result | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -674,6 +678,7 @@ def search(
     finetune_epochs: int = 3,
     methods: tuple[str, ...] | None = None,
     on_step: Callable[[SearchStep], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> SearchResult:
     """Find the smallest (or fastest) recipe that keeps an accuracy floor, guided by sensitivity.
 
@@ -694,6 +699,8 @@ def search(
         finetune_epochs: epochs of that retraining.
         methods: the pruning methods to try (default: those that lower the target).
         on_step: called with each SearchStep once it is measured and judged.
+        cancel: when set, the search stops after the candidate in progress and returns
+            what it measured so far (``stopped`` says so).
 
     Returns:
         A SearchResult. When no candidate keeps the floor (e.g. a floor above the float
@@ -770,6 +777,7 @@ def search(
             step.reason = f"failed: {exc.problem}"
         else:
             results[result.key] = result
+            step.result = result
             step.key = result.key
             step.figures = _figures(result)
             if state["floor_accuracy"] is None:  # the baseline: the floor in absolute terms
@@ -790,7 +798,11 @@ def search(
     allowance = (base_acc - floor_acc) * 100  # points the compression may cost
     held_x, held_y = _held_out(model)
 
+    budget: dict[str, Any] = {"left": max_candidates}
+
     def finish(stopped: str, sensitivity: dict[str, Any]) -> SearchResult:
+        if budget.get("cancelled"):
+            stopped = f"cancelled after {len(steps) - 1} candidate(s)"
         accepted = [s for s in steps if s.accepted]
         chosen = min(accepted, key=lambda s: _objective(s, goal)) if accepted else None
         if chosen is None:
@@ -840,14 +852,16 @@ def search(
             "another device",
         )
 
-    budget = {"left": max_candidates}
-
     def try_candidate(phase: str, recipe: Recipe, why: str) -> SearchStep | None:
         """Evaluate ``recipe`` unless the budget is spent or it was tried already."""
         done = next((s for s in steps if s.recipe == recipe), None)
         if done is not None:
             return done
         if budget["left"] <= 0:
+            return None
+        if cancel is not None and cancel.is_set():
+            budget["left"] = 0
+            budget["cancelled"] = True
             return None
         budget["left"] -= 1
         return run(phase, recipe, why)
