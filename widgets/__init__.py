@@ -20,6 +20,7 @@ __all__ = [
     "NetronView",
     "PruningPanel",
     "QuantizationPanel",
+    "SearchPanel",
     "SweepPanel",
     "TradeoffChart",
     "VariantsPanel",
@@ -33,6 +34,7 @@ _MODULES = {
     "NetronView": "widgets.netron_view",
     "PruningPanel": "widgets.compression_panels",
     "QuantizationPanel": "widgets.compression_panels",
+    "SearchPanel": "widgets.search_panel",
     "SweepPanel": "widgets.sweep_panel",
     "TradeoffChart": "widgets.tradeoff_chart",
     "VariantsPanel": "widgets.variants_panel",
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from widgets.metrics_card import MetricsCard
     from widgets.model_picker import ModelPicker
     from widgets.netron_view import NetronView
+    from widgets.search_panel import SearchPanel
     from widgets.sweep_panel import SweepPanel
     from widgets.tradeoff_chart import TradeoffChart
     from widgets.variants_panel import VariantsPanel

@@ -22,6 +22,7 @@ _EXPORTS = {
     "QuantizeConfig": "workbench.recipe",
     "Recipe": "workbench.recipe",
     "Result": "workbench.results",
+    "SearchResult": "workbench.search",
     "Study": "workbench.study",
     "WorkbenchError": "workbench.errors",
     "evaluate": "workbench.pipeline",
@@ -31,6 +32,7 @@ _EXPORTS = {
     "list_models": "workbench.models",
     "list_runtimes": "workbench.runtimes",
     "load_model": "workbench.models",
+    "search": "workbench.search",
     "sweep": "workbench.study",
 }
 

@@ -12,9 +12,10 @@ be compressed before it loses more than a point?" with measured variants, not gu
    measured on the exported artifact, cached), in the order the profile suggests:
    quantization first (int8, the cheapest 4x, then the accuracy-aware int8, dynamic and
    fp16 only if it loses too much), then for each pruning method that can lower the
-   target a bisection of the sparsity (pruned, retrained, quantized with the scheme kept
-   above), starting where the profile predicts the floor is lost, with the layers too
-   sensitive to prune kept dense.
+   target a bisection of the sparsity (pruned and retrained, kept when it clears the floor
+   by the quantization's held-out drop), starting where the profile predicts the floor
+   is lost, with the layers too sensitive to prune kept dense; last, the quantization
+   stacked on the sparsest variant kept.
 4. A candidate is accepted when its measured accuracy (test split, as every figure the
    workbench shows) keeps the floor, and, with a device, when it fits the device's budget.
    The chosen recipe is the accepted one with the smallest target figure.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -176,6 +178,9 @@ class SearchStep:
     held_out_accuracy: float | None = None
     seconds: float = 0.0
     error: str | None = None
+    # The measured Result while the search runs (on_step callers add it to a Study); the
+    # saved path names it by ``key``.
+    result: Result | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -673,6 +678,7 @@ def search(
     finetune_epochs: int = 3,
     methods: tuple[str, ...] | None = None,
     on_step: Callable[[SearchStep], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> SearchResult:
     """Find the smallest (or fastest) recipe that keeps an accuracy floor, guided by sensitivity.
 
@@ -693,6 +699,8 @@ def search(
         finetune_epochs: epochs of that retraining.
         methods: the pruning methods to try (default: those that lower the target).
         on_step: called with each SearchStep once it is measured and judged.
+        cancel: when set, the search stops after the candidate in progress and returns
+            what it measured so far (``stopped`` says so).
 
     Returns:
         A SearchResult. When no candidate keeps the floor (e.g. a floor above the float
@@ -769,6 +777,7 @@ def search(
             step.reason = f"failed: {exc.problem}"
         else:
             results[result.key] = result
+            step.result = result
             step.key = result.key
             step.figures = _figures(result)
             if state["floor_accuracy"] is None:  # the baseline: the floor in absolute terms
@@ -789,7 +798,11 @@ def search(
     allowance = (base_acc - floor_acc) * 100  # points the compression may cost
     held_x, held_y = _held_out(model)
 
+    budget: dict[str, Any] = {"left": max_candidates}
+
     def finish(stopped: str, sensitivity: dict[str, Any]) -> SearchResult:
+        if budget.get("cancelled"):
+            stopped = f"cancelled after {len(steps) - 1} candidate(s)"
         accepted = [s for s in steps if s.accepted]
         chosen = min(accepted, key=lambda s: _objective(s, goal)) if accepted else None
         if chosen is None:
@@ -839,8 +852,6 @@ def search(
             "another device",
         )
 
-    budget = {"left": max_candidates}
-
     def try_candidate(phase: str, recipe: Recipe, why: str) -> SearchStep | None:
         """Evaluate ``recipe`` unless the budget is spent or it was tried already."""
         done = next((s for s in steps if s.recipe == recipe), None)
@@ -848,11 +859,16 @@ def search(
             return done
         if budget["left"] <= 0:
             return None
+        if cancel is not None and cancel.is_set():
+            budget["left"] = 0
+            budget["cancelled"] = True
+            return None
         budget["left"] -= 1
         return run(phase, recipe, why)
 
     # 2. Quantization first: the cheapest large step.
     quant: QuantizeConfig | None = None
+    margin = 0.0  # the chosen quantization's held-out drop (a fraction)
     runtime = None
     if goal.quantize:
         from workbench.runtimes import get_runtime
@@ -879,6 +895,8 @@ def search(
                     step.reason += "; not stacked: not faster than float on this machine"
                     continue
                 quant = config
+                # Its sensitivity: what it costs on held-out training images.
+                margin = max(0.0, base_held - (step.held_out_accuracy or base_held))
                 break
 
     if budget["left"] <= 0:
@@ -895,33 +913,68 @@ def search(
             -SPARSITY_GRID[_start_index(sensitivity["methods"][m]["curve"], allowance, factor)]
         ),
     )
+    sensitivity["quantization_held_out_drop_points"] = round(margin * 100, 3)
+    # Pruned candidates are bisected in float, each kept when it clears the floor by the
+    # quantization's held-out drop; the quantization is then stacked on the sparsest one
+    # kept. A stacked candidate's float version is its own reference in the pipeline, so
+    # this way each sparsity is trained once, not twice.
+    threshold = floor_acc + margin
     stopped = "every method's sparsity bisected to one grid step"
     for n, method in enumerate(order):
         entry = sensitivity["methods"][method]
         share = math.ceil(budget["left"] / (len(order) - n)) if budget["left"] > 0 else 0
+        bisect_share = share - (1 if quant is not None and share > 1 else 0)
         spent_before = budget["left"]
         lo, hi = -1, len(SPARSITY_GRID)  # highest index kept, lowest index lost
+        kept: list[int] = []
         index = _start_index(entry["curve"], allowance, factor)
         why = (
             f"start of the bisection: the highest profiled sparsity whose one-shot held-out drop "
             f"(no retraining) is within {factor:g}x the {allowance:.2f}-point allowance"
         )
-        while lo < index < hi and spent_before - budget["left"] < share:
+
+        def pruned(i: int, with_quant: bool, method: str = method, entry: dict = entry) -> Recipe:
             prune = PruneConfig(
-                method=method, sparsity=SPARSITY_GRID[index], exclude=tuple(entry["exclude"])
+                method=method, sparsity=SPARSITY_GRID[i], exclude=tuple(entry["exclude"])
             )
-            recipe = Recipe(tuple(s for s in (prune, recover, quant) if s is not None))
-            step = try_candidate(f"prune-{method}", recipe, why)
+            last = quant if with_quant else None
+            return Recipe(tuple(s for s in (prune, recover, last) if s is not None))
+
+        while lo < index < hi and spent_before - budget["left"] < bisect_share:
+            step = try_candidate(f"prune-{method}", pruned(index, False), why)
             if step is None:
                 break
-            if step.key is not None and _keeps_floor(step, floor_acc):
+            if step.key is not None and _keeps_floor(step, threshold):
                 lo = index
+                kept.append(index)
+                step.reason += "; bisection: kept" + (
+                    f" (clears the floor by {quant.label()}'s held-out drop, "
+                    f"{margin * 100:.2f} points)"
+                    if quant is not None
+                    else ""
+                )
             else:
                 hi = index
+                step.reason += "; bisection: lost" + (
+                    f" (within {quant.label()}'s held-out drop of the floor)"
+                    if quant is not None and step.key is not None and _keeps_floor(step, floor_acc)
+                    else ""
+                )
             if hi - lo <= 1:
                 break
             index = max((lo + hi) // 2, lo + 1)
             why = f"bisection between {_grid(lo)} (kept the floor) and {_grid(hi)} (lost it)"
+        # The quantization stacked on the sparsest kept sparsity (the next one down if
+        # the stack loses the floor).
+        for i in sorted(kept, reverse=True)[:2] if quant is not None else []:
+            step = try_candidate(
+                f"stack-{method}",
+                pruned(i, True),
+                f"{quant.label()} stacked on the sparsest {method} pruning kept "
+                f"({SPARSITY_GRID[i]:g})",
+            )
+            if step is None or (step.key is not None and _keeps_floor(step, floor_acc)):
+                break
         if budget["left"] <= 0:
             stopped = f"the budget of {max_candidates} candidates is spent"
     return finish(stopped, sensitivity)

@@ -16,12 +16,13 @@ from workbench.recipe import Recipe
 from workbench.search import SearchResult, evaluate_flags, measure_sensitivity, search
 from workbench.study import Study
 
-# A small search: one-shot unstructured pruning only, three candidates besides the
-# baseline (int8, then two sparsities of the bisection), so it takes seconds.
+# A small search: one-shot unstructured pruning only, four candidates besides the
+# baseline (int8, two sparsities of the bisection, int8 stacked on the one kept), so it
+# takes seconds.
 SMALL = {
     "max_accuracy_drop": 1.0,
     "target": "size",
-    "max_candidates": 3,
+    "max_candidates": 4,
     "recovery": "none",
     "methods": ("unstructured",),
 }
@@ -61,8 +62,15 @@ def test_the_path_is_recorded_and_rejected_candidates_say_why(searched):
     assert rejected, "the bisection must have stepped past the floor"
     for s in rejected:
         assert s.reason.startswith("rejected: ") and "is below the floor" in s.reason
+    # Bisected in float, then int8 stacked on the sparsest kept.
     pruned = [s for s in steps if s.phase == "prune-unstructured"]
-    assert pruned and all(s.recipe.get("quantize") is not None for s in pruned)
+    assert pruned and all(s.recipe.get("quantize") is None for s in pruned)
+    stacked = [s for s in steps if s.phase == "stack-unstructured"]
+    assert len(stacked) == 1 and stacked[0].recipe.get("quantize") is not None
+    sparsest_kept = max(
+        s.recipe.get("prune").sparsity for s in pruned if "bisection: kept" in s.reason
+    )
+    assert stacked[0].recipe.get("prune").sparsity == sparsest_kept
     assert searched.candidates_evaluated == len(steps)
 
 
@@ -170,7 +178,7 @@ def test_cli_search_prints_the_path_and_the_evaluate_flags(
             "--max-accuracy-drop",
             "1",
             "--max-candidates",
-            "3",
+            "4",
             "--recovery",
             "none",
             "--methods",
