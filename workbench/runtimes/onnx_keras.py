@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -265,7 +264,7 @@ class _Builder:
         self.k = keras()
         self.layers = custom_objects()
         self.values: dict[str, _Value] = {}
-        self.names: Counter[str] = Counter()
+        self.names: set[str] = {"input_to_nhwc"}
         self.consumers: dict[str, list] = {}
         for node in graph.node:
             for name in node.input:
@@ -275,9 +274,14 @@ class _Builder:
     # -------------------------------------------------------------- helpers
 
     def name(self, node, suffix: str = "") -> str:
+        """A unique Keras layer name from the ONNX node's name (for exclude lists)."""
         base = _short(node.name or node.op_type) + (f"_{suffix}" if suffix else "")
-        self.names[base] += 1
-        return base if self.names[base] == 1 else f"{base}_{self.names[base]}"
+        name, i = base, 1
+        while name in self.names:
+            i += 1
+            name = f"{base}_{i}"
+        self.names.add(name)
+        return name
 
     def get(self, name: str) -> _Value:
         if name not in self.values:
@@ -391,6 +395,7 @@ class _Builder:
                 "rebuild needs every dimension but the batch fixed",
                 "export the model with a fixed input shape (a dynamic batch is fine)",
             )
+        self.names.add(_short(gi.name))
         inp = k.Input(shape=tuple(dims[1:]), name=_short(gi.name), dtype="float32")
         v = _Value(tensor=inp)
         if len(dims) == 4:
