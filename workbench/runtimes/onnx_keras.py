@@ -96,11 +96,14 @@ _LAYERS: dict[str, type] = {}
 def custom_objects() -> dict[str, type]:
     """The Keras layers this module defines, by name, for ``keras.models.load_model``.
 
-    The rebuild uses Keras' own layers wherever one computes the ONNX operator exactly;
-    these few cover the rest (an element-wise operation with a constant, Clip with any
-    bounds, ONNX's HardSigmoid/HardSwish, padding with the lowest float before a max
-    pool). They are registered with Keras when first made, so a saved rebuild loads in
-    a process that has called this function.
+    The rebuild uses Keras' own layers wherever one computes the ONNX operator exactly
+    (the digits samples, ResNet, MobileNetV2 and V3 need nothing else); these few cover
+    the rest: an element-wise operation with a constant, a division of two tensors,
+    Clip with bounds other than (0, max), HardSigmoid with other than PyTorch's
+    parameters, padding with the lowest float before a max pool over negative values.
+    They are registered with Keras when this function first runs, so a saved rebuild
+    that uses them loads in a process that has called it (or pass its result as
+    ``custom_objects``).
     """
     if _LAYERS:
         return dict(_LAYERS)
@@ -173,13 +176,6 @@ def custom_objects() -> dict[str, type]:
             return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
 
     @register
-    class OnnxHardSwish(k.layers.Layer):
-        """ONNX HardSwish: ``x * relu6(x + 3) / 6`` (the form TFLite fuses to HARD_SWISH)."""
-
-        def call(self, x):
-            return x * ops.relu6(x + 3.0) * (1.0 / 6.0)
-
-    @register
     class OnnxMaxPoolPad(k.layers.Layer):
         """Pad H and W (channels-last) with the lowest float32, as a max pool pads."""
 
@@ -199,7 +195,6 @@ def custom_objects() -> dict[str, type]:
         OnnxDivide,
         OnnxClip,
         OnnxHardSigmoid,
-        OnnxHardSwish,
         OnnxMaxPoolPad,
     ):
         _LAYERS[cls.__name__] = cls
@@ -730,14 +725,20 @@ class _Builder:
 
     def op_HardSigmoid(self, node, a):
         x = self.materialise(self.get(node.input[0]), node)
-        layer = self.layers["OnnxHardSigmoid"](
-            a.get("alpha", 0.2), a.get("beta", 0.5), name=self.name(node)
-        )
+        alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+        if abs(alpha - 1.0 / 6.0) < 1e-7 and beta == 0.5:
+            # PyTorch's hardsigmoid: Keras' own relu6(x + 3) / 6, so a saved rebuild of a
+            # MobileNetV3 loads without this module's custom layers.
+            layer = self.k.layers.Activation("hard_sigmoid", name=self.name(node))
+        else:
+            layer = self.layers["OnnxHardSigmoid"](alpha, beta, name=self.name(node))
         return replace(x, tensor=layer(x.tensor), nonneg=True)
 
     def op_HardSwish(self, node, a):
+        # Keras' hard_silu is x * relu6(x + 3) / 6, ONNX's HardSwish; TFLite fuses it to
+        # HARD_SWISH.
         x = self.materialise(self.get(node.input[0]), node)
-        t = self.layers["OnnxHardSwish"](name=self.name(node))(x.tensor)
+        t = self.k.layers.Activation("hard_silu", name=self.name(node))(x.tensor)
         return replace(x, tensor=t, nonneg=False)
 
     def op_BatchNormalization(self, node, a):

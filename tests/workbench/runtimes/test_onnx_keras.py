@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from workbench.errors import WorkbenchError
 from workbench.models import load_model
 from workbench.onnx_export import export_onnx
+from workbench.runtimes.onnx_keras import custom_objects
 
 TOLERANCE = 1e-4  # max abs difference of the outputs, float32 on both sides
 DIGITS_SAMPLES = ("digits-cnn", "digits-resnet18", "digits-mobilenetv2")
@@ -58,6 +59,8 @@ def test_digits_samples_match_onnxruntime(digits_onnx, name):
     x = _inputs(m.input_shape)
     diff, km = _max_diff(digits_onnx[name], x)
     assert diff < TOLERANCE
+    # Built from Keras' own layers only: a saved rebuild loads anywhere.
+    assert not {type(layer).__name__ for layer in km.layers} & set(custom_objects())
     # The file's layout is kept: NCHW in, logits out.
     assert tuple(km.inputs[0].shape[1:]) == m.input_shape[1:]
     assert tuple(km.outputs[0].shape[1:]) == (10,)
@@ -91,8 +94,9 @@ def test_torchvision_classifiers_match_onnxruntime(tmp_path, arch):
     path = export_onnx(module, shape, tmp_path / f"{arch}.onnx").path
     x = _inputs(shape)
     assert np.abs(_onnxruntime(path, x)).max() > 0.1  # a comparison of real signals
-    diff, _ = _max_diff(path, x)
+    diff, km = _max_diff(path, x)
     assert diff < TOLERANCE
+    assert not {type(layer).__name__ for layer in km.layers} & set(custom_objects())
 
 
 class _OperatorZoo(nn.Module):
