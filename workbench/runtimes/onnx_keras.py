@@ -959,8 +959,9 @@ def onnx_to_keras(path: str | os.PathLike):
     try:
         proto = onnx.load(str(p))
     except Exception as e:  # onnx raises DecodeError and others
+        detail = next((s.strip() for s in str(e).splitlines() if s.strip()), type(e).__name__)
         raise WorkbenchError(
-            f"{p.name} is not a readable ONNX file ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})",
+            f"{p.name} is not a readable ONNX file ({detail[:200]})",
             "export the model again with torch.onnx.export",
         ) from e
     graph = proto.graph

@@ -308,3 +308,14 @@ def test_arithmetic_on_the_batch_size_is_refused_not_folded_wrongly(tmp_path):
     path = export_onnx(_BatchArithmetic(), (1, 2, 4, 4), tmp_path / "batch.onnx").path
     with pytest.raises(WorkbenchError, match=r"Reshape node .* reshapes \[None, 2, 4, 4\]"):
         onnx_to_keras(path)
+
+
+def test_a_missing_or_corrupt_file_gets_one_clear_error(tmp_path):
+    from workbench.runtimes.onnx_keras import onnx_to_keras
+
+    with pytest.raises(WorkbenchError, match="does not exist"):
+        onnx_to_keras(tmp_path / "nothing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not a protobuf")
+    with pytest.raises(WorkbenchError, match="not a readable ONNX file"):
+        onnx_to_keras(bad)
