@@ -48,6 +48,7 @@ SUPPORTED_OPS = (
     "Add",
     "AveragePool",
     "BatchNormalization",
+    "Cast",
     "Clip",
     "Concat",
     "Constant",
@@ -55,20 +56,33 @@ SUPPORTED_OPS = (
     "Div",
     "Dropout",
     "Flatten",
+    "Gather",
     "Gemm",
     "GlobalAveragePool",
     "HardSigmoid",
     "HardSwish",
     "Identity",
+    "LeakyRelu",
     "MatMul",
     "MaxPool",
     "Mul",
     "ReduceMean",
     "Relu",
     "Reshape",
+    "Shape",
     "Sigmoid",
+    "Softmax",
+    "Squeeze",
     "Sub",
+    "Tanh",
+    "Unsqueeze",
 )
+# Shape arithmetic (PyTorch's ``x.view(x.size(0), -1)`` exports as Shape -> Gather ->
+# Unsqueeze -> Concat -> Reshape) is folded to constants; the batch size, unknown until
+# run time, is this sentinel. Gather/Unsqueeze/Squeeze/Concat/Cast carry it unchanged and
+# Reshape reads it as "the batch"; any arithmetic on it gives another number, which no
+# Reshape accepts, so a wrong fold fails with a message instead of a wrong model.
+_BATCH = -987_654_321
 
 # NCHW axis -> NHWC axis, for a 4-D tensor held channels-last.
 _NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
@@ -421,6 +435,52 @@ class _Builder:
                 return _Value(const=np.asarray(list(a[key])))
         raise self.unsupported(node, f"holds a {', '.join(a)} attribute")
 
+    # shape arithmetic, folded to constants
+
+    def op_Shape(self, node, a):
+        x = self.get(node.input[0])
+        if x.is_const:
+            shape = np.asarray(x.const.shape, dtype=np.int64)
+        else:
+            shape = np.asarray([_BATCH, *x.onnx_shape()[1:]], dtype=np.int64)
+        start, end = a.get("start", 0), a.get("end")
+        return _Value(const=shape[start:end])
+
+    def _const_only(self, node) -> np.ndarray:
+        x = self.get(node.input[0])
+        if not x.is_const:
+            raise self.unsupported(node, "acts on a computed tensor (only on shapes and constants)")
+        return x.const
+
+    def op_Gather(self, node, a):
+        data = self._const_only(node)
+        indices = self.const(node, 1, "indices")
+        return _Value(const=np.take(data, indices, axis=int(a.get("axis", 0))))
+
+    def _axes(self, node, a) -> list[int] | None:
+        if "axes" in a:
+            return [int(v) for v in a["axes"]]
+        if len(node.input) > 1 and node.input[1]:
+            return [int(v) for v in self.const(node, 1, "axes")]
+        return None
+
+    def op_Unsqueeze(self, node, a):
+        data = self._const_only(node)
+        axes = self._axes(node, a) or []
+        rank = data.ndim + len(axes)
+        return _Value(const=np.expand_dims(data, tuple(sorted(ax % rank for ax in axes))))
+
+    def op_Squeeze(self, node, a):
+        data = self._const_only(node)
+        axes = self._axes(node, a)
+        return _Value(const=np.squeeze(data, None if axes is None else tuple(axes)))
+
+    def op_Cast(self, node, a):
+        from onnx import helper
+
+        data = self._const_only(node)
+        return _Value(const=data.astype(helper.tensor_dtype_to_np_dtype(int(a["to"]))))
+
     def op_Identity(self, node, a):
         return self.get(node.input[0])
 
@@ -637,6 +697,27 @@ class _Builder:
             t = self.layers["OnnxClip"](low, high, name=self.name(node))(x.tensor)
         return replace(x, tensor=t, nonneg=low is not None and low >= 0)
 
+    def op_Tanh(self, node, a):
+        x = self.materialise(self.get(node.input[0]), node)
+        t = self.k.layers.Activation("tanh", name=self.name(node))(x.tensor)
+        return replace(x, tensor=t, nonneg=False)
+
+    def op_LeakyRelu(self, node, a):
+        x = self.materialise(self.get(node.input[0]), node)
+        slope = float(a.get("alpha", 0.01))
+        t = self.k.layers.LeakyReLU(negative_slope=slope, name=self.name(node))(x.tensor)
+        return replace(x, tensor=t, nonneg=False)
+
+    def op_Softmax(self, node, a):
+        x = self.materialise(self.get(node.input[0]), node)
+        axis = int(a.get("axis", -1)) % x.rank
+        if x.channels_last:
+            axis = _NCHW_TO_NHWC_AXIS[axis]
+        if axis == 0:
+            raise self.unsupported(node, "normalises over the batch axis")
+        t = self.k.layers.Softmax(axis=axis, name=self.name(node))(x.tensor)
+        return replace(x, tensor=t, nonneg=True)
+
     def op_Sigmoid(self, node, a):
         x = self.materialise(self.get(node.input[0]), node)
         t = self.k.layers.Activation("sigmoid", name=self.name(node))(x.tensor)
@@ -792,12 +873,13 @@ class _Builder:
         # (N, -1), (0, -1), (N, C*H*W) and, for a batch of one, (1, -1): a Flatten.
         if (
             len(shape) == 2
-            and shape[0] in (0, -1, 1)
+            and shape[0] in (0, -1, 1, _BATCH)
             and shape[1] in (-1, rest)
             and (shape[0] != -1 or shape[1] == rest)
         ):
             return self._flatten(node, x)
-        raise self.unsupported(node, f"reshapes {list(dims)} to {shape} (only to (N, -1))")
+        shown = ["N" if d == _BATCH else d for d in shape]
+        raise self.unsupported(node, f"reshapes {list(dims)} to {shown} (only to (N, -1))")
 
     # dense
 

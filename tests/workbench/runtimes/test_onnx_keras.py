@@ -100,8 +100,8 @@ class _OperatorZoo(nn.Module):
     (multiplier 2) convolutions, an unfolded BatchNorm, HardSigmoid/HardSwish, Concat on
     channels, a max pool over negative values with padding, an average pool counting
     its padding, per-channel constants, Clip with a negative bound, ReduceMean over H and
-    W, a Flatten into a Gemm (weights permuted) and a Reshape into a ReLU and MatMul+Add
-    (NCHW order restored)."""
+    W, ``view(x.size(0), -1)`` (shape arithmetic) into a Gemm (weights permuted), a
+    Reshape into a ReLU and MatMul+Add (NCHW order restored), Softmax, Tanh, LeakyRelu."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -124,9 +124,10 @@ class _OperatorZoo(nn.Module):
         h = F.avg_pool2d(g, 3, stride=1, padding=1, count_include_pad=True)
         i = h * self.scale / 3.0 + torch.clamp(h, -0.5, 0.7)
         j = i.mean(dim=(2, 3))
-        k = torch.flatten(i, 1)
+        k = i.view(i.size(0), -1)  # Shape -> Gather -> Unsqueeze -> Concat -> Reshape
         r = torch.relu(i.reshape(-1, 32 * 4 * 4))
-        return self.fc(k) + torch.matmul(r, self.w) + self.b + self.head(j)
+        out = self.fc(k) + torch.matmul(r, self.w) + self.b + self.head(j)
+        return torch.softmax(out, dim=1) + torch.tanh(out) + F.leaky_relu(out, 0.1)
 
 
 ZOO_SHAPE = (1, 3, 16, 16)
@@ -143,7 +144,8 @@ def test_operator_zoo_matches_onnxruntime(zoo_onnx):
     path = zoo_onnx
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"BatchNormalization", "HardSigmoid", "HardSwish", "Concat", "MaxPool"} <= ops
-    assert {"AveragePool", "ReduceMean", "Clip", "Flatten", "Reshape", "MatMul", "Div"} <= ops
+    assert {"AveragePool", "ReduceMean", "Clip", "Shape", "Gather", "Reshape", "MatMul"} <= ops
+    assert {"Div", "Softmax", "Tanh", "LeakyRelu"} <= ops
     diff, _ = _max_diff(path, _inputs(ZOO_SHAPE))
     assert diff < TOLERANCE
 
@@ -289,3 +291,16 @@ def test_a_saved_rebuild_loads_back_with_its_custom_layers(tmp_path, zoo_onnx):
     back = keras().models.load_model(tmp_path / "m.keras", custom_objects=custom_objects())
     x = _inputs(ZOO_SHAPE, n=2)
     assert np.abs(np.asarray(back(x)) - np.asarray(km(x))).max() == 0.0
+
+
+class _BatchArithmetic(nn.Module):
+    def forward(self, x):
+        return x.view(x.size(0) * 2, -1)  # splits each row in two: not a Flatten
+
+
+def test_arithmetic_on_the_batch_size_is_refused_not_folded_wrongly(tmp_path):
+    from workbench.runtimes.onnx_keras import onnx_to_keras
+
+    path = export_onnx(_BatchArithmetic(), (1, 2, 4, 4), tmp_path / "batch.onnx").path
+    with pytest.raises(WorkbenchError, match=r"Reshape node .* reshapes \[None, 2, 4, 4\]"):
+        onnx_to_keras(path)
