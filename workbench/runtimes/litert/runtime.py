@@ -308,7 +308,7 @@ class LiteRT(Runtime):
                 f"Unstructured pruning ({metrics.nonzero_params:,} of {metrics.params:,} "
                 "parameters are non-zero) gives no latency gain in LiteRT: XNNPACK's dense "
                 "kernels still store and multiply the zeros. It shrinks the file only once "
-                "compressed. Use structured pruning to cut latency."
+                "compressed. Structured pruning (of a PyTorch model) cuts latency."
             )
         quant = recipe.get("quantize")
         if isinstance(quant, QuantizeConfig) and quant.scheme in ("int8", "dynamic"):
