@@ -263,10 +263,21 @@ TORCH_STEPS: dict[type, Callable[..., dict]] = {
 }
 
 
-def _keras_prune_step(keras_model: Any, config: StepConfig, model: Any) -> dict:
-    from workbench.compress.keras_prune import prune_keras
+def _keras_pruner() -> Callable[..., dict]:
+    """``workbench.compress.keras_prune.prune_keras``, or a clear error where it is absent."""
+    try:
+        from workbench.compress.keras_prune import prune_keras
+    except ImportError:
+        raise WorkbenchError(
+            "pruning a Keras model needs workbench.compress.keras_prune, which this build "
+            "does not have yet",
+            "quantize the Keras model only, or prune a PyTorch model",
+        ) from None
+    return prune_keras
 
-    return prune_keras(keras_model, config)
+
+def _keras_prune_step(keras_model: Any, config: StepConfig, model: Any) -> dict:
+    return _keras_pruner()(keras_model, config)
 
 
 # The steps a Keras model takes before export (the rest are refused by check_applicable).
@@ -349,6 +360,15 @@ def check_applicable(model: Any, recipe: Recipe, runtime: str | Runtime = DEFAUL
                 "prune (one shot) and quantize the Keras model here, or train it in Keras "
                 "and load the result",
             )
+        prune = recipe.get("prune")
+        if prune is not None:
+            _keras_pruner()
+            if prune.method != "unstructured":  # checked here so a sweep fails at once
+                raise WorkbenchError(
+                    f"{prune.method} pruning (removing channels) is not available for Keras models",
+                    "use unstructured pruning (--prune unstructured), or load the PyTorch model "
+                    "to remove channels",
+                )
     why = torch_steps_unavailable(model)
     if recipe.torch_steps() and model.source == "tflite":
         steps = " and ".join(_STEP_NAMES.get(s.kind, s.kind) for s in recipe.torch_steps())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -194,7 +195,9 @@ class LiteRT(Runtime):
             return None
         keras_model = getattr(model, "keras_model", None) if module is None else module
         if not _is_keras(keras_model):
-            keras_model = _onnx_keras().keras_for(model, module, dst.parent)
+            # The ONNX file the rebuild starts from is scratch, not part of the artifact.
+            with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".onnx-keras-") as scratch:
+                keras_model = _onnx_keras().keras_for(model, module, scratch)
         export_tflite(keras_model, dst, "float")
         _keep_beside(keras_model, dst)
         x = np.asarray(parity_inputs, dtype=np.float32)
@@ -305,7 +308,7 @@ class LiteRT(Runtime):
                 f"Unstructured pruning ({metrics.nonzero_params:,} of {metrics.params:,} "
                 "parameters are non-zero) gives no latency gain in LiteRT: XNNPACK's dense "
                 "kernels still store and multiply the zeros. It shrinks the file only once "
-                "compressed. Use structured pruning to cut latency."
+                "compressed. Structured pruning (of a PyTorch model) cuts latency."
             )
         quant = recipe.get("quantize")
         if isinstance(quant, QuantizeConfig) and quant.scheme in ("int8", "dynamic"):
