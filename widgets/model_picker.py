@@ -26,7 +26,7 @@ from workbench.models import list_models, load_model
 
 __all__ = ["UPLOAD_SUFFIXES", "ModelPicker"]
 
-UPLOAD_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth")
+UPLOAD_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth", ".keras", ".h5", ".tflite")
 _TORCHVISION_PATTERN = "torchvision:*"
 
 
@@ -110,7 +110,7 @@ class ModelPicker(W.VBox):
         self.path_w = W.Combobox(
             options=torchvision_names(),
             ensure_option=False,
-            placeholder="torchvision:resnet18, or a path to .onnx / .pt / .pt2 / .pth",
+            placeholder="torchvision:resnet18, or a path to .onnx / .pt / .pt2 / .pth / .keras / .tflite",
             description="or name",
             layout=W.Layout(width="420px"),
         )

@@ -39,7 +39,7 @@ def _floats(text: str) -> list[float]:
 
 
 # The digits preprocessing's settings (workbench.data.Preprocessing), as --preprocess keys.
-PREPROCESS_KEYS = ("size", "channels", "divisor", "mean", "std")
+PREPROCESS_KEYS = ("size", "channels", "divisor", "mean", "std", "layout")
 
 
 def _preprocess(text: str) -> dict:
@@ -52,6 +52,9 @@ def _preprocess(text: str) -> dict:
                 f"{item!r} is not KEY=VALUE with KEY one of {', '.join(PREPROCESS_KEYS)} "
                 "(e.g. mean=0.5,std=0.5)"
             )
+        if key == "layout":
+            out[key] = value.strip().upper()
+            continue
         try:
             out[key] = int(value) if key in ("size", "channels") else float(value)
         except ValueError:
@@ -78,7 +81,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "model",
-        help="a name from `workbench models`, or a model file (.onnx, TorchScript, .pt2, state_dict)",
+        help="a name from `workbench models`, or a model file (.onnx, TorchScript, .pt2, "
+        "state_dict, .keras, .h5, a SavedModel folder, .tflite)",
     )
     p.add_argument(
         "--arch", help="architecture for a state_dict file, e.g. digits-cnn or torchvision:resnet18"
@@ -89,8 +93,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         type=_preprocess,
         metavar="KEY=VALUE,...",
         help="how the task's images become a user model's inputs, e.g. mean=0.5,std=0.5 "
-        f"(keys: {', '.join(PREPROCESS_KEYS)}; default: size and channels from the input "
-        "shape, divisor=16, mean=0, std=1)",
+        f"(keys: {', '.join(PREPROCESS_KEYS)}; default: size, channels and layout from the "
+        "input shape, divisor=16, mean=0, std=1; layout NCHW or NHWC)",
     )
     p.add_argument("--input-shape", type=_shape, help="batch-1 input shape, e.g. 1,3,224,224")
     p.add_argument(
@@ -123,7 +127,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
-    from workbench.recipe import CALIBRATIONS, OVERFLOW_FIXES, QuantizeConfig
+    from workbench.recipe import CALIBRATIONS, IO_TYPES, OVERFLOW_FIXES, QuantizeConfig
 
     p.add_argument(
         "--per-tensor", action="store_true", help="one int8 scale per tensor instead of per channel"
@@ -157,6 +161,12 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=QuantizeConfig().bias_correction,
         help="int8: shift each Conv/Gemm bias by its output's mean error on the calibration images",
+    )
+    p.add_argument(
+        "--io-type",
+        choices=IO_TYPES,
+        help="int8 in LiteRT: the file's input and output type, int8 (what a microcontroller "
+        "feeds) or float (default)",
     )
     p.add_argument(
         # not --max-accuracy-drop: the device gate's flag of that name is a pass/fail limit
@@ -359,8 +369,8 @@ def _load(args: argparse.Namespace) -> Any:
         # Keys not given keep the defaults a task would get: size and channels from the
         # input shape (or the model's), the others from Preprocessing.
         shape = args.input_shape
-        base = {"size": shape[-1], "channels": shape[1]} if shape and len(shape) == 4 else {}
-        if "size" not in args.preprocess or "channels" not in args.preprocess:
+        base = _geometry(shape, _layout_of_file(args.model, shape)) if shape else {}
+        if not {"size", "channels", "layout"} <= set(args.preprocess):
             if not base:
                 base = _default_geometry(args)
         prep = Preprocessing(**{**base, **args.preprocess})
@@ -375,17 +385,42 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _is_sample(name: str) -> bool:
+    from workbench.models._keras import keras_sample_names
     from workbench.models._sample import sample_names
 
-    return name in sample_names()
+    return name in sample_names() or name in keras_sample_names()
+
+
+def _geometry(shape: Sequence[int], layout: str) -> dict:
+    """Size, channels and layout of a 4-D image input ``shape`` ({} for another shape)."""
+    if len(shape) != 4:
+        return {}
+    size, channels = (shape[1], shape[3]) if layout == "NHWC" else (shape[-1], shape[1])
+    return {"size": size, "channels": channels, "layout": layout}
+
+
+def _layout_of_file(model: str, shape: Sequence[int]) -> str:
+    """The input layout of the model named ``model`` with input ``shape``, without loading
+    it: Keras and TFLite files take NHWC unless the shape says channels first."""
+    from workbench.models._keras import guess_layout, keras_sample_names
+
+    path = Path(model)
+    if (
+        model in keras_sample_names()
+        or path.suffix.lower() in (".keras", ".h5", ".hdf5", ".tflite")
+        or path.is_dir()
+    ):
+        return guess_layout(tuple(shape), "NHWC")
+    return "NCHW"
 
 
 def _default_geometry(args: argparse.Namespace) -> dict:
-    """Size and channels of the model's own input, loading it once without a task."""
+    """Size, channels and layout of the model's own input, loading it once without a task."""
     from workbench.models import load_model
+    from workbench.models.registry import input_layout
 
-    shape = load_model(args.model, arch=args.arch, pretrained=not args.random_init).input_shape
-    return {"size": shape[-1], "channels": shape[1]} if len(shape) == 4 else {}
+    model = load_model(args.model, arch=args.arch, pretrained=not args.random_init)
+    return _geometry(model.input_shape, input_layout(model))
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -442,6 +477,7 @@ def _quant_config(args: argparse.Namespace, scheme: str) -> Any:
         overflow_fix=args.overflow_fix,
         # the sweep builds one config per scheme; the drop only means something for int8
         max_accuracy_drop=args.quant_max_drop if scheme == "int8" else None,
+        io_type=(args.io_type or defaults.io_type) if scheme == "int8" else defaults.io_type,
     )
 
 
@@ -456,6 +492,7 @@ def _refuse_idle_settings(args: argparse.Namespace, prunes: bool, schemes: list[
         for flag, value in (
             ("--calibration-samples", args.calibration_samples),
             ("--calibration", args.calibration),
+            ("--io-type", args.io_type),
         ):
             if value is not None:
                 raise WorkbenchError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +19,10 @@ __all__ = [
     "ConvCensus",
     "agreement_warning",
     "conv_census",
+    "accuracy_warnings",
     "honesty_warnings",
     "noise_warning",
+    "slower_than_float_warning",
     "speed_text",
     "versus_text",
 ]
@@ -193,19 +196,40 @@ def honesty_warnings(
             "cover channels whose weight ranges differ widely, which usually costs accuracy. "
             "Use per-channel quantization."
         )
+    slower = slower_than_float_warning(quant, metrics)
+    if slower:
+        out.append(slower)
+    out += accuracy_warnings(metrics, baseline, max_accuracy_drop)
+    return tuple(out)
+
+
+def slower_than_float_warning(quant: Any, metrics: Metrics, extra: str = "") -> str | None:
+    """A warning when a quantized variant measured slower than its float version (else
+    the baseline), timed interleaved, beyond the margin and the rounds' spread; ``extra``
+    (e.g. the CPU's features) goes at its end. None when it was not slower."""
     comparison = metrics.comparison("float") or metrics.comparison("baseline")
-    if isinstance(quant, QuantizeConfig) and comparison is not None:
-        # Beyond the margin and beyond the rounds' spread (their upper quartile is
-        # slower too), so noise alone does not raise it.
-        if comparison.speedup < 1 / SLOWER_MARGIN and comparison.slower_beyond_spread:
-            versus = versus_text(comparison).replace("the baseline", "the float baseline")
-            out.append(
-                f"This {quant.label()} variant measured slower {versus}, timed "
-                f"interleaved in the same run: {speed_text(comparison)}; p50 "
-                f"{comparison.variant_p50:.3f} ms vs {comparison.reference_p50:.3f} ms. "
-                "Quantization pays off only where the runtime has fast kernels for the "
-                "quantized operators; measure on the target device too."
-            )
+    if not isinstance(quant, QuantizeConfig) or comparison is None:
+        return None
+    # Beyond the margin and beyond the rounds' spread (their upper quartile is
+    # slower too), so noise alone does not raise it.
+    if not (comparison.speedup < 1 / SLOWER_MARGIN and comparison.slower_beyond_spread):
+        return None
+    versus = versus_text(comparison).replace("the baseline", "the float baseline")
+    return (
+        f"This {quant.label()} variant measured slower {versus}, timed "
+        f"interleaved in the same run: {speed_text(comparison)}; p50 "
+        f"{comparison.variant_p50:.3f} ms vs {comparison.reference_p50:.3f} ms. "
+        "Quantization pays off only where the runtime has fast kernels for the "
+        "quantized operators; measure on the target device too." + (f" {extra}" if extra else "")
+    )
+
+
+def accuracy_warnings(
+    metrics: Metrics, baseline: Metrics | None, max_accuracy_drop: float
+) -> list[str]:
+    """A warning when accuracy (or, without labels, agreement) dropped more than
+    ``max_accuracy_drop`` points from the baseline; [] otherwise."""
+    out: list[str] = []
     if baseline is not None:
         if metrics.accuracy is not None and baseline.accuracy is not None:
             drop = (baseline.accuracy - metrics.accuracy) * 100
@@ -224,4 +248,4 @@ def honesty_warnings(
                     f"{max_accuracy_drop:g}-point limit (no labels: agreement stands in for "
                     "accuracy)."
                 )
-    return tuple(out)
+    return out

@@ -54,6 +54,7 @@ __all__ = [
     "check_applicable",
     "evaluate",
     "evaluation_inputs",
+    "is_keras_model",
     "subject_model",
     "torch_steps_unavailable",
     "variant_key",
@@ -260,6 +261,38 @@ TORCH_STEPS: dict[type, Callable[..., dict]] = {
     QATConfig: _qat_step,
     DistillConfig: _distill_step,
 }
+
+
+def _keras_pruner() -> Callable[..., dict]:
+    """``workbench.compress.keras_prune.prune_keras``, or a clear error where it is absent."""
+    try:
+        from workbench.compress.keras_prune import prune_keras
+    except ImportError:
+        raise WorkbenchError(
+            "pruning a Keras model needs workbench.compress.keras_prune, which this build "
+            "does not have yet",
+            "quantize the Keras model only, or prune a PyTorch model",
+        ) from None
+    return prune_keras
+
+
+def _keras_prune_step(keras_model: Any, config: StepConfig, model: Any) -> dict:
+    return _keras_pruner()(keras_model, config)
+
+
+# The steps a Keras model takes before export (the rest are refused by check_applicable).
+KERAS_STEPS: dict[type, Callable[..., dict]] = {PruneConfig: _keras_prune_step}
+
+
+def _keras_copy(keras_model: Any) -> Any:
+    """A copy of a Keras model with its own weights (steps must not touch the original)."""
+    from workbench._tf import keras
+
+    clone = keras().models.clone_model(keras_model)
+    clone.set_weights(keras_model.get_weights())
+    return clone
+
+
 # Steps that train the module: they need a labelled task.
 TRAINING_STEPS = (FineTuneConfig, GradualPruneConfig, QATConfig, DistillConfig)
 _STEP_NAMES = {
@@ -271,15 +304,30 @@ _STEP_NAMES = {
 }
 
 
-_COMPILED = {"onnx": "an ONNX file", "torchscript": "a TorchScript file", "pt2": "a .pt2 program"}
+_COMPILED = {
+    "onnx": "an ONNX file",
+    "torchscript": "a TorchScript file",
+    "pt2": "a .pt2 program",
+    "tflite": "a .tflite file",
+}
+
+
+def is_keras_model(model: Any) -> bool:
+    """Whether ``model`` holds a Keras model (``source == "keras"``), whose pruning goes
+    through ``workbench.compress.keras_prune`` and whose training steps are refused."""
+    return getattr(model, "keras_model", None) is not None
 
 
 def torch_steps_unavailable(model: Any) -> str:
     """What ``model`` is, when pruning and fine-tuning cannot apply to it; "" when they can.
 
     They edit and retrain ``nn.Conv2d``/``nn.Linear`` modules: an ONNX file has none,
-    and TorchScript and torch.export programs run compiled graphs instead.
+    and TorchScript and torch.export programs run compiled graphs instead. A Keras
+    model can be pruned (its Conv and Dense kernels); its training steps are refused by
+    :func:`check_applicable`. A ``.tflite`` file is measured as it is.
     """
+    if is_keras_model(model):
+        return ""
     if model.module is None or model.source in _COMPILED:
         return _COMPILED.get(model.source, "not a PyTorch module")
     return ""
@@ -299,7 +347,29 @@ def check_applicable(model: Any, recipe: Recipe, runtime: str | Runtime = DEFAUL
                 f"the {step.kind} step ({step.label()}) has no {rt.name} implementation",
                 f"use a runtime that has one, or leave the {step.kind} step out",
             )
+    rt.check_recipe(model, recipe)  # what this runtime can build from this model
+    if is_keras_model(model):
+        unsupported = [
+            s for s in recipe.steps if s.stage == "torch" and not isinstance(s, PruneConfig)
+        ]
+        if unsupported:
+            what = " and ".join(_STEP_NAMES.get(s.kind, s.kind) for s in unsupported)
+            raise WorkbenchError(
+                f"{what} is not supported for Keras models ({model.name}): the workbench "
+                "trains PyTorch models only",
+                "prune (one shot) and quantize the Keras model here, or train it in Keras "
+                "and load the result",
+            )
+        if recipe.get("prune") is not None:
+            _keras_pruner()
     why = torch_steps_unavailable(model)
+    if recipe.torch_steps() and model.source == "tflite":
+        steps = " and ".join(_STEP_NAMES.get(s.kind, s.kind) for s in recipe.torch_steps())
+        raise WorkbenchError(
+            f"{model.name} is a .tflite file, measured as it is; {steps} needs a trainable model",
+            "load the Keras or PyTorch model it was converted from, or measure the file "
+            "without steps",
+        )
     if recipe.torch_steps() and why:
         steps = " and ".join(_STEP_NAMES.get(s.kind, s.kind) for s in recipe.torch_steps())
         raise WorkbenchError(
@@ -382,6 +452,13 @@ def _build_artifact(
         for step in recipe.torch_steps():
             extra = {"teacher": teacher} if isinstance(step, DistillConfig) else {}
             report = TORCH_STEPS[type(step)](module, step, model, **extra)
+            reports.append({"kind": step.kind, **report})
+    elif is_keras_model(model) and recipe.torch_steps():
+        # A Keras model's steps (pruning only, see check_applicable) act on a copy; the
+        # runtime exports that copy as it exports a stepped PyTorch module.
+        module = _keras_copy(model.keras_model)
+        for step in recipe.torch_steps():
+            report = KERAS_STEPS[type(step)](module, step, model)
             reports.append({"kind": step.kind, **report})
     parity = runtime.export(model, module, float_artifact, parity_inputs)
     artifact = work / runtime.artifact_file
@@ -660,7 +737,10 @@ def _evaluate_uncached(
         artifact, parity, float_artifact, reports = _build_artifact(
             subject, recipe, work, inputs[:16], runtime, teacher
         )
-        float_artifact.unlink()
+        # Whatever else the export kept beside the float file for the artifact steps
+        # (LiteRT keeps the Keras model it converted) is build scratch too.
+        for scratch in work.glob(f"{float_artifact.stem}.*"):
+            scratch.unlink()
         # Compressing a large file and counting its weights take seconds; zlib and
         # ONNX Runtime release the GIL, so they run beside the predictions (on other
         # cores where there are some). The timing comes after all of them.

@@ -36,6 +36,10 @@ QUANT_SCHEMES = ("dynamic", "int8", "fp16")
 # image's min and max (NNCF's default for per-tensor activations), not the extremes.
 CALIBRATIONS = ("minmax", "meanminmax", "entropy", "percentile")
 INT8_TYPES = ("int8", "uint8")
+# The input and output type of a full-integer int8 TFLite file: int8 (what a
+# microcontroller feeds) or float32 with QUANTIZE/DEQUANTIZE inside. ONNX Runtime's QDQ
+# models always take and give float.
+IO_TYPES = ("float", "int8")
 # 7-bit weights where u8 x s8 products would saturate VPMADDUBSW's 16-bit sums on x86
 # CPUs without VNNI (AVX2, AVX-512 without VNNI): nowhere, the layers reading the model
 # input (NNCF's default, "first_layer"), or every weight layer.
@@ -180,9 +184,18 @@ class QuantizeConfig(StepConfig):
     # int8 only: keep the fewest, most sensitive weight layers in float so that accuracy
     # on a held-out part of the training split drops by at most this many points (None: off).
     max_accuracy_drop: float | None = None
+    # One of IO_TYPES (int8 only): the input/output type of the int8 file. "int8" is a
+    # TFLite (LiteRT, TFLite Micro) choice; ONNX Runtime refuses it.
+    io_type: str = "float"
 
     def __post_init__(self) -> None:
         _choice("quantization scheme", self.scheme, QUANT_SCHEMES)
+        _choice("int8 input/output type", self.io_type, IO_TYPES)
+        if self.io_type != "float" and self.scheme != "int8":
+            raise WorkbenchError(
+                f"io_type {self.io_type!r} applies to full-integer int8 only, not {self.scheme!r}",
+                "use scheme='int8', or leave io_type at 'float'",
+            )
         _choice("overflow fix", self.overflow_fix, OVERFLOW_FIXES)
         if not isinstance(self.bias_correction, bool):
             raise WorkbenchError(
@@ -244,6 +257,8 @@ class QuantizeConfig(StepConfig):
                 base += "-bc" if self.bias_correction else "-nobc"
             if self.max_accuracy_drop is not None:
                 base += f"-drop{self.max_accuracy_drop:g}"
+            if self.io_type != "float":
+                base += f"-io{self.io_type}"
         if self.keep_float:
             base += "-float(" + ",".join(self.keep_float) + ")"
         return base

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from workbench import measure, pipeline
 from workbench.cache import Cache
-from workbench.measure import runtime
+from workbench.measure import timing
 from workbench.pipeline import evaluate
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
 from workbench.results import PROGRESS_STAGES, Result
@@ -26,11 +26,11 @@ CALM = {"max_spread": 1e9, "max_preempted": 0.1}
 
 def preempted_on_every_run(monkeypatch) -> None:
     counter = iter(range(0, 10**12, 1000))
-    monkeypatch.setattr(runtime, "_involuntary_switches", lambda: next(counter))
+    monkeypatch.setattr(timing, "_involuntary_switches", lambda: next(counter))
 
 
 def never_preempted(monkeypatch) -> None:
-    monkeypatch.setattr(runtime, "_involuntary_switches", lambda: 0)
+    monkeypatch.setattr(timing, "_involuntary_switches", lambda: 0)
 
 
 def test_the_speedup_is_stored_with_its_spread_and_round_trips(cnn, tmp_path, quick):

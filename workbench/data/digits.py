@@ -18,9 +18,13 @@ import numpy as np
 
 from workbench.errors import WorkbenchError
 
-__all__ = ["DIGITS", "Preprocessing", "Task", "get_task"]
+__all__ = ["DIGITS", "LAYOUTS", "Preprocessing", "Task", "get_task"]
 
 Part = Literal["train", "test"]
+
+# Input layouts a preprocessing can produce: channels first (PyTorch, ONNX) or last
+# (Keras, TFLite).
+LAYOUTS = ("NCHW", "NHWC")
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,9 @@ class Preprocessing:
     In order: divide by ``divisor``; subtract ``mean`` and divide by ``std``;
     enlarge by nearest-neighbour repetition to ``size`` x ``size`` (each pixel
     becomes a ``size // 8`` square block: ``np.repeat`` on both axes); lay out as
-    NCHW with ``channels`` identical channels. Nearest repetition is used because it
-    is exact and trivial to re-implement in any language.
+    ``layout`` (NCHW for PyTorch and ONNX models, NHWC for Keras and TFLite ones) with
+    ``channels`` identical channels. Nearest repetition is used because it is exact
+    and trivial to re-implement in any language.
     """
 
     size: int = 8  # output height and width; a multiple of 8
@@ -39,6 +44,7 @@ class Preprocessing:
     divisor: float = 16.0  # the digits' pixel maximum
     mean: float = 0.0  # subtracted after dividing
     std: float = 1.0  # divided by after subtracting the mean
+    layout: str = "NCHW"  # one of LAYOUTS: channels first (PyTorch) or last (Keras, TFLite)
 
     def __post_init__(self) -> None:
         if self.size < 8 or self.size % 8:
@@ -51,43 +57,77 @@ class Preprocessing:
                 "preprocessing needs channels >= 1, std > 0 and divisor > 0",
                 "fix the preprocessing settings in the model's metadata",
             )
+        if self.layout not in LAYOUTS:
+            raise WorkbenchError(
+                f"preprocessing layout {self.layout!r} is not supported",
+                f"use one of: {', '.join(LAYOUTS)} (NHWC for Keras and TFLite models)",
+            )
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
-        """The model input shape for one image, batch first."""
+        """The model input shape for one image, batch first, in ``layout``."""
+        if self.layout == "NHWC":
+            return (1, self.size, self.size, self.channels)
         return (1, self.channels, self.size, self.size)
 
     def apply(self, images: np.ndarray) -> np.ndarray:
-        """Turn raw images of shape (N, 8, 8) or (N, 64) into float32 (N, C, S, S)."""
+        """Turn raw images of shape (N, 8, 8) or (N, 64) into float32 (N, C, S, S), or
+        (N, S, S, C) when ``layout`` is NHWC."""
         x = np.asarray(images, dtype=np.float64).reshape(-1, 8, 8)
         x = (x / self.divisor - self.mean) / self.std
         factor = self.size // 8
         if factor > 1:
             x = x.repeat(factor, axis=1).repeat(factor, axis=2)
-        x = np.repeat(x[:, None, :, :], self.channels, axis=1)
+        if self.layout == "NHWC":
+            x = np.repeat(x[:, :, :, None], self.channels, axis=3)
+        else:
+            x = np.repeat(x[:, None, :, :], self.channels, axis=1)
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def summary(self) -> str:
         """One line a reader can check a score against, e.g.
-        ``x = (pixels / 16 - 0.5) / 0.5, 8x8, 1 channel(s)``."""
+        ``x = (pixels / 16 - 0.5) / 0.5, 8x8, 1 channel(s)`` (", NHWC" when channels last)."""
         return (
             f"x = (pixels / {self.divisor:g} - {self.mean:g}) / {self.std:g}, "
             f"{self.size}x{self.size}, {self.channels} channel(s)"
+            + (", NHWC" if self.layout == "NHWC" else "")
         )
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["description"] = (
             "x = pixels / divisor; x = (x - mean) / std; enlarge each pixel to a "
-            "(size/8)x(size/8) block (nearest, np.repeat on both axes); NCHW float32, "
-            "the grey channel repeated `channels` times"
+            "(size/8)x(size/8) block (nearest, np.repeat on both axes); float32 laid out "
+            "as `layout` (NCHW or NHWC), the grey channel repeated `channels` times"
         )
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
-        return cls(**{k: d[k] for k in ("size", "channels", "divisor", "mean", "std") if k in d})
+        """The Preprocessing a ``to_dict()`` output describes (one without ``layout``,
+        written before layouts existed, is NCHW)."""
+        return cls(**{k: d[k] for k in (*_FIELDS,) if k in d})
 
+    @classmethod
+    def for_input_shape(
+        cls, shape: tuple[int, ...], layout: str = "NCHW", **settings
+    ) -> Preprocessing:
+        """The preprocessing whose ``input_shape`` is ``shape`` (batch-1, 4-D, in ``layout``),
+        with ``settings`` (divisor, mean, std) for the rest.
+
+        Raises:
+            WorkbenchError: ``shape`` is not a square image of ``layout``.
+        """
+        if len(shape) != 4:
+            raise WorkbenchError(
+                f"input shape {tuple(shape)} is not an image batch (1, C, H, W) or (1, H, W, C)",
+                "use a model that takes images",
+            )
+        size, channels = (shape[1], shape[3]) if layout == "NHWC" else (shape[2], shape[1])
+        return cls(size=int(size), channels=int(channels), layout=layout, **settings)
+
+
+_FIELDS = ("size", "channels", "divisor", "mean", "std", "layout")
 
 # The split's row indices, checked against scikit-learn's own split by the tests.
 _SPLIT_FILE = Path(__file__).with_name("digits_split.json")

@@ -192,6 +192,18 @@ def environment_line(environment: dict) -> str:
     if environment.get("runtime") == "tflite-micro":  # its reference kernels, no timing
         versions = environment.get("runtime_versions") or {}
         runtime = f"TFLite Micro {versions.get('tflite-micro', '?')} (reference kernels)"
+    elif environment.get("runtime", "onnxruntime") != "onnxruntime":
+        # Another runtime's figures: name it and its own libraries (not the workbench's).
+        libraries = {
+            k: v
+            for k, v in (environment.get("runtime_versions") or {}).items()
+            if k not in ("edge-workbench", "numpy")
+        }
+        runtime = (
+            f"{environment['runtime']} ("
+            + ", ".join(f"{k} {v}" for k, v in libraries.items())
+            + ")"
+        )
     return (
         f"{environment.get('cpu_model', 'unknown CPU')} ({features}; {int8}) · "
         f"{environment.get('threads', '?')} thread(s) of {environment.get('usable_cores', '?')} "

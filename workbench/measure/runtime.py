@@ -14,7 +14,6 @@ reported by the pool's wake-up time.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -25,7 +24,14 @@ import onnxruntime as ort
 
 from workbench.errors import WorkbenchError
 from workbench.measure.artifact import require_file
-from workbench.measure.timing import gc_paused, latency_stats, time_runs
+from workbench.measure.timing import (  # noqa: F401 (MIN_RUNS_PER_ROUND: re-exported)
+    MIN_RUNS_PER_ROUND,
+    InterleavedTiming,
+    gc_paused,
+    latency_stats,
+    time_interleaved,
+    time_runs,
+)
 from workbench.results import LatencyStats
 
 __all__ = [
@@ -285,36 +291,6 @@ def too_new_for_runtime(name: str, msg: str) -> WorkbenchError | None:
     return None
 
 
-# Each round times every model at least this often, so a round's p50 means something.
-MIN_RUNS_PER_ROUND = 5
-
-
-@dataclass(frozen=True)
-class InterleavedTiming:
-    """Latency of several models timed in alternating rounds in one run.
-
-    ``latency[i]`` covers every timed run of model ``i``; ``round_p50[i][r]`` is its
-    p50 in round ``r``. ``preempted_share`` is the number of times the operating system
-    took the CPU from the timing thread (involuntary context switches) per timed run: a
-    direct sign that other work competed with the measurement.
-    """
-
-    latency: tuple[LatencyStats, ...]
-    round_p50: tuple[tuple[float, ...], ...]
-    preempted_share: float
-
-
-def _involuntary_switches() -> int:
-    """Involuntary context switches of this thread so far (this process where per-thread
-    counts are not available)."""
-    try:
-        import resource  # Unix only
-    except ImportError:
-        return 0
-    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
-    return int(resource.getrusage(who).ru_nivcsw)
-
-
 def measure_latency_interleaved(
     paths: Sequence[str | os.PathLike],
     input_shape: Sequence[int] | None = None,
@@ -369,35 +345,15 @@ def measure_latency_interleaved(
             session.run(None, feed)
         runners.append((session.run, feed))
 
-    per_round = max(MIN_RUNS_PER_ROUND, math.ceil(min_runs / rounds))
-    per_round_max = max(per_round, max_runs // rounds)
-    times: list[list[np.ndarray]] = [[] for _ in runners]
-    buffer = np.empty(per_round_max, dtype=np.int64)
-    switches = _involuntary_switches()
-    try:
-        with gc_paused():
-            for r in range(rounds):
-                order = range(len(runners)) if r % 2 == 0 else reversed(range(len(runners)))
-                for i in order:
-                    run, feed = runners[i]
-                    times[i].append(
-                        time_runs(
-                            lambda run=run, feed=feed: run(None, feed),
-                            min_runs=per_round,
-                            min_seconds=min_seconds / rounds,
-                            max_runs=per_round_max,
-                            buffer=buffer,
-                        )
-                    )
-    finally:
-        switches = _involuntary_switches() - switches
-    stats, round_p50 = [], []
-    for per_model in times:
-        p50s = tuple(float(np.median(ms)) for ms in per_model)
-        stats.append(latency_stats(np.concatenate(per_model), warmup, threads, p50s))
-        round_p50.append(p50s)
-    total_runs = sum(s.n for s in stats)
-    return InterleavedTiming(tuple(stats), tuple(round_p50), switches / total_runs)
+    return time_interleaved(
+        [lambda run=run, feed=feed: run(None, feed) for run, feed in runners],
+        warmup=warmup,
+        threads=threads,
+        rounds=rounds,
+        min_runs=min_runs,
+        min_seconds=min_seconds,
+        max_runs=max_runs,
+    )
 
 
 def _first_line(msg: str) -> str:

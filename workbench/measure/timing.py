@@ -9,14 +9,41 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from workbench.results import LatencyStats, quartiles
 
-__all__ = ["gc_paused", "latency_stats", "time_runs"]
+__all__ = [
+    "MIN_RUNS_PER_ROUND",
+    "InterleavedTiming",
+    "gc_paused",
+    "latency_stats",
+    "time_interleaved",
+    "time_runs",
+]
+
+# Each round times every model at least this often, so a round's p50 means something.
+MIN_RUNS_PER_ROUND = 5
+
+
+@dataclass(frozen=True)
+class InterleavedTiming:
+    """Latency of several models timed in alternating rounds in one run.
+
+    ``latency[i]`` covers every timed run of model ``i``; ``round_p50[i][r]`` is its
+    p50 in round ``r``. ``preempted_share`` is the number of times the operating system
+    took the CPU from the timing thread (involuntary context switches) per timed run: a
+    direct sign that other work competed with the measurement.
+    """
+
+    latency: tuple[LatencyStats, ...]
+    round_p50: tuple[tuple[float, ...], ...]
+    preempted_share: float
 
 
 @contextlib.contextmanager
@@ -83,3 +110,59 @@ def latency_stats(
         p50_low=low,
         p50_high=high,
     )
+
+
+def _involuntary_switches() -> int:
+    """Involuntary context switches of this thread so far (this process where per-thread
+    counts are not available)."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return 0
+    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+    return int(resource.getrusage(who).ru_nivcsw)
+
+
+def time_interleaved(
+    calls: Sequence[Callable[[], object]],
+    *,
+    warmup: int,
+    threads: int,
+    rounds: int,
+    min_runs: int,
+    min_seconds: float,
+    max_runs: int,
+) -> InterleavedTiming:
+    """Time each of ``calls`` (one inference each, already warmed up) in ``rounds``
+    interleaved rounds in alternating order (A, B, then B, A, ...), so whatever else the
+    machine does slows all of them alike. Each gets at least ``min_runs`` runs and
+    ``min_seconds`` seconds over all rounds (at least MIN_RUNS_PER_ROUND per round, at
+    most ``max_runs``); ``warmup`` and ``threads`` are recorded in the statistics."""
+    per_round = max(MIN_RUNS_PER_ROUND, math.ceil(min_runs / rounds))
+    per_round_max = max(per_round, max_runs // rounds)
+    times: list[list[np.ndarray]] = [[] for _ in calls]
+    buffer = np.empty(per_round_max, dtype=np.int64)
+    switches = _involuntary_switches()
+    try:
+        with gc_paused():
+            for r in range(rounds):
+                order = range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))
+                for i in order:
+                    times[i].append(
+                        time_runs(
+                            calls[i],
+                            min_runs=per_round,
+                            min_seconds=min_seconds / rounds,
+                            max_runs=per_round_max,
+                            buffer=buffer,
+                        )
+                    )
+    finally:
+        switches = _involuntary_switches() - switches
+    stats, round_p50 = [], []
+    for per_model in times:
+        p50s = tuple(float(np.median(ms)) for ms in per_model)
+        stats.append(latency_stats(np.concatenate(per_model), warmup, threads, p50s))
+        round_p50.append(p50s)
+    total_runs = sum(s.n for s in stats)
+    return InterleavedTiming(tuple(stats), tuple(round_p50), switches / total_runs)

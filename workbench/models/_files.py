@@ -1,4 +1,4 @@
-"""User model files: ONNX, TorchScript, torch.export .pt2 and state_dict files.
+"""User model files: ONNX, TorchScript, torch.export .pt2, state_dict, Keras and TFLite.
 
 The format is read from the file's content (zip entries, pickle and protobuf
 headers), not its suffix: ``model.pt`` may be any of three PyTorch formats.
@@ -6,7 +6,8 @@ Nothing is unpickled unless torch's weights-only unpickler accepts it (``_safety
 audits .pt2 archives, whose loader would otherwise unpickle freely). TorchScript
 archives are loaded with ``torch.jit.load``, which runs the archive's TorchScript
 (not Python) code, e.g. ``__setstate__`` methods: load them only from sources you
-would run anyway.
+would run anyway. Keras files (``.keras``, full-model ``.h5``, SavedModel folders) load
+with Keras' safe mode on, and ``.tflite`` files are read as data (see ``_keras``).
 """
 
 from __future__ import annotations
@@ -25,20 +26,24 @@ from typing import Any
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.models import _safety
+from workbench.models import _keras, _safety
 from workbench.models.model import Model, archive_fingerprint, file_fingerprint, weights_fingerprint
 
 __all__ = ["FILE_SUFFIXES", "detect_format", "load_file"]
 
 # Suffixes that mark an argument as a path rather than a registry name.
 FILE_SUFFIXES = frozenset(
-    ".onnx .pt .pth .pt2 .bin .ckpt .ts .jit .zip .pkl .pickle .tflite .safetensors".split()
+    ".onnx .pt .pth .pt2 .bin .ckpt .ts .jit .zip .pkl .pickle .tflite .safetensors "
+    ".keras .h5 .hdf5".split()
 )
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_SAVED_MODEL_FILE = "saved_model.pb"
 
 _ZIP_KIND = "PyTorch, TorchScript or .pt2 archive"
 _FORMATS_HELP = (
     "the workbench loads ONNX (.onnx), TorchScript (torch.jit.save), torch.export "
-    "(.pt2, torch.export.save) and state_dict files (torch.save(model.state_dict()))"
+    "(.pt2, torch.export.save), state_dict files (torch.save(model.state_dict())), Keras "
+    "(.keras, full-model .h5, SavedModel folders) and TFLite (.tflite) files"
 )
 
 
@@ -74,11 +79,15 @@ def _zip_kind(names: list[str]) -> str | None:
 
 
 def detect_format(path: Path, display: str) -> str:
-    """The format of the file at ``path``: "onnx", "torchscript", "pt2" or "torch_save".
+    """The format of the file at ``path``: "onnx", "torchscript", "pt2", "torch_save",
+    "keras" (.keras zip), "keras_h5", "savedmodel" (a folder) or "tflite".
 
-    Raises WorkbenchError for a directory, an empty, damaged or unknown file.
+    Raises WorkbenchError for a folder that is not a SavedModel, an empty, damaged or
+    unknown file.
     """
     if path.is_dir():
+        if (path / _SAVED_MODEL_FILE).is_file():
+            return "savedmodel"
         raise WorkbenchError(
             f"{display} is a directory, not a model file",
             f"pass the model file itself; {_FORMATS_HELP}",
@@ -104,6 +113,8 @@ def detect_format(path: Path, display: str) -> str:
         if bad is not None:
             raise _damaged(display, _ZIP_KIND, f"entry {bad} fails its CRC check")
         kind = _zip_kind(names)
+        if kind is None and "config.json" in names and "model.weights.h5" in names:
+            return "keras"  # Keras 3's .keras archive: config, metadata and weights
         if kind is None:
             raise WorkbenchError(
                 f"{display} is a zip archive but not a PyTorch, TorchScript or .pt2 file",
@@ -113,11 +124,13 @@ def detect_format(path: Path, display: str) -> str:
     if head[:1] == b"\x80":  # pickle protocol 2+: torch.save's legacy format, or any pickle
         return "torch_save"
     if head[4:8] == b"TFL3":
-        raise WorkbenchError(
-            f"{display} is a TFLite flatbuffer, a deployment artifact the workbench "
-            "produces rather than loads",
-            "load the model it was converted from (ONNX, .pt2, TorchScript or state_dict)",
-        )
+        return "tflite"
+    if head[:8] == _HDF5_MAGIC:
+        return "keras_h5"
+    if suffix == ".tflite":  # no TFL3 identifier: cut short, or another format
+        raise _damaged(display, "TFLite model", "no 'TFL3' flatbuffer identifier")
+    if suffix == ".keras":
+        raise _damaged(display, ".keras file", "a .keras file is a zip archive; this is not one")
     if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size:
         raise WorkbenchError(
             f"{display} looks like a safetensors file, which the workbench does not read",
@@ -586,7 +599,28 @@ def _load_pt2_legacy(path: Path, display: str, **_: Any) -> Model:
     )
 
 
-_KIND_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "pt2": ".pt2", "pt2_legacy": ".pt2"}
+_KIND_NAMES = {
+    "onnx": "ONNX",
+    "torchscript": "TorchScript",
+    "pt2": ".pt2",
+    "pt2_legacy": ".pt2",
+    "keras": "Keras",
+    "keras_h5": "Keras .h5",
+    "savedmodel": "SavedModel",
+    "tflite": "TFLite",
+}
+
+
+def _load_keras(fmt: str) -> Callable[..., Model]:
+    def load(path: Path, display: str, input_shape: tuple[int, ...] | None, **_: Any) -> Model:
+        return _keras.load_keras_file(path, display, input_shape, fmt)
+
+    return load
+
+
+def _load_tflite(path: Path, display: str, input_shape: tuple[int, ...] | None, **_: Any) -> Model:
+    return _keras.load_tflite_file(path, display, input_shape)
+
 
 # Format -> loader; every loader takes (path, display, input_shape, arch=...).
 _LOADERS: dict[str, Callable[..., Model]] = {
@@ -595,6 +629,10 @@ _LOADERS: dict[str, Callable[..., Model]] = {
     "pt2": _load_pt2,
     "pt2_legacy": _load_pt2_legacy,
     "torch_save": _load_state_dict,
+    "keras": _load_keras("keras"),
+    "keras_h5": _load_keras("h5"),
+    "savedmodel": _load_keras("savedmodel"),
+    "tflite": _load_tflite,
 }
 
 

@@ -7,7 +7,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,11 +20,12 @@ __all__ = [
     "Model",
     "archive_fingerprint",
     "file_fingerprint",
+    "keras_weights_fingerprint",
     "weights_fingerprint",
 ]
 
 # Where a Model came from; also the vocabulary of Model.source.
-SOURCES = ("sample", "torchvision", "onnx", "torchscript", "pt2", "state_dict")
+SOURCES = ("sample", "torchvision", "onnx", "torchscript", "pt2", "state_dict", "keras", "tflite")
 
 # Random initialisation is seeded so a random-init model has a stable fingerprint.
 RANDOM_INIT_SEED = 0
@@ -37,8 +38,10 @@ class Model:
     """A loaded model, ready to compress and measure.
 
     ``module`` is float32, on the CPU and in eval mode (None for ONNX files, whose
-    ``onnx_path`` is the file itself). The model has been run once on
-    ``example_input()`` before it is handed out, so ``input_shape`` is known to work.
+    ``onnx_path`` is the file itself, for Keras models, held in ``keras_model``, and
+    for ``.tflite`` files, measured as they are from ``tflite_path``). The model has
+    been run once on ``example_input()`` before it is handed out, so ``input_shape`` is
+    known to work.
     """
 
     name: str  # registry name ("digits-cnn", "torchvision:resnet18") or the file path given
@@ -51,6 +54,8 @@ class Model:
     preprocessing: Preprocessing | None = None  # how the task's raw images become inputs
     class_names: tuple[str, ...] | None = None  # one name per output class, when known
     meta: dict = field(default_factory=dict)  # JSON-able: sample meta, weights info, file info
+    keras_model: Any = None  # the keras.Model, for Keras sources (source "keras"); else None
+    tflite_path: Path | None = None  # the file, for .tflite sources (source "tflite")
 
     def example_input(self, batch: int = 1, seed: int = 0) -> torch.Tensor:
         """A seeded standard-normal float32 input of ``input_shape`` with ``batch`` rows."""
@@ -72,6 +77,7 @@ class Model:
             "class_names": list(self.class_names) if self.class_names is not None else None,
             "fingerprint": self.fingerprint,
             "onnx_path": str(self.onnx_path) if self.onnx_path is not None else None,
+            "tflite_path": str(self.tflite_path) if self.tflite_path is not None else None,
             "meta": self.meta,
         }
 
@@ -109,6 +115,23 @@ def weights_fingerprint(state: torch.nn.Module | Mapping[str, torch.Tensor]) -> 
         header = f"{name}\0{t.dtype}\0{tuple(t.shape)}\0"
         payload = _tensor_bytes(t)
         h.update(header.encode())
+        h.update(len(payload).to_bytes(8, "little"))
+        h.update(payload)
+    return h.hexdigest()
+
+
+def keras_weights_fingerprint(keras_model: Any) -> str:
+    """sha256 over a Keras model's weights: each variable's path, dtype, shape and raw
+    bytes, sorted by path (the same weights give the same fingerprint whatever file or
+    save date they came from)."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    weights = sorted(keras_model.weights, key=lambda w: w.path)
+    for w in weights:
+        value = np.ascontiguousarray(np.asarray(w.numpy()))
+        h.update(f"{w.path}\0{value.dtype.name}\0{value.shape}\0".encode())
+        payload = value.tobytes()
         h.update(len(payload).to_bytes(8, "little"))
         h.update(payload)
     return h.hexdigest()

@@ -1,8 +1,9 @@
 """The model registry: ``list_models()`` and ``load_model()``.
 
-Three kinds of source: the trained samples in ``sample_models/``, torchvision's
-classification architectures (``torchvision:<arch>``) and the user's own files
-(ONNX, TorchScript, torch.export ``.pt2``, state_dict + ``arch``). Every model is run
+Three kinds of source: the trained samples in ``sample_models/`` (PyTorch, and Keras
+in ``sample_models/keras/``), torchvision's classification architectures
+(``torchvision:<arch>``) and the user's own files (ONNX, TorchScript, torch.export
+``.pt2``, state_dict + ``arch``, Keras ``.keras``/``.h5``/SavedModel, ``.tflite``). Every model is run
 once on its input shape before it is returned, so a wrong shape fails here, with a
 message, rather than in the middle of a sweep.
 """
@@ -20,10 +21,10 @@ import torch
 
 from workbench.data import Preprocessing, Task, get_task
 from workbench.errors import WorkbenchError
-from workbench.models import _files, _sample, _torchvision
+from workbench.models import _files, _keras, _sample, _torchvision
 from workbench.models.model import Model
 
-__all__ = ["list_models", "load_model", "unknown_name_error"]
+__all__ = ["input_layout", "list_models", "load_model", "unknown_name_error"]
 
 _WILDCARDS = "*?["
 
@@ -38,11 +39,12 @@ def _may_match_prefix(pattern: str, prefix: str) -> bool:
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Registry names matching the shell-style ``pattern``: samples first, then torchvision.
+    """Registry names matching the shell-style ``pattern``: PyTorch samples first, then
+    Keras samples, then torchvision.
 
     Example: ``list_models("torchvision:mobilenet*")``.
     """
-    names = list(_sample.sample_names())
+    names = [*_sample.sample_names(), *_keras.keras_sample_names()]
     if _may_match_prefix(pattern, _torchvision.PREFIX):
         names += [_torchvision.PREFIX + a for a in _torchvision.torchvision_archs()]
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
@@ -124,6 +126,21 @@ def _shape_error(model: Model, e: BaseException) -> WorkbenchError:
 def _output_shape(model: Model) -> tuple[int, ...]:
     """Run ``model`` once on ``example_input()``; the output's shape."""
     x = model.example_input()
+    if model.keras_model is not None:
+        try:
+            out = model.keras_model(x.numpy(), training=False)
+        except Exception as e:  # Keras and TensorFlow raise many types for a bad shape
+            raise _shape_error(model, e) from None
+        if isinstance(out, (list, tuple, dict)):
+            raise WorkbenchError(
+                f"{model.name} returns {len(out)} outputs, not one tensor of logits",
+                "save a model whose only output is the logits",
+            )
+        return tuple(int(d) for d in out.shape)
+    if model.tflite_path is not None:
+        from workbench.runtimes.litert.session import predict
+
+        return tuple(int(d) for d in predict(model.tflite_path, x.numpy()).shape)
     if model.module is None:
         import onnxruntime as ort
 
@@ -168,9 +185,10 @@ def _attach(
     """Attach the requested task and preprocessing, checking they fit the model."""
     if preprocessing is not None and preprocessing.input_shape != model.input_shape:
         raise WorkbenchError(
-            f"preprocessing makes inputs of shape {preprocessing.input_shape} but "
-            f"{model.name} takes {model.input_shape}",
-            "give preprocessing whose size and channels match the model's input",
+            f"preprocessing makes inputs of shape {preprocessing.input_shape} "
+            f"({preprocessing.layout}) but {model.name} takes {model.input_shape}",
+            "give preprocessing whose size, channels and layout match the model's input "
+            "(Keras and TFLite models usually take NHWC: layout='NHWC')",
         )
     if task is None:
         if preprocessing is not None:
@@ -185,18 +203,30 @@ def _attach(
     prep = preprocessing or model.preprocessing
     if prep is None:
         shape = model.input_shape
-        if len(shape) != 4 or shape[2] != shape[3] or shape[2] % 8:
+        layout = input_layout(model)
+        h, w = (1, 2) if layout == "NHWC" else (2, 3)
+        if len(shape) != 4 or shape[h] != shape[w] or shape[h] % 8:
             raise WorkbenchError(
                 f"{model.name}'s input shape {shape} cannot take the {task.name} task: its "
-                "8x8 images are enlarged by whole blocks to (1, C, S, S), S a multiple of 8",
+                "8x8 images are enlarged by whole blocks to (1, C, S, S) or (1, S, S, C), "
+                "S a multiple of 8",
                 "use a model with such an input, or pass preprocessing= explicitly",
             )
-        prep = Preprocessing(size=shape[2], channels=shape[1])
+        prep = Preprocessing.for_input_shape(shape, layout)
     model.task = task
     model.preprocessing = prep
     model.class_names = model.class_names or task.class_names
     _check_outputs(model, output)
     return model
+
+
+def input_layout(model: Model) -> str:
+    """The layout a model's image input most likely has: NCHW for PyTorch and ONNX
+    models; for Keras and TFLite models NHWC unless the shape says channels first
+    (a TFLite file converted from PyTorch keeps NCHW)."""
+    if model.source in ("keras", "tflite"):
+        return _keras.guess_layout(tuple(model.input_shape), "NHWC")
+    return "NCHW"
 
 
 def _check_outputs(model: Model, output: tuple[int, ...]) -> None:
@@ -222,9 +252,11 @@ def load_model(
     """Load a registry model or a model file, run it once, and return it as a Model.
 
     Args:
-        name_or_path: a sample name ("digits-cnn"), "torchvision:<arch>", or a file:
-            ONNX, TorchScript, torch.export .pt2, or a state_dict (needs ``arch``).
-            Files are recognised by content, not suffix.
+        name_or_path: a sample name ("digits-cnn", "digits-cnn-keras"),
+            "torchvision:<arch>", or a file: ONNX, TorchScript, torch.export .pt2, a
+            state_dict (needs ``arch``), a Keras ``.keras``/full-model ``.h5`` file or
+            SavedModel folder (loaded in Keras' safe mode: no code runs), or a
+            ``.tflite`` file (measured as it is). Files are recognised by content.
         arch: for state_dict files, a sample name or "torchvision:<arch>".
         pretrained: False gives seeded random weights (torchvision archs and samples);
             True uses weights already on this machine and never downloads.
@@ -240,7 +272,10 @@ def load_model(
             not run on, or a task the outputs do not fit.
     """
     shape = _shape(input_shape)
-    prep = _preprocessing(preprocessing)
+    # A preprocessing dict that does not name its layout takes the model's own (NHWC for
+    # a Keras model), decided once the model is loaded.
+    layout_from_model = isinstance(preprocessing, dict) and "layout" not in preprocessing
+    prep = None if layout_from_model else _preprocessing(preprocessing)
     wanted_task = _task(task)
     if shape is None and prep is not None:
         shape = prep.input_shape
@@ -253,6 +288,8 @@ def load_model(
             kind = "torchvision"
         elif display in _sample.sample_names():
             kind = "sample"
+        elif display in _keras.keras_sample_names():
+            kind = "keras_sample"
         elif display and (Path(display).expanduser().exists() or _looks_like_path(display)):
             kind = "file"
         else:
@@ -269,6 +306,14 @@ def load_model(
         )
 
     model = _SOURCES[kind](display, pretrained=pretrained, arch=arch, input_shape=shape, prep=prep)
+    if layout_from_model:
+        prep = Preprocessing.from_dict({**preprocessing, "layout": input_layout(model)})
+        if kind in ("sample", "keras_sample") and prep != model.preprocessing:
+            raise WorkbenchError(
+                f"sample {display} was trained with preprocessing {model.preprocessing}, "
+                f"not {prep}",
+                "drop preprocessing (the sample's own is used)",
+            )
     output = _output_shape(model)
     model.meta["output_shape"] = list(output)
     if model.module is not None:
@@ -278,6 +323,14 @@ def load_model(
 
 def _load_sample(display: str, *, pretrained: bool, input_shape: Any, prep: Any, **_: Any) -> Model:
     return _sample.load_sample(
+        display, pretrained=pretrained, input_shape=input_shape, preprocessing=prep
+    )
+
+
+def _load_keras_sample(
+    display: str, *, pretrained: bool, input_shape: Any, prep: Any, **_: Any
+) -> Model:
+    return _keras.load_keras_sample(
         display, pretrained=pretrained, input_shape=input_shape, preprocessing=prep
     )
 
@@ -293,4 +346,9 @@ def _load_path(display: str, *, arch: str | None, input_shape: Any, **_: Any) ->
 
 
 # Source kind -> loader: a new source is one entry here.
-_SOURCES = {"sample": _load_sample, "torchvision": _load_torchvision, "file": _load_path}
+_SOURCES = {
+    "sample": _load_sample,
+    "keras_sample": _load_keras_sample,
+    "torchvision": _load_torchvision,
+    "file": _load_path,
+}

@@ -12,8 +12,7 @@ Each runtime lives in its own folder and registers itself with
 and :func:`get_runtime` are the only way the rest of the workbench finds one.
 Adding a runtime means one new folder and one line in ``_BUILTIN``.
 
-``litert/`` is a self-contained building block for a runtime not yet registered here;
-nothing in this package imports TensorFlow at module level.
+Nothing in this package imports TensorFlow at module level.
 """
 
 from __future__ import annotations
@@ -41,7 +40,11 @@ DEFAULT_RUNTIME = "onnxruntime"
 
 # Modules whose import registers a built-in runtime (imported on first look-up, so
 # `import workbench` pays for none of them).
-_BUILTIN = ("workbench.runtimes.onnxruntime", "workbench.runtimes.tflite_micro")
+_BUILTIN = (
+    "workbench.runtimes.onnxruntime",
+    "workbench.runtimes.litert",
+    "workbench.runtimes.tflite_micro",
+)
 
 _REGISTRY: dict[str, Runtime] = {}
 
@@ -84,6 +87,12 @@ class Runtime(ABC):
         full-integer int8) adds the step it needs, or raises a WorkbenchError for a
         step it cannot run."""
         return steps
+
+    def check_recipe(self, model: Any, recipe: Any) -> None:
+        """Raise WorkbenchError when this runtime cannot build ``recipe`` from ``model``
+        (a source it cannot export, a step setting it cannot honour). Called before
+        anything is built, so a sweep fails at once; the default accepts everything."""
+        return None
 
     # --- measuring it --------------------------------------------------------------
     @abstractmethod

@@ -18,9 +18,12 @@ import torch
 from workbench.data import DIGITS, Preprocessing
 from workbench.errors import WorkbenchError
 from workbench.models import Model, list_models, load_model, weights_fingerprint
+from workbench.models._keras import keras_sample_names
 
 TORCHVISION = "torchvision:"
-SAMPLES = [n for n in list_models() if not n.startswith(TORCHVISION)]
+# The PyTorch samples (the Keras ones are tested in test_keras_models.py).
+KERAS_SAMPLES = keras_sample_names()
+SAMPLES = [n for n in list_models() if not n.startswith(TORCHVISION) and n not in KERAS_SAMPLES]
 # Small enough to build and run in well under a second each.
 SMALL_ARCHS = ["mobilenet_v3_small", "squeezenet1_0"]
 
@@ -38,8 +41,9 @@ def _no_download(*args, **kwargs):
 def test_registry_lists_samples_then_torchvision():
     names = list_models()
     assert SAMPLES, "sample_models/ ships no sample model"
-    assert names[: len(SAMPLES)] == SAMPLES
-    rest = names[len(SAMPLES) :]
+    assert "digits-cnn-keras" in KERAS_SAMPLES
+    assert names[: len(SAMPLES) + len(KERAS_SAMPLES)] == SAMPLES + KERAS_SAMPLES
+    rest = names[len(SAMPLES) + len(KERAS_SAMPLES) :]
     assert rest and all(n.startswith(TORCHVISION) for n in rest)
     assert "torchvision:resnet18" in rest
     assert "torchvision:fasterrcnn_resnet50_fpn" not in rest  # classification only

@@ -1,5 +1,6 @@
-"""LiteRT (TensorFlow Lite) building blocks: Keras -> .tflite export, the flatbuffer's
-graph statistics and I/O signature, batch-1 prediction, latency and memory in LiteRT.
+"""The ``litert`` runtime (:class:`LiteRT`, registered on import) and its building blocks:
+Keras -> .tflite export, the flatbuffer's graph statistics and I/O signature, batch-1
+prediction, latency and memory in LiteRT.
 
 Import is light (numpy and the flatbuffer schema); TensorFlow is imported only by
 :func:`export_tflite` / :func:`convert_keras`, through :mod:`workbench._tf`.
@@ -16,6 +17,7 @@ from workbench.runtimes.litert.flatbuffer import (
     read_tflite,
 )
 from workbench.runtimes.litert.memory import measure_memory
+from workbench.runtimes.litert.runtime import LiteRT
 from workbench.runtimes.litert.session import (
     Delegation,
     delegation,
@@ -33,6 +35,7 @@ __all__ = [
     "IO_TYPES",
     "TFLITE_SCHEMES",
     "Delegation",
+    "LiteRT",
     "TFLiteGraphStats",
     "TensorSpec",
     "convert_keras",

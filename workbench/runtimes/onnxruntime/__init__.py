@@ -1,5 +1,8 @@
 """The ONNX Runtime runtime: ``.onnx`` artifacts measured in ONNX Runtime's CPU provider.
 
+A Keras model is exported with tf2onnx (:func:`workbench.runtimes.keras_onnx.keras_to_onnx`);
+a ``.tflite`` file is refused (ONNX Runtime does not run it).
+
 Thin adapters over the measuring code in :mod:`workbench.measure` (sessions, latency,
 memory, graph statistics, profiler) and :mod:`workbench.honesty` (the ONNX census and
 its warnings); the export is :func:`workbench.onnx_export.export_onnx`, and the step
@@ -85,6 +88,28 @@ def _copy_onnx(model: Any, dest: Path) -> None:
     onnx.save(proto, str(dest))
 
 
+def _is_keras(obj: Any) -> bool:
+    """Whether ``obj`` is a Keras model, without importing Keras when nobody has."""
+    import sys
+
+    return (
+        obj is not None and "keras" in sys.modules and isinstance(obj, sys.modules["keras"].Model)
+    )
+
+
+def _export_keras(keras_model: Any, dst: Path, parity_inputs: np.ndarray) -> float:
+    """A Keras model to ONNX through tf2onnx; the largest output difference between
+    ONNX Runtime and Keras on ``parity_inputs``."""
+    from workbench import measure
+    from workbench.runtimes.keras_onnx import keras_to_onnx
+
+    keras_to_onnx(keras_model, dst)
+    x = np.asarray(parity_inputs, dtype=np.float32)
+    expected = np.asarray(keras_model(x, training=False))
+    got = measure.predict(dst, x, batch_size=1)
+    return float(np.max(np.abs(got.reshape(expected.shape) - expected)))
+
+
 @register_runtime
 class OnnxRuntime(Runtime):
     """ONNX files in ONNX Runtime (CPU provider), intra-op threads fixed and recorded."""
@@ -94,9 +119,27 @@ class OnnxRuntime(Runtime):
     artifact_file = "model.onnx"
     artifact_steps = {QuantizeConfig: _quantize_step}
 
+    def check_recipe(self, model: Any, recipe: Any) -> None:
+        if model.source == "tflite":
+            raise WorkbenchError(
+                f"{model.name} is a .tflite file, which ONNX Runtime does not run",
+                "measure it with --runtime litert (runtime='litert'), or load the model it "
+                "was converted from",
+            )
+        quant = recipe.get("quantize")
+        if isinstance(quant, QuantizeConfig) and quant.io_type != "float":
+            raise WorkbenchError(
+                f"ONNX Runtime's int8 models take and give float (QDQ), not {quant.io_type}",
+                "leave io_type at 'float' (CLI: --io-type float), or measure with --runtime litert",
+            )
+
     def export(
         self, model: Any, module: Any | None, dst: Path, parity_inputs: np.ndarray
     ) -> float | None:
+        # A Keras model (a stepped copy, or the model itself) goes through tf2onnx.
+        keras_model = getattr(model, "keras_model", None) if module is None else module
+        if _is_keras(keras_model):
+            return _export_keras(keras_model, dst, parity_inputs)
         if module is None:
             _copy_onnx(model, dst)
             return None
