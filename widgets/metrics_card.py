@@ -21,7 +21,7 @@ import traitlets as T
 from workbench.charts import (
     format_change,
 )
-from workbench.formatting import INTERLEAVED_NOTE, format_bytes, speed_text, versus_text
+from workbench.formatting import format_bytes, speed_text, versus_text
 from workbench.measure.environment import environment_line
 from workbench.results import NO_LATENCY
 from workbench.study import FIGURES

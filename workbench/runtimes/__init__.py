@@ -89,18 +89,18 @@ class Runtime(ABC):
         this runtime's format; returns the largest output difference to the source on
         ``parity_inputs``, or None when none was checked."""
 
-    def check_recipe(self, model: Any, recipe: Any) -> None:
-        """Raise WorkbenchError when this runtime cannot build ``recipe`` from ``model``
-        (a source it cannot export, a step setting it cannot honour). Called before
-        anything is built, so a sweep fails at once; the default accepts everything."""
-        return None
-
     def required_steps(self, steps: tuple[Any, ...]) -> tuple[Any, ...]:
         """The artifact steps to apply when a recipe asks for ``steps``: by default
         ``steps`` themselves. A runtime that can only run some artifacts (TFLite Micro:
         full-integer int8) adds the step it needs, or raises a WorkbenchError for a
         step it cannot run."""
         return steps
+
+    def check_recipe(self, model: Any, recipe: Any) -> None:
+        """Raise WorkbenchError when this runtime cannot build ``recipe`` from ``model``
+        (a source it cannot export, a step setting it cannot honour). Called before
+        anything is built, so a sweep fails at once; the default accepts everything."""
+        return None
 
     # --- measuring it --------------------------------------------------------------
     @abstractmethod

@@ -3,19 +3,22 @@
 What a microcontroller runs: the model as a full-integer int8 TFLite flatbuffer with
 int8 input and output, in TFLM's interpreter. Here:
 
-- Export: the Keras model of the variant (``workbench.runtimes.onnx_keras.keras_for``:
-  the Keras model itself, or a PyTorch/ONNX model rebuilt in Keras with the same
-  input layout) converted by the TFLite converter, first to float (``float.tflite``,
-  the parity check against the source) and then by the int8 step to full-integer
-  int8 with int8 I/O, its representative data drawn from the task's training part
-  (``workbench.pipeline.calibration_inputs``).
+- Export: exactly LiteRT's (one route, one converter): the Keras model of the variant
+  (the Keras model itself, or a PyTorch/ONNX model rebuilt in Keras with the same input
+  layout by ``workbench.runtimes.onnx_keras.keras_for``) converted to a float
+  ``.tflite`` (the parity check against the source), then by the int8 step, LiteRT's
+  quantize step, to full-integer int8 with int8 input and output, its representative
+  data drawn from the task's training part. LiteRT's refusals of settings the converter
+  cannot honour apply here too. A ``.tflite`` source is measured as it is, if it is
+  full-integer.
 - Quantization: TFLM runs integer kernels only, so a recipe without quantization is
   given the int8 step by this runtime (it shows in the result's steps, marked
   ``"required_by": "tflite-micro"``): the baseline and every pruned or distilled variant
   can then be measured in TFLM, and their figures are the int8 model's, which is what
   the device would run. A recipe that asks for another scheme (fp16, dynamic) or for
   layers kept in float is refused with one clear error instead: replacing what the user
-  asked for would measure something else under their recipe's name.
+  asked for would measure something else under their recipe's name. A float ``.tflite``
+  file is refused with the fix.
 - Accuracy and agreement: measured in TFLM's interpreter (reference kernels), one
   input at a time (``runner.predict``).
 - Memory: the exact tensor arena the interpreter needs (activations + persistent
@@ -31,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import threading
+import shutil
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -50,18 +53,6 @@ TFLM_RUNTIME = "tflite-micro"
 # The only scheme TFLM runs here, and the I/O type a microcontroller wants.
 _SCHEME = "int8"
 _IO = "int8"
-# QuantizeConfig fields that tune ONNX Runtime's quantizer and have no counterpart in
-# the TFLite converter (it quantizes weights per channel, activations per tensor
-# int8, ranges from min/max over the representative data): set away from their
-# defaults, they are ignored with a note.
-_CONVERTER_IGNORES = (
-    "per_channel",
-    "calibration",
-    "activation_type",
-    "weight_type",
-    "bias_correction",
-    "overflow_fix",
-)
 # The packages a TFLM measurement depends on (the cache key covers them).
 _DISTRIBUTIONS = (
     ("edge-workbench", ("edge-workbench",)),
@@ -74,92 +65,49 @@ _DISTRIBUTIONS = (
     ("numpy", ("numpy",)),
 )
 
-# The Keras model each float artifact was converted from, for the int8 step that
-# follows it in the same build (keyed by the float file's path; popped by the step).
-_KERAS_BY_ARTIFACT: dict[str, Any] = {}
-_KERAS_LOCK = threading.Lock()
-
 
 @dataclasses.dataclass(frozen=True)
 class RequiredInt8(QuantizeConfig):
     """The full-integer int8 step TFLite Micro adds to a recipe that has none."""
 
 
-def _key(path: Path) -> str:
-    return str(Path(path).resolve())
+def _litert() -> Any:
+    # TFLite Micro's file is made exactly as LiteRT's (one export, one converter).
+    from workbench.runtimes import get_runtime
 
-
-def _source_outputs(model: Any, module: Any | None, keras_model: Any, x: np.ndarray) -> np.ndarray:
-    """The source model's outputs on ``x`` (the reference the float file is checked on)."""
-    if module is not None and not hasattr(module, "get_config"):  # a torch module
-        import torch
-
-        with torch.no_grad():
-            return module.eval()(torch.from_numpy(np.ascontiguousarray(x))).numpy()
-    if module is None and getattr(model, "onnx_path", None) is not None:
-        from workbench import measure
-
-        return measure.predict(model.onnx_path, x, batch_size=1)
-    return np.asarray(keras_model(x, training=False))
-
-
-def _export(model: Any, module: Any | None, dst: Path, parity_inputs: np.ndarray) -> float | None:
-    from workbench.runtimes.litert import export_tflite
-    from workbench.runtimes.litert import predict as litert_predict
-    from workbench.runtimes.onnx_keras import keras_for
-
-    keras_model = keras_for(model, module, dst.parent)
-    export_tflite(keras_model, dst, "float")
-    with _KERAS_LOCK:
-        _KERAS_BY_ARTIFACT[_key(dst)] = keras_model
-    if parity_inputs is None or len(parity_inputs) == 0:
-        return None
-    x = np.asarray(parity_inputs, dtype=np.float32)
-    ours = litert_predict(dst, x).reshape(len(x), -1)
-    theirs = np.asarray(_source_outputs(model, module, keras_model, x)).reshape(len(x), -1)
-    return float(np.max(np.abs(ours - theirs)))
+    return get_runtime("litert")
 
 
 def _int8_step(src: Path, dst: Path, config: StepConfig, model: Any) -> dict:
-    """Full-integer int8 with int8 I/O from the Keras model ``src`` was converted from."""
-    from workbench.pipeline import calibration_inputs
-    from workbench.runtimes.litert import export_tflite
+    """Full-integer int8 with int8 input and output, converted by LiteRT's quantize step
+    from the Keras model ``src`` was converted from (calibrated on the training part)."""
+    from workbench.runtimes.litert.runtime import _quantize_step
     from workbench.runtimes.tflite_micro.runner import check_integer_model
 
-    with _KERAS_LOCK:
-        keras_model = _KERAS_BY_ARTIFACT.pop(_key(src), None)
-    if keras_model is None:
-        raise WorkbenchError(
-            f"the int8 step of tflite-micro found no Keras model for {Path(src).name}",
-            "run the recipe through workbench.pipeline.evaluate, which exports first",
-        )
-    calib = calibration_inputs(model, config.calibration_samples)
-    export_tflite(keras_model, dst, _SCHEME, calibration=calib, io=_IO)
+    required = isinstance(config, RequiredInt8)
+    if model.source == "tflite" and required:
+        # A .tflite file is measured as it is: TFLM runs it only if it is full-integer.
+        check_integer_model(src)
+        shutil.copyfile(src, dst)
+        return {
+            "scheme": _SCHEME,
+            "source": "the .tflite file as it is",
+            "required_by": TFLM_RUNTIME,
+        }
+    as_int8 = QuantizeConfig(**{**_fields(config), "scheme": _SCHEME, "io_type": _IO})
+    report = _quantize_step(src, dst, as_int8, model)
     check_integer_model(dst)  # the converter kept a float op: refused with the fix
-    defaults = QuantizeConfig()
-    ignored = [f for f in _CONVERTER_IGNORES if getattr(config, f) != getattr(defaults, f)]
-    report: dict[str, Any] = {
-        "scheme": _SCHEME,
-        "io": _IO,
-        "calibration_samples": int(len(calib)),
-        "calibration_basis": "the task's training part"
-        if model.task is not None
-        else "seeded random inputs (no task)",
-        "converter": "TFLite converter, TFLITE_BUILTINS_INT8, weights per channel, "
-        "activations per tensor from min/max over the representative data",
-        "size_bytes": Path(dst).stat().st_size,
-        "notes": [
-            f"{f}={getattr(config, f)!r} has no counterpart in the TFLite converter and was ignored"
-            for f in ignored
-        ],
-    }
-    if isinstance(config, RequiredInt8):
+    if required:
         report["required_by"] = TFLM_RUNTIME
         report["why"] = (
             "TensorFlow Lite Micro runs full-integer int8 models: the runtime quantized this "
             "variant (int8 input and output, calibrated on the training part)"
         )
     return report
+
+
+def _fields(config: QuantizeConfig) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(QuantizeConfig)}
 
 
 @functools.lru_cache(maxsize=32)
@@ -256,10 +204,14 @@ class TFLiteMicroRuntime(Runtime):
                 )
         return steps
 
+    def check_recipe(self, model: Any, recipe: Any) -> None:
+        # The same converter as LiteRT's, so the same settings it cannot honour.
+        _litert().check_recipe(model, recipe)
+
     def export(
         self, model: Any, module: Any | None, dst: Path, parity_inputs: np.ndarray
     ) -> float | None:
-        return _export(model, module, Path(dst), parity_inputs)
+        return _litert().export(model, module, Path(dst), parity_inputs)
 
     def predict(self, artifact: Path, inputs: np.ndarray, *, batch_size: int = 1) -> np.ndarray:
         from workbench.runtimes.tflite_micro.runner import predict
