@@ -168,7 +168,8 @@ def test_cli_sweep_spans_runtimes_with_a_frontier_each(
     )  # fmt: skip
     assert code == 0, err
     assert "runtime" in out.splitlines()[0] and FAKE_RUNTIME in out
-    assert "on the frontier of each runtime" in out
+    assert "one frontier per runtime" in out
+    assert "runtimes were timed in separate runs" in out
     saved = json.loads(out_file.read_text())
     assert sorted(r["runtime"] for r in saved["results"]) == sorted(
         ["onnxruntime", FAKE_RUNTIME] * 2
