@@ -442,15 +442,13 @@ def tradeoff_chart(
     _check_axis(df, x, "x")
     _check_axis(df, y, "y")
     data = _chart_data(df, x, y, current_key, per_runtime_frontier=per_runtime_frontier)
-    shapes = runtime_shapes(data["runtime"]) if len(data) else {}
-    several_runtimes = len(shapes) > 1
-    tooltip = [
-        alt.Tooltip("recipe:N", title="recipe"),
-        alt.Tooltip("runtime:N", title="runtime"),
-    ] + [alt.Tooltip(f"{fig.column}_text:N", title=fig.label) for fig in FIGURES]
+    tooltip = [alt.Tooltip("recipe:N", title="recipe")] + [
+        alt.Tooltip(f"{fig.column}_text:N", title=fig.label) for fig in FIGURES
+    ]
     tooltip.append(alt.Tooltip("speedup_text:N", title="speed-up vs baseline (interleaved)"))
     tooltip.append(alt.Tooltip("warnings_text:N", title="warnings"))
     tooltip.append(alt.Tooltip("frontier_text:N", title="on the frontier"))
+    tooltip.insert(1, alt.Tooltip("runtime:N", title="runtime"))  # which runtime measured it
     x_domain, y_domain = axis_domain(data[x], x), axis_domain(data[y], y)
     x_enc, y_enc = _axis(x, alt.X, x_domain), _axis(y, alt.Y, y_domain)
     if x_domain is not None and y_domain is not None:
@@ -485,8 +483,6 @@ def tradeoff_chart(
         )
         .encode(order=alt.Order(f"{x}:Q"))
     )
-    if per_runtime_frontier:  # one line per runtime, not one zigzag through them all
-        frontier = frontier.encode(detail=alt.Detail("runtime:N"))
     points = (
         base.mark_point(filled=True, size=80, opacity=0.85)
         .encode(
@@ -500,17 +496,6 @@ def tradeoff_chart(
                         c for f, c in zip(FAMILIES, _FAMILY_COLORS, strict=True) if f in present
                     ],
                 ),
-            ),
-            **(
-                {
-                    "shape": alt.Shape(
-                        "runtime:N",
-                        title="runtime",
-                        scale=alt.Scale(domain=list(shapes), range=list(shapes.values())),
-                    )
-                }
-                if several_runtimes
-                else {}
             ),
             stroke=alt.condition(pick, alt.value("black"), alt.value(None)),
             strokeWidth=alt.condition(pick, alt.value(2), alt.value(0)),
@@ -546,7 +531,20 @@ def tradeoff_chart(
     current_label = label_layer("current", CURRENT_COLOR)
     # Last, so the other layers keep their places.
     error_bars = _latency_error_bars(base, data, x, y, (x_domain, y_domain))
-    return alt.layer(
+    if per_runtime_frontier:  # one line per runtime, not one zigzag through them all
+        frontier = frontier.encode(detail=alt.Detail("runtime:N"))
+    # Several runtimes: each one's points in their own shape, with a legend.
+    shapes = runtime_shapes(data["runtime"]) if len(data) else {}
+    several_runtimes = len(shapes) > 1
+    if several_runtimes:
+        points = points.encode(
+            shape=alt.Shape(
+                "runtime:N",
+                title="runtime",
+                scale=alt.Scale(domain=list(shapes), range=list(shapes.values())),
+            )
+        )
+    chart = alt.layer(
         frontier,
         points,
         baseline_mark,
@@ -559,14 +557,28 @@ def tradeoff_chart(
         height=height,
         title=alt.Title(
             f"{AXIS_TITLES[y].split(' (')[0]} vs {AXIS_TITLES[x].split(' (')[0]}",
-            subtitle="grey rings and dashed line: Pareto frontier"
-            + (" (one per runtime)" if per_runtime_frontier else "")
-            + " · diamond: baseline"
-            + (" · shape: runtime" if several_runtimes else "")
+            subtitle="grey rings and dashed line: Pareto frontier · diamond: baseline"
             + (" · orange ring: current" if current_key else "")
             + " · scroll: zoom, drag: pan",
         ),
     )
+    notes = [" · shape: runtime"] if several_runtimes else []
+    if per_runtime_frontier:
+        notes.append(" · one frontier per runtime")
+    return _with_subtitle(chart, "".join(notes))
+
+
+def _with_subtitle(chart: alt.LayerChart, note: str) -> alt.LayerChart:
+    """``chart`` with ``note`` added to its subtitle's first line ("" changes nothing)."""
+    if not note:
+        return chart
+    title = chart.title
+    subtitle = title.subtitle
+    if isinstance(subtitle, str):
+        subtitle = subtitle + note
+    else:  # several lines: the note goes with the first, which explains the marks
+        subtitle = [subtitle[0] + note, *subtitle[1:]]
+    return chart.properties(title=alt.Title(title.text, subtitle=subtitle))
 
 
 def sensitivity_chart(rows: Iterable[Mapping[str, Any]]) -> alt.Chart:
