@@ -308,6 +308,16 @@ class Workbench(W.VBox):
         if not self._loading_recipe:
             self.request()
 
+    @T.validate("runtime")
+    def _known_runtime(self, proposal: dict) -> str:
+        # Checked before anything follows it: an unknown name changes nothing.
+        if proposal["value"] not in self.runtime_panel.options:
+            raise T.TraitError(
+                f"unknown runtime {proposal['value']!r}: use one of "
+                f"{', '.join(self.runtime_panel.options)}"
+            )
+        return proposal["value"]
+
     def _on_runtime(self, change: dict) -> None:
         """Another runtime: every measurement from now on is in it; the current recipe
         is shown in it (from the cache, or measured)."""

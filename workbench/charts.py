@@ -619,7 +619,7 @@ def tradeoff_chart(
         device_layers += _budget_layers(data, budgets, x, y, x_domain, y_domain)
     subtitle = (
         "grey rings and dashed line: Pareto frontier"
-        + (" (one per runtime)" if per_runtime_frontier else "")
+        + (" (one frontier per runtime)" if per_runtime_frontier else "")
         + (f" within the {device.device} budget" if device is not None else "")
         + " · diamond: baseline"
         + (" · shape: runtime" if several_runtimes else "")

@@ -937,6 +937,12 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
         for failure in study.failures:
             where = f" in {failure['runtime']}" if len(runtimes) > 1 else ""
             print(f"failed: {failure['recipe_name']}{where}: {failure['error']}")
+        if len(study.runtimes()) > 1:
+            print(
+                "\neach runtime's variants were timed interleaved with its own baseline; "
+                "runtimes were timed in separate runs, so compare their latencies with care "
+                "(a rerun shows the spread)"
+            )
         if len(machines) > 1:
             print(
                 f"\nmeasured on {len(machines)} unlike machines; each has its own frontier: "
@@ -944,8 +950,8 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
             )
         print(
             f"\n{len(front)} of {len(study.results)} variants on the frontier"
-            + (" of each runtime" if per_runtime else "")
             + f" of {study.objectives_used(objectives)}"
+            + (", one frontier per runtime" if per_runtime else "")
             + (f"; {len(study.failures)} failed (kept in the study)" if study.failures else "")
             + f"; study written to {args.out}"
         )

@@ -127,6 +127,16 @@ def _speed_row(result: Any, columns: int) -> str:
     )
 
 
+def _separate_runs_note(study: Study) -> str:
+    """With several runtimes: their latencies come from separate timing runs."""
+    if len(study.runtimes()) < 2:
+        return ""
+    return (
+        " Each runtime's variants were timed interleaved with its own baseline; different "
+        "runtimes were timed in separate runs, so compare their latencies with care."
+    )
+
+
 def _variant_table(study: Study, per_runtime: bool = False) -> str:
     objectives = dict(REPORT_OBJECTIVES)
     frontier = {r.key for r in study.frontier(objectives, per_runtime=per_runtime)}
@@ -262,7 +272,7 @@ def report_html(study: Study, *, per_runtime: bool = False) -> str:
 <p class="muted">{len(study.results)} variants · written {_e(created)}
 by edge-workbench {_e(version)}.
 Latency and memory were measured on the exported artifact in {_e(_runtime_names(study))}, batch 1;
-accuracy on the held-out test split.{_untimed_note(untimed)}</p>
+accuracy on the held-out test split.{_untimed_note(untimed)}{_separate_runs_note(study)}</p>
 <h2>Trade-offs</h2>
 {y_note}
 <p class="muted">Hover a point for its recipe and figures. The dashed line is the Pareto

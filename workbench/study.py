@@ -355,14 +355,17 @@ class Study:
         self, objectives: dict[str, str] | None = None, *, per_runtime: bool = False
     ) -> dict[str, list[Result]]:
         """The frontier of each machine the variants were measured on (of each runtime
-        on each machine with ``per_runtime``), keyed by :func:`frontier_group`."""
-        objectives = self.objectives_used(objectives)
+        on each machine with ``per_runtime``, each over the objectives its own variants
+        were measured on), keyed by :func:`frontier_group`."""
+        used = self.objectives_used(objectives)
         out = {}
         groups = dict.fromkeys(frontier_group(r, per_runtime) for r in self.results)
         for group in groups:
             results = [r for r in self.results if frontier_group(r, per_runtime) == group]
+            if per_runtime:  # a runtime's variants may lack a figure another's have
+                used = Study(self.model, results).objectives_used(objectives)
             df = pd.DataFrame([result_row(r) for r in results])
-            mask = pareto_mask(df, objectives)
+            mask = pareto_mask(df, used)
             out[group] = [r for r, keep in zip(results, mask, strict=True) if keep]
         return out
 
@@ -371,7 +374,9 @@ class Study:
     ) -> dict[str, Any]:
         """Which variants are on the frontier and for which objectives:
         ``{"objectives": {column: "min"/"max"}, "per_runtime": bool, "keys": [cache
-        keys]}``; with ``per_runtime`` also ``"by_runtime": {runtime: [keys]}``."""
+        keys]}``; with ``per_runtime`` also ``"by_runtime": {runtime: [keys]}`` and
+        ``"objectives_by_runtime"`` (each runtime's frontier is over the objectives its
+        own variants were measured on)."""
         used = self.objectives_used(objectives)
         front = self.frontier(objectives, per_runtime=per_runtime)
         record: dict[str, Any] = {
@@ -382,6 +387,12 @@ class Study:
         if per_runtime:
             record["by_runtime"] = {
                 rt: [r.key for r in front if r.runtime == rt] for rt in self.runtimes()
+            }
+            record["objectives_by_runtime"] = {
+                rt: Study(self.model, [r for r in self.results if r.runtime == rt]).objectives_used(
+                    objectives
+                )
+                for rt in self.runtimes()
             }
         return record
 

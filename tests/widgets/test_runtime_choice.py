@@ -92,6 +92,11 @@ def test_choosing_a_runtime_remeasures_the_current_recipe_in_it(fake_runtimes, t
     assert "no " + float_only + " implementation" in app.card.value
     assert len(app.study.results) == before
 
+    # An unknown name changes nothing.
+    with pytest.raises(Exception, match="unknown runtime 'nope'"):
+        app.runtime = "nope"
+    assert app.runtime == app.runtime_panel.runtime == app.settings.runtime == float_only
+
     # Clicking a point of another runtime shows it in its own runtime.
     app.chart.jchart._vl_selections = {
         "pick": {"value": {"vlPoint": {"or": [{"key": in_ort.key}]}}, "store": []}

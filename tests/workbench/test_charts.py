@@ -470,7 +470,7 @@ def test_the_frontier_can_be_drawn_per_runtime():
     )
     assert len(on) == 8
     assert per["layer"][0]["encoding"]["detail"]["field"] == "runtime"  # one line each
-    assert "one per runtime" in per["title"]["subtitle"]
+    assert "one frontier per runtime" in per["title"]["subtitle"]
 
 
 def test_a_table_without_a_runtime_column_is_onnx_runtime():

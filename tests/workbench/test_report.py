@@ -173,6 +173,7 @@ def test_a_report_tells_runtimes_apart_and_can_take_a_frontier_each(
     )
     text = write_report(study, tmp_path / "r.html", per_runtime=True).read_text(encoding="utf-8")
     assert f"in onnxruntime and {twin}, batch 1" in text
+    assert "different runtimes were timed in separate runs" in text
     assert '<th class="text">runtime</th>' in text
     for result in study.results:
         row = re.search(rf'data-key="{result.key}">.*?</tr>', text).group(0)

@@ -144,6 +144,25 @@ def test_a_runtime_that_cannot_honour_a_step_refuses_the_whole_sweep(
     assert not list(cache.root.glob("*/*"))  # refused before measuring anything
 
 
+def _unlabelled(result: Result) -> Result:
+    d = result.to_dict()
+    d["metrics"]["accuracy"] = None
+    return Result.from_dict(d)
+
+
+def test_each_runtime_frontier_is_over_the_figures_its_variants_have(two_runtime_study):
+    # A runtime whose variants have no accuracy (as for a model without labels):
+    # its frontier falls back to agreement, the other runtime's keeps accuracy.
+    study = Study(two_runtime_study.model)
+    for r in two_runtime_study.results:
+        study.add(_unlabelled(r) if r.runtime == FAKE_RUNTIME else r)
+    record = study.frontier_record(OBJECTIVES, per_runtime=True)
+    by_runtime = record["objectives_by_runtime"]
+    assert "accuracy" in by_runtime["onnxruntime"] and "agreement" not in by_runtime["onnxruntime"]
+    assert "agreement" in by_runtime[FAKE_RUNTIME] and "accuracy" not in by_runtime[FAKE_RUNTIME]
+    assert record["by_runtime"][FAKE_RUNTIME]  # not emptied by the missing accuracy
+
+
 @pytest.mark.parametrize("runtimes", [[], "onnxruntime", ["onnxruntime", "no-such-runtime"]])
 def test_bad_runtime_lists_are_one_clear_error(cnn, quick, tmp_path, runtimes):
     with pytest.raises(WorkbenchError):
@@ -168,7 +187,8 @@ def test_cli_sweep_spans_runtimes_with_a_frontier_each(
     )  # fmt: skip
     assert code == 0, err
     assert "runtime" in out.splitlines()[0] and FAKE_RUNTIME in out
-    assert "on the frontier of each runtime" in out
+    assert "one frontier per runtime" in out
+    assert "runtimes were timed in separate runs" in out
     saved = json.loads(out_file.read_text())
     assert sorted(r["runtime"] for r in saved["results"]) == sorted(
         ["onnxruntime", FAKE_RUNTIME] * 2
