@@ -409,7 +409,7 @@ class _Builder:
 
         outputs = []
         for o in self.graph.output:
-            v = self.to_onnx_layout(self.get(o.name), _FakeNode(o.name, "output"))
+            v = self.to_onnx_layout(self.get(o.name), _GraphOutput(o.name))
             if v.is_const:
                 raise WorkbenchError(
                     f"{self.path.name}'s output {o.name!r} does not depend on the input",
@@ -934,9 +934,12 @@ class _Builder:
 
 
 @dataclass
-class _FakeNode:
+class _GraphOutput:
+    """Stands in for a node where a graph output needs a layer of its own (the Permute
+    back to NCHW): names the layer and the output in messages."""
+
     name: str
-    op_type: str
+    op_type: str = "output"
 
 
 def onnx_to_keras(path: str | os.PathLike):
