@@ -24,7 +24,10 @@ need it. A Flatten of a channels-last feature map that feeds only Gemm/MatMul la
 flattens in channels-last order and permutes the dense layer's weight rows instead,
 so no TRANSPOSE operator lands in the TFLite file.
 
-Supported operators: see :data:`SUPPORTED_OPS`. Anything else raises one
+Supported operators: see :data:`SUPPORTED_OPS`. Shape, Gather, Unsqueeze, Squeeze,
+Cast, Slice, Transpose and ConstantOfShape are folded where they act on shapes and
+constants (PyTorch exports ``x.view(x.size(0), -1)`` and ``F.pad`` that way) and are
+refused, with the node named, on computed tensors. Any other operator raises one
 :class:`~workbench.errors.WorkbenchError` naming every unsupported operator type.
 """
 
