@@ -24,7 +24,10 @@ need it. A Flatten of a channels-last feature map that feeds only Gemm/MatMul la
 flattens in channels-last order and permutes the dense layer's weight rows instead,
 so no TRANSPOSE operator lands in the TFLite file.
 
-Supported operators: see :data:`SUPPORTED_OPS`. Anything else raises one
+Supported operators: see :data:`SUPPORTED_OPS`. Shape, Gather, Unsqueeze, Squeeze,
+Cast, Slice, Transpose and ConstantOfShape are folded where they act on shapes and
+constants (PyTorch exports ``x.view(x.size(0), -1)`` and ``F.pad`` that way) and are
+refused, with the node named, on computed tensors. Any other operator raises one
 :class:`~workbench.errors.WorkbenchError` naming every unsupported operator type.
 """
 
@@ -51,6 +54,7 @@ SUPPORTED_OPS = (
     "Clip",
     "Concat",
     "Constant",
+    "ConstantOfShape",
     "Conv",
     "Div",
     "Dropout",
@@ -65,15 +69,18 @@ SUPPORTED_OPS = (
     "MatMul",
     "MaxPool",
     "Mul",
+    "Pad",
     "ReduceMean",
     "Relu",
     "Reshape",
     "Shape",
     "Sigmoid",
+    "Slice",
     "Softmax",
     "Squeeze",
     "Sub",
     "Tanh",
+    "Transpose",
     "Unsqueeze",
 )
 # Shape arithmetic (PyTorch's ``x.view(x.size(0), -1)`` exports as Shape -> Gather ->
@@ -409,7 +416,7 @@ class _Builder:
 
         outputs = []
         for o in self.graph.output:
-            v = self.to_onnx_layout(self.get(o.name), _FakeNode(o.name, "output"))
+            v = self.to_onnx_layout(self.get(o.name), _GraphOutput(o.name))
             if v.is_const:
                 raise WorkbenchError(
                     f"{self.path.name}'s output {o.name!r} does not depend on the input",
@@ -480,6 +487,34 @@ class _Builder:
 
         data = self._const_only(node)
         return _Value(const=data.astype(helper.tensor_dtype_to_np_dtype(int(a["to"]))))
+
+    def op_ConstantOfShape(self, node, a):
+        from onnx import numpy_helper
+
+        shape = [int(d) for d in self.const(node, 0, "shape")]
+        value = numpy_helper.to_array(a["value"]) if "value" in a else np.zeros(1, np.float32)
+        return _Value(const=np.full(shape, value.reshape(-1)[0], dtype=value.dtype))
+
+    def op_Slice(self, node, a):
+        data = self._const_only(node)
+        if "starts" in a:  # opset < 10: attributes
+            starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
+        else:
+            starts = self.const(node, 1, "starts")
+            ends = self.const(node, 2, "ends")
+            axes, steps = self.optional_const(node, 3), self.optional_const(node, 4)
+        axes = range(len(starts)) if axes is None else axes
+        steps = [1] * len(starts) if steps is None else steps
+        index = [slice(None)] * data.ndim
+        for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+            # numpy clamps out-of-range bounds as ONNX does (INT64_MAX = to the end).
+            index[int(axis)] = slice(int(start), int(end), int(step))
+        return _Value(const=data[tuple(index)])
+
+    def op_Transpose(self, node, a):
+        data = self._const_only(node)
+        perm = a.get("perm")
+        return _Value(const=np.transpose(data, None if perm is None else [int(p) for p in perm]))
 
     def op_Identity(self, node, a):
         return self.get(node.input[0])
@@ -606,6 +641,26 @@ class _Builder:
         if fill == "zero":
             return self.k.layers.ZeroPadding2D(tuple(used), name=name)(x.tensor), "valid"
         return self.layers["OnnxMaxPoolPad"](used, name=name)(x.tensor), "valid"
+
+    def op_Pad(self, node, a):
+        x = self.get(node.input[0])
+        mode = a.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        pads = [int(p) for p in (a.get("pads") or self.const(node, 1, "pads"))]
+        value = self.optional_const(node, 2) if len(node.input) > 2 else None
+        if len(node.input) > 3 and node.input[3]:
+            raise self.unsupported(node, "pads selected axes only")
+        if mode != "constant" or (value is not None and float(np.max(np.abs(value))) != 0.0):
+            raise self.unsupported(node, f"pads in mode {mode!r} or with a value other than 0")
+        if x.rank != 4 or any(pads[i] for i in (0, 1, 4, 5)):
+            raise self.unsupported(node, f"pads {pads} (only H and W of a 4-D tensor)")
+        if any(p < 0 for p in pads):
+            raise self.unsupported(node, f"crops ({pads})")
+        x = self.to_channels_last(x, node)
+        t = self.k.layers.ZeroPadding2D(
+            ((pads[2], pads[6]), (pads[3], pads[7])), name=self.name(node)
+        )(x.tensor)
+        return replace(x, tensor=t)
 
     def _pool_args(self, node, a):
         kernel = tuple(a["kernel_shape"])
@@ -873,6 +928,8 @@ class _Builder:
         x = self.get(node.input[0])
         shape = [int(d) for d in self.const(node, 1, "target shape")]
         if x.is_const:
+            if not a.get("allowzero", 0):  # 0 copies the input's dimension
+                shape = [x.const.shape[i] if d == 0 else d for i, d in enumerate(shape)]
             return _Value(const=x.const.reshape(shape))
         dims = x.onnx_shape()
         rest = int(np.prod(dims[1:]))
@@ -934,9 +991,12 @@ class _Builder:
 
 
 @dataclass
-class _FakeNode:
+class _GraphOutput:
+    """Stands in for a node where a graph output needs a layer of its own (the Permute
+    back to NCHW): names the layer and the output in messages."""
+
     name: str
-    op_type: str
+    op_type: str = "output"
 
 
 def onnx_to_keras(path: str | os.PathLike):
