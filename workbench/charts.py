@@ -491,7 +491,15 @@ def tradeoff_chart(
     baseline_mark = (
         base.transform_filter(alt.datum.is_baseline)
         .mark_point(shape="diamond", size=220, filled=True, color="#222222")
-        .encode(tooltip=tooltip)
+        .encode(
+            tooltip=tooltip,
+            # A baseline that does not fit the device is greyed like any other variant.
+            **(
+                {"color": alt.condition("datum.fits", alt.value("#222222"), alt.value(UNFIT_COLOR))}
+                if device is not None
+                else {}
+            ),
+        )
     )
     current_mark = (
         base.transform_filter(alt.datum.is_current)
@@ -507,8 +515,8 @@ def tradeoff_chart(
                 text=role, align="left", baseline="alphabetic", fontWeight="bold", color=color
             )
             .encode(
-                x=_axis(x, alt.X, x_domain, f"{role}_label_x"),
-                y=_axis(y, alt.Y, y_domain, f"{role}_label_y"),
+                x=_axis(x, alt.X, x_domain, f"{role}_label_x", title=titles.get(x)),
+                y=_axis(y, alt.Y, y_domain, f"{role}_label_y", title=titles.get(y)),
             )
         )
 
@@ -526,7 +534,7 @@ def tradeoff_chart(
         # A dashed grey ring over each variant that does not fit: hollow, greyed.
         device_layers.append(
             base.transform_filter("!datum.fits")
-            .mark_point(shape="circle", size=110, filled=False, strokeWidth=1.5, strokeDash=[2, 2])
+            .mark_point(shape="circle", size=260, filled=False, strokeWidth=1.5, strokeDash=[2, 2])
             .encode(color=alt.value("#666666"), tooltip=tooltip)
         )
         device_layers += _budget_layers(data, budgets, x, y, x_domain, y_domain)
@@ -535,16 +543,19 @@ def tradeoff_chart(
         + (f" within the {device.device} budget" if device is not None else "")
         + " · diamond: baseline"
         + (" · orange ring: current" if current_key else "")
-        + (
-            f" · grey hollow: does not fit {device.device}"
-            if device is not None and not data["fits"].all()
-            else ""
-        )
-        + " · scroll: zoom, drag: pan"
+        + ("" if device is not None else " · scroll: zoom, drag: pan")
     )
-    subtitles = [subtitle] + [
-        f"{b.label}: far right of every variant, not drawn" for b in far_budgets
-    ]
+    subtitles = [subtitle]
+    if device is not None:  # a second line: the first would run past the chart
+        subtitles.append(
+            (
+                f"greyed, dotted ring: does not fit {device.device} · "
+                if not data["fits"].all()
+                else ""
+            )
+            + "scroll: zoom, drag: pan"
+        )
+    subtitles += [f"{b.label}: far right of every variant, not drawn" for b in far_budgets]
     x_title = titles.get(x, AXIS_TITLES[x]).split(" (")[0]
     return alt.layer(
         frontier,
@@ -659,14 +670,21 @@ def _budget_layers(
             )
         )
         x_enc = _axis(x, alt.X, x_domain, "budget_value")
+        left_half = x_domain is None or b.value < (x_domain[0] + x_domain[1]) / 2
         layers.append(
             one.mark_rule(color=BUDGET_COLOR, strokeDash=[6, 3], strokeWidth=2).encode(
                 x=x_enc, tooltip=[alt.Tooltip("budget_label:N", title="budget")]
             )
         )
         layers.append(
+            # Beside the line, on the side with more room, so the label stays in view.
             one.mark_text(
-                align="right", baseline="top", dx=-4, dy=4, color=BUDGET_COLOR, fontWeight="bold"
+                align="left" if left_half else "right",
+                baseline="top",
+                dx=4 if left_half else -4,
+                dy=4,
+                color=BUDGET_COLOR,
+                fontWeight="bold",
             ).encode(x=x_enc, y=_axis(y, alt.Y, y_domain, "budget_top"), text="budget_label:N")
         )
     return layers
