@@ -286,9 +286,15 @@ class Workbench(W.VBox):
     @T.validate("device")
     def _valid_device(self, proposal: dict) -> str:
         try:  # an unknown name: one clear error listing the known ones, nothing changed
-            return get_device(proposal["value"]).name
+            name = get_device(proposal["value"]).name
         except WorkbenchError as exc:
             raise T.TraitError(str(exc)) from None
+        if hasattr(self, "device_w") and name not in self.device_w.options:
+            # A profile registered since the app started (load_profiles): offer it too.
+            current = self.device_w.value
+            self.device_w.options = list_devices()
+            self.device_w.value = current
+        return name
 
     def _on_device(self, change: dict) -> None:
         """Another target device: the chart and the card show the variants on it."""

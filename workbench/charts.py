@@ -478,7 +478,7 @@ def tradeoff_chart(
     data = _chart_data(df, x, y, current_key, per_runtime_frontier=per_runtime_frontier)
     titles: dict[str, str] = {}
     if device is not None:
-        data, titles = _apply_device(data, x, y, device)
+        data, titles = _apply_device(data, x, y, device, per_runtime_frontier=per_runtime_frontier)
     on_device = device is not None and not device.is_host
     shapes = runtime_shapes(data["runtime"]) if len(data) else {}
     several_runtimes = len(shapes) > 1
@@ -578,7 +578,15 @@ def tradeoff_chart(
     baseline_mark = (
         base.transform_filter(alt.datum.is_baseline)
         .mark_point(shape="diamond", size=220, filled=True, color="#222222")
-        .encode(tooltip=tooltip)
+        .encode(
+            tooltip=tooltip,
+            # A baseline that does not fit the device is greyed like any other variant.
+            **(
+                {"color": alt.condition("datum.fits", alt.value("#222222"), alt.value(UNFIT_COLOR))}
+                if device is not None
+                else {}
+            ),
+        )
     )
     current_mark = (
         base.transform_filter(alt.datum.is_current)
@@ -594,8 +602,8 @@ def tradeoff_chart(
                 text=role, align="left", baseline="alphabetic", fontWeight="bold", color=color
             )
             .encode(
-                x=_axis(x, alt.X, x_domain, f"{role}_label_x"),
-                y=_axis(y, alt.Y, y_domain, f"{role}_label_y"),
+                x=_axis(x, alt.X, x_domain, f"{role}_label_x", title=titles.get(x)),
+                y=_axis(y, alt.Y, y_domain, f"{role}_label_y", title=titles.get(y)),
             )
         )
 
@@ -613,7 +621,7 @@ def tradeoff_chart(
         # A dashed grey ring over each variant that does not fit: hollow, greyed.
         device_layers.append(
             base.transform_filter("!datum.fits")
-            .mark_point(shape="circle", size=110, filled=False, strokeWidth=1.5, strokeDash=[2, 2])
+            .mark_point(shape="circle", size=260, filled=False, strokeWidth=1.5, strokeDash=[2, 2])
             .encode(color=alt.value("#666666"), tooltip=tooltip)
         )
         device_layers += _budget_layers(data, budgets, x, y, x_domain, y_domain)
@@ -624,17 +632,20 @@ def tradeoff_chart(
         + " · diamond: baseline"
         + (" · shape: runtime" if several_runtimes else "")
         + (" · orange ring: current" if current_key else "")
-        + (
-            f" · grey hollow: does not fit {device.device}"
-            if device is not None and not data["fits"].all()
-            else ""
-        )
-        + " · scroll: zoom, drag: pan"
+        + ("" if device is not None else " · scroll: zoom, drag: pan")
         + untimed_note(df, x, y)
     )
-    subtitles = [subtitle] + [
-        f"{b.label}: far right of every variant, not drawn" for b in far_budgets
-    ]
+    subtitles = [subtitle]
+    if device is not None:  # a second line: the first would run past the chart
+        subtitles.append(
+            (
+                f"greyed, dotted ring: does not fit {device.device} · "
+                if not data["fits"].all()
+                else ""
+            )
+            + "scroll: zoom, drag: pan"
+        )
+    subtitles += [f"{b.label}: far right of every variant, not drawn" for b in far_budgets]
     x_title = titles.get(x, AXIS_TITLES[x]).split(" (")[0]
     return alt.layer(
         frontier,
@@ -664,7 +675,7 @@ _BUDGET_REACH = 4.0
 
 
 def _apply_device(
-    data: pd.DataFrame, x: str, y: str, device: Any
+    data: pd.DataFrame, x: str, y: str, device: Any, *, per_runtime_frontier: bool = False
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Add the device's fit to the chart's rows; on a device other than this machine,
     put its latency (measured there, else the roofline bound) on a latency axis.
@@ -697,7 +708,13 @@ def _apply_device(
     fits = data["fits"].to_numpy(dtype=bool)
     on_frontier = [False] * len(data)
     if fits.any():
-        mask = pareto_mask(data[fits], {y: "max", x: "min"})
+        fitting = data[fits]
+        objectives = {y: "max", x: "min"}
+        mask = (
+            _frontier_mask(fitting, objectives, fitting["runtime"])
+            if per_runtime_frontier
+            else pareto_mask(fitting, objectives)
+        )
         for i, keep in zip(fits.nonzero()[0], mask, strict=True):
             on_frontier[i] = bool(keep)
     data["on_frontier"] = on_frontier
@@ -749,14 +766,21 @@ def _budget_layers(
             )
         )
         x_enc = _axis(x, alt.X, x_domain, "budget_value")
+        left_half = x_domain is None or b.value < (x_domain[0] + x_domain[1]) / 2
         layers.append(
             one.mark_rule(color=BUDGET_COLOR, strokeDash=[6, 3], strokeWidth=2).encode(
                 x=x_enc, tooltip=[alt.Tooltip("budget_label:N", title="budget")]
             )
         )
         layers.append(
+            # Beside the line, on the side with more room, so the label stays in view.
             one.mark_text(
-                align="right", baseline="top", dx=-4, dy=4, color=BUDGET_COLOR, fontWeight="bold"
+                align="left" if left_half else "right",
+                baseline="top",
+                dx=4 if left_half else -4,
+                dy=4,
+                color=BUDGET_COLOR,
+                fontWeight="bold",
             ).encode(x=x_enc, y=_axis(y, alt.Y, y_domain, "budget_top"), text="budget_label:N")
         )
     return layers

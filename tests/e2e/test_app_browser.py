@@ -49,6 +49,13 @@ BUSY = ".edge-workbench-busy"
 # The chart's variant points: Vega's SVG renderer labels each mark from its encodings,
 # and only the points layer encodes the "variant" (family) colour.
 VARIANT_POINTS = 'svg path[aria-roledescription="point"][aria-label*="variant: "]'
+DROPDOWN = '.widget-dropdown:has(label:text-is("{}")) select'
+DEVICE_LINE = ".edge-workbench-device > b"
+# The chosen device's budget line (red, dashed 6,3) and the dashed ring (2,2) around a
+# variant that does not fit.
+BUDGET_RULE = 'svg.marks line[stroke="#b00020"][stroke-dasharray="6,3"]'
+UNFIT_RING = 'svg.marks path[aria-roledescription="point"][stroke-dasharray="2,2"]'
+BUDGET_LABEL = "svg.marks text"
 
 
 def _free_port() -> int:
@@ -202,6 +209,30 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
             assert re.fullmatch(r"\d+\.\d+%", baseline["accuracy"]), baseline
             assert baseline["latency p50"].endswith(" ms"), baseline
             page.screenshot(path=str(ARTIFACTS / "app-1-baseline.png"), full_page=True)
+
+            # The device selector: host first; a Cortex-M4 with peak memory on x draws its
+            # budget line, the baseline greyed and ringed, and the card says it does not fit.
+            assert "fits host: " in page.locator(DEVICE_LINE).inner_text()
+            page.locator(DROPDOWN.format("device")).select_option("cortex-m4")
+            page.locator(DROPDOWN.format("x axis")).select_option(label="peak memory")
+            page.wait_for_function(
+                """([line, rule]) => (document.querySelector(line) || {}).innerText
+                    ?.startsWith('does not fit cortex-m4') && document.querySelector(rule)""",
+                arg=[DEVICE_LINE, BUDGET_RULE],
+                timeout=30_000,
+            )
+            assert page.locator(UNFIT_RING).count() == 1  # the baseline, ringed
+            label = page.locator(BUDGET_LABEL, has_text="cortex-m4 memory budget")
+            assert label.count() == 1 and label.is_visible()
+            page.screenshot(path=str(ARTIFACTS / "app-1b-device-cortex-m4.png"), full_page=True)
+            page.locator(DROPDOWN.format("x axis")).select_option(label="latency p50")
+            page.locator(DROPDOWN.format("device")).select_option("host")
+            page.wait_for_function(
+                "line => (document.querySelector(line) || {}).innerText?.startsWith('fits host')",
+                arg=DEVICE_LINE,
+                timeout=30_000,
+            )
+            page.wait_for_selector(BUDGET_RULE, state="detached", timeout=30_000)
 
             # Structured pruning at the slider's starting sparsity (50%).
             page.locator(PRUNING_METHOD).locator('button[data-value="structured"]').click()

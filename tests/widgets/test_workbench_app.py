@@ -283,7 +283,8 @@ def test_the_device_selector_shows_fit_budget_and_latency_on_the_chosen_device(a
     from workbench.devices import list_devices
 
     assert app.device == "host" and app.device_w.value == "host"
-    assert list(app.device_w.options) == list_devices()
+    options = list(app.device_w.options)
+    assert options[0] == "host" and set(list_devices("*-*")) - {"app-test-board"} <= set(options)
     assert "fits host: " in app.card.value and "(decided by " in app.card.value
     assert app.chart.device == "host"
     try:
@@ -306,3 +307,28 @@ def test_the_device_selector_shows_fit_budget_and_latency_on_the_chosen_device(a
     finally:
         app.device = "host"
     assert "fits host: " in app.card.value and "(this machine)" not in app.card.value
+
+
+def test_a_profile_registered_after_start_can_be_chosen(app, board_profile):
+    from workbench.devices import register_device
+
+    register_device(board_profile, replace=True)
+    try:
+        app.device = board_profile.name
+        assert app.device_w.value == board_profile.name
+        assert board_profile.name in app.device_w.options
+        assert f"fits {board_profile.name}: " in app.card.value
+    finally:
+        app.device = "host"
+    assert app.device_w.value == "host"
+
+
+@pytest.fixture
+def board_profile(monkeypatch):
+    """A user's profile, registered for this test only."""
+    import dataclasses
+
+    from workbench.devices import get_device, registry
+
+    monkeypatch.setattr(registry, "_USER", dict(registry._USER))
+    return dataclasses.replace(get_device("raspberry-pi-4"), name="app-test-board")

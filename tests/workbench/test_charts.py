@@ -355,6 +355,12 @@ def test_on_another_device_the_latency_axis_is_its_estimate_never_this_machines(
     titles = [t["title"] for t in spec["layer"][1]["encoding"]["tooltip"]]
     assert "latency p50 (this machine)" in titles and "latency on test-board" in titles
     assert rows["k-int8"]["device_latency_text"].endswith("(estimate: roofline lower bound)")
+    # One title on the shared axis (Vega-Lite would join differing layer titles).
+    assert {
+        layer["encoding"]["x"]["title"]
+        for layer in spec["layer"]
+        if "x" in layer.get("encoding", {})
+    } == {x_title}
     # On host the measured figures stay.
     spec = charts.tradeoff_chart(study_frame(), device=device_view(is_host=True)).to_dict()
     rows = spec["datasets"][spec["data"]["name"]]
@@ -374,7 +380,7 @@ def test_variants_that_do_not_fit_are_greyed_hollow_and_off_the_frontier():
     assert "decided by memory" in rows["k-both"]["fit_text"]
     assert {k for k, r in rows.items() if r["on_frontier"]} == {"k-base", "k-prune", "k-int8"}
     assert "within the test-board budget" in json.dumps(spec["title"])
-    assert "grey hollow: does not fit test-board" in json.dumps(spec["title"])
+    assert "greyed, dotted ring: does not fit test-board" in json.dumps(spec["title"])
     # The points layer greys what does not fit; a dashed hollow ring marks it too.
     color = spec["layer"][1]["encoding"]["color"]
     assert color["condition"]["test"] == "datum.fits" and color["value"] == charts.UNFIT_COLOR

@@ -84,9 +84,11 @@ def test_evaluate_json_and_out_can_be_remeasured_independently(capsys, tmp_path,
     assert manifest["artifact"]["sha256"] == sha256_file(artifact)
     assert manifest["baseline"]["sha256"] == sha256_file(out_dir / "baseline.onnx")
     assert sorted(p.name for p in out_dir.iterdir()) == [
+        "RUN.md",  # how to measure it on the device with the bundled runner
         "baseline.onnx",
         "manifest.json",
         "model.onnx",
+        "workbench_runner.py",
     ]
 
     # Re-measure accuracy from the manifest alone, as someone without the workbench would.

@@ -54,7 +54,8 @@ def fit_line(f: Fit) -> str:
             share = f.memory_headroom_bytes / f.budget_bytes
         return f"fits {f.device}: {share:.1%} headroom (decided by {f.decided_by})"
     if f.decided_by == "runtime":
-        why = f.runtime_note or "the device does not run the artifact's runtime"
+        # The note's first clause; the card gives the whole of it below the line.
+        why = f.runtime_note.split(": ", 1)[0] or "the device does not run the artifact's runtime"
     elif f.decided_by == "storage":
         why = f"file {format_bytes(f.file_bytes)} > storage {format_bytes(f.storage_bytes)}"
     else:

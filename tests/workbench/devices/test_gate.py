@@ -348,6 +348,28 @@ def test_cli_sweep_with_devices_writes_the_matrix_to_json_and_csv(capsys, tmp_pa
     assert list(table["pass:host"]) == [True, True]
     assert table["device:raspberry-pi-4"].str.startswith("pass: memory").all()
     assert "frontier:host" in table.columns
+    # --json prints the same record.
+    code = main(
+        [
+            "sweep",
+            "digits-cnn",
+            "--sparsity",
+            "0",
+            "--quantize",
+            "none,int8",
+            "--device",
+            "cortex-m4",
+            "--out",
+            str(study),
+            "--json",
+            "--cache-dir",
+            str(session_cache.root),
+            *FAST,
+        ]
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and printed["devices"]["matrix"]["devices"] == ["cortex-m4"]
+    assert printed["devices"] == json.loads(study.read_text())["devices"]
 
 
 def test_cli_sweep_refuses_an_unknown_device_before_measuring(capsys, tmp_path):
