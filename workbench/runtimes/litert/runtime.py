@@ -326,6 +326,13 @@ class LiteRT(Runtime):
         out = {"edge-workbench": metadata.version("edge-workbench"), "numpy": np.__version__}
         out.update({k: "absent" for k in ("ai-edge-litert", "tensorflow", "keras")})
         out.update(versions())
+        # A PyTorch or ONNX source reaches the converter through torch's ONNX export and
+        # the ONNX reader: their versions decide the file too (read without importing).
+        for dist in ("torch", "onnx"):
+            try:
+                out[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                out[dist] = "absent"
         return out
 
 
