@@ -204,6 +204,7 @@ class Workbench(W.VBox):
         self.sweep.observe(self._on_sweep_result, names="last_result")
         self.card.observe(lambda _c: self.remeasure(), names="remeasure_requests")
         self.set_trait("runtime", self.settings.runtime)
+        self.sweep.runtimes = (self.settings.runtime,)  # shown selected; follows the choice
         T.link((self, "runtime"), (self.runtime_panel, "runtime"))
         self.observe(self._on_runtime, names="runtime")
         self.observe(self._on_state, names=["busy", "status", "error"])

@@ -57,6 +57,7 @@ def test_choosing_a_runtime_remeasures_the_current_recipe_in_it(fake_runtimes, t
     app = Workbench("digits-cnn", cache=cache, settings=FAST)
     assert app.wait_idle(120)
     assert app.runtime == "onnxruntime" and app.runtime_panel.runtime_w.value == "onnxruntime"
+    assert app.sweep.runtimes_w.value == ("onnxruntime",)
     assert "measured in <b>onnxruntime</b>" in app.card.value
     app.quantization.scheme_w.value = "int8"
     assert app.wait_idle(120) and app.error == ""

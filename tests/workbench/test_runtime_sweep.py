@@ -222,3 +222,45 @@ def test_cli_bad_runtime_lists_exit_2_with_one_line(capsys, tmp_path, fake_runti
     code, out, err = run(capsys, *argv)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert not (tmp_path / "c").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_a_ray_sweep_spans_runtimes_one_cluster_sweep_each(
+    cnn, quick, session_cache, fake_runtimes, monkeypatch
+):
+    """The Ray path (cluster stood in for by this process): one cluster sweep per
+    runtime, gathered in one study; a failure the cluster records gets its runtime."""
+    from workbench import cluster
+    from workbench.pipeline import evaluate
+
+    calls = []
+
+    def on_this_machine(model, todo, *, settings, cache, on_result, cancel, **_):
+        calls.append(settings.runtime)
+        part = Study(model.name)
+        for recipe in todo:
+            if not recipe.is_baseline and settings.runtime == FAKE_RUNTIME:
+                part.add_failure(recipe, RuntimeError("node lost"))  # as the cluster records it
+                continue
+            result = evaluate(model, recipe, settings=settings, cache=cache)
+            part.add(result)
+            on_result(result)
+        return part
+
+    monkeypatch.setattr(cluster, "sweep_on_ray", on_this_machine)
+    seen = []
+    study = sweep(
+        cnn,
+        [Recipe(), INT8],
+        settings=quick,
+        cache=session_cache,
+        progress=False,
+        executor="ray",
+        runtimes=["onnxruntime", FAKE_RUNTIME],
+        on_result=seen.append,
+    )
+    assert calls == ["onnxruntime", FAKE_RUNTIME]
+    assert sorted((r.recipe.name, r.runtime) for r in study.results) == sorted(
+        [(Recipe().name, "onnxruntime"), (INT8.name, "onnxruntime"), (Recipe().name, FAKE_RUNTIME)]
+    )
+    assert len(seen) == 3
+    assert [(f["recipe_name"], f["runtime"]) for f in study.failures] == [(INT8.name, FAKE_RUNTIME)]
