@@ -91,6 +91,18 @@ def test_the_sensitivity_profile_reads_held_out_training_images_only(cnn, monkey
     assert drops[-1] > drops[0]  # 90% one-shot costs more than 30%
 
 
+def test_the_profile_is_kept_in_the_cache(searched, cnn, session_cache, monkeypatch):
+    import workbench.search as search_module
+
+    def measure_again(*args, **kwargs):
+        raise AssertionError("the profile was measured again")
+
+    monkeypatch.setattr(search_module, "measure_sensitivity", measure_again)
+    allowance = (searched.steps[0].figures["accuracy"] - searched.floor["accuracy"]) * 100
+    kept = search_module._cached_sensitivity(cnn, SMALL["methods"], allowance, session_cache)
+    assert kept["methods"] == searched.sensitivity["methods"]
+
+
 def test_the_search_file_is_a_study_and_round_trips(searched, tmp_path):
     path = searched.save(tmp_path / "search.json")
     loaded = SearchResult.load(path)
