@@ -215,7 +215,8 @@ def test_cli_search_prints_the_path_and_the_evaluate_flags(
         (["--accuracy-floor", "101"], "out of range"),
         (["--accuracy-floor", "0.97"], "looks like a fraction"),
         (["--max-accuracy-drop", "-1"], "out of range"),
-        (["--accuracy-floor", "97", "--target", "speed"], "invalid choice"),
+        (["--accuracy-floor", "97", "--target", "speed"], "unknown search target 'speed'"),
+        (["--accuracy-floor", "97", "--recovery", "hope"], "unknown recovery 'hope'"),
         (["--accuracy-floor", "97", "--target", "device"], "needs a device"),
         (["--accuracy-floor", "97", "--device", "nowhere"], "unknown device"),
         (["--accuracy-floor", "97", "--device", "cortex-m4"], "does not run onnxruntime"),
@@ -266,3 +267,15 @@ def test_search_json_names_the_chosen_result(
     assert code == 1  # searched, and nothing keeps the floor: not bad input
     assert data["chosen"] is None and data["evaluate_command"] is None
     assert "no recipe meets the floor" in data["outcome"]
+
+
+def test_the_search_command_adds_nothing_to_the_cli_start():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from workbench.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'pandas', 'workbench.search') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
