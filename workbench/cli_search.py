@@ -22,9 +22,12 @@ __all__ = ["add_search_command"]
 
 
 def add_search_command(sub: Any) -> None:
-    """Add ``search`` to the ``workbench`` subcommands."""
-    from workbench.search import RECOVERIES, TARGETS
+    """Add ``search`` to the ``workbench`` subcommands.
 
+    The targets and recoveries are checked by ``workbench.search.check_request`` (one
+    line, exit 2), not by argparse choices: importing the search here would load pandas
+    and the pipeline into every command's start.
+    """
     p = sub.add_parser(
         "search",
         help="find the smallest (or fastest) recipe that keeps an accuracy floor, guided by "
@@ -46,7 +49,6 @@ def add_search_command(sub: Any) -> None:
     )
     p.add_argument(
         "--target",
-        choices=tuple(TARGETS),
         default="size",
         help="what to minimise: size (deflate-compressed bytes, default), macs, latency (p50 "
         "here), or device (fits --device with the most memory headroom)",
@@ -73,7 +75,6 @@ def add_search_command(sub: Any) -> None:
     )
     p.add_argument(
         "--recovery",
-        choices=RECOVERIES,
         default="finetune",
         help="how pruned candidates recover: finetune (default), distill (from the float "
         "model) or none (one-shot pruning)",

@@ -28,6 +28,7 @@ report`` and the charts read it) with the search path beside the results.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import threading
@@ -609,6 +610,41 @@ def measure_sensitivity(
     return profile
 
 
+# Bump when a change to measure_sensitivity changes what a stored profile would be.
+SENSITIVITY_VERSION = 1
+
+
+def _cached_sensitivity(
+    model: Any, methods: tuple[str, ...], allowance_points: float, cache: Cache
+) -> dict[str, Any]:
+    """measure_sensitivity's profile, kept in the cache beside the variants: it depends
+    only on the weights, the data, the methods and the allowance, and takes minutes on a
+    large model."""
+    import torch
+
+    payload = {
+        "version": SENSITIVITY_VERSION,
+        "fingerprint": model.fingerprint,
+        "input_shape": list(model.input_shape),
+        "preprocessing": model.preprocessing.to_dict() if model.preprocessing else None,
+        "task": model.task.name,
+        "methods": list(methods),
+        "allowance": round(float(allowance_points), 6),
+        "probe": [PROFILE_IMAGES, list(PROFILE_SPARSITIES), LAYER_PROBE_SPARSITY],
+        "torch": torch.__version__,
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    path = cache.root / "search-sensitivity" / f"{digest}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    profile = measure_sensitivity(model, methods, allowance_points)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(profile))
+    return profile
+
+
 def _start_index(curve: list[dict[str, Any]], allowance_points: float, factor: float) -> int:
     """Where the bisection starts for a method (an index of SPARSITY_GRID): the highest
     profiled sparsity whose one-shot drop is within ``factor`` times the allowance (what
@@ -902,7 +938,7 @@ def search(
     if budget["left"] <= 0:
         return finish(f"the budget of {max_candidates} candidate(s) is spent", {})
     # 3. The sensitivity profile, then a bisection of the sparsity per method.
-    sensitivity = measure_sensitivity(model, methods, allowance)
+    sensitivity = _cached_sensitivity(model, methods, allowance, cache)
     sensitivity["quantization"] = None if quant is None else quant.label()
     # Retraining recovers much of a one-shot drop; without it the profile is the forecast.
     factor = RECOVERABLE_FACTOR if recover is not None else 1.0

@@ -91,6 +91,18 @@ def test_the_sensitivity_profile_reads_held_out_training_images_only(cnn, monkey
     assert drops[-1] > drops[0]  # 90% one-shot costs more than 30%
 
 
+def test_the_profile_is_kept_in_the_cache(searched, cnn, session_cache, monkeypatch):
+    import workbench.search as search_module
+
+    def measure_again(*args, **kwargs):
+        raise AssertionError("the profile was measured again")
+
+    monkeypatch.setattr(search_module, "measure_sensitivity", measure_again)
+    allowance = (searched.steps[0].figures["accuracy"] - searched.floor["accuracy"]) * 100
+    kept = search_module._cached_sensitivity(cnn, SMALL["methods"], allowance, session_cache)
+    assert kept["methods"] == searched.sensitivity["methods"]
+
+
 def test_the_search_file_is_a_study_and_round_trips(searched, tmp_path):
     path = searched.save(tmp_path / "search.json")
     loaded = SearchResult.load(path)
@@ -203,7 +215,8 @@ def test_cli_search_prints_the_path_and_the_evaluate_flags(
         (["--accuracy-floor", "101"], "out of range"),
         (["--accuracy-floor", "0.97"], "looks like a fraction"),
         (["--max-accuracy-drop", "-1"], "out of range"),
-        (["--accuracy-floor", "97", "--target", "speed"], "invalid choice"),
+        (["--accuracy-floor", "97", "--target", "speed"], "unknown search target 'speed'"),
+        (["--accuracy-floor", "97", "--recovery", "hope"], "unknown recovery 'hope'"),
         (["--accuracy-floor", "97", "--target", "device"], "needs a device"),
         (["--accuracy-floor", "97", "--device", "nowhere"], "unknown device"),
         (["--accuracy-floor", "97", "--device", "cortex-m4"], "does not run onnxruntime"),
@@ -254,3 +267,15 @@ def test_search_json_names_the_chosen_result(
     assert code == 1  # searched, and nothing keeps the floor: not bad input
     assert data["chosen"] is None and data["evaluate_command"] is None
     assert "no recipe meets the floor" in data["outcome"]
+
+
+def test_the_search_command_adds_nothing_to_the_cli_start():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from workbench.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'pandas', 'workbench.search') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
