@@ -347,6 +347,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --ray: measure on the nodes started with the resource device:NAME",
     )
 
+    p = sub.add_parser(
+        "parity",
+        help="build one variant for two runtimes and compare the files' predictions",
+    )
+    _add_model_args(p)
+    p.add_argument(
+        "--runtimes",
+        default="onnxruntime,litert",
+        help="the two runtimes compared, comma-separated (default onnxruntime,litert)",
+    )
+    p.add_argument("--prune", choices=PRUNE_CHOICES, default="none")
+    p.add_argument("--sparsity", type=float, help="fraction pruned, 0 to 0.95 (default 0.5)")
+    _add_prune_args(p)
+    p.add_argument("--quantize", choices=QUANT_CHOICES, default="none")
+    _add_quant_args(p)
+    _add_training_args(p)
+
     p = sub.add_parser("report", help="write a self-contained HTML report of a study")
     p.add_argument("study", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
@@ -628,8 +645,8 @@ def _cache(args: argparse.Namespace, scratch: list[Path]) -> Any:
     return Cache(args.cache_dir)
 
 
-def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
-    from workbench.pipeline import evaluate
+def _evaluate_recipe(args: argparse.Namespace) -> Any:
+    """The one recipe the evaluate (and parity) flags describe."""
     from workbench.recipe import Recipe
 
     _refuse_idle_settings(args, args.prune != "none", [args.quantize])
@@ -642,7 +659,27 @@ def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
             "--finetune-epochs retrains after pruning", "add --prune unstructured|structured"
         )
     steps = (distill, prune, finetune, qat, _quant_config(args, args.quantize))
-    recipe = Recipe(tuple(s for s in steps if s is not None))
+    return Recipe(tuple(s for s in steps if s is not None))
+
+
+def _cmd_parity(args: argparse.Namespace, scratch: list[Path]) -> int:
+    from workbench.runtimes.parity import cross_runtime_parity
+
+    recipe = _evaluate_recipe(args)
+    runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
+    settings = _settings(args)
+    model = _load(args)
+    parity = cross_runtime_parity(
+        model, recipe, settings, cache=_cache(args, scratch), runtimes=runtimes
+    )
+    print(json.dumps(parity.to_dict(), indent=1) if args.json else parity.text())
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace, scratch: list[Path]) -> int:
+    from workbench.pipeline import evaluate
+
+    recipe = _evaluate_recipe(args)
     settings = _settings(args)  # checked before the model is loaded: bad input fails fast
     if args.out:
         from workbench.export import check_export_folder  # onnx and the export code: only here
@@ -815,6 +852,8 @@ def _run_command(args: argparse.Namespace, scratch: list[Path]) -> int:
         return _cmd_evaluate(args, scratch)
     if args.command == "sweep":
         return _cmd_sweep(args, scratch)
+    if args.command == "parity":
+        return _cmd_parity(args, scratch)
     if getattr(args, "device_command", None) is not None:  # workbench/cli_devices.py
         return args.device_command(args, scratch)
     return _cmd_report(args)

@@ -360,8 +360,15 @@ def check_applicable(model: Any, recipe: Recipe, runtime: str | Runtime = DEFAUL
                 "prune (one shot) and quantize the Keras model here, or train it in Keras "
                 "and load the result",
             )
-        if recipe.get("prune") is not None:
+        prune = recipe.get("prune")
+        if prune is not None:
             _keras_pruner()
+            if prune.method != "unstructured":  # checked here so a sweep fails at once
+                raise WorkbenchError(
+                    f"{prune.method} pruning (removing channels) is not available for Keras models",
+                    "use unstructured pruning (--prune unstructured), or load the PyTorch model "
+                    "to remove channels",
+                )
     why = torch_steps_unavailable(model)
     if recipe.torch_steps() and model.source == "tflite":
         steps = " and ".join(_STEP_NAMES.get(s.kind, s.kind) for s in recipe.torch_steps())

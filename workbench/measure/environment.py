@@ -197,7 +197,7 @@ def environment_line(environment: dict) -> str:
         libraries = {
             k: v
             for k, v in (environment.get("runtime_versions") or {}).items()
-            if k not in ("edge-workbench", "numpy")
+            if k not in ("edge-workbench", "numpy", "torch", "onnx")  # build-side libraries
         }
         runtime = (
             f"{environment['runtime']} ("

@@ -24,7 +24,10 @@ need it. A Flatten of a channels-last feature map that feeds only Gemm/MatMul la
 flattens in channels-last order and permutes the dense layer's weight rows instead,
 so no TRANSPOSE operator lands in the TFLite file.
 
-Supported operators: see :data:`SUPPORTED_OPS`. Anything else raises one
+Supported operators: see :data:`SUPPORTED_OPS`. Shape, Gather, Unsqueeze, Squeeze,
+Cast, Slice, Transpose and ConstantOfShape are folded where they act on shapes and
+constants (PyTorch exports ``x.view(x.size(0), -1)`` and ``F.pad`` that way) and are
+refused, with the node named, on computed tensors. Any other operator raises one
 :class:`~workbench.errors.WorkbenchError` naming every unsupported operator type.
 """
 
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,27 +50,45 @@ SUPPORTED_OPS = (
     "Add",
     "AveragePool",
     "BatchNormalization",
+    "Cast",
     "Clip",
     "Concat",
     "Constant",
+    "ConstantOfShape",
     "Conv",
     "Div",
     "Dropout",
     "Flatten",
+    "Gather",
     "Gemm",
     "GlobalAveragePool",
     "HardSigmoid",
     "HardSwish",
     "Identity",
+    "LeakyRelu",
     "MatMul",
     "MaxPool",
     "Mul",
+    "Pad",
     "ReduceMean",
     "Relu",
     "Reshape",
+    "Shape",
     "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Squeeze",
     "Sub",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
 )
+# Shape arithmetic (PyTorch's ``x.view(x.size(0), -1)`` exports as Shape -> Gather ->
+# Unsqueeze -> Concat -> Reshape) is folded to constants; the batch size, unknown until
+# run time, is this sentinel. Gather/Unsqueeze/Squeeze/Concat/Cast carry it unchanged and
+# Reshape reads it as "the batch"; any arithmetic on it gives another number, which no
+# Reshape accepts, so a wrong fold fails with a message instead of a wrong model.
+_BATCH = -987_654_321
 
 # NCHW axis -> NHWC axis, for a 4-D tensor held channels-last.
 _NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
@@ -83,11 +103,14 @@ _LAYERS: dict[str, type] = {}
 def custom_objects() -> dict[str, type]:
     """The Keras layers this module defines, by name, for ``keras.models.load_model``.
 
-    The rebuild uses Keras' own layers wherever one computes the ONNX operator exactly;
-    these few cover the rest (an element-wise operation with a constant, Clip with any
-    bounds, ONNX's HardSigmoid/HardSwish, padding with the lowest float before a max
-    pool). They are registered with Keras when first made, so a saved rebuild loads in
-    a process that has called this function.
+    The rebuild uses Keras' own layers wherever one computes the ONNX operator exactly
+    (the digits samples, ResNet, MobileNetV2 and V3 need nothing else); these few cover
+    the rest: an element-wise operation with a constant, a division of two tensors,
+    Clip with bounds other than (0, max), HardSigmoid with other than PyTorch's
+    parameters, padding with the lowest float before a max pool over negative values.
+    They are registered with Keras when this function first runs, so a saved rebuild
+    that uses them loads in a process that has called it (or pass its result as
+    ``custom_objects``).
     """
     if _LAYERS:
         return dict(_LAYERS)
@@ -160,13 +183,6 @@ def custom_objects() -> dict[str, type]:
             return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
 
     @register
-    class OnnxHardSwish(k.layers.Layer):
-        """ONNX HardSwish: ``x * relu6(x + 3) / 6`` (the form TFLite fuses to HARD_SWISH)."""
-
-        def call(self, x):
-            return x * ops.relu6(x + 3.0) * (1.0 / 6.0)
-
-    @register
     class OnnxMaxPoolPad(k.layers.Layer):
         """Pad H and W (channels-last) with the lowest float32, as a max pool pads."""
 
@@ -186,7 +202,6 @@ def custom_objects() -> dict[str, type]:
         OnnxDivide,
         OnnxClip,
         OnnxHardSigmoid,
-        OnnxHardSwish,
         OnnxMaxPoolPad,
     ):
         _LAYERS[cls.__name__] = cls
@@ -251,7 +266,7 @@ class _Builder:
         self.k = keras()
         self.layers = custom_objects()
         self.values: dict[str, _Value] = {}
-        self.names: Counter[str] = Counter()
+        self.names: set[str] = {"input_to_nhwc"}
         self.consumers: dict[str, list] = {}
         for node in graph.node:
             for name in node.input:
@@ -261,9 +276,14 @@ class _Builder:
     # -------------------------------------------------------------- helpers
 
     def name(self, node, suffix: str = "") -> str:
+        """A unique Keras layer name from the ONNX node's name (for exclude lists)."""
         base = _short(node.name or node.op_type) + (f"_{suffix}" if suffix else "")
-        self.names[base] += 1
-        return base if self.names[base] == 1 else f"{base}_{self.names[base]}"
+        name, i = base, 1
+        while name in self.names:
+            i += 1
+            name = f"{base}_{i}"
+        self.names.add(name)
+        return name
 
     def get(self, name: str) -> _Value:
         if name not in self.values:
@@ -377,6 +397,7 @@ class _Builder:
                 "rebuild needs every dimension but the batch fixed",
                 "export the model with a fixed input shape (a dynamic batch is fine)",
             )
+        self.names.add(_short(gi.name))
         inp = k.Input(shape=tuple(dims[1:]), name=_short(gi.name), dtype="float32")
         v = _Value(tensor=inp)
         if len(dims) == 4:
@@ -395,7 +416,7 @@ class _Builder:
 
         outputs = []
         for o in self.graph.output:
-            v = self.to_onnx_layout(self.get(o.name), _FakeNode(o.name, "output"))
+            v = self.to_onnx_layout(self.get(o.name), _GraphOutput(o.name))
             if v.is_const:
                 raise WorkbenchError(
                     f"{self.path.name}'s output {o.name!r} does not depend on the input",
@@ -420,6 +441,80 @@ class _Builder:
             if key in a:
                 return _Value(const=np.asarray(list(a[key])))
         raise self.unsupported(node, f"holds a {', '.join(a)} attribute")
+
+    # shape arithmetic, folded to constants
+
+    def op_Shape(self, node, a):
+        x = self.get(node.input[0])
+        if x.is_const:
+            shape = np.asarray(x.const.shape, dtype=np.int64)
+        else:
+            shape = np.asarray([_BATCH, *x.onnx_shape()[1:]], dtype=np.int64)
+        start, end = a.get("start", 0), a.get("end")
+        return _Value(const=shape[start:end])
+
+    def _const_only(self, node) -> np.ndarray:
+        x = self.get(node.input[0])
+        if not x.is_const:
+            raise self.unsupported(node, "acts on a computed tensor (only on shapes and constants)")
+        return x.const
+
+    def op_Gather(self, node, a):
+        data = self._const_only(node)
+        indices = self.const(node, 1, "indices")
+        return _Value(const=np.take(data, indices, axis=int(a.get("axis", 0))))
+
+    def _axes(self, node, a) -> list[int] | None:
+        if "axes" in a:
+            return [int(v) for v in a["axes"]]
+        if len(node.input) > 1 and node.input[1]:
+            return [int(v) for v in self.const(node, 1, "axes")]
+        return None
+
+    def op_Unsqueeze(self, node, a):
+        data = self._const_only(node)
+        axes = self._axes(node, a) or []
+        rank = data.ndim + len(axes)
+        return _Value(const=np.expand_dims(data, tuple(sorted(ax % rank for ax in axes))))
+
+    def op_Squeeze(self, node, a):
+        data = self._const_only(node)
+        axes = self._axes(node, a)
+        return _Value(const=np.squeeze(data, None if axes is None else tuple(axes)))
+
+    def op_Cast(self, node, a):
+        from onnx import helper
+
+        data = self._const_only(node)
+        return _Value(const=data.astype(helper.tensor_dtype_to_np_dtype(int(a["to"]))))
+
+    def op_ConstantOfShape(self, node, a):
+        from onnx import numpy_helper
+
+        shape = [int(d) for d in self.const(node, 0, "shape")]
+        value = numpy_helper.to_array(a["value"]) if "value" in a else np.zeros(1, np.float32)
+        return _Value(const=np.full(shape, value.reshape(-1)[0], dtype=value.dtype))
+
+    def op_Slice(self, node, a):
+        data = self._const_only(node)
+        if "starts" in a:  # opset < 10: attributes
+            starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
+        else:
+            starts = self.const(node, 1, "starts")
+            ends = self.const(node, 2, "ends")
+            axes, steps = self.optional_const(node, 3), self.optional_const(node, 4)
+        axes = range(len(starts)) if axes is None else axes
+        steps = [1] * len(starts) if steps is None else steps
+        index = [slice(None)] * data.ndim
+        for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+            # numpy clamps out-of-range bounds as ONNX does (INT64_MAX = to the end).
+            index[int(axis)] = slice(int(start), int(end), int(step))
+        return _Value(const=data[tuple(index)])
+
+    def op_Transpose(self, node, a):
+        data = self._const_only(node)
+        perm = a.get("perm")
+        return _Value(const=np.transpose(data, None if perm is None else [int(p) for p in perm]))
 
     def op_Identity(self, node, a):
         return self.get(node.input[0])
@@ -547,6 +642,26 @@ class _Builder:
             return self.k.layers.ZeroPadding2D(tuple(used), name=name)(x.tensor), "valid"
         return self.layers["OnnxMaxPoolPad"](used, name=name)(x.tensor), "valid"
 
+    def op_Pad(self, node, a):
+        x = self.get(node.input[0])
+        mode = a.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        pads = [int(p) for p in (a.get("pads") or self.const(node, 1, "pads"))]
+        value = self.optional_const(node, 2) if len(node.input) > 2 else None
+        if len(node.input) > 3 and node.input[3]:
+            raise self.unsupported(node, "pads selected axes only")
+        if mode != "constant" or (value is not None and float(np.max(np.abs(value))) != 0.0):
+            raise self.unsupported(node, f"pads in mode {mode!r} or with a value other than 0")
+        if x.rank != 4 or any(pads[i] for i in (0, 1, 4, 5)):
+            raise self.unsupported(node, f"pads {pads} (only H and W of a 4-D tensor)")
+        if any(p < 0 for p in pads):
+            raise self.unsupported(node, f"crops ({pads})")
+        x = self.to_channels_last(x, node)
+        t = self.k.layers.ZeroPadding2D(
+            ((pads[2], pads[6]), (pads[3], pads[7])), name=self.name(node)
+        )(x.tensor)
+        return replace(x, tensor=t)
+
     def _pool_args(self, node, a):
         kernel = tuple(a["kernel_shape"])
         if len(kernel) != 2:
@@ -637,6 +752,27 @@ class _Builder:
             t = self.layers["OnnxClip"](low, high, name=self.name(node))(x.tensor)
         return replace(x, tensor=t, nonneg=low is not None and low >= 0)
 
+    def op_Tanh(self, node, a):
+        x = self.materialise(self.get(node.input[0]), node)
+        t = self.k.layers.Activation("tanh", name=self.name(node))(x.tensor)
+        return replace(x, tensor=t, nonneg=False)
+
+    def op_LeakyRelu(self, node, a):
+        x = self.materialise(self.get(node.input[0]), node)
+        slope = float(a.get("alpha", 0.01))
+        t = self.k.layers.LeakyReLU(negative_slope=slope, name=self.name(node))(x.tensor)
+        return replace(x, tensor=t, nonneg=False)
+
+    def op_Softmax(self, node, a):
+        x = self.materialise(self.get(node.input[0]), node)
+        axis = int(a.get("axis", -1)) % x.rank
+        if x.channels_last:
+            axis = _NCHW_TO_NHWC_AXIS[axis]
+        if axis == 0:
+            raise self.unsupported(node, "normalises over the batch axis")
+        t = self.k.layers.Softmax(axis=axis, name=self.name(node))(x.tensor)
+        return replace(x, tensor=t, nonneg=True)
+
     def op_Sigmoid(self, node, a):
         x = self.materialise(self.get(node.input[0]), node)
         t = self.k.layers.Activation("sigmoid", name=self.name(node))(x.tensor)
@@ -644,14 +780,20 @@ class _Builder:
 
     def op_HardSigmoid(self, node, a):
         x = self.materialise(self.get(node.input[0]), node)
-        layer = self.layers["OnnxHardSigmoid"](
-            a.get("alpha", 0.2), a.get("beta", 0.5), name=self.name(node)
-        )
+        alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+        if abs(alpha - 1.0 / 6.0) < 1e-7 and beta == 0.5:
+            # PyTorch's hardsigmoid: Keras' own relu6(x + 3) / 6, so a saved rebuild of a
+            # MobileNetV3 loads without this module's custom layers.
+            layer = self.k.layers.Activation("hard_sigmoid", name=self.name(node))
+        else:
+            layer = self.layers["OnnxHardSigmoid"](alpha, beta, name=self.name(node))
         return replace(x, tensor=layer(x.tensor), nonneg=True)
 
     def op_HardSwish(self, node, a):
+        # Keras' hard_silu is x * relu6(x + 3) / 6, ONNX's HardSwish; TFLite fuses it to
+        # HARD_SWISH.
         x = self.materialise(self.get(node.input[0]), node)
-        t = self.layers["OnnxHardSwish"](name=self.name(node))(x.tensor)
+        t = self.k.layers.Activation("hard_silu", name=self.name(node))(x.tensor)
         return replace(x, tensor=t, nonneg=False)
 
     def op_BatchNormalization(self, node, a):
@@ -786,18 +928,21 @@ class _Builder:
         x = self.get(node.input[0])
         shape = [int(d) for d in self.const(node, 1, "target shape")]
         if x.is_const:
+            if not a.get("allowzero", 0):  # 0 copies the input's dimension
+                shape = [x.const.shape[i] if d == 0 else d for i, d in enumerate(shape)]
             return _Value(const=x.const.reshape(shape))
         dims = x.onnx_shape()
         rest = int(np.prod(dims[1:]))
         # (N, -1), (0, -1), (N, C*H*W) and, for a batch of one, (1, -1): a Flatten.
         if (
             len(shape) == 2
-            and shape[0] in (0, -1, 1)
+            and shape[0] in (0, -1, 1, _BATCH)
             and shape[1] in (-1, rest)
             and (shape[0] != -1 or shape[1] == rest)
         ):
             return self._flatten(node, x)
-        raise self.unsupported(node, f"reshapes {list(dims)} to {shape} (only to (N, -1))")
+        shown = ["N" if d == _BATCH else d for d in shape]
+        raise self.unsupported(node, f"reshapes {list(dims)} to {shown} (only to (N, -1))")
 
     # dense
 
@@ -846,9 +991,12 @@ class _Builder:
 
 
 @dataclass
-class _FakeNode:
+class _GraphOutput:
+    """Stands in for a node where a graph output needs a layer of its own (the Permute
+    back to NCHW): names the layer and the output in messages."""
+
     name: str
-    op_type: str
+    op_type: str = "output"
 
 
 def onnx_to_keras(path: str | os.PathLike):
@@ -871,8 +1019,9 @@ def onnx_to_keras(path: str | os.PathLike):
     try:
         proto = onnx.load(str(p))
     except Exception as e:  # onnx raises DecodeError and others
+        detail = next((s.strip() for s in str(e).splitlines() if s.strip()), type(e).__name__)
         raise WorkbenchError(
-            f"{p.name} is not a readable ONNX file ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})",
+            f"{p.name} is not a readable ONNX file ({detail[:200]})",
             "export the model again with torch.onnx.export",
         ) from e
     graph = proto.graph

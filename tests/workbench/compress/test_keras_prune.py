@@ -143,3 +143,38 @@ def test_keras_sample_prunes_with_the_torch_report_keys():
         ).to_dict()
     assert set(report) == set(torch_report)
     assert set(report["layers"][0]) == set(torch_report["layers"][0])
+
+
+def test_layers_of_a_nested_model_are_pruned_and_excluded_by_its_name():
+    from workbench._tf import keras
+    from workbench.compress.keras_prune import keras_prunable_layers, prune_keras
+
+    k = keras()
+    init = k.initializers.RandomNormal(stddev=0.1, seed=1)
+    block = k.Sequential(
+        [
+            k.Input((8, 8, 4)),
+            k.layers.Conv2D(4, 3, padding="same", kernel_initializer=init, name="a"),
+            k.layers.Conv2D(4, 3, padding="same", kernel_initializer=init, name="b"),
+        ],
+        name="block",
+    )
+    inp = k.Input((8, 8, 1))
+    x = k.layers.Conv2D(4, 3, padding="same", kernel_initializer=init, name="stem")(inp)
+    x = k.layers.Conv2D(4, 3, padding="same", kernel_initializer=init, name="mid")(x)
+    x = block(x)
+    x = k.layers.GlobalAveragePooling2D()(x)
+    model = k.Model(inp, k.layers.Dense(10, kernel_initializer=init, name="logits")(x))
+    assert keras_prunable_layers(model) == ["stem", "mid", "block/a", "block/b", "logits"]
+
+    report = prune_keras(model, PruneConfig(sparsity=0.5, scope="layer"))
+    assert abs(_layers(report)["block/a"]["sparsity"] - 0.5) < 0.01
+    assert (block.get_layer("a").kernel.numpy() == 0).mean() == pytest.approx(0.5, abs=0.01)
+
+    report = prune_keras(model, PruneConfig(sparsity=0.5, exclude=("block",)))
+    assert report["kept_dense"] == {
+        "block/a": "excluded",
+        "block/b": "excluded",
+        "stem": "first",
+        "logits": "last",
+    }

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from workbench.errors import WorkbenchError
+from workbench.models.model import keras_weights_fingerprint
 from workbench.pipeline import check_applicable, evaluate
 from workbench.recipe import QuantizeConfig, Recipe
 from workbench.results import SpeedComparison
@@ -162,3 +163,20 @@ def test_latency_interleaved_times_each_file_in_rounds(keras_cnn, litert_quick, 
     np.testing.assert_array_equal(
         rt.predict(base.artifact, np.zeros((2, 8, 8, 1), np.float32)).shape, (2, 10)
     )
+
+
+def test_a_keras_model_is_pruned_in_keras_then_converted(keras_cnn, litert_quick, session_cache):
+    from workbench.recipe import PruneConfig
+
+    recipe = Recipe.of(PruneConfig(sparsity=0.5))
+    r = evaluate(keras_cnn, recipe, settings=litert_quick, cache=session_cache)
+    base = evaluate(keras_cnn, settings=litert_quick, cache=session_cache)
+    assert r.steps[0]["kind"] == "prune"
+    # Half the prunable kernels' weights are zero in the file (first and last kept dense).
+    assert r.metrics.nonzero_params < 0.7 * r.metrics.params
+    assert r.metrics.compressed_bytes < base.metrics.compressed_bytes
+    assert any("no latency gain in LiteRT" in w for w in r.warnings)
+    # The original model is untouched: the steps acted on a copy.
+    assert keras_cnn.fingerprint == keras_weights_fingerprint(keras_cnn.keras_model)
+    with pytest.raises(WorkbenchError, match="structured pruning .* not available for Keras"):
+        check_applicable(keras_cnn, Recipe.of(PruneConfig(method="structured")), "litert")

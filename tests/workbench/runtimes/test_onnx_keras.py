@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from workbench.errors import WorkbenchError
 from workbench.models import load_model
 from workbench.onnx_export import export_onnx
+from workbench.runtimes.onnx_keras import custom_objects
 
 TOLERANCE = 1e-4  # max abs difference of the outputs, float32 on both sides
 DIGITS_SAMPLES = ("digits-cnn", "digits-resnet18", "digits-mobilenetv2")
@@ -58,6 +59,8 @@ def test_digits_samples_match_onnxruntime(digits_onnx, name):
     x = _inputs(m.input_shape)
     diff, km = _max_diff(digits_onnx[name], x)
     assert diff < TOLERANCE
+    # Built from Keras' own layers only: a saved rebuild loads anywhere.
+    assert not {type(layer).__name__ for layer in km.layers} & set(custom_objects())
     # The file's layout is kept: NCHW in, logits out.
     assert tuple(km.inputs[0].shape[1:]) == m.input_shape[1:]
     assert tuple(km.outputs[0].shape[1:]) == (10,)
@@ -91,21 +94,22 @@ def test_torchvision_classifiers_match_onnxruntime(tmp_path, arch):
     path = export_onnx(module, shape, tmp_path / f"{arch}.onnx").path
     x = _inputs(shape)
     assert np.abs(_onnxruntime(path, x)).max() > 0.1  # a comparison of real signals
-    diff, _ = _max_diff(path, x)
+    diff, km = _max_diff(path, x)
     assert diff < TOLERANCE
+    assert not {type(layer).__name__ for layer in km.layers} & set(custom_objects())
 
 
 class _OperatorZoo(nn.Module):
-    """Operators and layout traps beyond the samples: dilated, grouped and depthwise
+    """Operators and layout traps beyond the samples: dilated, padded (Pad), grouped and depthwise
     (multiplier 2) convolutions, an unfolded BatchNorm, HardSigmoid/HardSwish, Concat on
     channels, a max pool over negative values with padding, an average pool counting
     its padding, per-channel constants, Clip with a negative bound, ReduceMean over H and
-    W, a Flatten into a Gemm (weights permuted) and a Reshape into a ReLU and MatMul+Add
-    (NCHW order restored)."""
+    W, ``view(x.size(0), -1)`` (shape arithmetic) into a Gemm (weights permuted), a
+    Reshape into a ReLU and MatMul+Add (NCHW order restored), Softmax, Tanh, LeakyRelu."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.dilated = nn.Conv2d(3, 8, 3, padding=2, dilation=2)
+        self.dilated = nn.Conv2d(3, 8, 3, padding=1, dilation=2)  # 16 -> 14
         self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False)
         self.depthwise = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=8)
         self.bn = nn.BatchNorm2d(16)
@@ -116,7 +120,7 @@ class _OperatorZoo(nn.Module):
         self.head = nn.Linear(32, 10)
 
     def forward(self, x):
-        a = self.depthwise(self.grouped(self.dilated(x)))
+        a = self.depthwise(self.grouped(F.pad(self.dilated(x), (1, 1, 0, 2))))
         d = self.bn(torch.sigmoid(a))
         e = F.hardswish(d) * F.hardsigmoid(d) - d
         f = torch.cat([e, d], dim=1)
@@ -124,9 +128,10 @@ class _OperatorZoo(nn.Module):
         h = F.avg_pool2d(g, 3, stride=1, padding=1, count_include_pad=True)
         i = h * self.scale / 3.0 + torch.clamp(h, -0.5, 0.7)
         j = i.mean(dim=(2, 3))
-        k = torch.flatten(i, 1)
+        k = i.view(i.size(0), -1)  # Shape -> Gather -> Unsqueeze -> Concat -> Reshape
         r = torch.relu(i.reshape(-1, 32 * 4 * 4))
-        return self.fc(k) + torch.matmul(r, self.w) + self.b + self.head(j)
+        out = self.fc(k) + torch.matmul(r, self.w) + self.b + self.head(j)
+        return torch.softmax(out, dim=1) + torch.tanh(out) + F.leaky_relu(out, 0.1)
 
 
 ZOO_SHAPE = (1, 3, 16, 16)
@@ -143,7 +148,8 @@ def test_operator_zoo_matches_onnxruntime(zoo_onnx):
     path = zoo_onnx
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"BatchNormalization", "HardSigmoid", "HardSwish", "Concat", "MaxPool"} <= ops
-    assert {"AveragePool", "ReduceMean", "Clip", "Flatten", "Reshape", "MatMul", "Div"} <= ops
+    assert {"AveragePool", "ReduceMean", "Clip", "Shape", "Gather", "Reshape", "MatMul"} <= ops
+    assert {"Div", "Softmax", "Tanh", "LeakyRelu", "Pad"} <= ops
     diff, _ = _max_diff(path, _inputs(ZOO_SHAPE))
     assert diff < TOLERANCE
 
@@ -289,3 +295,27 @@ def test_a_saved_rebuild_loads_back_with_its_custom_layers(tmp_path, zoo_onnx):
     back = keras().models.load_model(tmp_path / "m.keras", custom_objects=custom_objects())
     x = _inputs(ZOO_SHAPE, n=2)
     assert np.abs(np.asarray(back(x)) - np.asarray(km(x))).max() == 0.0
+
+
+class _BatchArithmetic(nn.Module):
+    def forward(self, x):
+        return x.view(x.size(0) * 2, -1)  # splits each row in two: not a Flatten
+
+
+def test_arithmetic_on_the_batch_size_is_refused_not_folded_wrongly(tmp_path):
+    from workbench.runtimes.onnx_keras import onnx_to_keras
+
+    path = export_onnx(_BatchArithmetic(), (1, 2, 4, 4), tmp_path / "batch.onnx").path
+    with pytest.raises(WorkbenchError, match=r"Reshape node .* reshapes \[None, 2, 4, 4\]"):
+        onnx_to_keras(path)
+
+
+def test_a_missing_or_corrupt_file_gets_one_clear_error(tmp_path):
+    from workbench.runtimes.onnx_keras import onnx_to_keras
+
+    with pytest.raises(WorkbenchError, match="does not exist"):
+        onnx_to_keras(tmp_path / "nothing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not a protobuf")
+    with pytest.raises(WorkbenchError, match="not a readable ONNX file"):
+        onnx_to_keras(bad)

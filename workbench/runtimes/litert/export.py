@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+import warnings
 from io import StringIO
 from pathlib import Path
 
@@ -110,7 +111,10 @@ def convert_keras(
     try:
         # Keras prints its export signature to stdout while converting; that would mix
         # into the CLI's --json output.
-        with contextlib.redirect_stdout(StringIO()):
+        # Its UserWarning about "statistics for quantized inputs" concerns int8 inputs
+        # fed without scales, which predict() never does (it quantizes with the file's).
+        with contextlib.redirect_stdout(StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             return bytes(converter.convert())
     except Exception as e:
         detail = next((s.strip() for s in str(e).splitlines() if s.strip()), type(e).__name__)

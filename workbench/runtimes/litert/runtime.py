@@ -308,7 +308,7 @@ class LiteRT(Runtime):
                 f"Unstructured pruning ({metrics.nonzero_params:,} of {metrics.params:,} "
                 "parameters are non-zero) gives no latency gain in LiteRT: XNNPACK's dense "
                 "kernels still store and multiply the zeros. It shrinks the file only once "
-                "compressed. Use structured pruning to cut latency."
+                "compressed. Structured pruning (of a PyTorch model) cuts latency."
             )
         quant = recipe.get("quantize")
         if isinstance(quant, QuantizeConfig) and quant.scheme in ("int8", "dynamic"):
@@ -326,6 +326,13 @@ class LiteRT(Runtime):
         out = {"edge-workbench": metadata.version("edge-workbench"), "numpy": np.__version__}
         out.update({k: "absent" for k in ("ai-edge-litert", "tensorflow", "keras")})
         out.update(versions())
+        # A PyTorch or ONNX source reaches the converter through torch's ONNX export and
+        # the ONNX reader: their versions decide the file too (read without importing).
+        for dist in ("torch", "onnx"):
+            try:
+                out[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                out[dist] = "absent"
         return out
 
 
