@@ -274,3 +274,23 @@ def test_timing_settings_do_not_split_the_cache_of_a_runtime_that_times_nothing(
     assert variant_key(cnn, Recipe(), MeasureSettings()) != variant_key(
         cnn, Recipe(), MeasureSettings(min_runs=7)
     )
+
+
+@pytest.mark.slow
+def test_a_float_tflite_file_is_refused_and_an_int8_one_is_measured_as_it_is(
+    tflite_files, session_cache, tflm_settings, tmp_path
+):
+    from workbench.models import load_model
+    from workbench.runtimes import tflite_micro as tflm
+
+    cache_entries = set(session_cache.root.rglob("result.json"))
+    with pytest.raises(WorkbenchError, match="floating point") as e:
+        evaluate(load_model(tflite_files["float"]), settings=tflm_settings, cache=session_cache)
+    assert "full-integer int8" in e.value.fix
+    assert set(session_cache.root.rglob("result.json")) == cache_entries  # nothing cached
+    r = evaluate(
+        load_model(tflite_files["int8"], task="digits"), settings=tflm_settings, cache=session_cache
+    )
+    assert r.artifact.read_bytes() == tflite_files["int8"].read_bytes()
+    assert r.metrics.arena == tflm.tensor_arena(tflite_files["int8"]).to_dict()
+    assert r.metrics.latency is None and r.steps[0]["required_by"] == TFLM
