@@ -806,11 +806,14 @@ def search(
         try:
             check_applicable(model, recipe, settings.runtime)
             result = evaluate(model, recipe, settings=settings, cache=cache)
-        except WorkbenchError as exc:
+        except Exception as exc:  # noqa: BLE001 - one candidate's failure must not end the search
             if recipe.is_baseline:
-                raise
-            step.error = str(exc)
-            step.reason = f"failed: {exc.problem}"
+                raise  # every candidate is judged against it: nothing can go on
+            text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            step.error = (
+                text if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {text}"
+            )
+            step.reason = f"rejected: failed: {step.error}"
         else:
             results[result.key] = result
             step.result = result

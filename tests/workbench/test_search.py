@@ -103,6 +103,27 @@ def test_the_profile_is_kept_in_the_cache(searched, cnn, session_cache, monkeypa
     assert kept["methods"] == searched.sensitivity["methods"]
 
 
+def test_a_candidate_that_fails_is_rejected_with_its_error_and_the_search_goes_on(
+    searched, cnn, session_cache, monkeypatch
+):
+    import workbench.search as search_module
+
+    real = search_module.evaluate
+    lost = next(s.recipe for s in searched.steps if "bisection: lost" in s.reason)
+
+    def evaluate_or_fail(model, recipe, **kwargs):
+        if recipe == lost:
+            raise RuntimeError("the graph cannot be traced\nsecond line")
+        return real(model, recipe, **kwargs)
+
+    monkeypatch.setattr(search_module, "evaluate", evaluate_or_fail)
+    again = search(cnn, settings=QUICK, cache=session_cache, **SMALL)
+    failed = next(s for s in again.steps if s.recipe == lost)
+    assert failed.key is None and not failed.accepted
+    assert failed.reason.startswith("rejected: failed: RuntimeError: the graph cannot be traced;")
+    assert again.chosen_recipe == searched.chosen_recipe  # the rest went on as before
+
+
 def test_the_search_file_is_a_study_and_round_trips(searched, tmp_path):
     path = searched.save(tmp_path / "search.json")
     loaded = SearchResult.load(path)
