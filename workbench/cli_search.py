@@ -160,7 +160,7 @@ def _cmd_search(args: argparse.Namespace, scratch: list[Path]) -> int:
 
 
 def _print_step(step: Any) -> None:
-    verdict = "kept" if step.accepted else "lost" if step.key else "failed"
+    verdict = "accepted" if step.accepted else "rejected" if step.key else "failed"
     print(f"[{step.index}] {step.recipe.name}: {verdict} ({step.seconds:.0f} s)", flush=True)
 
 

@@ -645,6 +645,17 @@ def _cached_sensitivity(
     return profile
 
 
+def _one_shot_keeps(curve: list[dict[str, Any]], sparsity: float, allowance_points: float) -> bool:
+    """True when the profile's one-shot drop at the nearest profiled sparsity at or above
+    ``sparsity`` is within the allowance (pruning only loses more as sparsity rises)."""
+    above = [
+        c for c in curve if c["sparsity"] >= sparsity - 1e-9 and c.get("drop_points") is not None
+    ]
+    return bool(above) and min(above, key=lambda c: c["sparsity"])["drop_points"] <= max(
+        allowance_points, 0.0
+    )
+
+
 def _start_index(curve: list[dict[str, Any]], allowance_points: float, factor: float) -> int:
     """Where the bisection starts for a method (an index of SPARSITY_GRID): the highest
     profiled sparsity whose one-shot drop is within ``factor`` times the allowance (what
@@ -806,11 +817,14 @@ def search(
         try:
             check_applicable(model, recipe, settings.runtime)
             result = evaluate(model, recipe, settings=settings, cache=cache)
-        except WorkbenchError as exc:
+        except Exception as exc:  # noqa: BLE001 - one candidate's failure must not end the search
             if recipe.is_baseline:
-                raise
-            step.error = str(exc)
-            step.reason = f"failed: {exc.problem}"
+                raise  # every candidate is judged against it: nothing can go on
+            text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            step.error = (
+                text if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {text}"
+            )
+            step.reason = f"rejected: failed: {step.error}"
         else:
             results[result.key] = result
             step.result = result
@@ -962,33 +976,54 @@ def search(
         bisect_share = share - (1 if quant is not None and share > 1 else 0)
         spent_before = budget["left"]
         lo, hi = -1, len(SPARSITY_GRID)  # highest index kept, lowest index lost
-        kept: list[int] = []
+        kept: list[tuple[int, StepConfig | None]] = []  # sparsity index, its retraining
         index = _start_index(entry["curve"], allowance, factor)
         why = (
             f"start of the bisection: the highest profiled sparsity whose one-shot held-out drop "
             f"(no retraining) is within {factor:g}x the {allowance:.2f}-point allowance"
         )
 
-        def pruned(i: int, with_quant: bool, method: str = method, entry: dict = entry) -> Recipe:
+        # Retraining can also cost accuracy (a well-trained model at a high learning
+        # rate): when it loses a sparsity the one-shot profile kept, one-shot is tried
+        # there, and kept for this method if it holds.
+        retraining_now: StepConfig | None = recover
+
+        def pruned(
+            i: int,
+            with_quant: bool,
+            retraining: StepConfig | None,
+            method: str = method,
+            entry: dict = entry,
+        ) -> Recipe:
             prune = PruneConfig(
                 method=method, sparsity=SPARSITY_GRID[i], exclude=tuple(entry["exclude"])
             )
             last = quant if with_quant else None
-            return Recipe(tuple(s for s in (prune, recover, last) if s is not None))
+            return Recipe(tuple(s for s in (prune, retraining, last) if s is not None))
 
         while lo < index < hi and spent_before - budget["left"] < bisect_share:
-            step = try_candidate(f"prune-{method}", pruned(index, False), why)
+            step = try_candidate(f"prune-{method}", pruned(index, False, retraining_now), why)
             if step is None:
                 break
             if step.key is not None and _keeps_floor(step, threshold):
                 lo = index
-                kept.append(index)
+                kept.append((index, retraining_now))
                 step.reason += "; bisection: kept" + (
                     f" (clears the floor by {quant.label()}'s held-out drop, "
                     f"{margin * 100:.2f} points)"
                     if quant is not None
                     else ""
                 )
+            elif retraining_now is not None and _one_shot_keeps(
+                entry["curve"], SPARSITY_GRID[index], allowance - margin * 100
+            ):
+                step.reason += "; lost with retraining where the one-shot profile kept it"
+                retraining_now = None
+                why = (
+                    f"retraining lost the floor at {SPARSITY_GRID[index]:g}, where the one-shot "
+                    "held-out profile kept it: one-shot pruning instead"
+                )
+                continue  # the same sparsity, one-shot
             else:
                 hi = index
                 step.reason += "; bisection: lost" + (
@@ -1002,10 +1037,10 @@ def search(
             why = f"bisection between {_grid(lo)} (kept the floor) and {_grid(hi)} (lost it)"
         # The quantization stacked on the sparsest kept sparsity (the next one down if
         # the stack loses the floor).
-        for i in sorted(kept, reverse=True)[:2] if quant is not None else []:
+        for i, retraining in sorted(kept, key=lambda k: -k[0])[:2] if quant is not None else []:
             step = try_candidate(
                 f"stack-{method}",
-                pruned(i, True),
+                pruned(i, True, retraining),
                 f"{quant.label()} stacked on the sparsest {method} pruning kept "
                 f"({SPARSITY_GRID[i]:g})",
             )

@@ -103,6 +103,64 @@ def test_the_profile_is_kept_in_the_cache(searched, cnn, session_cache, monkeypa
     assert kept["methods"] == searched.sensitivity["methods"]
 
 
+def test_a_candidate_that_fails_is_rejected_with_its_error_and_the_search_goes_on(
+    searched, cnn, session_cache, monkeypatch
+):
+    import workbench.search as search_module
+
+    real = search_module.evaluate
+    lost = next(s.recipe for s in searched.steps if "bisection: lost" in s.reason)
+
+    def evaluate_or_fail(model, recipe, **kwargs):
+        if recipe == lost:
+            raise RuntimeError("the graph cannot be traced\nsecond line")
+        return real(model, recipe, **kwargs)
+
+    monkeypatch.setattr(search_module, "evaluate", evaluate_or_fail)
+    again = search(cnn, settings=QUICK, cache=session_cache, **SMALL)
+    failed = next(s for s in again.steps if s.recipe == lost)
+    assert failed.key is None and not failed.accepted
+    assert failed.reason.startswith("rejected: failed: RuntimeError: the graph cannot be traced;")
+    assert again.chosen_recipe == searched.chosen_recipe  # the rest went on as before
+
+
+def test_retraining_that_loses_what_one_shot_kept_is_dropped_for_one_shot(
+    searched, cnn, session_cache, monkeypatch
+):
+    import workbench.search as search_module
+
+    real = search_module.evaluate
+
+    def retraining_hurts(model, recipe, **kwargs):
+        # A stand-in for a retraining that costs accuracy: the one-shot variant's figures
+        # with its accuracy at 50%.
+        if recipe.get("finetune") is None:
+            return real(model, recipe, **kwargs)
+        one_shot = Recipe(tuple(s for s in recipe.steps if s.kind != "finetune"))
+        result = real(model, one_shot, **kwargs)
+        metrics = dataclasses.replace(result.metrics, accuracy=0.5)
+        return dataclasses.replace(
+            result, recipe=recipe, metrics=metrics, key="retrained-" + recipe.digest()
+        )
+
+    monkeypatch.setattr(search_module, "evaluate", retraining_hurts)
+    result = search(
+        cnn,
+        settings=QUICK,
+        cache=session_cache,
+        **{**SMALL, "recovery": "finetune", "max_candidates": 5, "finetune_epochs": 1},
+    )
+    pruned = [s for s in result.steps if s.phase == "prune-unstructured"]
+    retried = next(s for s in pruned if "one-shot pruning instead" in s.why_tried)
+    before = pruned[pruned.index(retried) - 1]
+    assert before.recipe.get("finetune") is not None and not before.accepted
+    assert "lost with retraining where the one-shot profile kept it" in before.reason
+    assert retried.recipe.get("finetune") is None
+    assert retried.recipe.get("prune") == before.recipe.get("prune") and retried.accepted
+    stacked = [s for s in result.steps if s.phase == "stack-unstructured"]
+    assert stacked and stacked[0].recipe.get("finetune") is None  # the one-shot that held
+
+
 def test_the_search_file_is_a_study_and_round_trips(searched, tmp_path):
     path = searched.save(tmp_path / "search.json")
     loaded = SearchResult.load(path)
