@@ -45,6 +45,7 @@ PRUNING_METHOD = (
 SPARSITY_HANDLE = '.widget-slider:has(label:text-is("sparsity")) .noUi-handle'
 SPARSITY_READOUT = '.widget-slider:has(label:text-is("sparsity")) .widget-readout'
 CARD = ".edge-workbench-card"
+NETRON_IFRAME = "iframe[title^='Netron graph']"
 BUSY = ".edge-workbench-busy"
 # The chart's variant points: Vega's SVG renderer labels each mark from its encodings,
 # and only the points layer encodes the "variant" (family) colour.
@@ -265,7 +266,7 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
 
             # The current artifact's graph, drawn by Netron from this server.
             page.locator(".lm-TabBar-tab", has_text="Netron").click()
-            iframe = page.locator("iframe[title^='Netron graph']")
+            iframe = page.locator(NETRON_IFRAME)
             iframe.wait_for(timeout=30_000)
             frame = iframe.element_handle().content_frame()
             frame.wait_for_selector("svg#canvas g.graph-node", timeout=30_000)
@@ -273,9 +274,21 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
 
             # With the graph open, the keyboard stays on the slider while the graph
             # follows the variant: two steps, two new variants.
+            shown = iframe.get_attribute("src")
             handle.focus()
             handle.press("ArrowRight")
             _wait_for_variant(page, "prune-structured-0.6")
+            # The new variant's graph comes in a new iframe, a moment after the card:
+            # wait for that one (the old frame is detached when it is replaced).
+            page.wait_for_function(
+                """([sel, shown]) => {
+                    const f = document.querySelector(sel);
+                    return f && f.getAttribute('src') !== shown;
+                }""",
+                arg=[NETRON_IFRAME, shown],
+                timeout=30_000,
+            )
+            frame = iframe.element_handle().content_frame()
             frame.wait_for_selector("svg#canvas g.graph-node", timeout=30_000)
             page.wait_for_timeout(1000)  # Netron has drawn; give any focus grab its chance
             active = page.evaluate("document.activeElement && document.activeElement.tagName")
