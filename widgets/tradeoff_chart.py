@@ -7,7 +7,9 @@ on a point into the ``picked_key`` trait.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import altair as alt
@@ -41,6 +43,26 @@ def enable_offline_charts() -> None:
     """
     with _offline_lock:
         alt.JupyterChart.enable_offline()
+
+
+class _SerialJupyterChart(alt.JupyterChart):
+    """A JupyterChart whose updates from the browser never interleave with a redraw.
+
+    The browser answers every new spec with an update (``local_tz``, ``_vl_selections``,
+    ``_params``), handled on the kernel's main thread, while redraws also come from the
+    measuring worker. ipywidgets keeps a widget's sync bookkeeping (``_holding_sync``,
+    ``_states_to_send``, the property lock) and traitlets its held notifications in
+    unguarded instance state, so the two must take turns: ``serialised`` is the
+    TradeoffChart's lock.
+    """
+
+    def __init__(self, chart: alt.TopLevelMixin, *, serialised: Callable, **kwargs) -> None:
+        self._serialised = serialised
+        super().__init__(chart, **kwargs)
+
+    def set_state(self, sync_data: dict) -> None:
+        with self._serialised():
+            super().set_state(sync_data)
 
 
 class TradeoffChart(W.VBox):
@@ -86,9 +108,15 @@ class TradeoffChart(W.VBox):
             layout=W.Layout(width="auto"),
             tooltip="one frontier line for each runtime instead of one across them",
         )
-        self._lock = threading.Lock()  # redraws come from the UI and worker threads
+        # Redraws come from the UI and worker threads, the browser's updates from the UI
+        # thread: one at a time (reentrant: a redraw's own observers may redraw).
+        self._lock = threading.RLock()
+        self._depth = 0  # how deep the holder of _lock is nested
+        self._pick = ""  # the clicked point, published as picked_key once _lock is free
         # EMBED_OPTIONS: no "Open in Vega Editor" (it posts the spec to a public site).
-        self.jchart = alt.JupyterChart(self._build(), embed_options=dict(EMBED_OPTIONS))
+        self.jchart = _SerialJupyterChart(
+            self._build(), serialised=self._serialised, embed_options=dict(EMBED_OPTIONS)
+        )
         self.jchart.observe(self._on_selection, names="_vl_selections")
         super().__init__(
             children=[W.HBox([self.x_w, self.y_w, self.per_runtime_w]), self.jchart], **kwargs
@@ -96,7 +124,6 @@ class TradeoffChart(W.VBox):
         T.link((self, "x"), (self.x_w, "value"))
         T.link((self, "y"), (self.y_w, "value"))
         T.link((self, "frontier_per_runtime"), (self.per_runtime_w, "value"))
-        self.observe(lambda _c: self.refresh(), names="frontier_per_runtime")
         if study is not None:
             self.study = study
 
@@ -128,14 +155,40 @@ class TradeoffChart(W.VBox):
         self.set_trait("device_error", "")
         return overlay
 
-    @T.observe("study", "current_key", "x", "y", "device")
+    @T.observe("study", "current_key", "x", "y", "device", "frontier_per_runtime")
     def _on_change(self, change: dict) -> None:
         self.refresh()
 
     def refresh(self) -> None:
-        """Redraw from the study as it is now."""
-        with self._lock:
+        """Redraw from the study as it is now.
+
+        Redraws take turns (with each other and with the browser's updates): whichever
+        comes last builds from the latest study and current key, so the last state wins.
+        """
+        with self._serialised():
             self.jchart.chart = self._build()
+
+    @contextlib.contextmanager
+    def _serialised(self) -> Iterator[None]:
+        """Hold the chart's lock; on leaving the outermost hold, publish the pick.
+
+        ``picked_key``'s observers (the app loads the picked recipe, which takes the
+        app's display lock) run only once the lock is free: a thread holding this lock
+        never waits for another lock that a redrawing thread may hold.
+        """
+        with self._lock:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                outermost = self._depth == 0
+        if outermost:
+            self._publish_pick()
+
+    def _publish_pick(self) -> None:
+        if self.picked_key != self._pick:
+            self.set_trait("picked_key", self._pick)
 
     def _on_selection(self, change: dict) -> None:
         # The browser sends the "pick" selection as a Vega signal; JupyterChart's own
@@ -144,4 +197,6 @@ class TradeoffChart(W.VBox):
         points = selection.value if selection is not None else []
         # An emptied selection (double click, or a redraw) clears the pick, so clicking
         # the same point again later is a new pick.
-        self.set_trait("picked_key", str(points[0].get("key", "")) if points else "")
+        self._pick = str(points[0].get("key", "")) if points else ""
+        if self._depth == 0:  # not inside a redraw or a browser update: publish now
+            self._publish_pick()

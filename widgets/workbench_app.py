@@ -467,7 +467,17 @@ class Workbench(W.VBox):
                 )
                 self._fail(job.generation, f"{job.recipe.name} could not be measured: {message}")
                 continue
-            if not self._display(result, job.generation, job.model, source="measured"):
+            try:
+                shown = self._display(result, job.generation, job.model, source="measured")
+            except Exception as exc:  # noqa: BLE001 - a panel that fails to redraw must not
+                # end the worker silently: every later setting would wait for it forever.
+                self._fail(
+                    job.generation,
+                    f"{job.recipe.name} was measured but could not be shown: "
+                    f"{type(exc).__name__}: {exc}",
+                )
+                continue
+            if not shown:
                 self._add_to_study(result, job.model)  # stale: a point, not the current one
 
     # -- display --------------------------------------------------------------------

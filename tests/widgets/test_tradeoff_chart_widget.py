@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import altair as alt
@@ -112,3 +113,93 @@ def test_the_chart_draws_the_chosen_device(cnn, session_cache, quick):
     assert chart.device_error == ""
     chart.device = ""
     assert "fits" not in rows(chart)[0]
+
+
+# What the browser sends back after drawing a spec (altair's JupyterChart front end).
+BROWSER_REPLY = {"local_tz": "UTC", "_vl_selections": {"pick": {"value": {}, "store": []}}}
+PICK_KQ = {"pick": {"value": {"vlPoint": {"or": [{"key": "kq"}]}}, "store": [{"values": ["kq"]}]}}
+
+
+def _pause_browser_update(chart: TradeoffChart, browser: list[threading.Thread]):
+    """Make the browser's next update stop halfway (inside its held notifications) until
+    the returned event is set; the returned ``paused`` event says it got there."""
+    paused, release = threading.Event(), threading.Event()
+    real = chart.jchart._trait_from_json
+
+    def from_json(value, widget):
+        if threading.current_thread() in browser:
+            paused.set()
+            release.wait(10)
+        return real(value, widget)
+
+    chart.jchart._trait_from_json = from_json
+    return paused, release
+
+
+def test_a_redraw_and_the_browsers_update_take_turns():
+    """The worker's redraw must not run inside the browser's update of the same widget.
+
+    ipywidgets' sync bookkeeping and traitlets' held notifications are per-widget state
+    without a lock: interleaved, the redraw is swallowed into the other thread's held
+    notifications (and drawn later, from there) or their sync state races. So a redraw
+    waits for the update in progress, and returns having drawn the study as it is.
+    """
+    study = make_study()
+    chart = TradeoffChart(study)
+    browser: list[threading.Thread] = []
+    paused, release = _pause_browser_update(chart, browser)
+    browser.append(threading.Thread(target=chart.jchart.set_state, args=(BROWSER_REPLY,)))
+    browser[0].start()
+    try:
+        assert paused.wait(10)
+        drawn: list[int] = []
+
+        def redraw() -> None:  # as the measuring worker does
+            study.add(result(Recipe.of(PruneConfig(sparsity=0.5)), 0.95, 0.15, 60_000, "kp"))
+            chart.refresh()
+            drawn.append(len(rows(chart)))
+
+        worker = threading.Thread(target=redraw)
+        worker.start()
+        worker.join(1.0)
+        # The redraw waits while the browser's update is halfway...
+        assert worker.is_alive() and not drawn, f"the redraw ran inside the update: {drawn}"
+    finally:
+        release.set()
+        browser[0].join(10)
+    worker.join(10)
+    assert drawn == [3]  # ...then draws every point, on its own thread
+    assert len(rows(chart)) == 3
+
+
+def test_a_pick_from_the_browser_during_a_redraw_neither_blocks_nor_is_lost():
+    """The app loads a picked variant under its display lock, which the worker holds
+    while it redraws: the pick's observers run only once the chart's lock is free (a
+    guard for the lock above: holding it while they ran would deadlock here)."""
+    chart = TradeoffChart(make_study())
+    display_lock = threading.RLock()  # the app's lock, held by the redrawing worker
+    seen: list[str] = []
+
+    def on_pick(change: dict) -> None:  # as Workbench._on_pick -> request() does
+        with display_lock:
+            seen.append(change["new"])
+
+    chart.observe(on_pick, names="picked_key")
+    browser: list[threading.Thread] = []
+    paused, release = _pause_browser_update(chart, browser)
+    reply = {"_vl_selections": PICK_KQ}
+    browser.append(threading.Thread(target=chart.jchart.set_state, args=(reply,)))
+    browser[0].start()
+    assert paused.wait(10)
+
+    def worker() -> None:
+        with display_lock:
+            release.set()  # the browser's update goes on while this thread redraws
+            chart.refresh()
+
+    redrawing = threading.Thread(target=worker)
+    redrawing.start()
+    redrawing.join(10)
+    browser[0].join(10)
+    assert not redrawing.is_alive() and not browser[0].is_alive(), "deadlock"
+    assert "kq" in seen  # delivered (the redraw then empties the selection, as always)

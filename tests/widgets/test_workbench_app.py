@@ -332,3 +332,30 @@ def board_profile(monkeypatch):
 
     monkeypatch.setattr(registry, "_USER", dict(registry._USER))
     return dataclasses.replace(get_device("raspberry-pi-4"), name="app-test-board")
+
+
+def test_a_panel_failing_to_redraw_is_shown_and_the_worker_goes_on(tmp_path, tiny_onnx):
+    """An exception while showing a result used to end the worker thread silently (its
+    traceback went to the kernel's stderr): the status stayed at "measuring ..." and
+    every later setting waited for a worker that was gone."""
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(tiny_onnx)
+    wb = Workbench(str(path), cache=Cache(tmp_path / "cache"), settings=FAST)
+    assert wb.wait_idle(120) and wb.current.recipe == Recipe()
+    real, failed = wb.chart.refresh, []
+
+    def refresh_failing_once() -> None:
+        if threading.current_thread().name == "workbench-measure" and not failed:
+            failed.append(True)
+            raise RuntimeError("the chart broke")
+        real()
+
+    wb.chart.refresh = refresh_failing_once
+    wb.quantization.scheme = "dynamic"  # a new variant: measured on the worker
+    assert wb.wait_idle(60), "the worker ended with the exception"
+    assert failed and not wb.busy
+    assert "was measured but could not be shown: RuntimeError: the chart broke" in wb.error
+    wb.quantization.scheme = "fp16"  # the next setting is measured and shown as usual
+    assert wb.wait_idle(120)
+    assert wb.current.recipe.name == "fp16" and wb.error == "" and not wb.busy
+    assert wb.chart.current_key == wb.current_key
