@@ -1019,6 +1019,7 @@ def search(
             ):
                 step.reason += "; lost with retraining where the one-shot profile kept it"
                 retraining_now = None
+                hi = len(SPARSITY_GRID)  # losses with retraining do not bound one-shot
                 why = (
                     f"retraining lost the floor at {SPARSITY_GRID[index]:g}, where the one-shot "
                     "held-out profile kept it: one-shot pruning instead"
