@@ -364,6 +364,7 @@ def test_one_failing_variant_is_recorded_and_the_sweep_goes_on(cnn, tmp_path, qu
         {
             "recipe": broken.to_dict(),
             "recipe_name": broken.name,
+            "runtime": "onnxruntime",
             "error": "RuntimeError: torch_pruning: cannot prune this graph structurally",
         }
     ]
