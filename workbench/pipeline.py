@@ -581,8 +581,11 @@ def _measure_speed(
         fields = {"latency": None, "comparisons": (), "noise": None}
         known.update(fields)
         _report(on_progress, "latency", recipe, known)
-        fields["memory"] = runtime.measure_memory(artifact, shape, settings.threads)
-        fields["arena"] = runtime.arena_report(artifact)
+        # Under the lock all the same: the arena search starts a process per probe, which
+        # would disturb a timing running beside it in this process.
+        with _MEASURE_LOCK:
+            fields["memory"] = runtime.measure_memory(artifact, shape, settings.threads)
+            fields["arena"] = runtime.arena_report(artifact)
         fields["operator_ms"] = {}
         fields["environment"] = {
             **measure.environment(settings.threads),
