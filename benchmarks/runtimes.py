@@ -11,8 +11,10 @@ rounds' p50s.
     python benchmarks/runtimes.py [--quick] [--rounds N] [--json FILE]
 
 ONNX Runtime runs the same Keras models beside LiteRT (tf2onnx, then the workbench's
-static int8 QDQ quantizer). Not covered yet (issue 7): the PyTorch digits samples in
-LiteRT (they need a PyTorch -> TFLite route).
+static int8 QDQ quantizer). The PyTorch digits samples go the workbench's own route to
+TFLite (ONNX export, the in-project ONNX -> Keras rebuild, the TFLite converter) and
+their ONNX files through the same int8 quantizer, so digits-mobilenetv2 is compared
+across the two runtimes as well.
 """
 
 from __future__ import annotations
@@ -167,6 +169,63 @@ def bench_keras_digits(rep: Report, tmp: Path, rounds: int, seconds: float) -> N
     _runtimes_side_by_side({**paths, **onnx}, rounds, seconds, "Keras digits, 4 ways")
 
 
+TORCH_DIGITS = ("digits-cnn", "digits-resnet18", "digits-mobilenetv2")
+
+
+def bench_torch_digits(rep: Report, tmp: Path, rounds: int, seconds: float) -> None:
+    """The PyTorch digits samples in LiteRT: size ratio and accuracy loss of full int8;
+    digits-mobilenetv2 also in ONNX Runtime, timed interleaved with LiteRT."""
+    from workbench.compress.quantize import quantize
+    from workbench.models import load_model
+    from workbench.onnx_export import export_onnx
+    from workbench.recipe import QuantizeConfig
+    from workbench.runtimes.onnx_keras import keras_for
+
+    for name in TORCH_DIGITS:
+        model = load_model(name)
+        calibration = model.task.calibration(model.preprocessing, 200)
+        x, y = model.task.arrays("test", model.preprocessing)
+        work = tmp / name
+        work.mkdir()
+        rebuilt = keras_for(model, model.module, work)
+        paths = {
+            scheme: litert.export_tflite(
+                rebuilt, work / f"{scheme}.tflite", scheme, calibration=calibration
+            )
+            for scheme in ("float", "int8")
+        }
+        sizes = {k: p.stat().st_size for k, p in paths.items()}
+        rep.check(
+            f"{name} (PyTorch): full-int8 TFLite size ratio",
+            sizes["float"] / sizes["int8"],
+            SIZE_RATIO_FLOOR,
+            f"float {sizes['float']} B, int8 {sizes['int8']} B",
+        )
+        acc = {k: float((litert.predict(p, x).argmax(1) == y).mean()) for k, p in paths.items()}
+        rep.check(
+            f"{name} (PyTorch): full-int8 accuracy loss in LiteRT",
+            acc["float"] - acc["int8"],
+            ACCURACY_LOSS_CEILING,
+            f"float {acc['float']:.4f}, int8 {acc['int8']:.4f} on the test split",
+            higher_is_better=False,
+        )
+        if name != "digits-mobilenetv2":
+            continue
+        onnx_float = work / "float.onnx"
+        export_onnx(model.module, model.input_shape, onnx_float)
+        onnx_int8 = work / "int8.onnx"
+        quantize(onnx_float, onnx_int8, QuantizeConfig(scheme="int8"), calibration=calibration)
+        onnx = {"ort-float": onnx_float, "ort-int8": onnx_int8}
+        ort_acc = {k: float((measure.predict(p, x).argmax(1) == y).mean()) for k, p in onnx.items()}
+        print(
+            f"[INFO] {name} in ONNX Runtime (workbench int8): accuracy float "
+            f"{ort_acc['ort-float']:.4f}, int8 {ort_acc['ort-int8']:.4f}",
+            flush=True,
+        )
+        p50 = _runtimes_side_by_side({**paths, **onnx}, rounds, seconds, f"{name}, 4 ways")
+        _int8_speed(p50, name)
+
+
 def bench_keras_mobilenetv2_224(rep: Report, tmp: Path, rounds: int, seconds: float) -> None:
     k = keras()
     model = k.applications.MobileNetV2(input_shape=(224, 224, 3), weights=None)
@@ -206,6 +265,7 @@ def main() -> int:
     rep = Report()
     with tempfile.TemporaryDirectory() as tmp:
         bench_keras_digits(rep, Path(tmp), args.rounds, args.seconds)
+        bench_torch_digits(rep, Path(tmp), args.rounds, args.seconds)
         if not args.quick:
             bench_keras_mobilenetv2_224(rep, Path(tmp), args.rounds, args.seconds)
     if args.json:
