@@ -391,13 +391,13 @@ def _depthwise(module: torch.nn.Module) -> tuple[str, ...]:
     )
 
 
-def stacked_recipe(model, sparsity: float) -> Recipe:
+def stacked_recipe(model, sparsity: float, steps: int) -> Recipe:
     """Prune gradually with distillation from digits-resnet18, then QAT int8 (distilling)."""
     # One global threshold empties MobileNetV2's depthwise convolutions (their weights
     # are small; measured: 10% accuracy): they hold ~2% of its weights, so keep them dense.
     prune = GradualPruneConfig(
         sparsity=sparsity,
-        steps=4,
+        steps=steps,
         epochs_per_step=1,
         teacher="digits-resnet18",
         exclude=_depthwise(model.module),
@@ -405,18 +405,22 @@ def stacked_recipe(model, sparsity: float) -> Recipe:
     return Recipe((prune, QATConfig(epochs=1, teacher="digits-resnet18")))
 
 
-# 95% rather than 90%: at 90% (3 steps) digits-mobilenetv2 reached 13.8x (measured last
-# round, ONNX Runtime): its non-zero int8 weights and their positions are most of what
-# stays after deflate, so 20x needs about half as many of them.
-STACKED = (("digits-mobilenetv2", 0.95), ("digits-resnet18", 0.95))
+# (model, sparsity, gradual steps), measured in both runtimes (gradual prune with
+# distillation, then 1 epoch of QAT with distillation):
+# - digits-resnet18 at 95% in 4 steps: 33.8x at 98.9% of float (ONNX Runtime).
+# - digits-mobilenetv2 at 95% in 4 steps collapsed at the 93.5% step (training loss
+#   3.0 -> 21, training accuracy 95% -> 19%; test 10.2% at 19.4x), likely a layer the
+#   global threshold emptied (not checked). At 90% in 3 steps it keeps 95% of float at
+#   13.8x (previous round, ONNX Runtime): the closest it came, kept here.
+STACKED = (("digits-mobilenetv2", 0.9, 3), ("digits-resnet18", 0.95, 4))
 
 
 def bench_stacked(
     rep: Report, cache: Cache, settings: MeasureSettings, runtimes: tuple[str, ...]
 ) -> None:
-    for name, sparsity in STACKED:
+    for name, sparsity, steps in STACKED:
         model = load_model(name)
-        recipe = stacked_recipe(model, sparsity)
+        recipe = stacked_recipe(model, sparsity, steps)
         rows: dict[str, dict[str, str]] = {
             "float file, compressed": {},
             "stacked file, compressed": {},
