@@ -6,6 +6,7 @@ that the shared machine's noise falls on both sides alike; each side's figure is
 median of its rounds' p50s.
 
     python benchmarks/compression.py [--quick] [--rounds N] [--json FILE]
+    python benchmarks/compression.py --only-stacking [--runtimes onnxruntime,litert]
 
 The NNCF side by side needs the optional ``bench`` dependencies (``pip install -e
 '.[bench]'``); without them it prints one line saying so and is left out.
@@ -14,6 +15,7 @@ The NNCF side by side needs the optional ``bench`` dependencies (``pip install -
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -62,11 +64,24 @@ class Report:
         self.rows: list[dict] = []
 
     def check(
-        self, target: str, measured: float, floor: float, detail: str, higher_is_better: bool = True
+        self,
+        target: str,
+        measured: float,
+        floor: float,
+        detail: str,
+        higher_is_better: bool = True,
+        runtime: str = "onnxruntime",
     ) -> None:
         ok = measured >= floor if higher_is_better else measured <= floor
         self.rows.append(
-            {"target": target, "measured": measured, "required": floor, "ok": ok, "detail": detail}
+            {
+                "target": target,
+                "measured": measured,
+                "required": floor,
+                "ok": ok,
+                "detail": detail,
+                "runtime": runtime,
+            }
         )
         sign = ">=" if higher_is_better else "<="
         print(
@@ -321,52 +336,133 @@ def bench_gradual_structured(rep: Report, cache: Cache, settings: MeasureSetting
     )
 
 
-def bench_qat(rep: Report, cache: Cache, settings: MeasureSettings) -> None:
+# The runtimes the stacked and QAT targets hold in: each artifact is built for and
+# measured in its runtime (ONNX Runtime's QDQ .onnx, LiteRT's full-integer .tflite
+# converted through the ONNX -> Keras rebuild), against that runtime's own float file.
+STACK_RUNTIMES = ("onnxruntime", "litert")
+
+
+def print_table(title: str, runtimes: tuple[str, ...], rows: list[tuple[str, dict[str, str]]]):
+    """One figure per runtime per row, side by side."""
+    width = max(len(label) for label, _ in rows)
+    print(f"\n{title}", flush=True)
+    print("  " + " " * width + "".join(f"  {rt:>22}" for rt in runtimes), flush=True)
+    for label, cells in rows:
+        print(f"  {label:<{width}}" + "".join(f"  {cells[rt]:>22}" for rt in runtimes), flush=True)
+
+
+def bench_qat(
+    rep: Report, cache: Cache, settings: MeasureSettings, runtimes: tuple[str, ...]
+) -> None:
     model = load_model("digits-mobilenetv2")
-    base = evaluate(model, settings=settings, cache=cache)
-    ptq = evaluate(model, Recipe.of(quantize=INT8), settings=settings, cache=cache)
-    qat = evaluate(model, Recipe((QATConfig(epochs=2),)), settings=settings, cache=cache)
-    lost_ptq = (base.metrics.accuracy - ptq.metrics.accuracy) * 100
-    lost_qat = (base.metrics.accuracy - qat.metrics.accuracy) * 100
-    rep.check(
-        "digits-mobilenetv2 QAT int8 accuracy lost (points)",
-        lost_qat,
-        0.2,
-        f"float {base.metrics.accuracy:.2%}, PTQ int8 {ptq.metrics.accuracy:.2%} "
-        f"({lost_ptq:+.2f} lost), QAT int8 {qat.metrics.accuracy:.2%}; sizes "
-        f"{ptq.metrics.size_bytes:,} B (PTQ) vs {qat.metrics.size_bytes:,} B (QAT)",
-        higher_is_better=False,
+    qat_config = QATConfig(epochs=2)
+    rows: dict[str, dict[str, str]] = {"float": {}, "PTQ int8": {}, qat_config.label(): {}}
+    for rt in runtimes:
+        s = dataclasses.replace(settings, runtime=rt)
+        base = evaluate(model, settings=s, cache=cache)
+        ptq = evaluate(model, Recipe.of(quantize=DEFAULT_INT8), settings=s, cache=cache)
+        qat = evaluate(model, Recipe((qat_config,)), settings=s, cache=cache)
+        lost_ptq = (base.metrics.accuracy - ptq.metrics.accuracy) * 100
+        lost_qat = (base.metrics.accuracy - qat.metrics.accuracy) * 100
+        rows["float"][rt] = f"{base.metrics.accuracy:.2%}"
+        rows["PTQ int8"][rt] = f"{ptq.metrics.accuracy:.2%} ({-lost_ptq:+.2f} pt)"
+        rows[qat_config.label()][rt] = f"{qat.metrics.accuracy:.2%} ({-lost_qat:+.2f} pt)"
+        rep.check(
+            f"digits-mobilenetv2 QAT int8 accuracy lost (points) [{rt}]",
+            lost_qat,
+            0.2,
+            f"float {base.metrics.accuracy:.2%}, PTQ int8 {ptq.metrics.accuracy:.2%} "
+            f"({lost_ptq:+.2f} lost), QAT int8 {qat.metrics.accuracy:.2%}; sizes "
+            f"{ptq.metrics.size_bytes:,} B (PTQ) vs {qat.metrics.size_bytes:,} B (QAT)",
+            higher_is_better=False,
+            runtime=rt,
+        )
+    print_table(
+        "digits-mobilenetv2 accuracy, QAT vs PTQ int8 (test split)", runtimes, list(rows.items())
     )
 
 
-def bench_stacked(rep: Report, cache: Cache, settings: MeasureSettings) -> None:
-    for name, sparsity in (("digits-mobilenetv2", 0.9), ("digits-resnet18", 0.9)):
+def _depthwise(module: torch.nn.Module) -> tuple[str, ...]:
+    """Names of the depthwise convolutions of ``module``."""
+    return tuple(
+        n
+        for n, m in module.named_modules()
+        if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.out_channels
+    )
+
+
+def stacked_recipe(model, sparsity: float, steps: int) -> Recipe:
+    """Prune gradually with distillation from digits-resnet18, then QAT int8 (distilling)."""
+    # One global threshold empties MobileNetV2's depthwise convolutions (their weights
+    # are small; measured: 10% accuracy): they hold ~2% of its weights, so keep them dense.
+    prune = GradualPruneConfig(
+        sparsity=sparsity,
+        steps=steps,
+        epochs_per_step=1,
+        teacher="digits-resnet18",
+        exclude=_depthwise(model.module),
+    )
+    return Recipe((prune, QATConfig(epochs=1, teacher="digits-resnet18")))
+
+
+# (model, sparsity, gradual steps), measured in both runtimes (gradual prune with
+# distillation, then 1 epoch of QAT with distillation):
+# - digits-resnet18 at 95% in 4 steps: 33.8x (ONNX Runtime) / 33.9x (LiteRT), both at
+#   98.9% of float.
+# - digits-mobilenetv2 at 95% in 4 steps collapsed at the 93.5% step (training loss
+#   3.0 -> 21, training accuracy 95% -> 19%; test 10.2% at 19.4x), likely a layer the
+#   global threshold emptied (not checked). At 90% in 3 steps it keeps 96.8% / 96.4% of
+#   float at 13.2x / 13.1x (ONNX Runtime / LiteRT): the closest it came, kept here.
+STACKED = (("digits-mobilenetv2", 0.9, 3), ("digits-resnet18", 0.95, 4))
+
+
+def bench_stacked(
+    rep: Report, cache: Cache, settings: MeasureSettings, runtimes: tuple[str, ...]
+) -> None:
+    for name, sparsity, steps in STACKED:
         model = load_model(name)
-        base = evaluate(model, settings=settings, cache=cache)
-        # One global threshold empties MobileNetV2's depthwise convolutions (their weights
-        # are small; measured: 10% accuracy): they hold ~2% of its weights, so keep them dense.
-        depthwise = tuple(
-            n
-            for n, m in model.module.named_modules()
-            if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.out_channels
+        recipe = stacked_recipe(model, sparsity, steps)
+        rows: dict[str, dict[str, str]] = {
+            "float file, compressed": {},
+            "stacked file, compressed": {},
+            "compressed size ratio": {},
+            "accuracy float -> stacked": {},
+            "share of float accuracy": {},
+            "non-zero parameters": {},
+        }
+        for rt in runtimes:
+            s = dataclasses.replace(settings, runtime=rt)
+            base = evaluate(model, settings=s, cache=cache)
+            v = evaluate(model, recipe, settings=s, cache=cache)
+            ratio = base.metrics.compressed_bytes / v.metrics.compressed_bytes
+            rows["float file, compressed"][rt] = f"{base.metrics.compressed_bytes:,} B"
+            rows["stacked file, compressed"][rt] = f"{v.metrics.compressed_bytes:,} B"
+            rows["compressed size ratio"][rt] = f"{ratio:.1f}x"
+            rows["accuracy float -> stacked"][rt] = (
+                f"{base.metrics.accuracy:.2%} -> {v.metrics.accuracy:.2%}"
+            )
+            rows["share of float accuracy"][rt] = f"{_kept(v, base):.2%}"
+            rows["non-zero parameters"][rt] = f"{v.metrics.nonzero_params:,}/{v.metrics.params:,}"
+            detail = (
+                f"{recipe.name}: compressed {base.metrics.compressed_bytes:,} B -> "
+                f"{v.metrics.compressed_bytes:,} B; accuracy {base.metrics.accuracy:.2%} -> "
+                f"{v.metrics.accuracy:.2%} ({rt})"
+            )
+            rep.check(
+                f"{name} stacked, compressed size ratio [{rt}]", ratio, 20.0, detail, runtime=rt
+            )
+            rep.check(
+                f"{name} stacked, share of float accuracy [{rt}]",
+                _kept(v, base),
+                0.98,
+                detail,
+                runtime=rt,
+            )
+        print_table(
+            f"{name} stacked ({recipe.name}), each runtime against its own float file",
+            runtimes,
+            list(rows.items()),
         )
-        prune = GradualPruneConfig(
-            sparsity=sparsity,
-            steps=3,
-            epochs_per_step=1,
-            teacher="digits-resnet18",
-            exclude=depthwise,
-        )
-        recipe = Recipe((prune, QATConfig(epochs=1, teacher="digits-resnet18")))
-        v = evaluate(model, recipe, settings=settings, cache=cache)
-        ratio = base.metrics.compressed_bytes / v.metrics.compressed_bytes
-        detail = (
-            f"{recipe.name}: compressed {base.metrics.compressed_bytes:,} B -> "
-            f"{v.metrics.compressed_bytes:,} B; accuracy {base.metrics.accuracy:.2%} -> "
-            f"{v.metrics.accuracy:.2%} (ONNX Runtime)"
-        )
-        rep.check(f"{name} stacked, compressed size ratio", ratio, 20.0, detail)
-        rep.check(f"{name} stacked, share of float accuracy", _kept(v, base), 0.98, detail)
 
 
 def main() -> int:
@@ -384,6 +480,16 @@ def main() -> int:
     ap.add_argument(
         "--only-nncf", action="store_true", help="run only the digits accuracy and NNCF checks"
     )
+    ap.add_argument(
+        "--only-stacking",
+        action="store_true",
+        help="run only QAT vs PTQ and the stacked recipes, in every runtime of --runtimes",
+    )
+    ap.add_argument(
+        "--runtimes",
+        default=",".join(STACK_RUNTIMES),
+        help="comma-separated runtimes of the QAT and stacked rows (default: %(default)s)",
+    )
     args = ap.parse_args()
     settings = MeasureSettings(threads=1)
     env = measure.environment(1)
@@ -395,12 +501,13 @@ def main() -> int:
     rep = Report()
     with tempfile.TemporaryDirectory() as tmp:
         cache = Cache(args.cache_dir or tmp)
-        if args.only_training and args.only_nncf:
-            ap.error("--only-training and --only-nncf exclude each other")
-        everything = not args.only_training and not args.only_nncf
+        if args.only_training + args.only_nncf + args.only_stacking > 1:
+            ap.error("--only-training, --only-nncf and --only-stacking exclude each other")
+        runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
+        everything = not (args.only_training or args.only_nncf or args.only_stacking)
         if everything:
             bench_variant_time(rep, settings)
-        if not args.only_training:
+        if everything or args.only_nncf:
             bench_digits_accuracy(rep, cache, settings)
             bench_nncf(rep, cache, settings, args.rounds, args.seconds, Path(tmp))
         if everything:
@@ -409,12 +516,17 @@ def main() -> int:
             if not args.quick:
                 bench_torchvision_int8(rep, cache, settings, args.rounds, args.seconds)
         if not args.only_nncf:
-            bench_qat(rep, cache, settings)
-            bench_gradual_unstructured(rep, cache, settings)
-            bench_gradual_structured(rep, cache, settings)
-            bench_stacked(rep, cache, settings)
+            bench_qat(rep, cache, settings, runtimes)
+            if not args.only_stacking:
+                bench_gradual_unstructured(rep, cache, settings)
+                bench_gradual_structured(rep, cache, settings)
+            bench_stacked(rep, cache, settings, runtimes)
     if args.json:
         args.json.write_text(json.dumps({"environment": env, "rows": rep.rows}, indent=1))
+    for rt in sorted({r["runtime"] for r in rep.rows}):
+        rows = [r for r in rep.rows if r["runtime"] == rt]
+        met = sum(r["ok"] for r in rows)
+        print(f"{rt}: {met} of {len(rows)} targets met", flush=True)
     missed = [r["target"] for r in rep.rows if not r["ok"]]
     print(
         f"\n{len(rep.rows) - len(missed)} of {len(rep.rows)} targets met"

@@ -448,7 +448,9 @@ class QATConfig(StepConfig):
     ranges), with straight-through gradients. The trained weights are then exported and
     quantized by the same static QDQ path as ``QuantizeConfig(scheme="int8")``, whose
     per-channel symmetric weight scales reproduce the training grid exactly; so QAT
-    replaces post-training quantization in a recipe instead of adding to it.
+    replaces post-training quantization in a recipe instead of adding to it. In LiteRT
+    the converter's full-integer int8 (per-channel symmetric weights as well) quantizes
+    the trained weights to exactly the trained integers too.
     """
 
     kind: ClassVar[str] = "qat"

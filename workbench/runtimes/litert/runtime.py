@@ -151,13 +151,9 @@ class LiteRT(Runtime):
 
     # --- making the artifact -------------------------------------------------------
     def check_recipe(self, model: Any, recipe: Any) -> None:
-        if recipe.get("qat") is not None:
-            raise WorkbenchError(
-                "quantization-aware training exports ONNX Runtime's int8 (QDQ) model, which "
-                "LiteRT does not build",
-                "measure QAT with --runtime onnxruntime, or quantize after training here "
-                "(--quantize int8)",
-            )
+        # QAT needs no refusal: its trained weights sit on the per-channel symmetric int8
+        # grid that the converter's full-integer int8 uses too, and the pipeline adds the
+        # implied int8 step (QATConfig.quantize_config, defaults the converter honours).
         quant = recipe.get("quantize")
         if model.source == "tflite" and recipe.steps:
             kinds = " and ".join(s.kind for s in recipe.steps)
