@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +33,7 @@ __all__ = [
     "Runtime",
     "get_runtime",
     "list_runtimes",
+    "package_versions",
     "register_runtime",
 ]
 
@@ -173,6 +174,29 @@ class Runtime(ABC):
     def versions(self) -> dict[str, str]:
         """The library versions a measurement in this runtime depends on (package ->
         version, "absent" when not installed), for the cache key and the environment."""
+
+
+def package_versions(packages: Iterable[str | tuple[str, tuple[str, ...]]]) -> dict[str, str]:
+    """The installed version of each package, read from its metadata (nothing is
+    imported), "absent" when it is not installed: what a runtime's ``versions`` reports.
+
+    An entry is a distribution name, or ``(key, names)`` for a package published under
+    several names (TensorFlow as ``tensorflow-cpu`` or ``tensorflow``): the first
+    installed one's version is reported under ``key``.
+    """
+    from importlib import metadata
+
+    out = {}
+    for entry in packages:
+        key, names = (entry, (entry,)) if isinstance(entry, str) else entry
+        out[key] = "absent"
+        for name in names:
+            try:
+                out[key] = metadata.version(name)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return out
 
 
 def register_runtime(cls: type[Runtime]) -> type[Runtime]:

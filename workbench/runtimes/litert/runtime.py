@@ -315,21 +315,12 @@ class LiteRT(Runtime):
         return tuple(out)
 
     def versions(self) -> dict[str, str]:
-        from importlib import metadata
+        from workbench.runtimes import package_versions
+        from workbench.runtimes.litert.session import LITERT_PACKAGES
 
-        from workbench.runtimes.litert.session import versions
-
-        out = {"edge-workbench": metadata.version("edge-workbench"), "numpy": np.__version__}
-        out.update({k: "absent" for k in ("ai-edge-litert", "tensorflow", "keras")})
-        out.update(versions())
         # A PyTorch or ONNX source reaches the converter through torch's ONNX export and
-        # the ONNX reader: their versions decide the file too (read without importing).
-        for dist in ("torch", "onnx"):
-            try:
-                out[dist] = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                out[dist] = "absent"
-        return out
+        # the ONNX reader: their versions decide the file too.
+        return package_versions(("edge-workbench", "numpy", *LITERT_PACKAGES, "torch", "onnx"))
 
 
 def cpu_note() -> str:

@@ -48,24 +48,20 @@ def litert_version() -> str:
     return str(ai_edge_litert.__version__)
 
 
+# The packages a LiteRT file and its measurement depend on.
+LITERT_PACKAGES = (
+    "ai-edge-litert",
+    ("tensorflow", ("tensorflow-cpu", "tensorflow")),  # the converter
+    "keras",
+)
+
+
 def versions() -> dict[str, str]:
     """Library versions that decide a LiteRT artifact and its measurement (cache key,
     environment record), read from package metadata without importing TensorFlow."""
-    from importlib.metadata import PackageNotFoundError, version
+    from workbench.runtimes import package_versions
 
-    out = {}
-    for key, dists in (
-        ("ai-edge-litert", ("ai-edge-litert",)),
-        ("tensorflow", ("tensorflow-cpu", "tensorflow")),  # the converter
-        ("keras", ("keras",)),
-    ):
-        for dist in dists:
-            try:
-                out[key] = version(dist)
-                break
-            except PackageNotFoundError:
-                continue
-    return out
+    return package_versions(LITERT_PACKAGES)
 
 
 def _check_threads(threads: int) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from workbench.errors import WorkbenchError
 from workbench.recipe import QuantizeConfig, StepConfig
-from workbench.runtimes import Runtime, register_runtime
+from workbench.runtimes import Runtime, package_versions, register_runtime
 
 __all__ = ["OnnxRuntime", "onnx_signature"]
 
@@ -226,10 +225,4 @@ class OnnxRuntime(Runtime):
         )
 
     def versions(self) -> dict[str, str]:
-        out = {}
-        for dist in _DISTRIBUTIONS:
-            try:
-                out[dist] = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                out[dist] = "absent"
-        return out
+        return package_versions(_DISTRIBUTIONS)

@@ -36,7 +36,6 @@ import functools
 import os
 import shutil
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,7 +44,7 @@ import numpy as np
 from workbench.errors import WorkbenchError
 from workbench.recipe import QuantizeConfig, StepConfig
 from workbench.results import MemoryStats
-from workbench.runtimes import Runtime, register_runtime
+from workbench.runtimes import Runtime, package_versions, register_runtime
 
 __all__ = ["TFLM_RUNTIME", "TFLiteMicroRuntime"]
 
@@ -288,13 +287,4 @@ class TFLiteMicroRuntime(Runtime):
         return tuple(warnings)
 
     def versions(self) -> dict[str, str]:
-        out = {}
-        for key, dists in _DISTRIBUTIONS:
-            out[key] = "absent"
-            for dist in dists:
-                try:
-                    out[key] = metadata.version(dist)
-                    break
-                except metadata.PackageNotFoundError:
-                    continue
-        return out
+        return package_versions(_DISTRIBUTIONS)
