@@ -111,7 +111,7 @@ def prune_keras(keras_model, config: PruneConfig) -> dict:
             that is not a built Keras model, unknown or non-prunable names in
             ``config.exclude``, or no layer left to prune.
     """
-    from workbench.compress.prune import LayerPruning, PruneReport
+    from workbench.compress.prune import LayerPruning, PruneReport, emptied_layers_note
 
     if not isinstance(config, PruneConfig):
         raise WorkbenchError(
@@ -178,13 +178,7 @@ def prune_keras(keras_model, config: PruneConfig) -> dict:
     notes = []
     emptied = [r.name for r in pruned if r.nonzero_before and not r.nonzero_after]
     if emptied:
-        # A global threshold can take every weight of a small-magnitude layer (e.g. a
-        # depthwise conv): its output then no longer depends on its input.
-        notes.append(
-            f"{len(emptied)} layer(s) lost every weight ({', '.join(emptied[:5])}"
-            f"{', ...' if len(emptied) > 5 else ''}), so their outputs no longer depend on the "
-            "input: lower the sparsity, prune per layer (scope='layer'), or exclude them"
-        )
+        notes.append(emptied_layers_note(emptied))
     return PruneReport(
         method=config.method,
         scope=config.scope,

@@ -462,6 +462,17 @@ def _prune_structured(
 # ----------------------------------------------------------------------------- prune_
 
 
+def emptied_layers_note(emptied: list[str]) -> str:
+    """The note for the layers pruning emptied. A global threshold can take every weight
+    of a small-magnitude layer (e.g. a depthwise conv): its output then no longer
+    depends on its input."""
+    return (
+        f"{len(emptied)} layer(s) lost every weight ({', '.join(emptied[:5])}"
+        f"{', ...' if len(emptied) > 5 else ''}), so their outputs no longer depend on the "
+        "input: lower the sparsity, prune per layer (scope='layer'), or exclude them"
+    )
+
+
 def prune_(module: nn.Module, config: PruneConfig, example_input: torch.Tensor) -> PruneReport:
     """Prune ``module`` in place by weight magnitude as ``config`` says; return what changed.
 
@@ -564,13 +575,7 @@ def _prune(module: nn.Module, config: PruneConfig, example_input: torch.Tensor) 
         achieved = removed / prunable_channels if prunable_channels else 0.0
     emptied = [r.name for r in pruned_rows if r.nonzero_before and not r.nonzero_after]
     if config.method == "unstructured" and emptied:
-        # A global threshold can take every weight of a small-magnitude layer (e.g. a
-        # depthwise conv): its output then no longer depends on its input.
-        notes.append(
-            f"{len(emptied)} layer(s) lost every weight ({', '.join(emptied[:5])}"
-            f"{', ...' if len(emptied) > 5 else ''}), so their outputs no longer depend on the "
-            "input: lower the sparsity, prune per layer (scope='layer'), or exclude them"
-        )
+        notes.append(emptied_layers_note(emptied))
     all_params = sum(r.params_before for r in rows)
     weight_sparsity = 1.0 - sum(r.nonzero_after for r in rows) / all_params if all_params else 0.0
     return PruneReport(
