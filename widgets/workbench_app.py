@@ -28,6 +28,7 @@ import traitlets as T
 
 from widgets.compression_panels import PruningPanel, QuantizationPanel
 from widgets.export_panel import ExportPanel
+from widgets.frontend_sync import FrontendSync, resend_tree
 from widgets.metrics_card import SPINNER, MetricsCard
 from widgets.model_picker import ModelPicker
 from widgets.netron_view import NetronView
@@ -193,6 +194,8 @@ class Workbench(W.VBox):
                     layout=W.Layout(flex_flow="row wrap", align_items="flex-start"),
                 ),
                 tabs,
+                # Invisible: makes a page that loaded while a measurement finished current.
+                FrontendSync(self._resend_state),
             ],
             **kwargs,
         )
@@ -438,6 +441,12 @@ class Workbench(W.VBox):
                     target=self._work, name="workbench-measure", daemon=True
                 )
                 self._worker.start()
+
+    def _resend_state(self) -> None:
+        """Send every panel's state to the page again (see widgets.frontend_sync)."""
+        # Under the display lock: a result being shown is sent whole, before or after.
+        with self._display_lock:
+            resend_tree(self)
 
     def _is_latest(self, generation: int) -> bool:
         with self._lock:
