@@ -165,7 +165,7 @@ class Workbench(W.VBox):
         )
         self.netron = NetronView()
         self.exporter = ExportPanel(cache=self.cache, settings=self.settings)
-        self.variants = VariantsPanel()
+        self.variants = VariantsPanel(cache=self.cache, device=device)
         self._status_w = W.HTML()
 
         # The graph sits in a tab and follows the current variant only while that tab
@@ -213,6 +213,7 @@ class Workbench(W.VBox):
         self.observe(self._on_state, names=["busy", "status", "error"])
         self.set_trait("device", device)
         T.link((self, "device"), (self.device_w, "value"))
+        T.dlink((self, "device"), (self.variants, "device"))
         self.observe(self._on_device, names="device")
         tabs.observe(lambda _c: self._sync_graph(), names="selected_index")
         if model is not None:
