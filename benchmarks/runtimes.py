@@ -98,7 +98,7 @@ def _size_breakdown(label: str, model, calibration: np.ndarray, paths: dict[str,
     print(
         f"[INFO] {label}: float/int8 size ratio of the converter's own files "
         f"{len(raw['float']) / len(raw['int8']):.3f}x ({len(raw['float'])} / {len(raw['int8'])} "
-        f"B); as exported (shared vectors, no empty buffers, compact names) "
+        f"B); as exported (shared vectors, no empty buffers, names {litert.DEFAULT_NAME_MODE!r}) "
         f"{sizes['float'] / sizes['int8']:.3f}x; with inner names stripped "
         f"{strip['float'] / strip['int8']:.3f}x ({strip['float']} / {strip['int8']} B)",
         flush=True,

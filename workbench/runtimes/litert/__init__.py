@@ -31,9 +31,10 @@ from workbench.runtimes.litert.session import (
     quantize,
     versions,
 )
-from workbench.runtimes.litert.slim import NAME_MODES, slim_tflite
+from workbench.runtimes.litert.slim import DEFAULT_NAME_MODE, NAME_MODES, slim_tflite
 
 __all__ = [
+    "DEFAULT_NAME_MODE",
     "FOOTPRINT_CATEGORIES",
     "IO_TYPES",
     "NAME_MODES",

@@ -38,7 +38,7 @@ import numpy as np
 from workbench._tf import keras, tensorflow
 from workbench.errors import WorkbenchError
 from workbench.recipe import QUANT_SCHEMES
-from workbench.runtimes.litert.slim import NAME_MODES, slim_tflite
+from workbench.runtimes.litert.slim import DEFAULT_NAME_MODE, NAME_MODES, slim_tflite
 
 __all__ = ["IO_TYPES", "TFLITE_SCHEMES", "convert_keras", "export_tflite"]
 
@@ -46,7 +46,7 @@ TFLITE_SCHEMES = ("float", *QUANT_SCHEMES)
 IO_TYPES = ("int8", "float")
 
 
-def _check(scheme: str, io: str, calibration: np.ndarray | None, names: str = "compact") -> None:
+def _check(scheme: str, io: str, calibration: np.ndarray | None, names: str) -> None:
     if scheme not in TFLITE_SCHEMES:
         raise WorkbenchError(
             f"unknown TFLite scheme {scheme!r}", f"use one of: {', '.join(TFLITE_SCHEMES)}"
@@ -73,7 +73,7 @@ def convert_keras(
     *,
     calibration: np.ndarray | None = None,
     io: str = "int8",
-    names: str = "compact",
+    names: str = DEFAULT_NAME_MODE,
     slim: bool = True,
 ) -> bytes:
     """The ``.tflite`` bytes of a Keras model under ``scheme`` (see the module docstring).
@@ -154,7 +154,7 @@ def export_tflite(
     *,
     calibration: np.ndarray | None = None,
     io: str = "int8",
-    names: str = "compact",
+    names: str = DEFAULT_NAME_MODE,
     slim: bool = True,
 ) -> Path:
     """Convert ``model`` (see :func:`convert_keras`) and write the file atomically to ``path``."""
