@@ -85,10 +85,30 @@ def _runtimes_side_by_side(paths: dict[str, Path], rounds: int, seconds: float, 
     return p50
 
 
-def _constant_bytes(path: Path) -> int:
-    """Bytes of a .tflite's constant buffers (weights and biases), read from the flatbuffer."""
-    model = litert.read_tflite(path)
-    return sum(len(b.data) for b in model.model.buffers if b.data is not None)
+def _size_breakdown(label: str, model, calibration: np.ndarray, paths: dict[str, Path]) -> None:
+    """Where the bytes of the float and int8 files go (litert.footprint: every byte in one
+    category), and the size ratio before the export's slimming (the converter's own files,
+    converted again here) and with inner tensor names stripped (``names="strip"``)."""
+    raw = {
+        scheme: litert.convert_keras(model, scheme, calibration=calibration, slim=False)
+        for scheme in ("float", "int8")
+    }
+    strip = {k: len(litert.slim_tflite(v, names="strip")) for k, v in raw.items()}
+    sizes = {k: p.stat().st_size for k, p in paths.items()}
+    print(
+        f"[INFO] {label}: float/int8 size ratio of the converter's own files "
+        f"{len(raw['float']) / len(raw['int8']):.3f}x ({len(raw['float'])} / {len(raw['int8'])} "
+        f"B); as exported (shared vectors, no empty buffers, names {litert.DEFAULT_NAME_MODE!r}) "
+        f"{sizes['float'] / sizes['int8']:.3f}x; with inner names stripped "
+        f"{strip['float'] / strip['int8']:.3f}x ({strip['float']} / {strip['int8']} B)",
+        flush=True,
+    )
+    for scheme in ("float", "int8"):
+        print(
+            f"[INFO] {label} {scheme} bytes: exported {litert.footprint(paths[scheme]).line()}; "
+            f"converter's {litert.footprint(raw[scheme]).line()}",
+            flush=True,
+        )
 
 
 def _int8_speed(p50: dict[str, float], label: str) -> None:
@@ -122,17 +142,10 @@ def bench_keras_digits(rep: Report, tmp: Path, rounds: int, seconds: float) -> N
         sizes["float"] / sizes["int8"],
         SIZE_RATIO_FLOOR,
         f"float {sizes['float']} B, int8 {sizes['int8']} B, {stats.params} params; a small "
-        "model's ratio is held down by TFLite's per-tensor metadata (names, per-channel "
-        "scales and zero-points), which int8 does not shrink",
+        "model's ratio is held down by what int8 does not shrink: a table per tensor and "
+        "operator, and per-channel scales and zero points that int8 adds (bytes below)",
     )
-    weights = {k: _constant_bytes(p) for k, p in paths.items()}
-    print(
-        f"[INFO] Keras digits sample: bytes of constant buffers (weights, biases) float "
-        f"{weights['float']} B, int8 {weights['int8']} B: {weights['float'] / weights['int8']:.2f}x; "
-        f"the rest of each file is metadata ({sizes['float'] - weights['float']} B float, "
-        f"{sizes['int8'] - weights['int8']} B int8)",
-        flush=True,
-    )
+    _size_breakdown("Keras digits sample", model, calibration, paths)
     acc = {k: float((litert.predict(p, x).argmax(1) == y).mean()) for k, p in paths.items()}
     rep.check(
         "Keras digits sample: full-int8 accuracy loss in LiteRT",
@@ -201,6 +214,7 @@ def bench_torch_digits(rep: Report, tmp: Path, rounds: int, seconds: float) -> N
             SIZE_RATIO_FLOOR,
             f"float {sizes['float']} B, int8 {sizes['int8']} B",
         )
+        _size_breakdown(name, rebuilt, calibration, paths)
         acc = {k: float((litert.predict(p, x).argmax(1) == y).mean()) for k, p in paths.items()}
         rep.check(
             f"{name} (PyTorch): full-int8 accuracy loss in LiteRT",

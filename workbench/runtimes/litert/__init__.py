@@ -16,6 +16,7 @@ from workbench.runtimes.litert.flatbuffer import (
     io_signature,
     read_tflite,
 )
+from workbench.runtimes.litert.footprint import FOOTPRINT_CATEGORIES, Footprint, footprint
 from workbench.runtimes.litert.memory import measure_memory
 from workbench.runtimes.litert.runtime import LiteRT
 from workbench.runtimes.litert.session import (
@@ -30,11 +31,16 @@ from workbench.runtimes.litert.session import (
     quantize,
     versions,
 )
+from workbench.runtimes.litert.slim import DEFAULT_NAME_MODE, NAME_MODES, slim_tflite
 
 __all__ = [
+    "DEFAULT_NAME_MODE",
+    "FOOTPRINT_CATEGORIES",
     "IO_TYPES",
+    "NAME_MODES",
     "TFLITE_SCHEMES",
     "Delegation",
+    "Footprint",
     "LiteRT",
     "TFLiteGraphStats",
     "TensorSpec",
@@ -42,6 +48,7 @@ __all__ = [
     "delegation",
     "dequantize",
     "export_tflite",
+    "footprint",
     "graph_stats",
     "io_signature",
     "litert_version",
@@ -52,5 +59,6 @@ __all__ = [
     "predict",
     "quantize",
     "read_tflite",
+    "slim_tflite",
     "versions",
 ]
