@@ -112,6 +112,17 @@ def _speed_html(m: Any) -> str:
     return "".join(lines)
 
 
+def _parity_html(m: Any) -> str:
+    """One line per runtime this variant was also built for: how closely the two files'
+    predictions and outputs agree (measured on both files)."""
+    return "".join(
+        f'<div class="edge-workbench-parity" style="margin-top: 4px;" '
+        f'title="{html.escape(p.detail(), quote=True)}">{html.escape(p.text())}'
+        f'<span style="color:{NEUTRAL};">, both files run on the same inputs</span></div>'
+        for p in getattr(m, "cross_runtime", ()) or ()
+    )
+
+
 def _device_html(device: Any) -> str:
     """The fit line (fits / does not fit, headroom, the deciding figure) and, on a device
     other than this machine, its latency there: measured there or a labelled estimate."""
@@ -234,6 +245,7 @@ def card_html(
         )
     parts.append("</table>")
     parts.append(_speed_html(m))
+    parts.append(_parity_html(m))
     if device is not None:
         parts.append(_device_html(device))
     lat = m.latency
@@ -275,7 +287,8 @@ def card_html(
         )
     parts.append(
         f'<div class="edge-workbench-env" style="color:{NEUTRAL}; font-size: 11px; '
-        f'margin-top: 6px;">measured on {html.escape(environment_line(m.environment))}</div>'
+        f'margin-top: 6px;">measured on '
+        f"{html.escape(environment_line(m.environment, getattr(m, 'delegation', None)))}</div>"
     )
     parts.append("</div>")
     return "".join(parts)

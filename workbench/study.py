@@ -206,11 +206,38 @@ def result_row(result: Result) -> dict[str, Any]:
         "latency_noisy": result.noisy,
         "latency_runs": None if lat is None else lat.n,
         "threads": None if lat is None else lat.threads,
+        **_parity_columns(result),
         "warnings": len(result.warnings),
         "is_baseline": result.recipe.is_baseline,
         "key": result.key,
         "artifact": str(result.artifact),
     }
+
+
+# The cross-runtime parity columns of a row: the runtimes the variant's file was
+# compared with (";"-joined), the lowest top-1 agreement and the largest output
+# differences over those comparisons; None where it was measured in one runtime only.
+PARITY_COLUMNS = (
+    "cross_runtime",
+    "cross_runtime_top1_agreement",
+    "cross_runtime_max_abs_diff",
+    "cross_runtime_mean_abs_diff",
+)
+
+
+def _parity_columns(result: Result) -> dict[str, Any]:
+    """The variant's agreement with its files for other runtimes (see RuntimeParity), as
+    the PARITY_COLUMNS of its row."""
+    records = result.metrics.cross_runtime
+    if not records:
+        return dict.fromkeys(PARITY_COLUMNS)
+    values = (
+        ";".join(p.runtime for p in records),
+        min(p.top1_agreement for p in records),
+        max(p.max_abs_diff for p in records),
+        max(p.mean_abs_diff for p in records),
+    )
+    return dict(zip(PARITY_COLUMNS, values, strict=True))
 
 
 def machine_of(result: Result) -> str:
@@ -774,7 +801,7 @@ def sweep(
                 study.add(result)
             # The cluster records failures without their runtime: this part's is known.
             study.failures += [{**f, "runtime": each.runtime} for f in part.failures]
-        return study
+        return _with_parity(study, model, cache, len(per_runtime))
     study = Study(model.name, model_info=model.describe())
     # Every runtime's baseline first (each variant is compared with its own runtime's),
     # then each recipe in every runtime, so the runtimes can be compared early on.
@@ -801,6 +828,16 @@ def sweep(
         study.add(result)
         if on_result is not None:
             on_result(result)
+    return _with_parity(study, model, cache or Cache(), len(per_runtime))
+
+
+def _with_parity(study: Study, model: Any, cache: Cache, runtimes: int) -> Study:
+    """``study`` with each recipe's files compared across the runtimes it was measured in
+    (``Metrics.cross_runtime``, recorded in the cache too); a one-runtime sweep is as is."""
+    if runtimes > 1:
+        from workbench.runtimes.parity import link_cross_runtime_parity
+
+        study.results = link_cross_runtime_parity(study.results, model, cache)
     return study
 
 

@@ -127,6 +127,12 @@ class Runtime(ABC):
     def measure_memory(self, artifact: Path, input_shape: Sequence[int], threads: int) -> Any:
         """MemoryStats of loading and running the artifact in a fresh process."""
 
+    def delegation(self, artifact: Path, threads: int) -> dict[str, Any] | None:
+        """How the runtime runs the artifact with ``threads``: the delegate it applies and
+        the nodes that delegate takes (``Metrics.delegation``); None for a runtime with
+        no delegate to report."""
+        return None
+
     def arena_report(self, artifact: Path) -> dict[str, Any] | None:
         """The static memory block the runtime needs for the artifact (TFLite Micro's
         tensor arena, ``Metrics.arena``); None for a runtime that allocates as it goes."""

@@ -265,6 +265,11 @@ class LiteRT(Runtime):
 
         return measure_memory(artifact, threads=threads)
 
+    def delegation(self, artifact: Path, threads: int) -> dict[str, Any] | None:
+        from workbench.runtimes.litert.session import delegation_of
+
+        return delegation_of(artifact, threads).to_dict()
+
     def graph_stats(self, artifact: Path) -> Any:
         from workbench.runtimes.litert.flatbuffer import graph_stats
 
