@@ -223,6 +223,12 @@ class SweepPanel(W.VBox):
                 ray_address=os.environ.get(RAY_ADDRESS_ENV) or None,
                 runtimes=runtimes,
             )
+            if several and study is not None:
+                # The sweep compared each recipe's files across the runtimes afterwards
+                # (Metrics.cross_runtime): the study's points get those figures too.
+                linked = {r.key: r for r in swept.results}
+                with self.study_lock:
+                    study.results = [linked.get(r.key, r) for r in study.results]
             if cancel.is_set() and self.done < self.total:
                 self.set_trait("status", f"cancelled after {self.done} of {self.total} variants")
             else:

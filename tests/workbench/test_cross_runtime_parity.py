@@ -144,3 +144,42 @@ def test_a_record_round_trips():
                       0.998, 1, 0.29, 0.01)  # fmt: skip
     assert RuntimeParity.from_dict(json.loads(json.dumps(p.to_dict()))) == p
     assert p.text() == "matches litert: 99.80% top-1, max |\u0394| 0.29"
+
+
+def test_the_app_records_parity_after_a_runtime_switch(cnn, twin, tmp_path):
+    from widgets import Workbench
+
+    # A cache of its own: both variants are measured by the app, not found.
+    app = Workbench("digits-cnn", cache=Cache(tmp_path / "cache"), settings=QUICK)
+    assert app.wait_idle(120) and app.error == ""
+    app.quantization.scheme_w.value = "dynamic"
+    assert app.wait_idle(120) and app.error == ""
+    app.runtime_panel.runtime_w.value = FAKE_RUNTIME
+    assert app.wait_idle(120) and app.error == ""
+    assert app.current.runtime == FAKE_RUNTIME and app.current.recipe == DYNAMIC
+    (p,) = app.current.metrics.cross_runtime
+    assert p.runtime == "onnxruntime" and p.top1_agreement == 1.0
+    assert "matches onnxruntime: 100% top-1" in app.card.value
+    in_ort = next(
+        r for r in app.study.results if r.recipe == DYNAMIC and r.runtime == "onnxruntime"
+    )
+    assert in_ort.metrics.parity_with(FAKE_RUNTIME).key == app.current.key
+
+
+def test_the_sweep_panel_gives_the_shared_study_the_parity_figures(cnn, twin, tmp_path):
+    from widgets.sweep_panel import SweepPanel
+
+    study = Study(cnn.name)
+    # A cache of its own: the figures come from this sweep, not from earlier entries.
+    panel = SweepPanel(study, cnn, cache=Cache(tmp_path / "cache"), settings=QUICK)
+    panel.schemes, panel.sparsities = ("none",), ()
+    panel.runtimes = ("onnxruntime", FAKE_RUNTIME)
+    assert panel.run() is True and panel.wait(120) and panel.error == ""
+    assert [(r.recipe, r.runtime) for r in study.results] == [
+        (Recipe(), "onnxruntime"),
+        (Recipe(), FAKE_RUNTIME),
+    ]
+    assert [r.metrics.cross_runtime[0].runtime for r in study.results] == [
+        FAKE_RUNTIME,
+        "onnxruntime",
+    ]
