@@ -24,6 +24,7 @@ from workbench.charts import (
 from workbench.formatting import format_bytes, speed_text, versus_text
 from workbench.measure.environment import environment_line
 from workbench.results import NO_LATENCY
+from workbench.runtimes import DEFAULT_RUNTIME, recipe_name
 from workbench.study import FIGURES
 
 __all__ = ["SPINNER", "MetricsCard", "point_delta", "ratio_delta"]
@@ -201,7 +202,8 @@ def card_html(
         return "".join(parts)
     m = result.metrics
     b = baseline.metrics if baseline is not None else None
-    name = html.escape(result.recipe.name)
+    # In the runtime's words (Result.name); a partial result names its runtime nowhere.
+    name = html.escape(recipe_name(result.recipe, getattr(result, "runtime", DEFAULT_RUNTIME)))
     parts.append(f'<div style="font-size: 15px; margin-bottom: 4px;"><b>{name}</b>')
     if baseline is not None and not result.recipe.is_baseline:
         parts.append(f' <span style="color:{NEUTRAL};">vs baseline</span>')

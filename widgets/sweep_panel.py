@@ -206,7 +206,7 @@ class SweepPanel(W.VBox):
                     study.add(result)
             self.set_trait("done", self.done + 1)
             where = f" in {result.runtime}" if several else ""
-            self.set_trait("status", f"measured {result.recipe.name}{where}")
+            self.set_trait("status", f"measured {result.name}{where}")
             self.set_trait("last_result", result)
 
         try:

@@ -207,6 +207,7 @@ class Workbench(W.VBox):
         self.set_trait("runtime", self.settings.runtime)
         self.sweep.runtimes = (self.settings.runtime,)  # shown selected; follows the choice
         T.link((self, "runtime"), (self.runtime_panel, "runtime"))
+        T.dlink((self, "runtime"), (self.quantization, "runtime"))  # its words, its settings
         self.observe(self._on_runtime, names="runtime")
         self.observe(self._on_state, names=["busy", "status", "error"])
         self.set_trait("device", device)

@@ -590,7 +590,7 @@ def result_json(result: Any) -> dict:
     return {
         "model": result.model,
         "runtime": result.runtime,
-        "recipe": result.recipe.name,
+        "recipe": result.name,
         "steps": result.recipe.to_dict(),
         "accuracy": m.accuracy,
         "agreement": m.agreement,
@@ -667,7 +667,7 @@ def _text(result: Any) -> str:
 
     m = result.metrics
     lines = [
-        f"{result.model}  [{result.recipe.name}]",
+        f"{result.model}  [{result.name}]",
         f"  accuracy        {_fmt_pct(m.accuracy)}   agreement {_fmt_pct(m.agreement)} ({m.agreement_basis})",
         f"  size            {m.size_bytes:,} B on disk, {m.compressed_bytes:,} B deflated "
         f"(zlib level {COMPRESSION_LEVEL})",

@@ -190,7 +190,7 @@ def _variant_table(study: Study, per_runtime: bool = False) -> str:
         mark = " &#9733;" if r.key in frontier else ""
         body.append(
             f'<tr class="{" ".join(classes)}" data-key="{_e(r.key)}">'
-            f'<td class="text">{_e(r.recipe.name)}{mark}</td>'
+            f'<td class="text">{_e(r.name)}{mark}</td>'
             + (f'<td class="text">{_e(r.runtime)}</td>' if several else "")
             + "".join(f"<td>{_e(f.text(f.read(r)))}</td>" for f in METRICS)
             + "</tr>"

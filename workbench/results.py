@@ -336,6 +336,14 @@ class Result:
     runtime: str = "onnxruntime"  # the runtime the artifact was built for and measured in
 
     @property
+    def name(self) -> str:
+        """The variant's name as its runtime words it (``int8-minmax-pc`` in ONNX Runtime,
+        ``int8-full`` in LiteRT; see ``workbench.runtimes.recipe_name``)."""
+        from workbench.runtimes import recipe_name
+
+        return recipe_name(self.recipe, self.runtime)
+
+    @property
     def noisy(self) -> bool:
         """True when its latency was measured on a disturbed machine (not final)."""
         return self.metrics.noise is not None and self.metrics.noise.noisy
@@ -344,7 +352,7 @@ class Result:
         return {
             "model": self.model,
             "recipe": self.recipe.to_dict(),
-            "recipe_name": self.recipe.name,
+            "recipe_name": self.name,
             "artifact": str(self.artifact),
             "metrics": self.metrics.to_dict(),
             "warnings": list(self.warnings),

@@ -22,7 +22,7 @@ from workbench.formatting import format_bytes, format_count, format_ms, format_p
 from workbench.pipeline import MeasureSettings, check_applicable, evaluate
 from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe, StepConfig
 from workbench.results import Result
-from workbench.runtimes import DEFAULT_RUNTIME
+from workbench.runtimes import DEFAULT_RUNTIME, recipe_name
 
 __all__ = [
     "DEFAULT_OBJECTIVES",
@@ -192,7 +192,7 @@ def result_row(result: Result) -> dict[str, Any]:
     speed = m.comparison("baseline")
     lat = m.latency  # None: not measured in this runtime (NO_LATENCY), so no columns
     return {
-        "recipe": result.recipe.name,
+        "recipe": result.name,  # in the runtime's words (Result.name)
         **variant_columns(result),
         **{f.column: f.read(result) for f in METRICS},
         "latency_mean_ms": None if lat is None else lat.mean,
@@ -309,7 +309,7 @@ class Study:
             r for r in self.results if r.recipe != result.recipe or r.runtime != result.runtime
         ] + [result]
         self.failures = [
-            f for f in self.failures if not _same_failure(f, result.recipe.name, result.runtime)
+            f for f in self.failures if not _same_failure(f, result.name, result.runtime)
         ]
 
     def add_failure(
@@ -320,15 +320,15 @@ class Study:
         text = str(error).strip().splitlines()[0] if str(error).strip() else ""
         entry = {
             "recipe": recipe.to_dict(),
-            "recipe_name": recipe.name,
+            "recipe_name": recipe_name(recipe, runtime),
             "runtime": runtime,
             "error": f"{type(error).__name__}: {text}"[:500]
             if not isinstance(error, WorkbenchError)
             else text[:500],
         }
-        self.failures = [f for f in self.failures if not _same_failure(f, recipe.name, runtime)] + [
-            entry
-        ]
+        self.failures = [
+            f for f in self.failures if not _same_failure(f, recipe_name(recipe, runtime), runtime)
+        ] + [entry]
 
     def runtimes(self) -> list[str]:
         """The runtimes the variants were measured in, in the order they first appear."""
