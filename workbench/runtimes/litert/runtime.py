@@ -114,6 +114,14 @@ def keras_beside(float_file: Path) -> Any:
         )
     from workbench.runtimes.keras_io import load_keras
 
+    # A model rebuilt from ONNX may hold the rebuild's own layers: registered here, the
+    # file loads in a process that did not build it too (Keras' safe mode stays on).
+    try:
+        from workbench.runtimes.onnx_keras import custom_objects
+    except ImportError:  # a build without the ONNX route: no rebuilt models to load
+        pass
+    else:
+        custom_objects()
     return load_keras(path)
 
 
