@@ -70,6 +70,12 @@ def test_a_litert_result_records_the_delegation_beside_the_runtime(quick, sessio
     version = r.metrics.environment["runtime_versions"]["ai-edge-litert"]
     assert f"ai-edge-litert {version}" in card_html(r, None)
     assert line in card_html(r, None) and line in _text(r)
+    # The report puts it beside the runtime and its version, under the variant's row.
+    from workbench.report import report_html
+    from workbench.study import Study
+
+    page = report_html(Study(r.model, [r]))
+    assert f"litert (ai-edge-litert {version}): {line}" in page
 
 
 def test_an_onnx_runtime_result_has_no_delegation(cnn, quick, session_cache):
