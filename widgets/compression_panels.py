@@ -24,6 +24,7 @@ from workbench.recipe import (
     QATConfig,
     QuantizeConfig,
 )
+from workbench.runtimes import DEFAULT_RUNTIME, get_runtime
 
 __all__ = ["PruningPanel", "QuantizationPanel"]
 
@@ -220,9 +221,16 @@ class PruningPanel(W.VBox):
 
 
 class QuantizationPanel(W.VBox):
-    """Quantization settings for ONNX Runtime.
+    """Quantization settings, worded for the chosen runtime.
+
+    The runtime (``runtime``) says how it describes each scheme (the scheme buttons'
+    tooltips), which settings change what it builds (the others are disabled while at
+    their defaults) and what it calls the step (``label``, shown under the controls).
 
     Traits:
+        runtime: the registry name of the runtime the step is for.
+        label: (read-only) the step's name in that runtime ("int8-minmax-pc" in ONNX
+            Runtime, "int8-full" in LiteRT), "" without quantization.
         scheme: "none", "dynamic", "int8" (static, calibrated) or "fp16".
         per_channel: one scale per output channel (int8 and dynamic).
         calibration: "minmax", "entropy" or "percentile" (int8 only).
@@ -242,6 +250,8 @@ class QuantizationPanel(W.VBox):
         error: (read-only) why the settings make no config, "" when they do.
     """
 
+    runtime = T.Unicode(DEFAULT_RUNTIME)
+    label = T.Unicode("", read_only=True)
     scheme = T.Unicode("none")
     per_channel = T.Bool(_QUANT.per_channel)
     calibration = T.Unicode(_QUANT.calibration)
@@ -303,9 +313,11 @@ class QuantizationPanel(W.VBox):
             tooltip="int8 only: fine-tune through fake quantization instead of calibrating (0: off)",
         )
         self._error_w = W.HTML()
+        self._title_w = W.HTML("<b>Quantization</b>")
+        self._label_w = W.HTML()
         super().__init__(
             children=[
-                W.HTML("<b>Quantization</b>"),
+                self._title_w,
                 self.scheme_w,
                 self.per_channel_w,
                 _row(self.calibration_w, self.samples_w),
@@ -318,6 +330,7 @@ class QuantizationPanel(W.VBox):
                 _row(self.overflow_w, self.bias_correction_w),
                 _row(self.accuracy_aware_w, self.max_drop_w),
                 self.qat_w,
+                self._label_w,
                 self._error_w,
             ],
             **kwargs,
@@ -341,6 +354,7 @@ class QuantizationPanel(W.VBox):
         self._update()
 
     @T.observe(
+        "runtime",
         "scheme",
         "per_channel",
         "calibration",
@@ -374,6 +388,8 @@ class QuantizationPanel(W.VBox):
         self.max_drop_w.disabled = scheme != "int8" or not self.accuracy_aware
         self.weight_w.disabled = scheme not in ("int8", "dynamic")
         self.keep_float_w.disabled = scheme == "none"
+        runtime = get_runtime(self.runtime)
+        self._word_for(runtime)
         config, error = None, ""
         if scheme != "none":
             try:
@@ -406,11 +422,47 @@ class QuantizationPanel(W.VBox):
             except WorkbenchError as exc:
                 error = str(exc)
         self.set_trait("qat_config", qat)
+        step = config or qat
+        label = runtime.step_label(step) if step is not None else ""
+        self.set_trait("label", label)
+        self._label_w.value = (
+            f'<span style="color:#555">name in {html.escape(str(runtime))}: '
+            f"<b>{html.escape(label)}</b></span>"
+            if label
+            else ""
+        )
         self.set_trait("error", error)
         self._error_w.value = (
             f'<span style="color:#b00020">{html.escape(error)}</span>' if error else ""
         )
         self.set_trait("config", config)
+
+    def _word_for(self, runtime) -> None:
+        """The runtime's descriptions on the scheme buttons, its name in the title, and
+        the settings it does not honour disabled (unless set away from the default, so
+        a setting the runtime refuses can still be put back)."""
+        described = runtime.scheme_descriptions
+        self.scheme_w.tooltips = ["keep float32"] + [
+            described.get(s, s) for s in ("dynamic", "int8", "fp16")
+        ]
+        self._title_w.value = f"<b>Quantization</b> in {html.escape(str(runtime))}"
+        honoured = runtime.quantize_settings
+        if honoured is None:
+            return
+        for widget, field, value in (
+            (self.per_channel_w, "per_channel", self.per_channel),
+            (self.calibration_w, "calibration", self.calibration),
+            (self.samples_w, "calibration_samples", self.calibration_samples),
+            (self.activation_w, "activation_type", self.activation_type),
+            (self.weight_w, "weight_type", self.weight_type),
+            (self.keep_float_w, "keep_float", tuple(self.keep_float)),
+            (self.overflow_w, "overflow_fix", self.overflow_fix),
+            (self.bias_correction_w, "bias_correction", self.bias_correction),
+            (self.accuracy_aware_w, "max_accuracy_drop", None if not self.accuracy_aware else 0),
+        ):
+            if field not in honoured and value == getattr(_QUANT, field):
+                widget.disabled = True
+        self.max_drop_w.disabled = self.max_drop_w.disabled or self.accuracy_aware_w.disabled
 
     def set_config(self, config: QuantizeConfig | QATConfig | None) -> None:
         """Show ``config`` in the controls (None: no quantization); ``config`` follows."""

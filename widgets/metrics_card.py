@@ -24,6 +24,7 @@ from workbench.charts import (
 from workbench.formatting import format_bytes, speed_text, versus_text
 from workbench.measure.environment import environment_line
 from workbench.results import NO_LATENCY
+from workbench.runtimes import DEFAULT_RUNTIME, recipe_name
 from workbench.study import FIGURES
 
 __all__ = ["SPINNER", "MetricsCard", "point_delta", "ratio_delta"]
@@ -112,6 +113,17 @@ def _speed_html(m: Any) -> str:
     return "".join(lines)
 
 
+def _parity_html(m: Any) -> str:
+    """One line per runtime this variant was also built for: how closely the two files'
+    predictions and outputs agree (measured on both files)."""
+    return "".join(
+        f'<div class="edge-workbench-parity" style="margin-top: 4px;" '
+        f'title="{html.escape(p.detail(), quote=True)}">{html.escape(p.text())}'
+        f'<span style="color:{NEUTRAL};">, both files run on the same inputs</span></div>'
+        for p in getattr(m, "cross_runtime", ()) or ()
+    )
+
+
 def _device_html(device: Any) -> str:
     """The fit line (fits / does not fit, headroom, the deciding figure) and, on a device
     other than this machine, its latency there: measured there or a labelled estimate."""
@@ -190,7 +202,8 @@ def card_html(
         return "".join(parts)
     m = result.metrics
     b = baseline.metrics if baseline is not None else None
-    name = html.escape(result.recipe.name)
+    # In the runtime's words (Result.name); a partial result names its runtime nowhere.
+    name = html.escape(recipe_name(result.recipe, getattr(result, "runtime", DEFAULT_RUNTIME)))
     parts.append(f'<div style="font-size: 15px; margin-bottom: 4px;"><b>{name}</b>')
     if baseline is not None and not result.recipe.is_baseline:
         parts.append(f' <span style="color:{NEUTRAL};">vs baseline</span>')
@@ -234,6 +247,7 @@ def card_html(
         )
     parts.append("</table>")
     parts.append(_speed_html(m))
+    parts.append(_parity_html(m))
     if device is not None:
         parts.append(_device_html(device))
     lat = m.latency
@@ -275,7 +289,8 @@ def card_html(
         )
     parts.append(
         f'<div class="edge-workbench-env" style="color:{NEUTRAL}; font-size: 11px; '
-        f'margin-top: 6px;">measured on {html.escape(environment_line(m.environment))}</div>'
+        f'margin-top: 6px;">measured on '
+        f"{html.escape(environment_line(m.environment, getattr(m, 'delegation', None)))}</div>"
     )
     parts.append("</div>")
     return "".join(parts)

@@ -206,7 +206,7 @@ class SweepPanel(W.VBox):
                     study.add(result)
             self.set_trait("done", self.done + 1)
             where = f" in {result.runtime}" if several else ""
-            self.set_trait("status", f"measured {result.recipe.name}{where}")
+            self.set_trait("status", f"measured {result.name}{where}")
             self.set_trait("last_result", result)
 
         try:
@@ -223,6 +223,12 @@ class SweepPanel(W.VBox):
                 ray_address=os.environ.get(RAY_ADDRESS_ENV) or None,
                 runtimes=runtimes,
             )
+            if several and study is not None:
+                # The sweep compared each recipe's files across the runtimes afterwards
+                # (Metrics.cross_runtime): the study's points get those figures too.
+                linked = {r.key: r for r in swept.results}
+                with self.study_lock:
+                    study.results = [linked.get(r.key, r) for r in study.results]
             if cancel.is_set() and self.done < self.total:
                 self.set_trait("status", f"cancelled after {self.done} of {self.total} variants")
             else:

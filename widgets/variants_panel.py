@@ -44,7 +44,7 @@ def _csv_link(csv_text: str, model: str) -> str:
 
 def _variant_label(result: Any, with_runtime: bool) -> str:
     """A variant's name, with the runtime it was measured in when that tells it apart."""
-    return f"{result.recipe.name} ({result.runtime})" if with_runtime else result.recipe.name
+    return f"{result.name} ({result.runtime})" if with_runtime else result.name
 
 
 class VariantsPanel(W.VBox):

@@ -49,6 +49,7 @@ from workbench.pipeline import (
     variant_key,
 )
 from workbench.recipe import Recipe
+from workbench.runtimes.parity import link_cross_runtime_parity
 from workbench.study import Study
 
 __all__ = ["TAB_TITLES", "Workbench"]
@@ -209,6 +210,7 @@ class Workbench(W.VBox):
         self.set_trait("runtime", self.settings.runtime)
         self.sweep.runtimes = (self.settings.runtime,)  # shown selected; follows the choice
         T.link((self, "runtime"), (self.runtime_panel, "runtime"))
+        T.dlink((self, "runtime"), (self.quantization, "runtime"))  # its words, its settings
         self.observe(self._on_runtime, names="runtime")
         self.observe(self._on_state, names=["busy", "status", "error"])
         self.set_trait("device", device)
@@ -489,6 +491,11 @@ class Workbench(W.VBox):
                 continue
             if not shown:
                 self._add_to_study(result, job.model)  # stale: a point, not the current one
+            else:
+                try:
+                    self._link_parity(result, job.model)
+                except Exception as exc:  # noqa: BLE001 - the figures shown stay; say why
+                    self.set_trait("status", f"{self.status}; parity not measured: {exc}")
 
     # -- display --------------------------------------------------------------------
 
@@ -511,6 +518,26 @@ class Workbench(W.VBox):
             self.study.add(result)
         self.chart.refresh()
         self.variants.refresh()
+
+    def _link_parity(self, result: Any, model: Any) -> None:
+        """Compare ``result``'s file with the same recipe's files in the other runtimes
+        the study holds (measured once on the built files, cached with both variants,
+        see ``link_cross_runtime_parity``) and show the figures if it is still current."""
+        if self.study is None or model is not self.model:
+            return
+        with self._study_lock:
+            group = [r for r in self.study.results if r.recipe == result.recipe]
+        if len({r.runtime for r in group}) < 2:
+            return
+        linked = {r.key: r for r in link_cross_runtime_parity(group, model, self.cache)}
+        with self._study_lock:
+            self.study.results = [linked.get(r.key, r) for r in self.study.results]
+        with self._display_lock:
+            mine = linked.get(result.key)
+            current = self.card.result
+            if mine is not None and current is not None and current.key == mine.key:
+                self.card.result = mine
+                self.set_trait("current", mine)
 
     def _display(self, result: Any, generation: int, model: Any, *, source: str) -> bool:
         """Show ``result`` as current if ``generation`` is still the latest; True if shown."""

@@ -604,7 +604,7 @@ def result_json(result: Any) -> dict:
     return {
         "model": result.model,
         "runtime": result.runtime,
-        "recipe": result.recipe.name,
+        "recipe": result.name,
         "steps": result.recipe.to_dict(),
         "accuracy": m.accuracy,
         "agreement": m.agreement,
@@ -636,6 +636,8 @@ def result_json(result: Any) -> dict:
         "tensor_arena": m.arena,
         "operator_ms": m.operator_ms,
         "parity_max_abs_diff": m.parity_max_abs_diff,
+        "delegation": m.delegation,
+        "cross_runtime": [p.to_dict() for p in m.cross_runtime],
         "artifact": str(result.artifact),
         "warnings": list(result.warnings),
         "step_reports": list(result.steps),
@@ -679,7 +681,7 @@ def _text(result: Any) -> str:
 
     m = result.metrics
     lines = [
-        f"{result.model}  [{result.recipe.name}]",
+        f"{result.model}  [{result.name}]",
         f"  accuracy        {_fmt_pct(m.accuracy)}   agreement {_fmt_pct(m.agreement)} ({m.agreement_basis})",
         f"  size            {m.size_bytes:,} B on disk, {m.compressed_bytes:,} B deflated "
         f"(zlib level {COMPRESSION_LEVEL})",
@@ -692,7 +694,8 @@ def _text(result: Any) -> str:
     if m.operator_ms:
         top = ", ".join(f"{k} {v:.3f}" for k, v in list(m.operator_ms.items())[:5])
         lines.append(f"  time by op (ms) {top}")
-    lines.append(f"  environment     {environment_line(m.environment)}")
+    lines.append(f"  environment     {environment_line(m.environment, m.delegation)}")
+    lines += [f"  parity          {p.text()} ({p.detail()})" for p in m.cross_runtime]
     if m.noise is not None and m.noise.noisy:
         lines.append("  noise           noisy: " + "; ".join(m.noise.reasons))
     lines += [f"  warning: {w}" for w in result.warnings]

@@ -179,10 +179,13 @@ def honesty_warnings(
     return tuple(out)
 
 
-def slower_than_float_warning(quant: Any, metrics: Metrics, extra: str = "") -> str | None:
+def slower_than_float_warning(
+    quant: Any, metrics: Metrics, extra: str = "", *, label: str | None = None
+) -> str | None:
     """A warning when a quantized variant measured slower than its float version (else
     the baseline), timed interleaved, beyond the margin and the rounds' spread; ``extra``
-    (e.g. the CPU's features) goes at its end. None when it was not slower."""
+    (e.g. the CPU's features) goes at its end; ``label`` names the quantization as the
+    runtime does (default ``quant.label()``). None when it was not slower."""
     comparison = metrics.comparison("float") or metrics.comparison("baseline")
     if not isinstance(quant, QuantizeConfig) or comparison is None:
         return None
@@ -192,7 +195,7 @@ def slower_than_float_warning(quant: Any, metrics: Metrics, extra: str = "") -> 
         return None
     versus = versus_text(comparison).replace("the baseline", "the float baseline")
     return (
-        f"This {quant.label()} variant measured slower {versus}, timed "
+        f"This {label or quant.label()} variant measured slower {versus}, timed "
         f"interleaved in the same run: {speed_text(comparison)}; p50 "
         f"{comparison.variant_p50:.3f} ms vs {comparison.reference_p50:.3f} ms. "
         "Quantization pays off only where the runtime has fast kernels for the "

@@ -614,6 +614,8 @@ def _measure_speed(
         fields["operator_ms"] = (
             runtime.profile_operators(artifact, shape, settings.threads) if settings.profile else {}
         )
+        # What the timing ran: the delegate the runtime applied and the nodes it took.
+        fields["delegation"] = runtime.delegation(artifact, settings.threads)
     # The environment names the runtime the figures were measured in.
     fields["environment"] = {
         **measure.environment(settings.threads),

@@ -28,7 +28,8 @@ from workbench.charts import (
 )
 from workbench.errors import WorkbenchError
 from workbench.formatting import format_speedup
-from workbench.results import NO_LATENCY
+from workbench.measure.environment import runtime_text
+from workbench.results import NO_LATENCY, delegation_text
 from workbench.runtimes import DEFAULT_RUNTIME
 from workbench.study import METRICS, Study
 
@@ -129,6 +130,28 @@ def _speed_row(result: Any, columns: int) -> str:
     )
 
 
+def _runtime_row(result: Any, columns: int) -> str:
+    """A full-width row of how the runtime ran ``result``'s file (the delegate it applied,
+    beside the runtime's version) and how the file agrees with the same recipe's file in
+    other runtimes; "" when neither was recorded."""
+    m = result.metrics
+    items = [
+        f'<li title="{_e(p.detail())}">{_e(p.text())} ({_e(p.detail())})</li>'
+        for p in m.cross_runtime
+    ]
+    if m.delegation:
+        items.append(
+            f"<li>{_e(runtime_text(m.environment) or result.runtime)}: "
+            f"{_e(delegation_text(m.delegation))}</li>"
+        )
+    if not items:
+        return ""
+    return (
+        f'<tr class="warn-row"><td class="text" colspan="{columns}">'
+        f'<ul class="speed">{"".join(items)}</ul></td></tr>'
+    )
+
+
 def _separate_runs_note(study: Study) -> str:
     """With several runtimes: their latencies come from separate timing runs."""
     if len(study.runtimes()) < 2:
@@ -169,11 +192,12 @@ def _variant_table(study: Study, per_runtime: bool = False) -> str:
         mark = " &#9733;" if r.key in frontier else ""
         body.append(
             f'<tr class="{" ".join(classes)}" data-key="{_e(r.key)}">'
-            f'<td class="text">{_e(r.recipe.name)}{mark}</td>'
+            f'<td class="text">{_e(r.name)}{mark}</td>'
             + (f'<td class="text">{_e(r.runtime)}</td>' if several else "")
             + "".join(f"<td>{_e(f.text(f.read(r)))}</td>" for f in METRICS)
             + "</tr>"
             + _speed_row(r, len(METRICS) + 1 + several)
+            + _runtime_row(r, len(METRICS) + 1 + several)
             + warnings
         )
     return f"<table>{head}{''.join(body)}</table>"

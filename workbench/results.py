@@ -23,7 +23,9 @@ __all__ = [
     "NoiseCheck",
     "Progress",
     "Result",
+    "RuntimeParity",
     "SpeedComparison",
+    "delegation_text",
     "quartiles",
 ]
 
@@ -192,6 +194,69 @@ class MemoryStats:
 
 
 @dataclass(frozen=True)
+class RuntimeParity:
+    """How closely a variant's file agrees with the same variant built for another runtime.
+
+    Both files run on the same inputs (``basis``: the task's test split, else seeded
+    random inputs), each in its own runtime, one input at a time; int8 outputs are
+    dequantized first. ``top1_agreement`` is the share of inputs whose top-1 class is the
+    same in both; ``max_abs_diff``/``mean_abs_diff`` compare their float outputs element
+    by element. ``runtime``, ``key`` and ``artifact`` name the other variant (its cache
+    entry), so a record whose partner was rebuilt is known to be stale.
+    """
+
+    runtime: str
+    key: str
+    artifact: str
+    samples: int
+    basis: str
+    top1_agreement: float
+    disagreements: int
+    max_abs_diff: float
+    mean_abs_diff: float
+
+    def text(self) -> str:
+        """One line: "matches onnxruntime: 100% top-1, max |Δ| 3.8e-06"."""
+        top1 = "100%" if self.top1_agreement == 1.0 else f"{self.top1_agreement:.2%}"
+        return f"matches {self.runtime}: {top1} top-1, max |\u0394| {self.max_abs_diff:.2g}"
+
+    def detail(self) -> str:
+        """What the line was measured on and against which file."""
+        return (
+            f"{self.disagreements} of {self.samples} top-1 predictions differ; mean |\u0394| "
+            f"{self.mean_abs_diff:.2g}; on {self.basis}; against {self.artifact}"
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RuntimeParity:
+        return cls(**d)
+
+
+def delegation_text(delegation: dict[str, Any] | None) -> str:
+    """How the runtime ran the graph, in a few words ("" when not recorded):
+    "XNNPACK took 9 of 9 nodes (1 partition)", with the operators it left out."""
+    if not delegation:
+        return ""
+    name, nodes = delegation.get("delegate", "delegate"), delegation.get("nodes", 0)
+    parts = delegation.get("xnnpack_partitions", 0)
+    if not parts:
+        return f"{name} not applied: all {nodes} nodes on the runtime's own kernels"
+    text = (
+        f"{name} took {delegation.get('delegated_nodes', 0)} of {nodes} nodes "
+        f"({parts} partition{'s' if parts != 1 else ''})"
+    )
+    left = delegation.get("undelegated_ops") or {}
+    if left:
+        text += "; left on the runtime's kernels: " + ", ".join(
+            f"{op} x{n}" for op, n in sorted(left.items())
+        )
+    return text
+
+
+@dataclass(frozen=True)
 class Metrics:
     """Everything measured on one exported artifact."""
 
@@ -216,11 +281,22 @@ class Metrics:
     # (workbench.runtimes.tflite_micro.ArenaReport.to_dict(): arena, activations and
     # persistent bytes, flash bytes, method); None for other runtimes.
     arena: dict[str, Any] | None = None
+    # How the runtime ran the artifact: for LiteRT, the XNNPACK delegate's partitions and
+    # the nodes it took (``workbench.runtimes.litert.Delegation.to_dict()``, see
+    # delegation_text); None where the runtime has no delegate or it was not recorded.
+    delegation: dict[str, Any] | None = None
+    # Agreement with the same variant built for other runtimes (measured on both files
+    # once both exist, see workbench.runtimes.parity.link_cross_runtime_parity).
+    cross_runtime: tuple[RuntimeParity, ...] = ()
 
     @property
     def latency_measured(self) -> bool:
         """False for a runtime that times nothing here (TFLite Micro): show NO_LATENCY."""
         return self.latency is not None
+
+    def parity_with(self, runtime: str) -> RuntimeParity | None:
+        """The agreement with this variant built for ``runtime``, if measured."""
+        return next((p for p in self.cross_runtime if p.runtime == runtime), None)
 
     def comparison(self, reference: str) -> SpeedComparison | None:
         """The comparison with ``reference`` ("baseline" or "float"), if measured."""
@@ -232,6 +308,7 @@ class Metrics:
         d["memory"] = self.memory.to_dict()
         d["comparisons"] = [c.to_dict() for c in self.comparisons]
         d["noise"] = None if self.noise is None else self.noise.to_dict()
+        d["cross_runtime"] = [p.to_dict() for p in self.cross_runtime]
         return d
 
     @classmethod
@@ -241,6 +318,7 @@ class Metrics:
         d["memory"] = MemoryStats.from_dict(d["memory"])
         d["comparisons"] = tuple(SpeedComparison.from_dict(c) for c in d.get("comparisons", ()))
         d["noise"] = None if d.get("noise") is None else NoiseCheck.from_dict(d["noise"])
+        d["cross_runtime"] = tuple(RuntimeParity.from_dict(p) for p in d.get("cross_runtime", ()))
         return cls(**d)
 
 
@@ -258,6 +336,14 @@ class Result:
     runtime: str = "onnxruntime"  # the runtime the artifact was built for and measured in
 
     @property
+    def name(self) -> str:
+        """The variant's name as its runtime words it (``int8-minmax-pc`` in ONNX Runtime,
+        ``int8-full`` in LiteRT; see ``workbench.runtimes.recipe_name``)."""
+        from workbench.runtimes import recipe_name
+
+        return recipe_name(self.recipe, self.runtime)
+
+    @property
     def noisy(self) -> bool:
         """True when its latency was measured on a disturbed machine (not final)."""
         return self.metrics.noise is not None and self.metrics.noise.noisy
@@ -266,7 +352,7 @@ class Result:
         return {
             "model": self.model,
             "recipe": self.recipe.to_dict(),
-            "recipe_name": self.recipe.name,
+            "recipe_name": self.name,
             "artifact": str(self.artifact),
             "metrics": self.metrics.to_dict(),
             "warnings": list(self.warnings),

@@ -22,7 +22,7 @@ from workbench.formatting import format_bytes, format_count, format_ms, format_p
 from workbench.pipeline import MeasureSettings, check_applicable, evaluate
 from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe, StepConfig
 from workbench.results import Result
-from workbench.runtimes import DEFAULT_RUNTIME
+from workbench.runtimes import DEFAULT_RUNTIME, recipe_name
 
 __all__ = [
     "DEFAULT_OBJECTIVES",
@@ -192,7 +192,7 @@ def result_row(result: Result) -> dict[str, Any]:
     speed = m.comparison("baseline")
     lat = m.latency  # None: not measured in this runtime (NO_LATENCY), so no columns
     return {
-        "recipe": result.recipe.name,
+        "recipe": result.name,  # in the runtime's words (Result.name)
         **variant_columns(result),
         **{f.column: f.read(result) for f in METRICS},
         "latency_mean_ms": None if lat is None else lat.mean,
@@ -206,11 +206,38 @@ def result_row(result: Result) -> dict[str, Any]:
         "latency_noisy": result.noisy,
         "latency_runs": None if lat is None else lat.n,
         "threads": None if lat is None else lat.threads,
+        **_parity_columns(result),
         "warnings": len(result.warnings),
         "is_baseline": result.recipe.is_baseline,
         "key": result.key,
         "artifact": str(result.artifact),
     }
+
+
+# The cross-runtime parity columns of a row: the runtimes the variant's file was
+# compared with (";"-joined), the lowest top-1 agreement and the largest output
+# differences over those comparisons; None where it was measured in one runtime only.
+PARITY_COLUMNS = (
+    "cross_runtime",
+    "cross_runtime_top1_agreement",
+    "cross_runtime_max_abs_diff",
+    "cross_runtime_mean_abs_diff",
+)
+
+
+def _parity_columns(result: Result) -> dict[str, Any]:
+    """The variant's agreement with its files for other runtimes (see RuntimeParity), as
+    the PARITY_COLUMNS of its row."""
+    records = result.metrics.cross_runtime
+    if not records:
+        return dict.fromkeys(PARITY_COLUMNS)
+    values = (
+        ";".join(p.runtime for p in records),
+        min(p.top1_agreement for p in records),
+        max(p.max_abs_diff for p in records),
+        max(p.mean_abs_diff for p in records),
+    )
+    return dict(zip(PARITY_COLUMNS, values, strict=True))
 
 
 def machine_of(result: Result) -> str:
@@ -282,7 +309,7 @@ class Study:
             r for r in self.results if r.recipe != result.recipe or r.runtime != result.runtime
         ] + [result]
         self.failures = [
-            f for f in self.failures if not _same_failure(f, result.recipe.name, result.runtime)
+            f for f in self.failures if not _same_failure(f, result.name, result.runtime)
         ]
 
     def add_failure(
@@ -293,15 +320,15 @@ class Study:
         text = str(error).strip().splitlines()[0] if str(error).strip() else ""
         entry = {
             "recipe": recipe.to_dict(),
-            "recipe_name": recipe.name,
+            "recipe_name": recipe_name(recipe, runtime),
             "runtime": runtime,
             "error": f"{type(error).__name__}: {text}"[:500]
             if not isinstance(error, WorkbenchError)
             else text[:500],
         }
-        self.failures = [f for f in self.failures if not _same_failure(f, recipe.name, runtime)] + [
-            entry
-        ]
+        self.failures = [
+            f for f in self.failures if not _same_failure(f, recipe_name(recipe, runtime), runtime)
+        ] + [entry]
 
     def runtimes(self) -> list[str]:
         """The runtimes the variants were measured in, in the order they first appear."""
@@ -798,7 +825,7 @@ def sweep(
                 study.add(result)
             # The cluster records failures without their runtime: this part's is known.
             study.failures += [{**f, "runtime": each.runtime} for f in part.failures]
-        return study
+        return _with_parity(study, model, cache, len(per_runtime))
     study = Study(model.name, model_info=model.describe())
     # Every runtime's baseline first (each variant is compared with its own runtime's),
     # then each recipe in every runtime, so the runtimes can be compared early on.
@@ -825,6 +852,16 @@ def sweep(
         study.add(result)
         if on_result is not None:
             on_result(result)
+    return _with_parity(study, model, cache or Cache(), len(per_runtime))
+
+
+def _with_parity(study: Study, model: Any, cache: Cache, runtimes: int) -> Study:
+    """``study`` with each recipe's files compared across the runtimes it was measured in
+    (``Metrics.cross_runtime``, recorded in the cache too); a one-runtime sweep is as is."""
+    if runtimes > 1:
+        from workbench.runtimes.parity import link_cross_runtime_parity
+
+        study.results = link_cross_runtime_parity(study.results, model, cache)
     return study
 
 

@@ -426,7 +426,7 @@ def run_gate(
     profiles = [get_device(d) for d in devices]
     baseline = baseline or results[0]
     checks: list[GateCheck] = []
-    names = [r.recipe.name for r in results]
+    names = [r.name for r in results]  # as the study's rows name them (Result.name)
     for result, variant in zip(results, names, strict=True):
         for device in profiles:
             checks.append(_memory_check(result, variant, device, thresholds, cache))
@@ -490,7 +490,7 @@ def study_device_record(
         frontiers[name] = {
             "objectives": used,
             "keys": [r.key for r in front],
-            "recipes": [r.recipe.name for r in front],
+            "recipes": [r.name for r in front],
         }
     return report, {"matrix": report.to_dict(), "frontiers": frontiers}
 

@@ -182,8 +182,28 @@ def environment(threads: int = 1) -> dict:
     }
 
 
-def environment_line(environment: dict) -> str:
-    """One line of measurement context: CPU, int8 features, threads, runtime versions."""
+# Packages in a runtime's version record that build the artifact rather than run it.
+BUILD_SIDE_PACKAGES = ("edge-workbench", "numpy", "torch", "onnx")
+
+
+def runtime_text(environment: dict) -> str:
+    """The runtime a measurement ran in and its own library's version ("litert
+    (ai-edge-litert 2.3.0)", "onnxruntime 1.23.2"); "" when not recorded."""
+    if not environment:
+        return ""
+    runtime = environment.get("runtime", "onnxruntime")
+    if runtime == "onnxruntime":
+        return f"onnxruntime {environment.get('onnxruntime', '?')}"
+    versions = environment.get("runtime_versions") or {}
+    own = next(((k, v) for k, v in versions.items() if k not in BUILD_SIDE_PACKAGES), None)
+    return f"{runtime} ({own[0]} {own[1]})" if own else runtime
+
+
+def environment_line(environment: dict, delegation: dict | None = None) -> str:
+    """One line of measurement context: CPU, int8 features, threads, runtime versions;
+    with ``delegation`` (``Metrics.delegation``), the delegate the runtime applied right
+    after the runtime and its version ("... litert (ai-edge-litert 2.3.0, ...), XNNPACK
+    took 9 of 9 nodes (1 partition) · ...")."""
     if not environment:
         return "environment not recorded"
     features = ", ".join(environment.get("cpu_features") or []) or "none detected"
@@ -197,13 +217,17 @@ def environment_line(environment: dict) -> str:
         libraries = {
             k: v
             for k, v in (environment.get("runtime_versions") or {}).items()
-            if k not in ("edge-workbench", "numpy", "torch", "onnx")  # build-side libraries
+            if k not in BUILD_SIDE_PACKAGES
         }
         runtime = (
             f"{environment['runtime']} ("
             + ", ".join(f"{k} {v}" for k, v in libraries.items())
             + ")"
         )
+    if delegation:
+        from workbench.results import delegation_text
+
+        runtime += f", {delegation_text(delegation)}"
     return (
         f"{environment.get('cpu_model', 'unknown CPU')} ({features}; {int8}) · "
         f"{environment.get('threads', '?')} thread(s) of {environment.get('usable_cores', '?')} "

@@ -34,6 +34,7 @@ __all__ = [
     "get_runtime",
     "list_runtimes",
     "package_versions",
+    "recipe_name",
     "register_runtime",
 ]
 
@@ -73,6 +74,12 @@ class Runtime(ABC):
     artifact_file: ClassVar[str]
     artifact_steps: ClassVar[dict[type, Callable[..., dict]]] = {}
     measures_latency: ClassVar[bool] = True
+    # Each quantization scheme this runtime applies, described in its own terms (the
+    # quantization panel's tooltips); a scheme left out is described by its name.
+    scheme_descriptions: ClassVar[dict[str, str]] = {}
+    # The QuantizeConfig settings, besides the scheme, that change what this runtime
+    # builds (the panel enables only these); None: every one.
+    quantize_settings: ClassVar[tuple[str, ...] | None] = None
 
     def __repr__(self) -> str:
         return f"<Runtime {self.name}: {self.artifact_format} artifacts>"
@@ -89,6 +96,14 @@ class Runtime(ABC):
         """Write ``model`` (or ``module``, its stepped copy, when not None) to ``dst`` in
         this runtime's format; returns the largest output difference to the source on
         ``parity_inputs``, or None when none was checked."""
+
+    def step_label(self, step: Any) -> str:
+        """How this runtime names ``step`` in a variant's name: by default the step's own
+        label (quantization in ONNX Runtime's terms: ``int8-minmax-pc``). A runtime whose
+        quantization is another tool's names it in that tool's terms, so its variants'
+        names say what was built; the cache key never depends on it (it hashes the
+        recipe's settings, not its name)."""
+        return step.label()
 
     def required_steps(self, steps: tuple[Any, ...]) -> tuple[Any, ...]:
         """The artifact steps to apply when a recipe asks for ``steps``: by default
@@ -126,6 +141,12 @@ class Runtime(ABC):
     @abstractmethod
     def measure_memory(self, artifact: Path, input_shape: Sequence[int], threads: int) -> Any:
         """MemoryStats of loading and running the artifact in a fresh process."""
+
+    def delegation(self, artifact: Path, threads: int) -> dict[str, Any] | None:
+        """How the runtime runs the artifact with ``threads``: the delegate it applies and
+        the nodes that delegate takes (``Metrics.delegation``); None for a runtime with
+        no delegate to report."""
+        return None
 
     def arena_report(self, artifact: Path) -> dict[str, Any] | None:
         """The static memory block the runtime needs for the artifact (TFLite Micro's
@@ -197,6 +218,17 @@ def package_versions(packages: Iterable[str | tuple[str, tuple[str, ...]]]) -> d
             except metadata.PackageNotFoundError:
                 continue
     return out
+
+
+def recipe_name(recipe: Any, runtime: str | Runtime = DEFAULT_RUNTIME) -> str:
+    """``recipe``'s name as ``runtime`` words it (each step's :meth:`Runtime.step_label`),
+    "baseline" for no steps. In ONNX Runtime it is ``recipe.name``; for a runtime this
+    build does not register, ``recipe.name`` too."""
+    try:
+        rt = get_runtime(runtime)
+    except WorkbenchError:
+        return recipe.name
+    return "+".join(rt.step_label(s) for s in recipe.steps) or "baseline"
 
 
 def register_runtime(cls: type[Runtime]) -> type[Runtime]:

@@ -27,6 +27,30 @@ def test_the_float_keras_sample_agrees_across_runtimes(keras_cnn, quick, session
     assert 0 <= p.mean_abs_diff <= p.max_abs_diff < 1e-4  # float files: rounding only
     assert p.accuracy[0] == p.accuracy[1] >= 0.97
     assert json.loads(json.dumps(p.to_dict()))["runtimes"] == ["onnxruntime", "litert"]
+    # Recorded with both variants in the cache, as a sweep over both runtimes records it.
+    for key, other in zip(p.keys, reversed(p.runtimes), strict=True):
+        record = session_cache.get(key).metrics.parity_with(other)
+        assert record.top1_agreement == 1.0 and record.max_abs_diff == p.max_abs_diff
+
+
+def test_a_sweep_over_onnx_runtime_and_litert_records_their_parity(keras_cnn, quick, tmp_path):
+    from workbench.cache import Cache
+    from workbench.study import sweep
+
+    study = sweep(
+        keras_cnn,
+        [Recipe()],
+        settings=quick,
+        cache=Cache(tmp_path / "cache"),
+        progress=False,
+        runtimes=["onnxruntime", "litert"],
+    )
+    ort, tfl = study.results
+    p = tfl.metrics.parity_with("onnxruntime")
+    assert p.key == ort.key and p.samples == 540 and p.top1_agreement == 1.0
+    assert 0 < p.max_abs_diff < 1e-4  # two float files: rounding only
+    assert ort.metrics.parity_with("litert").max_abs_diff == p.max_abs_diff
+    assert p.text().startswith("matches onnxruntime: 100% top-1, max |\u0394| ")
 
 
 @pytest.mark.slow

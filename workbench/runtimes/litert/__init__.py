@@ -22,6 +22,7 @@ from workbench.runtimes.litert.runtime import LiteRT
 from workbench.runtimes.litert.session import (
     Delegation,
     delegation,
+    delegation_of,
     dequantize,
     litert_version,
     make_interpreter,
@@ -46,6 +47,7 @@ __all__ = [
     "TensorSpec",
     "convert_keras",
     "delegation",
+    "delegation_of",
     "dequantize",
     "export_tflite",
     "footprint",

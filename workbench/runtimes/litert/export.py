@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import tempfile
 import uuid
 import warnings
 from io import StringIO
@@ -40,7 +42,7 @@ from workbench.errors import WorkbenchError
 from workbench.recipe import QUANT_SCHEMES
 from workbench.runtimes.litert.slim import DEFAULT_NAME_MODE, NAME_MODES, slim_tflite
 
-__all__ = ["IO_TYPES", "TFLITE_SCHEMES", "convert_keras", "export_tflite"]
+__all__ = ["IO_TYPES", "TFLITE_SCHEMES", "c_stderr_held", "convert_keras", "export_tflite"]
 
 TFLITE_SCHEMES = ("float", *QUANT_SCHEMES)
 IO_TYPES = ("int8", "float")
@@ -65,6 +67,45 @@ def _check(scheme: str, io: str, calibration: np.ndarray | None, names: str) -> 
             "pass calibration= images from the training part (e.g. Task.calibration(...)), "
             "in the model's input layout",
         )
+
+
+@contextlib.contextmanager
+def c_stderr_held():
+    """Hold what C code writes to file descriptor 2 during the block; let it out on failure.
+
+    The TFLite converter's C++ side prints its settings (``fully_quantize: 0,
+    inference_type: 6, ...``) and absl log lines straight to fd 2, past ``sys.stderr``,
+    so they land in the terminal, the CLI's output and the notebook's log on every
+    conversion. Here fd 2 points at a temporary file for the block and is restored
+    after it; if the block raises, what was held is written to the real stderr first,
+    since it then explains the failure. Python's own writes to ``sys.stderr`` during the
+    block are held the same way.
+    """
+    _flush_stderr()
+    saved = os.dup(2)
+    failed = False
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            _flush_stderr()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                held.seek(0)
+                text = held.read().decode(errors="replace")
+                if text and sys.stderr is not None:
+                    sys.stderr.write(text)
+                    _flush_stderr()
+
+
+def _flush_stderr() -> None:
+    if sys.stderr is not None:  # None under pythonw
+        sys.stderr.flush()
 
 
 def convert_keras(
@@ -135,7 +176,12 @@ def convert_keras(
         # into the CLI's --json output.
         # Its UserWarning about "statistics for quantized inputs" concerns int8 inputs
         # fed without scales, which predict() never does (it quantizes with the file's).
-        with contextlib.redirect_stdout(StringIO()), warnings.catch_warnings():
+        # The converter's C++ settings lines go to fd 2: held, and shown only on failure.
+        with (
+            contextlib.redirect_stdout(StringIO()),
+            warnings.catch_warnings(),
+            c_stderr_held(),
+        ):
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             data = bytes(converter.convert())
     except Exception as e:

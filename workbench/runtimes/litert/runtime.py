@@ -35,7 +35,7 @@ from workbench.errors import WorkbenchError
 from workbench.recipe import QuantizeConfig, StepConfig
 from workbench.runtimes import Runtime, register_runtime
 
-__all__ = ["KERAS_BESIDE_SUFFIX", "LiteRT", "keras_beside"]
+__all__ = ["KERAS_BESIDE_SUFFIX", "LiteRT", "keras_beside", "quantize_label"]
 
 # The Keras model a float .tflite was converted from is kept beside it under this suffix.
 KERAS_BESIDE_SUFFIX = ".keras"
@@ -59,6 +59,34 @@ _ONNX_ONLY = {
     "weight_type": "TFLite int8 weights are signed int8",
     "overflow_fix": "the overflow fix rewrites ONNX weights for ONNX Runtime's x86 kernels",
 }
+
+
+# The converter's quantization in the TFLite documentation's terms.
+_SCHEME_DESCRIPTIONS = {
+    "dynamic": "dynamic-range int8 (TFLite converter): int8 weights, activations quantized "
+    "on the fly per inference",
+    "int8": "full-integer int8 (TFLite converter): int8 weights per channel and activations "
+    "per tensor, ranges from a representative dataset of training images",
+    "fp16": "float16 weights (TFLite converter), dequantized to float32 at load; float32 compute",
+}
+# What each scheme is called in a LiteRT variant's name.
+_SCHEME_LABELS = {"fp16": "fp16", "dynamic": "int8-dynamic-range", "int8": "int8-full"}
+
+
+def quantize_label(config: QuantizeConfig, io_type: str | None = None) -> str:
+    """``config`` named in the TFLite converter's terms ("int8-full", "int8-dynamic-range",
+    "fp16"), with what it sets that LiteRT honours: a calibration sample count other than
+    the default ("-n256") and int8 input/output ("-ioint8"; ``io_type`` overrides the
+    config's, as TFLite Micro's int8 I/O does). The ONNX Runtime settings LiteRT refuses
+    (see ``_ONNX_ONLY``) never reach a LiteRT variant, so they have no wording here."""
+    label = _SCHEME_LABELS[config.scheme]
+    if config.scheme == "int8":
+        if config.calibration_samples != QuantizeConfig.calibration_samples:
+            label += f"-n{config.calibration_samples}"
+        io = io_type or config.io_type
+        if io != "float":
+            label += f"-io{io}"
+    return label
 
 
 def _is_keras(obj: Any) -> bool:
@@ -86,6 +114,14 @@ def keras_beside(float_file: Path) -> Any:
         )
     from workbench.runtimes.keras_io import load_keras
 
+    # A model rebuilt from ONNX may hold the rebuild's own layers: registered here, the
+    # file loads in a process that did not build it too (Keras' safe mode stays on).
+    try:
+        from workbench.runtimes.onnx_keras import custom_objects
+    except ImportError:  # a build without the ONNX route: no rebuilt models to load
+        pass
+    else:
+        custom_objects()
     return load_keras(path)
 
 
@@ -111,7 +147,7 @@ def _quantize_step(src: Path, dst: Path, config: StepConfig, model: Any) -> dict
     export_tflite(keras_model, dst, config.scheme, calibration=calib, io=config.io_type)
     return {
         "scheme": config.scheme,
-        "label": config.label(),
+        "label": quantize_label(config),
         "converter": "tf.lite.TFLiteConverter.from_keras_model",
         "io_type": config.io_type if config.scheme == "int8" else "float",
         "calibration_samples": len(calib) if calib is not None else 0,
@@ -145,9 +181,17 @@ class LiteRT(Runtime):
     its default op resolver as a user gets it, ``num_threads`` fixed and recorded."""
 
     name = "litert"
+    title = "LiteRT"
     artifact_format = "tflite"
     artifact_file = "model.tflite"
     artifact_steps = {QuantizeConfig: _quantize_step}
+    scheme_descriptions = _SCHEME_DESCRIPTIONS
+    quantize_settings = ("calibration_samples", "io_type")
+
+    def step_label(self, step: Any) -> str:
+        if isinstance(step, QuantizeConfig):
+            return quantize_label(step)
+        return step.label()
 
     # --- making the artifact -------------------------------------------------------
     def check_recipe(self, model: Any, recipe: Any) -> None:
@@ -265,6 +309,11 @@ class LiteRT(Runtime):
 
         return measure_memory(artifact, threads=threads)
 
+    def delegation(self, artifact: Path, threads: int) -> dict[str, Any] | None:
+        from workbench.runtimes.litert.session import delegation_of
+
+        return delegation_of(artifact, threads).to_dict()
+
     def graph_stats(self, artifact: Path) -> Any:
         from workbench.runtimes.litert.flatbuffer import graph_stats
 
@@ -308,7 +357,9 @@ class LiteRT(Runtime):
             )
         quant = recipe.get("quantize")
         if isinstance(quant, QuantizeConfig) and quant.scheme in ("int8", "dynamic"):
-            slower = slower_than_float_warning(quant, metrics, cpu_note())
+            slower = slower_than_float_warning(
+                quant, metrics, cpu_note(), label=self.step_label(quant)
+            )
             if slower:
                 out.append(slower)
         out += accuracy_warnings(metrics, baseline, max_accuracy_drop)

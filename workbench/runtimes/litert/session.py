@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from workbench.runtimes.litert.flatbuffer import read_tflite
 __all__ = [
     "Delegation",
     "delegation",
+    "delegation_of",
     "dequantize",
     "litert_version",
     "make_interpreter",
@@ -102,26 +103,77 @@ def make_interpreter(path: str | os.PathLike, threads: int = 1):
     return interpreter
 
 
+# The op name the interpreter gives a node that a delegate put in place of a partition.
+_DELEGATE_OP = "DELEGATE"
+# The delegate ai_edge_litert's default op resolver applies (BuiltinOpResolver: the
+# interpreter wrapper's kBuiltinOpResolver, whose lazy delegate provider is XNNPACK).
+DEFAULT_DELEGATE = "XNNPACK"
+
+
 @dataclass(frozen=True)
 class Delegation:
-    """How LiteRT ran the graph: XNNPACK partitions and the operators left outside them."""
+    """How LiteRT ran the graph: the XNNPACK partitions, the nodes they took, and the
+    operators left on LiteRT's own kernels.
 
-    xnnpack_partitions: int  # DELEGATE nodes in the execution plan (0: XNNPACK not applied)
+    Read back from the allocated interpreter: its node list holds the model's nodes,
+    then one ``DELEGATE`` node per partition XNNPACK took. The Python API exposes neither
+    the execution plan nor a delegate's node list, so the nodes a partition took are
+    found from the graph: walking back from the ``DELEGATE`` node's outputs through the
+    nodes that produce them, stopping at its inputs (a node whose output nothing reads
+    would be missed; converted models have none).
+    """
+
+    xnnpack_partitions: int  # DELEGATE nodes (0: XNNPACK not applied)
     nodes: int  # operators in the model
     op_counts: dict[str, int]  # operator name -> nodes, before delegation
+    delegated_nodes: int = 0  # of ``nodes``, those inside an XNNPACK partition
+    undelegated_ops: dict[str, int] = field(default_factory=dict)  # left on LiteRT's kernels
+    delegate: str = DEFAULT_DELEGATE
+
+    @property
+    def applied(self) -> bool:
+        """Whether XNNPACK took any part of the graph."""
+        return self.xnnpack_partitions > 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "applied": self.applied}
 
 
 def delegation(interpreter) -> Delegation:
     """Read back what the default delegate did to an allocated interpreter."""
-    names = [d["op_name"] for d in interpreter._get_ops_details()]
-    partitions = names.count("DELEGATE")
-    original = [n for n in names if n != "DELEGATE"]
+    ops = interpreter._get_ops_details()
+    partitions = [d for d in ops if d["op_name"] == _DELEGATE_OP]
+    original = [d for d in ops if d["op_name"] != _DELEGATE_OP]
+    producer = {int(t): d["index"] for d in original for t in d["outputs"]}
+    by_index = {d["index"]: d for d in original}
+    taken: set[int] = set()
+    for part in partitions:
+        stop = {int(t) for t in part["inputs"]}
+        todo, seen = [int(t) for t in part["outputs"]], set()
+        while todo:
+            tensor = todo.pop()
+            if tensor in stop or tensor in seen or tensor < 0:
+                continue
+            seen.add(tensor)
+            node = producer.get(tensor)
+            if node is None or node in taken:
+                continue
+            taken.add(node)
+            todo.extend(int(t) for t in by_index[node]["inputs"])
+    left = Counter(d["op_name"] for d in original if d["index"] not in taken)
     return Delegation(
-        xnnpack_partitions=partitions, nodes=len(original), op_counts=dict(Counter(original))
+        xnnpack_partitions=len(partitions),
+        nodes=len(original),
+        op_counts=dict(Counter(d["op_name"] for d in original)),
+        delegated_nodes=len(taken),
+        undelegated_ops=dict(left),
     )
+
+
+def delegation_of(path: str | os.PathLike, threads: int = 1) -> Delegation:
+    """The delegation LiteRT applies to the ``.tflite`` at ``path`` with ``threads``, as
+    every interpreter the workbench makes gets it (:func:`make_interpreter`)."""
+    return delegation(make_interpreter(path, threads))
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:

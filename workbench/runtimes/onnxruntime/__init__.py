@@ -118,6 +118,11 @@ class OnnxRuntime(Runtime):
     artifact_format = "onnx"
     artifact_file = "model.onnx"
     artifact_steps = {QuantizeConfig: _quantize_step}
+    scheme_descriptions = {
+        "dynamic": "int8 weights, activations quantized at run time (best for Linear/LSTM)",
+        "int8": "static int8 (QDQ), calibrated on training images",
+        "fp16": "float16 weights and compute",
+    }
 
     def check_recipe(self, model: Any, recipe: Any) -> None:
         if model.source == "tflite":

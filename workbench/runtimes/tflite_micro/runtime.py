@@ -176,10 +176,24 @@ class TFLiteMicroRuntime(Runtime):
     """Full-integer int8 ``.tflite`` files in TensorFlow Lite Micro (reference kernels)."""
 
     name = TFLM_RUNTIME
+    title = "TensorFlow Lite Micro"
     artifact_format = "tflite"
     artifact_file = "model.tflite"
     artifact_steps: ClassVar[dict] = {QuantizeConfig: _int8_step, RequiredInt8: _int8_step}
     measures_latency = False
+    scheme_descriptions: ClassVar[dict[str, str]] = {
+        "int8": "full-integer int8 with int8 input and output (TFLite converter), ranges "
+        "from a representative dataset of training images",
+    }
+    quantize_settings: ClassVar[tuple[str, ...] | None] = ("calibration_samples",)
+
+    def step_label(self, step: Any) -> str:
+        # LiteRT's words (one converter), with the int8 input and output TFLM always gets.
+        if isinstance(step, QuantizeConfig) and step.scheme == _SCHEME:
+            from workbench.runtimes.litert.runtime import quantize_label
+
+            return quantize_label(step, io_type=_IO)
+        return step.label()
 
     def required_steps(self, steps: tuple[Any, ...]) -> tuple[Any, ...]:
         quant = [s for s in steps if isinstance(s, QuantizeConfig)]
