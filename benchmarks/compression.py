@@ -28,7 +28,7 @@ import torch
 
 from workbench import measure
 from workbench.cache import Cache
-from workbench.compress import structured_sparsity_for_macs
+from workbench.compress import prunable_layers, structured_sparsity_for_macs
 from workbench.models import load_model
 from workbench.pipeline import MeasureSettings, calibration_inputs, evaluate
 from workbench.recipe import (
@@ -391,16 +391,31 @@ def _depthwise(module: torch.nn.Module) -> tuple[str, ...]:
     )
 
 
-def stacked_recipe(model, sparsity: float, steps: int) -> Recipe:
-    """Prune gradually with distillation from digits-resnet18, then QAT int8 (distilling)."""
+def stacked_recipe(
+    model,
+    sparsity: float,
+    steps: int,
+    max_layer_sparsity: float | None = None,
+    prune_classifier: bool = False,
+) -> Recipe:
+    """Prune gradually with distillation from digits-resnet18, then QAT int8 (distilling).
+
+    ``max_layer_sparsity`` caps each layer's share of the pruning; ``prune_classifier``
+    prunes the last layer too (the first stays dense: 864 weights on MobileNetV2).
+    """
     # One global threshold empties MobileNetV2's depthwise convolutions (their weights
     # are small; measured: 10% accuracy): they hold ~2% of its weights, so keep them dense.
+    exclude = _depthwise(model.module)
+    if prune_classifier:
+        exclude = (prunable_layers(model.module, model.example_input())[0], *exclude)
     prune = GradualPruneConfig(
         sparsity=sparsity,
         steps=steps,
         epochs_per_step=1,
         teacher="digits-resnet18",
-        exclude=_depthwise(model.module),
+        exclude=exclude,
+        keep_first_last=not prune_classifier,
+        max_layer_sparsity=max_layer_sparsity,
     )
     return Recipe((prune, QATConfig(epochs=1, teacher="digits-resnet18")))
 
