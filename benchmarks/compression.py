@@ -431,6 +431,25 @@ def stacked_recipe(
 STACKED = (("digits-mobilenetv2", 0.9, 3), ("digits-resnet18", 0.95, 4))
 
 
+def layer_summary(result) -> str:
+    """Per-layer sparsity after the gradual pruning: the spread over the pruned layers,
+    how many sit at the cap or were emptied, how many were kept dense."""
+    step = next((s for s in result.steps if s.get("kind") == "gradual_prune"), None)
+    layers = (step or {}).get("layers") or []
+    if not layers:
+        return "not recorded"
+    pruned = sorted(r["sparsity"] for r in layers if not r["kept_dense"])
+    caps = [getattr(s, "max_layer_sparsity", None) for s in result.recipe.steps]
+    cap = next((c for c in caps if c is not None), None)
+    at_cap = sum(abs(x - cap) < 1e-3 for x in pruned) if cap is not None else 0
+    emptied = sum(r["nonzero_after"] == 0 and r["nonzero_before"] > 0 for r in layers)
+    dense = len(layers) - len(pruned)
+    return (
+        f"{len(pruned)} pruned: min {pruned[0]:.1%}, median {statistics.median(pruned):.1%}, "
+        f"max {pruned[-1]:.1%}; {at_cap} at the cap, {emptied} emptied; {dense} kept dense"
+    )
+
+
 def bench_stacked(
     rep: Report, cache: Cache, settings: MeasureSettings, runtimes: tuple[str, ...]
 ) -> None:
@@ -445,6 +464,7 @@ def bench_stacked(
             "share of float accuracy": {},
             "non-zero parameters": {},
         }
+        layer_lines = []
         for rt in runtimes:
             s = dataclasses.replace(settings, runtime=rt)
             base = evaluate(model, settings=s, cache=cache)
@@ -458,6 +478,7 @@ def bench_stacked(
             )
             rows["share of float accuracy"][rt] = f"{_kept(v, base):.2%}"
             rows["non-zero parameters"][rt] = f"{v.metrics.nonzero_params:,}/{v.metrics.params:,}"
+            layer_lines.append(f"  per-layer sparsity [{rt}]: {layer_summary(v)}")
             detail = (
                 f"{recipe.name}: compressed {base.metrics.compressed_bytes:,} B -> "
                 f"{v.metrics.compressed_bytes:,} B; accuracy {base.metrics.accuracy:.2%} -> "
@@ -478,6 +499,7 @@ def bench_stacked(
             runtimes,
             list(rows.items()),
         )
+        print("\n".join(layer_lines), flush=True)
 
 
 def main() -> int:
