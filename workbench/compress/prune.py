@@ -9,7 +9,10 @@ first and last *in the computation*, which registration order does not always ma
 Unstructured pruning uses ``torch.nn.utils.prune`` (L1 magnitude) and then
 ``prune.remove``, so the zeros are baked into plain weights and no masks or hooks stay on
 the module (the exported ONNX file is an ordinary dense graph whose zeros only pay off
-once the file is compressed).
+once the file is compressed). With ``PruneConfig.max_layer_sparsity`` a global request
+still zeroes ``round(s * N)`` weights lowest magnitude first, but no layer past its cap
+(``capped_prune_counts``): a layer whose weights are small only because a batch norm
+rescales them is otherwise emptied by the one threshold.
 
 Structured pruning uses Torch-Pruning (``torch_pruning``). Removing an output channel of
 one convolution means removing the matching input channel of every consumer, the
@@ -34,8 +37,8 @@ Structured choices, and why:
   layer entirely when its ratio or a global threshold would empty it. Global scope
   removes exactly ``round(s * N)`` channels over all prunable groups, lowest importance
   first, but no layer loses more than ``s + (1 - s) / 2`` of its channels (it keeps at
-  least half the fraction the request keeps on average) and every layer keeps at least
-  one. Layer scope removes ``round(s * C)`` channels of each group (keeping >= 1).
+  least half the fraction the request keeps on average; ``max_layer_sparsity`` lowers
+  that cap) and every layer keeps at least one. Layer scope removes ``round(s * C)`` channels of each group (keeping >= 1).
 - Then the kept channels of each layer at least ``8 * round_to`` wide are rounded to
   the nearest multiple of ``PruneConfig.round_to`` (8 by default; 1 keeps the exact
   counts; narrower layers keep exact counts, where rounding would be too coarse). ONNX Runtime's
@@ -521,7 +524,8 @@ def emptied_layers_note(emptied: list[str]) -> str:
     return (
         f"{len(emptied)} layer(s) lost every weight ({', '.join(emptied[:5])}"
         f"{', ...' if len(emptied) > 5 else ''}), so their outputs no longer depend on the "
-        "input: lower the sparsity, prune per layer (scope='layer'), or exclude them"
+        "input: cap each layer (max_layer_sparsity=0.98, CLI --max-layer-sparsity), lower "
+        "the sparsity, prune per layer (scope='layer'), or exclude them"
     )
 
 
