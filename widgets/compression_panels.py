@@ -32,6 +32,8 @@ __all__ = ["PruningPanel", "QuantizationPanel"]
 # quantized kernels are slow); free text is accepted too (node names work as well).
 _PRUNE, _QUANT, _TUNE = PruneConfig(), QuantizeConfig(), FineTuneConfig()  # the engine's defaults
 
+_DEFAULT_CAP = 0.98  # the cap slider's position when the cap is first switched on
+
 COMMON_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Relu", "GlobalAveragePool", "Softmax")
 
 
@@ -47,6 +49,8 @@ class PruningPanel(W.VBox):
         sparsity: fraction removed, 0 to 0.95.
         scope: "global" (one threshold for all layers) or "layer".
         keep_first_last: leave the first and last prunable layers dense.
+        max_layer_sparsity: the largest fraction of any one layer pruned (None: no cap);
+            shown as a checkbox and a slider.
         finetune_epochs: epochs of retraining after pruning (0: none).
         teacher: a model name to distil from while retraining ("" for none).
         teachers: the names offered as teachers.
@@ -63,6 +67,7 @@ class PruningPanel(W.VBox):
     scope = T.Unicode(_PRUNE.scope)
     keep_first_last = T.Bool(_PRUNE.keep_first_last)
     exclude = T.Tuple(_PRUNE.exclude)
+    max_layer_sparsity = T.Float(_PRUNE.max_layer_sparsity, allow_none=True)
     finetune_epochs = T.Int(0)
     teacher = T.Unicode("")
     teachers = T.Tuple()
@@ -103,6 +108,19 @@ class PruningPanel(W.VBox):
             tooltips=["one threshold across all layers", "the same fraction in every layer"],
         )
         self.keep_w = W.Checkbox(description="keep first and last layers dense", indent=False)
+        # One global threshold can empty a layer whose weights are small only because a
+        # batch norm rescales them; the cap keeps some of every layer.
+        self.cap_on_w = W.Checkbox(description="cap each layer at", indent=False)
+        self.cap_w = W.FloatSlider(
+            value=_DEFAULT_CAP,
+            min=0.5,
+            max=1.0,
+            step=0.005,
+            readout_format=".1%",
+            continuous_update=False,
+            tooltip="no layer loses more than this share of its weights; the rest of the "
+            "sparsity goes to the other layers",
+        )
         # Retraining repairs what pruning removed; it costs seconds (digits-cnn) to
         # minutes (digits-resnet18) per variant, so it is off until asked for.
         self.epochs_w = W.IntSlider(
@@ -126,6 +144,7 @@ class PruningPanel(W.VBox):
                 self.sparsity_w,
                 self.scope_w,
                 self.keep_w,
+                _row(self.cap_on_w, self.cap_w),
                 _row(self.epochs_w, self.teacher_w),
                 self._error_w,
             ],
@@ -140,6 +159,9 @@ class PruningPanel(W.VBox):
             (self.teacher_w, "teacher"),
         ):
             T.link((self, name), (widget, "value"))  # the trait's default wins
+        self._showing_cap = False
+        self.cap_on_w.observe(self._on_cap_controls, names="value")
+        self.cap_w.observe(self._on_cap_controls, names="value")
         self.teachers = tuple(teachers)
         self._update()
 
@@ -155,6 +177,7 @@ class PruningPanel(W.VBox):
         "scope",
         "keep_first_last",
         "exclude",
+        "max_layer_sparsity",
         "finetune_epochs",
         "teacher",
         "unavailable",
@@ -168,11 +191,28 @@ class PruningPanel(W.VBox):
     def _method_allowed(self, proposal: dict) -> str:
         return "none" if self.unavailable else proposal["value"]
 
+    def _on_cap_controls(self, change: dict) -> None:
+        if not self._showing_cap:
+            self.max_layer_sparsity = round(self.cap_w.value, 4) if self.cap_on_w.value else None
+
+    def _show_cap(self) -> None:
+        """The cap's controls follow the trait (set by a script or ``set_config``)."""
+        cap = self.max_layer_sparsity
+        self._showing_cap = True  # the two controls change one after the other
+        try:
+            if cap is not None:
+                self.cap_w.value = cap
+            self.cap_on_w.value = cap is not None
+        finally:
+            self._showing_cap = False
+
     def _update(self) -> None:
         active = self.method != "none"
         self.method_w.disabled = bool(self.unavailable)
-        for w in (self.sparsity_w, self.scope_w, self.keep_w, self.epochs_w):
+        for w in (self.sparsity_w, self.scope_w, self.keep_w, self.epochs_w, self.cap_on_w):
             w.disabled = not active
+        self._show_cap()
+        self.cap_w.disabled = not active or self.max_layer_sparsity is None
         self.teacher_w.disabled = not active or self.finetune_epochs == 0
         config, tune, error = None, None, ""
         if active:
@@ -183,6 +223,7 @@ class PruningPanel(W.VBox):
                     scope=self.scope,
                     keep_first_last=self.keep_first_last,
                     exclude=self.exclude,
+                    max_layer_sparsity=self.max_layer_sparsity,
                 )
                 if self.finetune_epochs > 0:
                     tune = FineTuneConfig(epochs=self.finetune_epochs, teacher=self.teacher or None)
@@ -218,6 +259,7 @@ class PruningPanel(W.VBox):
                 self.scope = config.scope
                 self.keep_first_last = config.keep_first_last
                 self.exclude = config.exclude
+                self.max_layer_sparsity = config.max_layer_sparsity
 
 
 class QuantizationPanel(W.VBox):

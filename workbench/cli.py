@@ -200,6 +200,13 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
         "--prune-first-last", action="store_true", help="also prune the first and last layers"
     )
     p.add_argument(
+        "--max-layer-sparsity",
+        type=float,
+        metavar="F",
+        help="no layer loses more than this fraction (e.g. 0.98); the rest of a global "
+        "request goes to the other layers (default: no cap)",
+    )
+    p.add_argument(
         "--finetune-epochs",
         type=int,
         default=0,
@@ -314,7 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_args(p)
     p.add_argument("--prune", choices=PRUNE_CHOICES, default="none")
-    p.add_argument("--sparsity", type=float, help="fraction pruned, 0 to 0.95 (default 0.5)")
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        help="fraction pruned, 0 to 0.99 unstructured, 0.95 structured (default 0.5)",
+    )
     _add_prune_args(p)
     p.add_argument("--quantize", choices=QUANT_CHOICES, default="none")
     _add_quant_args(p)
@@ -373,7 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the two runtimes compared, comma-separated (default onnxruntime,litert)",
     )
     p.add_argument("--prune", choices=PRUNE_CHOICES, default="none")
-    p.add_argument("--sparsity", type=float, help="fraction pruned, 0 to 0.95 (default 0.5)")
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        help="fraction pruned, 0 to 0.99 unstructured, 0.95 structured (default 0.5)",
+    )
     _add_prune_args(p)
     p.add_argument("--quantize", choices=QUANT_CHOICES, default="none")
     _add_quant_args(p)
@@ -515,6 +530,7 @@ def _prune_config(args: argparse.Namespace, method: str, sparsity: float) -> Any
         scope=args.scope,
         keep_first_last=not args.prune_first_last,
         exclude=tuple(args.exclude),
+        max_layer_sparsity=args.max_layer_sparsity,
     )
 
 
@@ -567,6 +583,11 @@ def _refuse_idle_settings(args: argparse.Namespace, prunes: bool, schemes: list[
     if not prunes and args.sparsity is not None:
         raise WorkbenchError(
             "--sparsity has no effect without pruning", "add --prune unstructured|structured"
+        )
+    if not prunes and args.max_layer_sparsity is not None:
+        raise WorkbenchError(
+            "--max-layer-sparsity has no effect without pruning",
+            "add --prune unstructured|structured",
         )
     if "int8" not in schemes:
         for flag, value in (

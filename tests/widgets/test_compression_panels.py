@@ -36,9 +36,9 @@ def test_pruning_slider_covers_0_to_95_percent_and_reads_as_percent():
 def test_pruning_panel_shows_the_engine_error_for_an_invalid_setting():
     panel = PruningPanel()
     panel.method = "unstructured"
-    panel.sparsity = 0.99  # set on the trait (a script), past the slider's range
+    panel.sparsity = 0.995  # set on the trait (a script), past the engine's range
     assert panel.config is None
-    assert "sparsity 0.99 is out of range" in panel.error
+    assert "sparsity 0.995 is out of range" in panel.error
     assert "out of range" in panel._error_w.value
     panel.sparsity = 0.5
     assert panel.error == "" and panel.config.sparsity == 0.5
@@ -173,3 +173,28 @@ def test_buttons_fit_their_labels_and_the_keep_in_float_box_is_wide():
     ):
         assert buttons.style.button_width == "auto", buttons.options
     assert quantization.keep_float_w.layout.min_width == "300px"
+
+
+def test_pruning_panel_caps_each_layer_when_asked():
+    panel = PruningPanel()
+    assert not panel.cap_on_w.value and panel.cap_on_w.disabled  # no pruning, no cap
+    panel.method_w.value = "unstructured"
+    panel.sparsity_w.value = 0.9
+    assert panel.config.max_layer_sparsity is None and panel.cap_w.disabled
+    panel.cap_on_w.value = True
+    assert panel.config == PruneConfig(sparsity=0.9, max_layer_sparsity=0.98)
+    assert not panel.cap_w.disabled
+    panel.cap_w.value = 0.995
+    assert panel.config.max_layer_sparsity == 0.995
+    panel.cap_w.value = 0.8  # below the sparsity: the engine's error, no config
+    assert panel.config is None and "below the sparsity 0.9" in panel.error
+    panel.cap_on_w.value = False
+    assert panel.config == PruneConfig(sparsity=0.9) and panel.error == ""
+    seen = []
+    panel.observe(lambda c: seen.append(c["new"]), names="config")
+    config = PruneConfig(sparsity=0.95, max_layer_sparsity=0.99)
+    panel.set_config(config)
+    assert panel.config == config and panel.cap_on_w.value and panel.cap_w.value == 0.99
+    assert seen == [config]  # no intermediate config with the slider's old value
+    panel.max_layer_sparsity = None  # a script switches the cap off: the checkbox follows
+    assert not panel.cap_on_w.value and panel.config.max_layer_sparsity is None

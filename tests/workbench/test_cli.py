@@ -324,6 +324,7 @@ def test_more_threads_than_cores_is_one_clear_error(capsys, tmp_path):
     ("argv", "names"),
     [
         (("evaluate", "digits-cnn", "--sparsity", "0.7"), "--prune"),
+        (("evaluate", "digits-cnn", "--max-layer-sparsity", "0.98"), "--prune"),
         (("evaluate", "digits-cnn", "--calibration-samples", "64"), "--quantize int8"),
         (
             ("evaluate", "digits-cnn", "--quantize", "dynamic", "--calibration", "entropy"),
@@ -536,3 +537,29 @@ def test_quantization_flags_reach_the_config(capsys):
     code, _, err = run(capsys, *base, "--accuracy-aware", "-1")
     assert code == 2 and "max_accuracy_drop -1.0 is out of range" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_max_layer_sparsity_reaches_the_prune_config_and_bad_values_exit_2(capsys, tmp_path):
+    from workbench.cli import _prune_config, _training_steps, build_parser
+
+    base = ["evaluate", "digits-cnn", "--prune", "unstructured", "--max-layer-sparsity", "0.98"]
+    args = build_parser().parse_args([*base, "--prune-steps", "3"])
+    prune = _prune_config(args, "unstructured", 0.97)
+    assert prune.max_layer_sparsity == 0.98 and prune.sparsity == 0.97
+    _, gradual, _ = _training_steps(args, prune)
+    assert gradual.max_layer_sparsity == 0.98 and gradual.steps == 3
+    assert build_parser().parse_args(base[:4]).max_layer_sparsity is None
+    for value, message in (("0.5", "below the sparsity 0.8"), ("1.5", "not a fraction")):
+        cache = tmp_path / value
+        code, out, err = run(
+            capsys,
+            *base[:4],
+            "--sparsity",
+            "0.8",
+            "--max-layer-sparsity",
+            value,
+            "--cache-dir",
+            str(cache),
+        )
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+        assert not cache.exists()

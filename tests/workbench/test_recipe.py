@@ -79,6 +79,19 @@ def test_recipe_round_trips_and_names():
         (lambda: PruneConfig(sparsity=1.5), "sparsity 1.5 is out of range"),
         (lambda: PruneConfig(sparsity=-0.1), "out of range"),
         (lambda: PruneConfig(sparsity="half"), "not a number"),
+        (lambda: PruneConfig(sparsity=0.995), "use a fraction from 0 to 0.99 for unstructured"),
+        (
+            lambda: PruneConfig(method="structured", sparsity=0.97),
+            "use a fraction from 0 to 0.95 for structured",
+        ),
+        (
+            lambda: PruneConfig(sparsity=0.9, max_layer_sparsity=0.8),
+            "max_layer_sparsity 0.8 is below the sparsity 0.9",
+        ),
+        (lambda: PruneConfig(max_layer_sparsity=0), "max_layer_sparsity 0 is not a fraction"),
+        (lambda: PruneConfig(max_layer_sparsity=1.2), "not a fraction above 0 and at most 1"),
+        (lambda: PruneConfig(max_layer_sparsity=True), "max_layer_sparsity True is not"),
+        (lambda: PruneConfig(max_layer_sparsity="0.9"), "not a fraction"),
         (lambda: PruneConfig(method="random"), "pruning method 'random' is not supported"),
         (lambda: PruneConfig(scope="block"), "use one of: global, layer"),
         (lambda: QuantizeConfig(scheme="int4"), "use one of: dynamic, int8, fp16"),
@@ -163,3 +176,15 @@ def test_the_obvious_forms_are_accepted():
     assert both.steps == (PruneConfig(), QuantizeConfig())
     assert Recipe([QuantizeConfig()]).steps == (QuantizeConfig(),)
     assert len(grid(prune=(p for p in [None, PruneConfig()]))) == 2
+
+
+def test_max_layer_sparsity_round_trips_and_reaches_every_gradual_step():
+    config = PruneConfig(sparsity=0.97, max_layer_sparsity=0.995)
+    assert config.label() == "prune-unstructured-0.97-cap0.995"
+    assert PruneConfig.from_dict(config.to_dict()) == config
+    assert Recipe((config,)).digest() != Recipe((PruneConfig(sparsity=0.97),)).digest()
+    gradual = GradualPruneConfig(sparsity=0.97, steps=4, max_layer_sparsity=0.995)
+    steps = [gradual.step_config(s) for s in gradual.schedule_values()]
+    assert [s.max_layer_sparsity for s in steps] == [0.995] * 4
+    assert steps[-1].sparsity == 0.97
+    assert "-cap0.995-gradual4" in gradual.label()

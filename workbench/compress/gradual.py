@@ -45,12 +45,16 @@ class GradualPruneReport:
     macs_before: int | None
     macs_after: int | None
     notes: tuple[str, ...]
+    # Per prunable layer after the last step (LayerPruning.to_dict(): name, weights,
+    # non-zeros, sparsity, why kept dense), to see which layers the schedule emptied.
+    layers: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["schedule"] = list(self.schedule)
         d["steps"] = list(self.steps)
         d["notes"] = list(self.notes)
+        d["layers"] = list(self.layers)
         return d
 
 
@@ -116,4 +120,5 @@ def gradual_prune_(
         macs_before=macs_before,
         macs_after=macs_after,
         notes=tuple(notes),
+        layers=tuple(layer.to_dict() for layer in report.layers),
     )

@@ -11,6 +11,8 @@ computation; layers of nested models are named ``outer/inner``.
   ``round(sparsity * N)`` weights of the ``N`` prunable ones are zeroed, smallest
   ``|w|`` first (as ``torch.nn.utils.prune.global_unstructured`` does).
 - ``scope="layer"``: ``round(sparsity * n)`` of each layer's ``n`` weights.
+- ``max_layer_sparsity``: global, but no layer loses more than that fraction of its
+  weights; the rest goes to the other layers (``prune.capped_prune_counts``).
 - ``keep_first_last`` and ``exclude`` (layer names) leave layers dense, as for PyTorch.
 
 The zeros are written into the kernels themselves (no masks or wrappers), so the
@@ -193,6 +195,19 @@ def prune_keras(keras_model, config: PruneConfig) -> dict:
 
 def _zero_smallest_(kernels: dict[str, np.ndarray], targets: list[str], config: PruneConfig):
     """Zero the smallest-magnitude weights of ``targets`` in place (exact counts)."""
+    if config.scope == "global" and config.max_layer_sparsity is not None:
+        from workbench.compress.prune import capped_prune_counts
+
+        counts = capped_prune_counts(
+            [kernels[n] for n in targets], config.sparsity, config.max_layer_sparsity
+        )
+        for n, k in zip(targets, counts, strict=True):
+            if k:
+                w = kernels[n]
+                flat = w.ravel().copy()
+                flat[np.argpartition(np.abs(flat), k - 1)[:k]] = 0
+                kernels[n] = flat.reshape(w.shape)
+        return
     if config.scope == "global":
         flat = np.concatenate([np.abs(kernels[n]).ravel() for n in targets])
         k = round(config.sparsity * flat.size)

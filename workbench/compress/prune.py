@@ -9,7 +9,10 @@ first and last *in the computation*, which registration order does not always ma
 Unstructured pruning uses ``torch.nn.utils.prune`` (L1 magnitude) and then
 ``prune.remove``, so the zeros are baked into plain weights and no masks or hooks stay on
 the module (the exported ONNX file is an ordinary dense graph whose zeros only pay off
-once the file is compressed).
+once the file is compressed). With ``PruneConfig.max_layer_sparsity`` a global request
+still zeroes ``round(s * N)`` weights lowest magnitude first, but no layer past its cap
+(``capped_prune_counts``): a layer whose weights are small only because a batch norm
+rescales them is otherwise emptied by the one threshold.
 
 Structured pruning uses Torch-Pruning (``torch_pruning``). Removing an output channel of
 one convolution means removing the matching input channel of every consumer, the
@@ -34,8 +37,8 @@ Structured choices, and why:
   layer entirely when its ratio or a global threshold would empty it. Global scope
   removes exactly ``round(s * N)`` channels over all prunable groups, lowest importance
   first, but no layer loses more than ``s + (1 - s) / 2`` of its channels (it keeps at
-  least half the fraction the request keeps on average) and every layer keeps at least
-  one. Layer scope removes ``round(s * C)`` channels of each group (keeping >= 1).
+  least half the fraction the request keeps on average; ``max_layer_sparsity`` lowers
+  that cap) and every layer keeps at least one. Layer scope removes ``round(s * C)`` channels of each group (keeping >= 1).
 - Then the kept channels of each layer at least ``8 * round_to`` wide are rounded to
   the nearest multiple of ``PruneConfig.round_to`` (8 by default; 1 keeps the exact
   counts; narrower layers keep exact counts, where rounding would be too coarse). ONNX Runtime's
@@ -53,6 +56,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
@@ -63,6 +67,7 @@ from workbench.recipe import MAX_SPARSITY, PruneConfig
 __all__ = [
     "PRUNABLE_TYPES",
     "LayerPruning",
+    "capped_prune_counts",
     "MacsSearch",
     "PruneReport",
     "layer_sensitivity",
@@ -301,11 +306,58 @@ def _count_macs(module: nn.Module, example_input: torch.Tensor) -> tuple[int, in
 # ----------------------------------------------------------------------- unstructured
 
 
+def capped_prune_counts(magnitudes: Sequence[np.ndarray], sparsity: float, cap: float) -> list[int]:
+    """How many weights to zero in each layer so that ``round(sparsity * N)`` go in all,
+    lowest magnitude first over all layers, but no layer loses more than
+    ``floor(cap * n)`` of its ``n`` weights.
+
+    Water-filling: the global ranking is taken over the layers not yet at their cap; a
+    layer the ranking would push past its cap is fixed there, and its surplus goes back
+    to the others' ranking, until no layer exceeds its cap. With ``cap >= sparsity`` the
+    request is always met (every layer at the cap would remove at least as much).
+
+    Args:
+        magnitudes: each layer's absolute weights (any shape).
+        sparsity: the fraction of all the weights to zero.
+        cap: the largest fraction of one layer's weights to zero.
+    """
+    flat = [np.abs(np.asarray(m, dtype=np.float32)).ravel() for m in magnitudes]
+    sizes = [f.size for f in flat]
+    limits = [math.floor(cap * n + 1e-9) for n in sizes]
+    wanted = min(round(sparsity * sum(sizes)), sum(limits))
+    fixed: dict[int, int] = {}  # layer -> count, for the layers held at their cap
+    while True:
+        free = [i for i in range(len(flat)) if i not in fixed]
+        k = wanted - sum(fixed.values())
+        counts = dict.fromkeys(free, 0)
+        if k > 0 and free:
+            pool = np.concatenate([flat[i] for i in free])
+            owner = np.concatenate([np.full(sizes[i], i, dtype=np.int32) for i in free])
+            smallest = np.argpartition(pool, k - 1)[:k] if k < pool.size else np.arange(pool.size)
+            for i, c in zip(*np.unique(owner[smallest], return_counts=True), strict=True):
+                counts[int(i)] = int(c)
+        over = [i for i in free if counts[i] > limits[i]]
+        if not over:
+            return [fixed.get(i, counts.get(i, 0)) for i in range(len(flat))]
+        for i in over:
+            fixed[i] = limits[i]
+
+
 def _prune_unstructured(
     modules: dict[str, nn.Module], targets: list[str], config: PruneConfig
 ) -> None:
     params = [(modules[n], "weight") for n in targets]
-    if config.scope == "global":
+    if config.scope == "global" and config.max_layer_sparsity is not None:
+        # One ranking, but no layer beyond its cap (see capped_prune_counts): the L1
+        # pruning of each layer then zeroes exactly its count, lowest magnitude first.
+        counts = capped_prune_counts(
+            [m.weight.detach().cpu().numpy() for m, _ in params],
+            config.sparsity,
+            config.max_layer_sparsity,
+        )
+        for (m, p), count in zip(params, counts, strict=True):
+            torch_prune.l1_unstructured(m, p, amount=int(count))
+    elif config.scope == "global":
         # One L1 threshold over all targets: exactly round(sparsity * N) weights are zeroed.
         torch_prune.global_unstructured(
             params, pruning_method=torch_prune.L1Unstructured, amount=config.sparsity
@@ -321,9 +373,12 @@ def _prune_unstructured(
 
 
 def _max_layer_ratio(config: PruneConfig) -> float:
+    ratio = config.sparsity
     if config.scope == "global":
-        return config.sparsity + (1.0 - config.sparsity) / 2.0
-    return config.sparsity
+        ratio = config.sparsity + (1.0 - config.sparsity) / 2.0
+    if config.max_layer_sparsity is not None:
+        ratio = min(ratio, config.max_layer_sparsity)
+    return ratio
 
 
 def _has_channel_groups(graph: object, group: object) -> bool:
@@ -469,7 +524,8 @@ def emptied_layers_note(emptied: list[str]) -> str:
     return (
         f"{len(emptied)} layer(s) lost every weight ({', '.join(emptied[:5])}"
         f"{', ...' if len(emptied) > 5 else ''}), so their outputs no longer depend on the "
-        "input: lower the sparsity, prune per layer (scope='layer'), or exclude them"
+        "input: cap each layer (max_layer_sparsity=0.98, CLI --max-layer-sparsity), lower "
+        "the sparsity, prune per layer (scope='layer'), or exclude them"
     )
 
 

@@ -178,3 +178,19 @@ def test_layers_of_a_nested_model_are_pruned_and_excluded_by_its_name():
         "stem": "first",
         "logits": "last",
     }
+
+
+def test_max_layer_sparsity_caps_every_layer_and_keeps_the_total():
+    from workbench.compress.keras_prune import prune_keras
+
+    model = _tiny_model()
+    report = prune_keras(model, PruneConfig(sparsity=0.5, max_layer_sparsity=0.52))
+    layers = _layers(report)
+    pruned = [n for n, r in layers.items() if r["kept_dense"] is None]
+    for name in pruned:  # measured on the kernels, not only in the report
+        zeros = int((_kernel(model, name) == 0).sum())
+        assert zeros <= int(0.52 * _kernel(model, name).size), name
+    assert abs(report["achieved_sparsity"] - 0.5) < 1e-3
+    # Without the cap the quiet layers lose more than the cap (the loud one spares them).
+    uncapped = _layers(prune_keras(_tiny_model(), PruneConfig(sparsity=0.5)))
+    assert max(uncapped[n]["sparsity"] for n in pruned) > 0.55

@@ -421,3 +421,48 @@ def test_grouped_convolutions_left_unpruned_are_named_in_one_note():
     notes = [n for n in report.notes if "grouped channels" in n]
     assert len(notes) == 1 and "left unpruned" in notes[0], report.notes
     assert net(X8).shape == (2, 10)
+
+
+def test_capped_prune_counts_water_fill_past_the_capped_layers():
+    from workbench.compress import capped_prune_counts
+
+    quiet = np.full(100, 1e-6)  # one global ranking would take all of it first
+    loud = np.linspace(1.0, 2.0, 300)
+    counts = capped_prune_counts([quiet, loud], 0.5, 0.8)
+    assert counts == [80, 120]  # the quiet layer stops at its cap; the loud one makes up the total
+    assert capped_prune_counts([quiet, loud], 0.5, 1.0) == [100, 100]  # no cap in effect
+    # Several layers hit the cap in turn; the total is still exact.
+    layers = [np.full(10, 1e-6), np.full(20, 1e-5), np.linspace(1, 2, 70)]
+    counts = capped_prune_counts(layers, 0.6, 0.7)
+    assert counts[:2] == [7, 14] and sum(counts) == 60
+
+
+def test_max_layer_sparsity_keeps_a_quiet_layer_from_being_emptied():
+    def quiet() -> TinyNet:
+        m = tiny()
+        with torch.no_grad():
+            m.body[3].weight.mul_(1e-6)  # a global threshold would take all of it
+        return m
+
+    names = [n for n in FORWARD_ORDER]
+    m = quiet()
+    report = prune_(m, PruneConfig(sparsity=0.5, keep_first_last=False, max_layer_sparsity=0.8), X8)
+    rows = {r.name: r for r in report.layers}
+    n = rows["body.3"].params_before
+    assert rows["body.3"].nonzero_after == n - int(0.8 * n)  # at its cap, not emptied
+    assert not any("lost every weight" in note for note in report.notes)
+    total, zeros = weight_stats(m, names)
+    assert zeros == round(0.5 * total)  # the other layers made up the difference
+    assert max(r.sparsity for r in report.layers) <= 0.8 + 1e-9
+    assert "-cap0.8" in PruneConfig(sparsity=0.5, max_layer_sparsity=0.8).label()
+
+
+def test_max_layer_sparsity_caps_structured_channel_removal():
+    m = tiny()
+    report = prune_(
+        m, PruneConfig(method="structured", sparsity=0.5, round_to=1, max_layer_sparsity=0.5), X8
+    )
+    for row in report.layers:
+        removed = row.out_channels_before - row.out_channels_after
+        assert removed <= 0.5 * row.out_channels_before, row
+    assert m(X8).shape == (2, 10)

@@ -233,3 +233,24 @@ def test_structured_gradual_pruning_reaches_the_requested_channel_fraction(cnn):
     assert report.achieved_sparsity == pytest.approx(0.5, abs=0.03)
     assert report.macs_after < report.macs_before / 2
     assert module.features[3].out_channels < 32
+
+
+def test_gradual_pruning_caps_every_layer_and_records_each_layer(cnn):
+    import copy
+
+    from workbench.compress.gradual import gradual_prune_
+
+    module = copy.deepcopy(cnn.module)
+    config = GradualPruneConfig(
+        sparsity=0.9, steps=2, batch_size=256, keep_first_last=False, max_layer_sparsity=0.92
+    )
+    report = gradual_prune_(module, config, cnn)
+    assert report.achieved_sparsity == pytest.approx(0.9, abs=1e-3)
+    weights = {
+        n: m.weight for n, m in module.named_modules() if n in {r["name"] for r in report.layers}
+    }
+    assert len(weights) == len(report.layers) > 2
+    for row in report.layers:  # the report's rows are the module's layers after the last step
+        assert row["sparsity"] <= 0.92 + 1e-9, row
+        assert int(weights[row["name"]].count_nonzero()) == row["nonzero_after"]
+    assert report.to_dict()["layers"][0]["name"] == report.layers[0]["name"]
