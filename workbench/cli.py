@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -322,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=Path, help="keep the artifact, the baseline and manifest.json in this folder"
     )
+    p.add_argument(
+        "--hold-out-validation",
+        action="store_true",
+        help="train and calibrate without the task's validation images, as `workbench "
+        "search` builds its candidates (the variant a search chose; accuracy is still the "
+        "test split's)",
+    )
 
     p = sub.add_parser("sweep", help="evaluate a grid of recipes and print the Pareto frontier")
     _add_model_args(p)
@@ -413,7 +421,7 @@ def _load(args: argparse.Namespace) -> Any:
             if not base:
                 base = _default_geometry(args)
         prep = Preprocessing(**{**base, **args.preprocess})
-    return load_model(
+    model = load_model(
         args.model,
         arch=args.arch,
         pretrained=not args.random_init,
@@ -421,6 +429,15 @@ def _load(args: argparse.Namespace) -> Any:
         input_shape=args.input_shape,
         preprocessing=prep,
     )
+    if getattr(args, "hold_out_validation", False):
+        if model.task is None:
+            raise WorkbenchError(
+                "--hold-out-validation leaves a task's validation images out, and "
+                f"{model.name} has no labelled task",
+                "add --task digits, or drop --hold-out-validation",
+            )
+        model = dataclasses.replace(model, task=model.task.fitting())
+    return model
 
 
 def _is_sample(name: str) -> bool:

@@ -39,13 +39,16 @@ def add_search_command(sub: Any) -> None:
         "--accuracy-floor",
         type=float,
         metavar="PCT",
-        help="the lowest acceptable top-1 accuracy, in percent (97 = 97%%)",
+        help="the lowest acceptable top-1 accuracy, in percent (97 = 97%%), on the task's "
+        "validation images (a fifth of the training part the candidates never train or "
+        "calibrate on; never the test split)",
     )
     floor.add_argument(
         "--max-accuracy-drop",
         type=float,
         metavar="PT",
-        help="or the floor as points below the float model's measured accuracy (1.0 = one point)",
+        help="or the floor as points below the float model's accuracy on the same validation "
+        "images (1.0 = one point); the chosen variant's test-split figures are reported beside",
     )
     p.add_argument(
         "--target",
@@ -137,7 +140,9 @@ def _cmd_search(args: argparse.Namespace, scratch: list[Path]) -> int:
     recipe = result.chosen_recipe
     command = None
     if recipe is not None:
-        command = shlex.join(["workbench", "evaluate", args.model, *evaluate_flags(recipe)])
+        command = shlex.join(
+            ["workbench", "evaluate", args.model, *evaluate_flags(recipe), "--hold-out-validation"]
+        )
     if args.json:
         out = result.search_dict()
         out["search_file"] = str(args.out)
@@ -148,7 +153,8 @@ def _cmd_search(args: argparse.Namespace, scratch: list[Path]) -> int:
     else:
         print()
         print(path_table(result))
-        print(f"\n{result.outcome}")
+        print(f"\n{floor_line(result)}")
+        print(result.outcome)
         print(f"stopped: {result.stopped}")
         if command is not None:
             print(f"the same variant: {command}")
@@ -157,6 +163,19 @@ def _cmd_search(args: argparse.Namespace, scratch: list[Path]) -> int:
             f"search written to {args.out}"
         )
     return 0 if recipe is not None else 1
+
+
+def floor_line(result: Any) -> str:
+    """What the floor was judged on, in one line."""
+    f = result.floor
+    asked = f"{f['value']:g} points below float" if f["kind"] == "drop" else f"{f['value']:g}%"
+    if "float_validation_accuracy" not in f:  # the float model alone was measured
+        return f"floor: {asked}"
+    return (
+        f"floor: {asked} = {f['accuracy']:.2%} on {f['validation_images']} validation images "
+        f"(float: {f['float_validation_accuracy']:.2%}); verdicts are decided there, the "
+        "test-split figures are evaluate()'s"
+    )
 
 
 def _print_step(step: Any) -> None:
@@ -180,7 +199,8 @@ def path_table(result: Any) -> str:
                 "#": row["step"],
                 "phase": row["phase"],
                 "recipe": row["recipe"],
-                "accuracy": _text("accuracy", row.get("accuracy")),
+                "validation": _text("accuracy", row.get("validation_accuracy")),
+                "test accuracy": _text("accuracy", row.get("accuracy")),
                 METRICS_BY_COLUMN[column].label: _text(column, row.get(column)),
                 "verdict": "accepted" if row["accepted"] else "rejected",
                 "why": row["reason"].split(": ", 1)[-1].split(";")[0],

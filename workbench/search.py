@@ -3,22 +3,32 @@
 ``search(model, max_accuracy_drop=1.0, target="size")`` answers "how far can this model
 be compressed before it loses more than a point?" with measured variants, not guesses:
 
-1. The float baseline is evaluated; the floor is resolved against its accuracy.
-2. A sensitivity profile is measured cheaply in PyTorch on a held-out part of the
-   *training* split (``model.task.held_out``; the test split is never read for it):
-   each prunable layer's accuracy drop when pruned alone, and the one-shot drop of the
-   whole model at a few sparsities per pruning method.
+Every choice is made on the task's *validation* part, a fixed stratified fifth of the
+training split (``Task.raw("validation")``), never on the test split; the candidates are
+built with ``Task.fitting()``, whose training part leaves those images out, so no
+candidate is fine-tuned, distilled or calibrated on the images it is judged on.
+
+1. The float baseline is evaluated; the floor is resolved against its accuracy on the
+   validation images (a drop is in points below it; an absolute floor is compared with
+   validation accuracies too).
+2. A sensitivity profile is measured cheaply in PyTorch on the validation images: each
+   prunable layer's accuracy drop when pruned alone, and the one-shot drop of the whole
+   model at a few sparsities per pruning method.
 3. Candidates go through the real pipeline (``workbench.pipeline.evaluate``: every figure
-   measured on the exported artifact, cached), in the order the profile suggests:
+   measured on the exported artifact, cached), and each artifact is also run on the
+   validation images, in the order the profile suggests:
    quantization first (int8, the cheapest 4x, then the accuracy-aware int8, dynamic and
    fp16 only if it loses too much), then for each pruning method that can lower the
    target a bisection of the sparsity (pruned and retrained, kept when it clears the floor
-   by the quantization's held-out drop), starting where the profile predicts the floor
-   is lost, with the layers too sensitive to prune kept dense; last, the quantization
-   stacked on the sparsest variant kept.
-4. A candidate is accepted when its measured accuracy (test split, as every figure the
-   workbench shows) keeps the floor, and, with a device, when it fits the device's budget.
-   The chosen recipe is the accepted one with the smallest target figure.
+   by the quantization's validation drop), starting where the profile predicts the floor
+   is lost, with the layers too sensitive to prune kept dense; then the quantization
+   stacked on the sparsest variant kept; last, when the budget allows, students at a
+   fraction of the model's width distilled from it (see STUDENT_WIDTHS), pruned and
+   quantized in turn.
+4. A candidate is accepted when its validation accuracy keeps the floor, and, with a
+   device, when it fits the device's budget. The chosen recipe is the accepted one with
+   the smallest target figure. Its test-split figures (``evaluate()``'s, as every figure
+   the workbench shows) are reported beside, labelled as such: they decide nothing.
 
 Every candidate, its measured figures, why it was tried and why it was accepted or
 rejected is kept in :class:`SearchResult`, which saves as a study file (``workbench
@@ -28,6 +38,7 @@ report`` and the charts read it) with the search path beside the results.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -43,7 +54,7 @@ import numpy as np
 from workbench.atomic import write_text_atomic
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
-from workbench.pipeline import MeasureSettings, check_applicable, evaluate
+from workbench.pipeline import MeasureSettings, check_applicable, evaluate, subject_model
 from workbench.recipe import (
     MAX_SPARSITY,
     PRUNE_METHODS,
@@ -54,6 +65,7 @@ from workbench.recipe import (
     StepConfig,
 )
 from workbench.results import Result
+from workbench.runtimes import get_runtime
 from workbench.study import METRICS_BY_COLUMN, Study
 
 __all__ = [
@@ -70,7 +82,8 @@ __all__ = [
     "search",
 ]
 
-SEARCH_FORMAT = 1
+# 2: accept/reject on the validation part (``validation_accuracy``), not the test split.
+SEARCH_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -139,8 +152,11 @@ SPARSITY_GRID: tuple[float, ...] = tuple(round(0.2 + 0.05 * i, 2) for i in range
 PROFILE_SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9)
 # Per-layer sensitivity: each layer alone pruned this much.
 LAYER_PROBE_SPARSITY = {"unstructured": 0.9, "structured": 0.5}
-# Held-out training images the profile is measured on (0.2 point per image at 512).
-PROFILE_IMAGES = 512
+# What the validation figures are, for the path record and the CLI.
+VALIDATION_BASIS = (
+    "validation part: a stratified fifth of the training split (Task.raw('validation')), "
+    "never trained or calibrated on by the candidates (Task.fitting()); never the test split"
+)
 # Layers kept dense because they are too sensitive may hold at most this share of the
 # prunable weights: keeping a big layer dense would cost more size than it saves accuracy.
 MAX_EXCLUDED_SHARE = 0.1
@@ -162,9 +178,9 @@ def _quant_config(name: str, allowance_points: float) -> QuantizeConfig:
 class SearchStep:
     """One candidate of the path: what was tried, why, what was measured, the verdict.
 
-    ``figures`` holds the measured Study columns (accuracy, sizes, MACs, latency, memory);
-    ``held_out_accuracy`` is the candidate's accuracy on the held-out training images, for
-    candidates that did not train on them (the baseline and quantization alone).
+    ``figures`` holds the measured Study columns (accuracy on the test split, sizes, MACs,
+    latency, memory); ``validation_accuracy`` is the artifact's accuracy on the validation
+    images, which the verdict is decided on.
     """
 
     index: int
@@ -176,7 +192,7 @@ class SearchStep:
     key: str | None = None
     figures: dict[str, Any] = field(default_factory=dict)
     fit: dict[str, Any] | None = None
-    held_out_accuracy: float | None = None
+    validation_accuracy: float | None = None
     seconds: float = 0.0
     error: str | None = None
     # The measured Result while the search runs (on_step callers add it to a Study); the
@@ -195,7 +211,7 @@ class SearchStep:
             "key": self.key,
             "figures": dict(self.figures),
             "fit": self.fit,
-            "held_out_accuracy": self.held_out_accuracy,
+            "validation_accuracy": self.validation_accuracy,
             "seconds": round(self.seconds, 3),
             "error": self.error,
         }
@@ -212,7 +228,7 @@ class SearchStep:
             key=d.get("key"),
             figures=dict(d.get("figures") or {}),
             fit=d.get("fit"),
-            held_out_accuracy=d.get("held_out_accuracy"),
+            validation_accuracy=d.get("validation_accuracy"),
             seconds=float(d.get("seconds", 0.0)),
             error=d.get("error"),
         )
@@ -271,8 +287,9 @@ class SearchResult:
 
     def path_rows(self) -> list[dict[str, Any]]:
         """One row per step, for a table or ``workbench.charts.search_path_chart``:
-        ``step``, ``phase``, ``recipe``, ``key``, ``accepted``, ``chosen``, ``reason``
-        and the measured figures."""
+        ``step``, ``phase``, ``recipe``, ``key``, ``accepted``, ``chosen``, ``reason``,
+        ``validation_accuracy`` (what the verdict is decided on) and the measured
+        figures (``accuracy`` is the test split's)."""
         return [
             {
                 "step": s.index,
@@ -282,6 +299,7 @@ class SearchResult:
                 "accepted": s.accepted,
                 "chosen": s.index == self.chosen,
                 "reason": s.reason,
+                "validation_accuracy": s.validation_accuracy,
                 **s.figures,
             }
             for s in self.steps
@@ -510,14 +528,10 @@ def check_model(model: Any) -> None:
 # ------------------------------------------------------------------------ sensitivity
 
 
-def _held_out(model: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out training images (never the test split): the ones int8 calibration does
-    not draw, at most PROFILE_IMAGES of them (a seeded choice)."""
-    x, y = model.task.held_out(model.preprocessing, QuantizeConfig().calibration_samples)
-    if len(y) > PROFILE_IMAGES:
-        idx = np.sort(np.random.default_rng(0).choice(len(y), PROFILE_IMAGES, replace=False))
-        x, y = x[idx], y[idx]
-    return x, y
+def _validation(model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The task's validation images (a fixed part of the training split, never the test
+    split) through ``model``'s preprocessing, and their labels."""
+    return model.task.arrays("validation", model.preprocessing)
 
 
 def _torch_accuracy(module: Any, x: np.ndarray, y: np.ndarray) -> float:
@@ -542,26 +556,26 @@ def _first_last(module: Any, example: Any) -> set[str]:
 def measure_sensitivity(
     model: Any, methods: tuple[str, ...], allowance_points: float
 ) -> dict[str, Any]:
-    """The search's sensitivity profile, measured in PyTorch on held-out training images.
+    """The search's sensitivity profile, measured in PyTorch on the validation images.
 
-    Returns a JSON-able dict: ``held_out_images``, ``float_accuracy`` (held-out), and
+    Returns a JSON-able dict: ``validation_images``, ``float_accuracy`` (validation), and
     per method: ``layers`` (each layer's drop in points when pruned alone at
     LAYER_PROBE_SPARSITY, most sensitive first), ``exclude`` (the layers kept dense: a
     lone drop above the allowance, within MAX_EXCLUDED_SHARE of the weights) and
-    ``curve`` (the whole model's one-shot held-out drop at each PROFILE_SPARSITIES,
+    ``curve`` (the whole model's one-shot validation drop at each PROFILE_SPARSITIES,
     pruned with that exclusion).
     """
     from workbench.compress import layer_sensitivity, prune_
 
     started = time.perf_counter()
-    x, y = _held_out(model)
+    x, y = _validation(model)
     module = model.module
     example = model.example_input()
     float_acc = _torch_accuracy(copy.deepcopy(module), x, y)
     dense = _first_last(module, example)
     profile: dict[str, Any] = {
-        "held_out_images": int(len(y)),
-        "held_out_source": "training split, images int8 calibration does not draw; never the test split",
+        "validation_images": int(len(y)),
+        "validation_source": VALIDATION_BASIS,
         "float_accuracy": float_acc,
         "methods": {},
     }
@@ -611,7 +625,7 @@ def measure_sensitivity(
 
 
 # Bump when a change to measure_sensitivity changes what a stored profile would be.
-SENSITIVITY_VERSION = 1
+SENSITIVITY_VERSION = 2
 
 
 def _cached_sensitivity(
@@ -630,7 +644,7 @@ def _cached_sensitivity(
         "task": model.task.name,
         "methods": list(methods),
         "allowance": round(float(allowance_points), 6),
-        "probe": [PROFILE_IMAGES, list(PROFILE_SPARSITIES), LAYER_PROBE_SPARSITY],
+        "probe": ["validation", list(PROFILE_SPARSITIES), LAYER_PROBE_SPARSITY],
         "torch": torch.__version__,
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -810,13 +824,27 @@ def search(
             return fit(result, profile, fraction=memory_fraction, cache=cache)
 
     state: dict[str, Any] = {"floor_accuracy": None}
+    # The candidates are built from the task without its validation images (fine-tuning,
+    # distillation and calibration never see them), and judged on those images.
+    fitting = dataclasses.replace(model, task=model.task.fitting())
+    runtime = get_runtime(settings.runtime)
+    validation_sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def validation_accuracy(recipe: Recipe, result: Result) -> float:
+        # A distilled student reads the images through its own preprocessing.
+        subject = subject_model(fitting, recipe) if recipe.get("distill") is not None else model
+        name = json.dumps(subject.preprocessing.to_dict(), sort_keys=True)
+        if name not in validation_sets:
+            validation_sets[name] = _validation(subject)
+        return _artifact_accuracy(runtime, result, *validation_sets[name])
 
     def run(phase: str, recipe: Recipe, why: str) -> SearchStep:
         step = SearchStep(index=len(steps), phase=phase, recipe=recipe, why_tried=why)
         t0 = time.perf_counter()
         try:
-            check_applicable(model, recipe, settings.runtime)
-            result = evaluate(model, recipe, settings=settings, cache=cache)
+            check_applicable(fitting, recipe, settings.runtime)
+            result = evaluate(fitting, recipe, settings=settings, cache=cache)
+            checked = validation_accuracy(recipe, result)
         except Exception as exc:  # noqa: BLE001 - one candidate's failure must not end the search
             if recipe.is_baseline:
                 raise  # every candidate is judged against it: nothing can go on
@@ -830,8 +858,9 @@ def search(
             step.result = result
             step.key = result.key
             step.figures = _figures(result)
+            step.validation_accuracy = checked
             if state["floor_accuracy"] is None:  # the baseline: the floor in absolute terms
-                state["floor_accuracy"] = _absolute_floor(floor, float(step.figures["accuracy"]))
+                state["floor_accuracy"] = _absolute_floor(floor, checked)
             _judge(step, result, goal, state["floor_accuracy"], fit_of)
         step.seconds = time.perf_counter() - t0
         steps.append(step)
@@ -843,10 +872,15 @@ def search(
     base = run(
         "baseline", Recipe(), "the float model: the floor's reference and the first candidate"
     )
-    base_acc = float(base.figures["accuracy"])
+    base_acc = float(base.validation_accuracy)
     floor_acc = floor["accuracy"] = state["floor_accuracy"]
+    floor["basis"] = VALIDATION_BASIS
+    floor["validation_images"] = len(_validation(model)[1])
+    floor["float_validation_accuracy"] = base_acc
+    # The floor read on the test split, for charts drawn in test figures: the same drop
+    # below the float's test accuracy, or the same absolute percentage.
+    floor["test_reference"] = _absolute_floor(floor, float(base.figures["accuracy"]))
     allowance = (base_acc - floor_acc) * 100  # points the compression may cost
-    held_x, held_y = _held_out(model)
 
     budget: dict[str, Any] = {"left": max_candidates}
 
@@ -859,8 +893,8 @@ def search(
             if base_acc < floor_acc:
                 outcome = (
                     f"no recipe meets the floor: the float model itself scores "
-                    f"{base_acc:.2%}, below the floor of {floor_acc:.2%}, and compression only "
-                    "loses accuracy; lower the floor"
+                    f"{base_acc:.2%} on the validation images, below the floor of "
+                    f"{floor_acc:.2%}, and compression only loses accuracy; lower the floor"
                 )
             else:
                 outcome = (
@@ -869,7 +903,12 @@ def search(
                     + f" within {len(steps) - 1} candidate(s); allow a larger drop or more candidates"
                 )
         else:
-            outcome = f"chosen: {chosen.recipe.name} ({goal.description}) at {chosen.figures['accuracy']:.2%}"
+            outcome = (
+                f"chosen: {chosen.recipe.name} ({goal.description}) at "
+                f"{chosen.validation_accuracy:.2%} on the validation images (floor "
+                f"{floor_acc:.2%}); test split, as evaluate() measures it: "
+                f"{chosen.figures['accuracy']:.2%}"
+            )
             for s in steps:
                 if s is not chosen and s.accepted:
                     s.reason += f"; not chosen: {_fmt(goal.column, s.figures[goal.column])} vs {_fmt(goal.column, chosen.figures[goal.column])}"
@@ -918,14 +957,8 @@ def search(
 
     # 2. Quantization first: the cheapest large step.
     quant: QuantizeConfig | None = None
-    margin = 0.0  # the chosen quantization's held-out drop (a fraction)
-    runtime = None
+    margin = 0.0  # the chosen quantization's validation drop (a fraction)
     if goal.quantize:
-        from workbench.runtimes import get_runtime
-
-        runtime = get_runtime(settings.runtime)
-        base_held = _artifact_accuracy(runtime, results[base.key], held_x, held_y)
-        base.held_out_accuracy = base_held
         for name in QUANT_LADDER:
             config = _quant_config(name, allowance)
             why = (
@@ -936,17 +969,13 @@ def search(
             step = try_candidate("quantize", Recipe((config,)), why)
             if step is None:
                 break
-            if step.key is not None:
-                step.held_out_accuracy = _artifact_accuracy(
-                    runtime, results[step.key], held_x, held_y
-                )
             if step.accepted or (step.key is not None and _keeps_floor(step, floor_acc)):
                 if goal.name == "latency" and not _faster(step):
                     step.reason += "; not stacked: not faster than float on this machine"
                     continue
                 quant = config
-                # Its sensitivity: what it costs on held-out training images.
-                margin = max(0.0, base_held - (step.held_out_accuracy or base_held))
+                # Its sensitivity: what it costs on the validation images.
+                margin = max(0.0, base_acc - (step.validation_accuracy or base_acc))
                 break
 
     if budget["left"] <= 0:
@@ -963,9 +992,9 @@ def search(
             -SPARSITY_GRID[_start_index(sensitivity["methods"][m]["curve"], allowance, factor)]
         ),
     )
-    sensitivity["quantization_held_out_drop_points"] = round(margin * 100, 3)
+    sensitivity["quantization_validation_drop_points"] = round(margin * 100, 3)
     # Pruned candidates are bisected in float, each kept when it clears the floor by the
-    # quantization's held-out drop; the quantization is then stacked on the sparsest one
+    # quantization's validation drop; the quantization is then stacked on the sparsest one
     # kept. A stacked candidate's float version is its own reference in the pipeline, so
     # this way each sparsity is trained once, not twice.
     threshold = floor_acc + margin
@@ -979,7 +1008,7 @@ def search(
         kept: list[tuple[int, StepConfig | None]] = []  # sparsity index, its retraining
         index = _start_index(entry["curve"], allowance, factor)
         why = (
-            f"start of the bisection: the highest profiled sparsity whose one-shot held-out drop "
+            f"start of the bisection: the highest profiled sparsity whose one-shot validation drop "
             f"(no retraining) is within {factor:g}x the {allowance:.2f}-point allowance"
         )
 
@@ -1009,7 +1038,7 @@ def search(
                 lo = index
                 kept.append((index, retraining_now))
                 step.reason += "; bisection: kept" + (
-                    f" (clears the floor by {quant.label()}'s held-out drop, "
+                    f" (clears the floor by {quant.label()}'s validation drop, "
                     f"{margin * 100:.2f} points)"
                     if quant is not None
                     else ""
@@ -1022,13 +1051,13 @@ def search(
                 hi = len(SPARSITY_GRID)  # losses with retraining do not bound one-shot
                 why = (
                     f"retraining lost the floor at {SPARSITY_GRID[index]:g}, where the one-shot "
-                    "held-out profile kept it: one-shot pruning instead"
+                    "validation profile kept it: one-shot pruning instead"
                 )
                 continue  # the same sparsity, one-shot
             else:
                 hi = index
                 step.reason += "; bisection: lost" + (
-                    f" (within {quant.label()}'s held-out drop of the floor)"
+                    f" (within {quant.label()}'s validation drop of the floor)"
                     if quant is not None and step.key is not None and _keeps_floor(step, floor_acc)
                     else ""
                 )
@@ -1068,7 +1097,9 @@ def _grid(i: int) -> str:
 
 
 def _keeps_floor(step: SearchStep, floor_acc: float) -> bool:
-    acc = step.figures.get("accuracy")
+    """Whether the step's validation accuracy (what every verdict is decided on) keeps
+    ``floor_acc``."""
+    acc = step.validation_accuracy
     # A hair of float tolerance: 97.5% measured as 0.97499999 must still keep 97.5%.
     return acc is not None and float(acc) >= floor_acc - 1e-9
 
@@ -1088,9 +1119,12 @@ def _judge(
     """Set ``step.accepted`` and its reason from its measured figures."""
     if floor_acc is None:  # the baseline, before the floor is known
         return
-    acc = float(step.figures["accuracy"])
+    acc = float(step.validation_accuracy)
     keeps = _keeps_floor(step, floor_acc)
-    reasons = [f"accuracy {acc:.2%} {'keeps' if keeps else 'is below'} the floor {floor_acc:.2%}"]
+    reasons = [
+        f"validation accuracy {acc:.2%} {'keeps' if keeps else 'is below'} the floor "
+        f"{floor_acc:.2%} (test {float(step.figures['accuracy']):.2%})"
+    ]
     fits = True
     if fit_of is not None:
         fit = fit_of(result)
@@ -1105,7 +1139,7 @@ def _judge(
 
 
 def _artifact_accuracy(runtime: Any, result: Result, x: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy of a measured artifact on the held-out training images (one at a time,
+    """Accuracy of a measured artifact on the validation images (one at a time,
     as the pipeline predicts)."""
     logits = runtime.predict(result.artifact, x, batch_size=1)
     return float((np.argmax(logits.reshape(len(x), -1), axis=1) == y).mean())

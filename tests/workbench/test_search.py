@@ -41,10 +41,15 @@ def test_the_chosen_recipe_keeps_the_floor_and_is_the_smallest_accepted(
     floor = searched.floor["accuracy"]
     baseline = searched.steps[0]
     assert searched.floor["kind"] == "drop"
-    assert floor == pytest.approx(baseline.figures["accuracy"] - 0.01)
-    # Measured, not predicted: the figures are the cached Result's.
-    again = evaluate(cnn, chosen.recipe, settings=QUICK, cache=session_cache)
-    assert again.key == chosen.key and again.metrics.accuracy >= floor
+    # The floor is read against the float model on the validation images.
+    assert floor == pytest.approx(baseline.validation_accuracy - 0.01)
+    assert searched.chosen_step.validation_accuracy >= floor
+    # Measured, not predicted: the figures are the cached Result's, built from the task
+    # without its validation images.
+    fitting = dataclasses.replace(cnn, task=cnn.task.fitting())
+    again = evaluate(fitting, chosen.recipe, settings=QUICK, cache=session_cache)
+    assert again.key == chosen.key
+    assert searched.chosen_step.figures["accuracy"] == again.metrics.accuracy
     accepted = [s for s in searched.steps if s.accepted]
     assert all(chosen.metrics.compressed_bytes <= s.figures["compressed_bytes"] for s in accepted)
     assert chosen.metrics.compressed_bytes < baseline.figures["compressed_bytes"]
@@ -74,18 +79,19 @@ def test_the_path_is_recorded_and_rejected_candidates_say_why(searched):
     assert searched.candidates_evaluated == len(steps)
 
 
-def test_the_sensitivity_profile_reads_held_out_training_images_only(cnn, monkeypatch):
+def test_the_sensitivity_profile_reads_the_validation_images_only(cnn, monkeypatch):
     task_type = type(cnn.task)
     arrays = task_type.arrays
 
     def no_test_split(self, split, *args, **kwargs):
-        assert split != "test", "the sensitivity profile read the test split"
+        assert split == "validation", f"the sensitivity profile read the {split} split"
         return arrays(self, split, *args, **kwargs)
 
     monkeypatch.setattr(task_type, "arrays", no_test_split)
     profile = measure_sensitivity(cnn, ("unstructured",), 1.0)
     entry = profile["methods"]["unstructured"]
-    assert "training split" in profile["held_out_source"] and profile["held_out_images"] > 100
+    assert "never the test split" in profile["validation_source"]
+    assert profile["validation_images"] == 252
     assert {r["layer"] for r in entry["layers"]} >= {"features.3", "classifier.1"}
     drops = [c["drop_points"] for c in entry["curve"]]
     assert drops[-1] > drops[0]  # 90% one-shot costs more than 30%
@@ -98,7 +104,7 @@ def test_the_profile_is_kept_in_the_cache(searched, cnn, session_cache, monkeypa
         raise AssertionError("the profile was measured again")
 
     monkeypatch.setattr(search_module, "measure_sensitivity", measure_again)
-    allowance = (searched.steps[0].figures["accuracy"] - searched.floor["accuracy"]) * 100
+    allowance = (searched.steps[0].validation_accuracy - searched.floor["accuracy"]) * 100
     kept = search_module._cached_sensitivity(cnn, SMALL["methods"], allowance, session_cache)
     assert kept["methods"] == searched.sensitivity["methods"]
 
@@ -133,7 +139,7 @@ def test_retraining_that_loses_what_one_shot_kept_is_dropped_for_one_shot(
 
     def retraining_hurts(model, recipe, **kwargs):
         # A stand-in for a retraining that costs accuracy: the one-shot variant's figures
-        # with its accuracy at 50%.
+        # with its accuracy at 50% (on the test split here, on validation below).
         if recipe.get("finetune") is None:
             return real(model, recipe, **kwargs)
         one_shot = Recipe(tuple(s for s in recipe.steps if s.kind != "finetune"))
@@ -143,7 +149,15 @@ def test_retraining_that_loses_what_one_shot_kept_is_dropped_for_one_shot(
             result, recipe=recipe, metrics=metrics, key="retrained-" + recipe.digest()
         )
 
+    real_accuracy = search_module._artifact_accuracy
+
+    def validation_hurts(runtime, result, x, y):
+        if result.key.startswith("retrained-"):
+            return 0.5
+        return real_accuracy(runtime, result, x, y)
+
     monkeypatch.setattr(search_module, "evaluate", retraining_hurts)
+    monkeypatch.setattr(search_module, "_artifact_accuracy", validation_hurts)
     result = search(
         cnn,
         settings=QUICK,
@@ -187,8 +201,25 @@ def test_the_chart_draws_the_path_in_order_with_the_chosen_one(searched):
     assert any(v.get("mark", {}).get("type") == "rule" for v in spec["layer"])  # the floor
 
 
-def test_a_floor_above_the_float_accuracy_is_an_answer_not_an_error(cnn, session_cache):
-    result = search(cnn, accuracy_floor=99.9, target="size", settings=QUICK, cache=session_cache)
+def _mislabel_validation(monkeypatch) -> None:
+    """Shift the validation labels: the float model then scores near 0% on them (the
+    samples score 100% on their own training images, so no floor is above them)."""
+    import workbench.search as search_module
+
+    real = search_module._validation
+
+    def mislabelled(model):
+        x, y = real(model)
+        return x, (y + 1) % 10
+
+    monkeypatch.setattr(search_module, "_validation", mislabelled)
+
+
+def test_a_floor_above_the_float_accuracy_is_an_answer_not_an_error(
+    cnn, session_cache, monkeypatch
+):
+    _mislabel_validation(monkeypatch)
+    result = search(cnn, accuracy_floor=97, target="size", settings=QUICK, cache=session_cache)
     assert result.chosen is None and result.chosen_recipe is None
     assert "no recipe meets the floor" in result.outcome and "below the floor" in result.outcome
     assert len(result.steps) == 1 and not result.steps[0].accepted  # nothing else measured
@@ -262,8 +293,15 @@ def test_cli_search_prints_the_path_and_the_evaluate_flags(
     out, err = capsys.readouterr()
     assert code == 0, err
     flags = " ".join(evaluate_flags(searched.chosen_recipe))
-    assert f"the same variant: workbench evaluate digits-cnn {flags}" in out
+    command = f"workbench evaluate digits-cnn {flags} --hold-out-validation"
+    assert f"the same variant: {command}" in out
     assert "rejected" in out and "accepted" in out
+    assert "on 252 validation images" in out and "test split" in out
+    # The printed command builds the very variant the search chose (same cache key).
+    from workbench.pipeline import variant_key
+
+    args = build_parser().parse_args(command.split()[1:])
+    assert variant_key(cli._load(args), searched.chosen_recipe, QUICK) == searched.chosen_result.key
     assert SearchResult.load(out_file).chosen_recipe == searched.chosen_recipe
 
 
@@ -307,6 +345,7 @@ def test_search_json_names_the_chosen_result(
     searched, session_cache, tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setattr(cli, "_settings", lambda args: QUICK)
+    _mislabel_validation(monkeypatch)
     code = main(
         [
             "search",
@@ -337,3 +376,47 @@ def test_the_search_command_adds_nothing_to_the_cli_start():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_candidates_never_train_or_calibrate_on_the_validation_images(
+    cnn, tmp_path, monkeypatch
+):
+    from workbench.cache import Cache
+
+    task_type = type(cnn.task)
+    raw = task_type.raw
+    reads = []
+
+    def recording(self, part):
+        reads.append((part, self.excludes_validation))
+        return raw(self, part)
+
+    monkeypatch.setattr(task_type, "raw", recording)
+    result = search(
+        cnn,
+        settings=QUICK,
+        cache=Cache(tmp_path / "cache"),  # nothing cached: every candidate is built here
+        **{**SMALL, "recovery": "finetune", "max_candidates": 2, "finetune_epochs": 1},
+    )
+    tuned = [s for s in result.steps if s.recipe.get("finetune") is not None]
+    assert tuned and result.steps[1].recipe.get("quantize") is not None  # calibrated
+    finetune = next(r for r in tuned[0].result.steps if r["kind"] == "finetune")
+    assert finetune["samples"] == 1257 - 252
+    assert ("train", True) in reads and ("train", False) not in reads
+    assert all(s.validation_accuracy is not None for s in result.steps)
+    assert result.floor["validation_images"] == 252 and "validation" in result.floor["basis"]
+
+
+def test_a_variant_built_without_the_validation_images_has_its_own_cache_key(cnn):
+    from workbench.pipeline import subject_model, variant_key
+    from workbench.recipe import DistillConfig, QuantizeConfig
+
+    fitting = dataclasses.replace(cnn, task=cnn.task.fitting())
+    int8 = Recipe((QuantizeConfig(),))
+    # The baseline reads no training data: one entry serves both.
+    assert variant_key(fitting, Recipe(), QUICK) == variant_key(cnn, Recipe(), QUICK)
+    assert variant_key(fitting, int8, QUICK) != variant_key(cnn, int8, QUICK)
+    # A student sample trains on the part its teacher's caller allows.
+    distil = Recipe((DistillConfig(student="digits-cnn", epochs=1),))
+    assert subject_model(fitting, distil).task.excludes_validation
+    assert not subject_model(cnn, distil).task.excludes_validation
