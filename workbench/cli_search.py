@@ -94,6 +94,13 @@ def add_search_command(sub: Any) -> None:
         metavar="M,...",
         help="pruning methods to try, comma-separated (default: those that lower the target)",
     )
+    p.add_argument(
+        "--no-students",
+        action="store_true",
+        help="do not try students distilled from the model (its own architecture at 0.5x "
+        "and 0.25x width, or smaller samples of its task), which otherwise get up to a third "
+        "of the candidates after pruning (never with --recovery none)",
+    )
     p.set_defaults(search_command=_cmd_search)
 
 
@@ -134,6 +141,7 @@ def _cmd_search(args: argparse.Namespace, scratch: list[Path]) -> int:
         cache=cli._cache(args, scratch),
         memory_fraction=args.memory_fraction,
         finetune_epochs=args.finetune_epochs,
+        students=not args.no_students,
         on_step=None if args.json else _print_step,
     )
     result.save(args.out)

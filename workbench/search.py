@@ -58,6 +58,7 @@ from workbench.pipeline import MeasureSettings, check_applicable, evaluate, subj
 from workbench.recipe import (
     MAX_SPARSITY,
     PRUNE_METHODS,
+    DistillConfig,
     FineTuneConfig,
     PruneConfig,
     QuantizeConfig,
@@ -80,6 +81,7 @@ __all__ = [
     "evaluate_flags",
     "measure_sensitivity",
     "search",
+    "student_options",
 ]
 
 # 2: accept/reject on the validation part (``validation_accuracy``), not the test split.
@@ -166,6 +168,14 @@ RECOVERABLE_FACTOR = 8.0
 # Quantization tried first, in order: the first that keeps the floor is stacked on every
 # pruned candidate. The accuracy-aware int8 is tried with the whole allowance.
 QUANT_LADDER = ("int8", "int8-aware", "dynamic", "fp16")
+# Students tried after pruning (distilled from the model, then pruned and quantized):
+# the model's own architecture at these channel multipliers, widest first, when it takes
+# one, then the task's registered samples with fewer parameters, largest first.
+STUDENT_WIDTHS = (0.5, 0.25)
+# The share of the candidate budget kept for students (at most MAX_STUDENT_CANDIDATES:
+# each student kept, the quantization stacked on the smallest, and it pruned per method).
+STUDENT_BUDGET_SHARE = 1 / 3
+MAX_STUDENT_CANDIDATES = 4
 
 
 def _quant_config(name: str, allowance_points: float) -> QuantizeConfig:
@@ -685,6 +695,58 @@ def _start_index(curve: list[dict[str, Any]], allowance_points: float, factor: f
     return min(range(len(SPARSITY_GRID)), key=lambda i: abs(SPARSITY_GRID[i] - max(ok)))
 
 
+# ---------------------------------------------------------------------------- students
+
+
+def student_options(model: Any, teacher: str | None = None) -> list[tuple[DistillConfig, str]]:
+    """The students a search tries, largest first, each with why it is tried.
+
+    The model's own architecture at each STUDENT_WIDTHS when it takes a channel
+    multiplier, then the registered samples of the model's task with fewer parameters
+    than it. Every student starts from seeded random weights: a sample's own trained
+    weights learned the validation images the search judges on. ``teacher`` is the
+    DistillConfig's (None: the model itself).
+    """
+    from sample_models.architectures import WIDTH_KWARGS
+    from workbench.compress.distill import _arch_of  # the architecture student_model builds
+    from workbench.models import load_model
+    from workbench.models._sample import sample_names
+
+    if model.module is None or model.task is None:
+        return []
+    options: list[tuple[DistillConfig, str]] = []
+    arch = _arch_of(model)
+    if arch is not None and arch[0] in WIDTH_KWARGS:
+        for width in STUDENT_WIDTHS:
+            options.append(
+                (
+                    DistillConfig(width=width, teacher=teacher),
+                    f"a student: the model's own architecture at {width:g}x its channels, "
+                    "distilled from it",
+                )
+            )
+    own = sum(p.numel() for p in model.module.parameters())
+    smaller = []
+    for name in sample_names():
+        if name == model.name:
+            continue
+        sample = load_model(name, pretrained=False)
+        if sample.task is None or sample.task.name != model.task.name or sample.module is None:
+            continue
+        params = sum(p.numel() for p in sample.module.parameters())
+        if params < own:
+            smaller.append((params, name))
+    for params, name in sorted(smaller, reverse=True):
+        options.append(
+            (
+                DistillConfig(student=name, teacher=teacher),
+                f"a student: the smaller sample {name} ({params:,} parameters vs {own:,}), "
+                "from random weights, distilled from the model",
+            )
+        )
+    return options
+
+
 # ------------------------------------------------------------------------------ search
 
 
@@ -738,6 +800,7 @@ def search(
     recovery: str = "finetune",
     finetune_epochs: int = 3,
     methods: tuple[str, ...] | None = None,
+    students: bool = True,
     on_step: Callable[[SearchStep], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> SearchResult:
@@ -759,6 +822,9 @@ def search(
             model, by its registry name) or "none" (one-shot pruning).
         finetune_epochs: epochs of that retraining.
         methods: the pruning methods to try (default: those that lower the target).
+        students: also try students distilled from the model (``student_options``), then
+            pruned and quantized, with up to STUDENT_BUDGET_SHARE of the candidates; not
+            with ``recovery="none"`` (no training asked for).
         on_step: called with each SearchStep once it is measured and judged.
         cancel: when set, the search stops after the candidate in progress and returns
             what it measured so far (``stopped`` says so).
@@ -999,6 +1065,14 @@ def search(
     # this way each sparsity is trained once, not twice.
     threshold = floor_acc + margin
     stopped = "every method's sparsity bisected to one grid step"
+    # Candidates kept for the students, out of what the pruning may spend.
+    plan = student_options(model, teacher) if students and recover is not None else []
+    reserve = 0
+    if plan:
+        reserve = min(MAX_STUDENT_CANDIDATES, int(max_candidates * STUDENT_BUDGET_SHARE))
+        reserve = max(0, min(reserve, budget["left"] - 1))
+    budget["left"] -= reserve
+    sparsest: dict[str, tuple[int, StepConfig | None]] = {}  # per method, the sparsest kept
     for n, method in enumerate(order):
         entry = sensitivity["methods"][method]
         share = math.ceil(budget["left"] / (len(order) - n)) if budget["left"] > 0 else 0
@@ -1065,6 +1139,8 @@ def search(
                 break
             index = max((lo + hi) // 2, lo + 1)
             why = f"bisection between {_grid(lo)} (kept the floor) and {_grid(hi)} (lost it)"
+        if kept:
+            sparsest[method] = max(kept, key=lambda k: k[0])
         # The quantization stacked on the sparsest kept sparsity (the next one down if
         # the stack loses the floor).
         for i, retraining in sorted(kept, key=lambda k: -k[0])[:2] if quant is not None else []:
@@ -1076,9 +1152,60 @@ def search(
             )
             if step is None or (step.key is not None and _keeps_floor(step, floor_acc)):
                 break
-        if budget["left"] <= 0:
-            stopped = f"the budget of {max_candidates} candidates is spent"
+    budget["left"] += reserve
+    student = _search_students(plan, sparsest, sensitivity, quant, threshold, try_candidate)
+    sensitivity["students"] = [config.label() for config, _ in plan]
+    sensitivity["student_kept"] = None if student is None else student.label()
+    if budget["left"] <= 0:
+        stopped = f"the budget of {max_candidates} candidates is spent"
     return finish(stopped, sensitivity)
+
+
+def _search_students(
+    plan: list[tuple[DistillConfig, str]],
+    sparsest: dict[str, tuple[int, StepConfig | None]],
+    sensitivity: dict[str, Any],
+    quant: QuantizeConfig | None,
+    threshold: float,
+    try_candidate: Callable[[str, Recipe, str], SearchStep | None],
+) -> DistillConfig | None:
+    """Distil the students of ``plan`` in turn (largest first) while they clear
+    ``threshold`` (the floor plus the quantization's validation drop, as the pruned
+    candidates); on the smallest kept, stack the quantization, then prune it per method
+    at the sparsest sparsity the model itself kept (with that retraining) and quantize.
+    Returns the student kept, if any."""
+    kept: DistillConfig | None = None
+    for config, why in plan:
+        step = try_candidate("distill", Recipe((config,)), why)
+        if step is None:
+            break
+        if step.key is not None and _keeps_floor(step, threshold):
+            kept = config
+            step.reason += "; student kept" + (
+                f" (clears the floor by {quant.label()}'s validation drop)" if quant else ""
+            )
+        else:
+            step.reason += "; student lost: no smaller student is tried"
+            break
+    if kept is None:
+        return None
+    if quant is not None:
+        try_candidate(
+            "stack-distill",
+            Recipe((kept, quant)),
+            f"{quant.label()} stacked on the smallest student kept ({kept.label()})",
+        )
+    for method, (i, retraining) in sparsest.items():
+        # A width student keeps the model's layer names, so its sensitive layers too.
+        exclude = () if kept.student else tuple(sensitivity["methods"][method]["exclude"])
+        prune = PruneConfig(method=method, sparsity=SPARSITY_GRID[i], exclude=exclude)
+        try_candidate(
+            f"student-{method}",
+            Recipe(tuple(s for s in (kept, prune, retraining, quant) if s is not None)),
+            f"the student pruned {method} at {SPARSITY_GRID[i]:g}, the sparsest the model "
+            "itself kept" + (f", then {quant.label()}" if quant is not None else ""),
+        )
+    return kept
 
 
 def _absolute_floor(floor: dict[str, Any], baseline_accuracy: float) -> float:
@@ -1150,16 +1277,26 @@ def _artifact_accuracy(runtime: Any, result: Result, x: np.ndarray, y: np.ndarra
 
 def evaluate_flags(recipe: Recipe) -> list[str]:
     """The ``workbench evaluate`` flags that build ``recipe`` (the steps a search makes:
-    one-shot pruning, fine-tuning with an optional teacher, quantization).
+    a student's distillation, one-shot pruning, fine-tuning with an optional teacher,
+    quantization).
 
     Raises:
-        WorkbenchError: a step or setting those flags cannot express.
+        WorkbenchError: a step or setting those flags cannot express (one ``--teacher``
+            serves the distillation and the fine-tuning, so theirs must agree).
     """
     defaults = {
+        "distill": DistillConfig(),
         "prune": PruneConfig(),
         "finetune": FineTuneConfig(),
         "quantize": QuantizeConfig(),
     }
+    teachers = {s.teacher for s in recipe.steps if isinstance(s, (DistillConfig, FineTuneConfig))}
+    if len(teachers) > 1:
+        raise WorkbenchError(
+            "the distillation and the fine-tuning learn from different teachers, and one "
+            "--teacher flag sets both",
+            "use the recipe's JSON",
+        )
     flags: list[str] = []
     for step in recipe.steps:
         if step.kind not in defaults:
@@ -1167,7 +1304,14 @@ def evaluate_flags(recipe: Recipe) -> list[str]:
                 f"the {step.kind} step has no flag in this conversion", "use the recipe's JSON"
             )
         _check_only(step, defaults[step.kind])
-        if isinstance(step, PruneConfig):
+        if isinstance(step, DistillConfig):
+            flags += ["--student", step.student or "self"]
+            if step.width != 1.0:
+                flags += ["--student-width", f"{step.width:g}"]
+            if step.init != "scratch":
+                flags += ["--student-init", step.init]
+            flags += ["--distill-epochs", str(step.epochs)]
+        elif isinstance(step, PruneConfig):
             flags += ["--prune", step.method, "--sparsity", f"{step.sparsity:g}"]
             if step.scope != "global":
                 flags += ["--scope", step.scope]
@@ -1177,17 +1321,19 @@ def evaluate_flags(recipe: Recipe) -> list[str]:
                 flags += ["--exclude", name]
         elif isinstance(step, FineTuneConfig):
             flags += ["--finetune-epochs", str(step.epochs)]
-            if step.teacher:
-                flags += ["--teacher", step.teacher]
         elif isinstance(step, QuantizeConfig):
             flags += ["--quantize", step.scheme]
             if step.max_accuracy_drop is not None:
                 flags += ["--accuracy-aware", f"{step.max_accuracy_drop:g}"]
+    teacher = next(iter(teachers), None)
+    if teacher:
+        flags += ["--teacher", teacher]
     return flags
 
 
 # Settings each flag set above expresses; any other must be at its default.
 _FLAGGED = {
+    "distill": {"student", "width", "teacher", "init", "epochs"},
     "prune": {"method", "sparsity", "scope", "keep_first_last", "exclude"},
     "finetune": {"epochs", "teacher"},
     "quantize": {"scheme", "max_accuracy_drop"},

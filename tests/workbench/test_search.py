@@ -267,6 +267,27 @@ def test_evaluate_flags_build_the_same_recipe():
         evaluate_flags(Recipe((PruneConfig(method="structured", round_to=4),)))
 
 
+@pytest.mark.parametrize("teacher", [None, "digits-cnn"])
+def test_evaluate_flags_build_a_distilled_student(teacher):
+    from workbench.recipe import DistillConfig, FineTuneConfig, PruneConfig, QuantizeConfig
+
+    recipe = Recipe(
+        (
+            DistillConfig(width=0.5, teacher=teacher, epochs=7),
+            PruneConfig(method="structured", sparsity=0.3),
+            FineTuneConfig(epochs=2, teacher=teacher),
+            QuantizeConfig(scheme="int8"),
+        )
+    )
+    args = build_parser().parse_args(["evaluate", "digits-cnn", *evaluate_flags(recipe)])
+    assert cli._evaluate_recipe(args) == recipe
+    mixed = Recipe(
+        (DistillConfig(student="digits-cnn"), PruneConfig(), FineTuneConfig(teacher="x"))
+    )
+    with pytest.raises(WorkbenchError, match="different teachers"):
+        evaluate_flags(mixed)
+
+
 def test_cli_search_prints_the_path_and_the_evaluate_flags(
     searched, session_cache, tmp_path, capsys, monkeypatch
 ):
@@ -420,3 +441,53 @@ def test_a_variant_built_without_the_validation_images_has_its_own_cache_key(cnn
     distil = Recipe((DistillConfig(student="digits-cnn", epochs=1),))
     assert subject_model(fitting, distil).task.excludes_validation
     assert not subject_model(cnn, distil).task.excludes_validation
+
+
+def test_students_are_distilled_from_the_model_then_stacked(searched, cnn, session_cache):
+    from workbench.recipe import DistillConfig
+
+    result = search(
+        cnn,
+        settings=QUICK,
+        cache=session_cache,
+        **{**SMALL, "recovery": "finetune", "max_candidates": 6, "finetune_epochs": 1},
+    )
+    distilled = [s for s in result.steps if s.phase == "distill"]
+    assert distilled, [s.phase for s in result.steps]
+    first = distilled[0].recipe.steps[0]
+    assert isinstance(first, DistillConfig) and first.width == 0.5 and first.init == "scratch"
+    assert "distilled from it" in distilled[0].why_tried
+    assert distilled[0].validation_accuracy is not None and distilled[0].key
+    # Tried after the pruning, within its share of the budget.
+    assert result.steps.index(distilled[0]) > max(
+        i for i, s in enumerate(result.steps) if s.phase == "prune-unstructured"
+    )
+    assert len(result.steps) <= 6 + 1
+    if "student kept" in distilled[-1].reason:
+        stacked = next(s for s in result.steps if s.phase == "stack-distill")
+        assert stacked.recipe.steps[0] == distilled[-1].recipe.steps[0]
+        assert stacked.recipe.get("quantize") is not None
+    else:
+        assert "student lost" in distilled[-1].reason
+    assert result.sensitivity["students"][0] == first.label()
+    # None with recovery "none" (no training asked for), nor when switched off.
+    assert not [s for s in searched.steps if s.phase.endswith("distill")]
+    again = search(
+        cnn,
+        settings=QUICK,
+        cache=session_cache,
+        students=False,  # a budget of 3 would keep one candidate for a student
+        **{**SMALL, "recovery": "finetune", "max_candidates": 3, "finetune_epochs": 1},
+    )
+    assert not [s for s in again.steps if s.phase.endswith("distill")]
+
+
+def test_the_students_of_a_model(cnn):
+    from workbench.models import load_model
+    from workbench.search import student_options
+
+    widths = [c.width for c, _ in student_options(cnn)]
+    assert widths == [0.5, 0.25]  # digits-cnn is the smallest sample: no smaller one
+    resnet = [c for c, _ in student_options(load_model("digits-resnet18"), "digits-resnet18")]
+    assert [c.student for c in resnet] == ["digits-mobilenetv2", "digits-cnn"]
+    assert all(c.init == "scratch" and c.teacher == "digits-resnet18" for c in resnet)
