@@ -977,11 +977,25 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
     return 0
 
 
+def _holds_search(path: Path) -> bool:
+    """Whether the study file holds a search path (Study.load has read it already)."""
+    try:
+        return isinstance(json.loads(Path(path).read_text()).get("search"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from workbench.report import write_report
     from workbench.study import Study
 
-    path = write_report(Study.load(args.study), args.output, per_runtime=args.frontier_per_runtime)
+    study = Study.load(args.study)
+    search = None
+    if _holds_search(args.study):  # a `workbench search --out` file: draw its path too
+        from workbench.search import SearchResult
+
+        search = SearchResult.load(args.study)
+    path = write_report(study, args.output, per_runtime=args.frontier_per_runtime, search=search)
     print(path)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 
 import pytest
@@ -491,3 +492,32 @@ def test_the_students_of_a_model(cnn):
     resnet = [c for c, _ in student_options(load_model("digits-resnet18"), "digits-resnet18")]
     assert [c.student for c in resnet] == ["digits-mobilenetv2", "digits-cnn"]
     assert all(c.init == "scratch" and c.teacher == "digits-resnet18" for c in resnet)
+
+
+def test_the_report_of_a_search_file_draws_its_path_and_lists_the_reasons(searched, tmp_path):
+    import re
+
+    from tests.workbench.test_report import embedded_specs
+
+    search_file = searched.save(tmp_path / "search.json")
+    code = main(["report", str(search_file), "-o", str(tmp_path / "report.html")])
+    assert code == 0
+    text = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc\s*=", text, re.I)  # offline, as the others
+    specs = embedded_specs(text)
+    assert '<div id="search-path"></div>' in text
+    path = next(
+        v
+        for v in specs["search-path"]["datasets"].values()
+        if v and "verdict" in v[0] and "step" in v[0]
+    )
+    assert [row["step"] for row in path] == [s.index for s in searched.steps]
+    section = text.split("<h2>Search path</h2>", 1)[1].split("<h2>", 1)[0]
+    for step in searched.steps:
+        assert f'data-step="{step.index}"' in section
+        assert html.escape(step.reason) in section and html.escape(step.why_tried) in section
+    assert "validation images" in section and html.escape(searched.outcome) in section
+    # A study without a search has no such section.
+    Study(searched.model, searched.results, searched.model_info).save(tmp_path / "plain.json")
+    assert main(["report", str(tmp_path / "plain.json"), "-o", str(tmp_path / "p.html")]) == 0
+    assert "Search path" not in (tmp_path / "p.html").read_text(encoding="utf-8")
