@@ -163,6 +163,7 @@ def test_retraining_that_loses_what_one_shot_kept_is_dropped_for_one_shot(
         cnn,
         settings=QUICK,
         cache=session_cache,
+        students=False,  # the pruning's own logic, with its whole budget
         **{**SMALL, "recovery": "finetune", "max_candidates": 5, "finetune_epochs": 1},
     )
     pruned = [s for s in result.steps if s.phase == "prune-unstructured"]
