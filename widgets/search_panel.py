@@ -93,7 +93,8 @@ class SearchPanel(W.VBox):
             children=[
                 W.HTML(
                     "<b>Search</b>: the smallest recipe that keeps the floor, guided by layer "
-                    "sensitivity on held-out training images; every candidate is measured."
+                    "sensitivity; every candidate is measured, and judged on validation images "
+                    "(a fifth of the training part it never trains on), never the test split."
                 ),
                 self.floor_kind_w,
                 W.HBox([self.floor_value_w, self.target_w]),

@@ -870,6 +870,7 @@ def search_path_chart(
     y: str = "accuracy",
     *,
     floor: float | None = None,
+    floor_title: str = "the floor",
     width: int = 520,
     height: int = 340,
 ) -> alt.LayerChart:
@@ -888,6 +889,8 @@ def search_path_chart(
             ``recipe`` and ``reason``), as ``SearchResult.path_rows()`` gives them; steps
             whose key is not in ``df`` (a failed candidate) are left out.
         floor: the accuracy floor (a fraction), drawn when ``y`` is ``accuracy``.
+        floor_title: what the dashed line is, in the subtitle (a search decides on
+            validation images while ``y`` is the test split's accuracy).
 
     Raises:
         WorkbenchError: ``x`` or ``y`` is not a measured figure.
@@ -982,6 +985,6 @@ def search_path_chart(
         f"Search path: {AXIS_TITLES[y].split(' (')[0]} vs {AXIS_TITLES[x].split(' (')[0]}",
         subtitle="line: candidates in the order tried · green circle: kept the floor · "
         "red cross: rejected · star: chosen"
-        + (" · dashed red: the floor" if floor is not None and y == "accuracy" else ""),
+        + (f" · dashed red: {floor_title}" if floor is not None and y == "accuracy" else ""),
     )
     return combined.resolve_scale(color="independent", shape="independent")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -333,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=Path, help="keep the artifact, the baseline and manifest.json in this folder"
     )
+    p.add_argument(
+        "--hold-out-validation",
+        action="store_true",
+        help="train and calibrate without the task's validation images, as `workbench "
+        "search` builds its candidates (the variant a search chose; accuracy is still the "
+        "test split's)",
+    )
 
     p = sub.add_parser("sweep", help="evaluate a grid of recipes and print the Pareto frontier")
     _add_model_args(p)
@@ -442,7 +450,7 @@ def _load(args: argparse.Namespace) -> Any:
             if not base:
                 base = _default_geometry(args)
         prep = Preprocessing(**{**base, **args.preprocess})
-    return load_model(
+    model = load_model(
         args.model,
         arch=args.arch,
         pretrained=not args.random_init,
@@ -450,6 +458,15 @@ def _load(args: argparse.Namespace) -> Any:
         input_shape=args.input_shape,
         preprocessing=prep,
     )
+    if getattr(args, "hold_out_validation", False):
+        if model.task is None:
+            raise WorkbenchError(
+                "--hold-out-validation leaves a task's validation images out, and "
+                f"{model.name} has no labelled task",
+                "add --task digits, or drop --hold-out-validation",
+            )
+        model = dataclasses.replace(model, task=model.task.fitting())
+    return model
 
 
 def _is_sample(name: str) -> bool:
@@ -998,6 +1015,14 @@ def _cmd_sweep(args: argparse.Namespace, scratch: list[Path]) -> int:
     return 0
 
 
+def _holds_search(path: Path) -> bool:
+    """Whether the study file holds a search path (Study.load has read it already)."""
+    try:
+        return isinstance(json.loads(Path(path).read_text()).get("search"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from workbench.cache import Cache
     from workbench.devices.gate import parse_device_names
@@ -1009,10 +1034,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
         load_profiles(args.devices_file)
     devices = [get_device(n).name for n in parse_device_names(args.device)]
     study = Study.load(args.study)
+    search = None
+    if _holds_search(args.study):  # a `workbench search --out` file: draw its path too
+        from workbench.search import SearchResult
+
+        search = SearchResult.load(args.study)
     path = write_report(
         study,
         args.output,
         per_runtime=args.frontier_per_runtime,
+        search=search,
         devices=devices,
         cache=Cache(args.cache_dir),
     )

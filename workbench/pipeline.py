@@ -138,11 +138,16 @@ def _versions(runtime: str = DEFAULT_RUNTIME) -> dict[str, str]:
     return get_runtime(runtime).versions()
 
 
-def _model_identity(model: Any) -> dict:
+def _model_identity(model: Any, recipe: Recipe | None = None) -> dict:
+    # A task whose training part leaves images out (``Task.fitting``) trains and
+    # calibrates other variants; the baseline reads no training data, so it keeps one key.
+    task = None
+    if model.task is not None:
+        task = model.task.name if recipe is None or recipe.is_baseline else model.task.identity
     return {
         "fingerprint": model.fingerprint,
         "input_shape": list(model.input_shape),
-        "task": model.task.name if model.task else None,
+        "task": task,
         "preprocessing": model.preprocessing.to_dict() if model.preprocessing else None,
     }
 
@@ -162,7 +167,7 @@ def variant_key(model: Any, recipe: Recipe, settings: MeasureSettings) -> str:
         measured = {k: measured[k] for k in ("runtime", "max_accuracy_drop")}
     payload = {
         "pipeline": PIPELINE_VERSION,
-        "model": _model_identity(model),
+        "model": _model_identity(model, recipe),
         "recipe": recipe.to_dict(),
         "settings": measured,
         "runtime": settings.runtime,
@@ -424,7 +429,12 @@ def subject_model(model: Any, recipe: Recipe) -> Any:
         return model
     from workbench.compress.distill import check_student
 
-    return check_student(model, distill, _teacher(model, distill))
+    student = check_student(model, distill, _teacher(model, distill))
+    if model.task is not None and student.task != model.task:
+        # A student sample is loaded with the whole task; it trains on the part the
+        # caller's model allows (``Task.fitting`` leaves the validation images out).
+        student = dataclasses.replace(student, task=model.task)
+    return student
 
 
 def _artifact_steps(recipe: Recipe, runtime: Runtime) -> tuple[StepConfig, ...]:

@@ -24,6 +24,7 @@ from workbench.charts import (
     EMBED_OPTIONS,
     default_y,
     operator_chart,
+    search_path_chart,
     tradeoff_chart,
 )
 from workbench.errors import WorkbenchError
@@ -258,15 +259,74 @@ def _untimed_note(untimed: list) -> str:
     )
 
 
+def _search_section(search: Any, df: Any) -> tuple[str, dict | None]:
+    """The search path's HTML (the floor, the outcome, one row per candidate with why it
+    was tried and its verdict) and its chart's spec, drawn in the target figure against
+    test accuracy with the floor's reading on that axis."""
+    from workbench.search import TARGETS  # only when the study holds a search
+
+    column = TARGETS[search.target].column
+    floor = search.floor
+    asked = (
+        f"{floor['value']:g} points below the float model"
+        if floor["kind"] == "drop"
+        else f"{floor['value']:g}%"
+    )
+    spec = None
+    rows = search.path_rows()
+    if column in df and df[column].notna().any():
+        chart = search_path_chart(
+            df,
+            rows,
+            x=column,
+            floor=floor.get("test_reference"),
+            floor_title="the floor read on the test split (verdicts: validation images)",
+        )
+        spec = chart.to_dict()
+    figure = next(f for f in METRICS if f.column == column)
+    accuracy = next(f for f in METRICS if f.column == "accuracy")
+    body = "".join(
+        f'<tr class="{"baseline" if r["phase"] == "baseline" else ""}" data-step="{r["step"]}">'
+        f"<td>{r['step']}{' &#9733;' if r['chosen'] else ''}</td>"
+        f'<td class="text">{_e(r["phase"])}</td><td class="text">{_e(r["recipe"])}</td>'
+        f"<td>{_e(accuracy.text(r['validation_accuracy']) if r.get('validation_accuracy') is not None else 'n/a')}</td>"
+        f"<td>{_e(accuracy.text(r['accuracy']) if r.get('accuracy') is not None else 'n/a')}</td>"
+        f"<td>{_e(figure.text(r[column]) if r.get(column) is not None else 'n/a')}</td>"
+        f'<td class="text">{"chosen" if r["chosen"] else "accepted" if r["accepted"] else "rejected"}</td>'
+        f'<td class="text">{_e(step.why_tried)}</td><td class="text">{_e(r["reason"])}</td></tr>'
+        for r, step in zip(rows, search.steps, strict=True)
+    )
+    basis = ""
+    if "float_validation_accuracy" in floor:
+        basis = (
+            f" = {floor['accuracy']:.2%} on {floor['validation_images']} validation images "
+            f"(the float model: {floor['float_validation_accuracy']:.2%}). Every verdict is "
+            f"decided there: {_e(floor.get('basis', ''))}. The test-split figures are "
+            "evaluate()'s, shown beside; they decide nothing."
+        )
+    html_text = f"""<h2>Search path</h2>
+<p>Target: {_e(TARGETS[search.target].description)}. Floor: {_e(asked)}{basis}</p>
+<p><b>{_e(search.outcome)}</b> <span class="muted">({_e(search.stopped)};
+{search.candidates_evaluated} variant(s) measured)</span></p>
+{'<div id="search-path"></div>' if spec is not None else ""}
+<table><tr><th>#</th><th class="text">phase</th><th class="text">recipe</th>
+<th>validation accuracy</th><th>test accuracy</th><th>{_e(figure.label)}</th>
+<th class="text">verdict</th><th class="text">why tried</th><th class="text">reason</th></tr>
+{body}</table>"""
+    return html_text, spec
+
+
 def report_html(
     study: Study,
     *,
     per_runtime: bool = False,
+    search: Any = None,
     devices: Sequence[str] = (),
     cache: Cache | None = None,
 ) -> str:
     """The report of ``study`` as one HTML document (see :func:`write_report`); with
     ``per_runtime``, the frontiers (charts and table) are taken within each runtime; with
+    ``search`` (a ``workbench.search.SearchResult``), its path: chart and table; with
     ``devices``, a section per device saying which variants fit it (``cache``: where
     device-runner measurements were imported)."""
     if not study.results:
@@ -286,6 +346,11 @@ def report_html(
             df, x=x, y=y, width=440, height=300, per_runtime_frontier=per_runtime
         )
         specs.append((f"tradeoff-{i}", chart.to_dict()))
+    search_html = ""
+    if search is not None:
+        search_html, search_spec = _search_section(search, df)
+        if search_spec is not None:
+            specs.append(("search-path", search_spec))
     baseline = study.baseline
     if baseline is not None and baseline.metrics.operator_ms:
         specs.append(("operators", operator_chart(baseline.metrics.operator_ms).to_dict()))
@@ -294,7 +359,11 @@ def report_html(
         f"vegaEmbed({_script_json('#' + name)}, {_script_json(spec)}, opts).catch(console.error);"
         for name, spec in specs
     )
-    chart_divs = "".join(f'<div id="{name}"></div>' for name, spec in specs if name != "operators")
+    chart_divs = "".join(
+        f'<div id="{name}"></div>'
+        for name, spec in specs
+        if name not in ("operators", "search-path")
+    )
     envs = _environments(study)
     env_html = "".join(_kv_list(env) for env in envs) or '<p class="muted">not recorded</p>'
     if len(envs) > 1:
@@ -341,6 +410,7 @@ accuracy on the held-out test split.{_untimed_note(untimed)}{_separate_runs_note
 <p class="muted">Hover a point for its recipe and figures. The dashed line is the Pareto
 frontier for the two plotted figures.</p>
 <div class="charts">{chart_divs}</div>
+{search_html}
 <h2>Every variant</h2>
 <p class="muted">&#9733; marks the Pareto frontier over {_e(frontier_axes)}{
         " within each runtime" if per_runtime else ""
@@ -367,6 +437,7 @@ def write_report(
     path: str | Path,
     *,
     per_runtime: bool = False,
+    search: Any = None,
     devices: Sequence[str] = (),
     cache: Cache | None = None,
 ) -> Path:
@@ -377,7 +448,10 @@ def write_report(
     every variant with its measured speed-ups and warnings, the baseline's time per
     operator, the model and the environment the numbers were measured in. Variants of
     several runtimes are told apart by shape on the charts and by a column in the table;
-    ``per_runtime`` takes the frontiers within each runtime. Each of ``devices`` gets a
+    ``per_runtime`` takes the frontiers within each runtime. With ``search`` (a
+    ``workbench.search.SearchResult``, e.g. ``SearchResult.load`` of the file ``workbench
+    search --out`` wrote), the page also draws the search path and lists each candidate
+    with why it was tried and its verdict. Each of ``devices`` gets a
     section: which variants fit it, the deciding figure, and the latency there.
 
     Returns:
@@ -390,5 +464,6 @@ def write_report(
     if path.is_dir():
         raise WorkbenchError(f"{path} is a folder", "give a file name such as report.html")
     return write_text_atomic(
-        path, report_html(study, per_runtime=per_runtime, devices=devices, cache=cache)
+        path,
+        report_html(study, per_runtime=per_runtime, search=search, devices=devices, cache=cache),
     )

@@ -3,22 +3,32 @@
 ``search(model, max_accuracy_drop=1.0, target="size")`` answers "how far can this model
 be compressed before it loses more than a point?" with measured variants, not guesses:
 
-1. The float baseline is evaluated; the floor is resolved against its accuracy.
-2. A sensitivity profile is measured cheaply in PyTorch on a held-out part of the
-   *training* split (``model.task.held_out``; the test split is never read for it):
-   each prunable layer's accuracy drop when pruned alone, and the one-shot drop of the
-   whole model at a few sparsities per pruning method.
+Every choice is made on the task's *validation* part, a fixed stratified fifth of the
+training split (``Task.raw("validation")``), never on the test split; the candidates are
+built with ``Task.fitting()``, whose training part leaves those images out, so no
+candidate is fine-tuned, distilled or calibrated on the images it is judged on.
+
+1. The float baseline is evaluated; the floor is resolved against its accuracy on the
+   validation images (a drop is in points below it; an absolute floor is compared with
+   validation accuracies too).
+2. A sensitivity profile is measured cheaply in PyTorch on the validation images: each
+   prunable layer's accuracy drop when pruned alone, and the one-shot drop of the whole
+   model at a few sparsities per pruning method.
 3. Candidates go through the real pipeline (``workbench.pipeline.evaluate``: every figure
-   measured on the exported artifact, cached), in the order the profile suggests:
+   measured on the exported artifact, cached), and each artifact is also run on the
+   validation images, in the order the profile suggests:
    quantization first (int8, the cheapest 4x, then the accuracy-aware int8, dynamic and
    fp16 only if it loses too much), then for each pruning method that can lower the
    target a bisection of the sparsity (pruned and retrained, kept when it clears the floor
-   by the quantization's held-out drop), starting where the profile predicts the floor
-   is lost, with the layers too sensitive to prune kept dense; last, the quantization
-   stacked on the sparsest variant kept.
-4. A candidate is accepted when its measured accuracy (test split, as every figure the
-   workbench shows) keeps the floor, and, with a device, when it fits the device's budget.
-   The chosen recipe is the accepted one with the smallest target figure.
+   by the quantization's validation drop), starting where the profile predicts the floor
+   is lost, with the layers too sensitive to prune kept dense; then the quantization
+   stacked on the sparsest variant kept; last, when the budget allows, students at a
+   fraction of the model's width distilled from it (see STUDENT_WIDTHS), pruned and
+   quantized in turn.
+4. A candidate is accepted when its validation accuracy keeps the floor, and, with a
+   device, when it fits the device's budget. The chosen recipe is the accepted one with
+   the smallest target figure. Its test-split figures (``evaluate()``'s, as every figure
+   the workbench shows) are reported beside, labelled as such: they decide nothing.
 
 Every candidate, its measured figures, why it was tried and why it was accepted or
 rejected is kept in :class:`SearchResult`, which saves as a study file (``workbench
@@ -28,6 +38,7 @@ report`` and the charts read it) with the search path beside the results.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -43,10 +54,11 @@ import numpy as np
 from workbench.atomic import write_text_atomic
 from workbench.cache import Cache
 from workbench.errors import WorkbenchError
-from workbench.pipeline import MeasureSettings, check_applicable, evaluate
+from workbench.pipeline import MeasureSettings, check_applicable, evaluate, subject_model
 from workbench.recipe import (
     MAX_SPARSITY,
     PRUNE_METHODS,
+    DistillConfig,
     FineTuneConfig,
     PruneConfig,
     QuantizeConfig,
@@ -54,6 +66,7 @@ from workbench.recipe import (
     StepConfig,
 )
 from workbench.results import Result
+from workbench.runtimes import get_runtime
 from workbench.study import METRICS_BY_COLUMN, Study
 
 __all__ = [
@@ -68,9 +81,11 @@ __all__ = [
     "evaluate_flags",
     "measure_sensitivity",
     "search",
+    "student_options",
 ]
 
-SEARCH_FORMAT = 1
+# 2: accept/reject on the validation part (``validation_accuracy``), not the test split.
+SEARCH_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -139,8 +154,11 @@ SPARSITY_GRID: tuple[float, ...] = tuple(round(0.2 + 0.05 * i, 2) for i in range
 PROFILE_SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9)
 # Per-layer sensitivity: each layer alone pruned this much.
 LAYER_PROBE_SPARSITY = {"unstructured": 0.9, "structured": 0.5}
-# Held-out training images the profile is measured on (0.2 point per image at 512).
-PROFILE_IMAGES = 512
+# What the validation figures are, for the path record and the CLI.
+VALIDATION_BASIS = (
+    "validation part: a stratified fifth of the training split (Task.raw('validation')), "
+    "never trained or calibrated on by the candidates (Task.fitting()); never the test split"
+)
 # Layers kept dense because they are too sensitive may hold at most this share of the
 # prunable weights: keeping a big layer dense would cost more size than it saves accuracy.
 MAX_EXCLUDED_SHARE = 0.1
@@ -150,6 +168,14 @@ RECOVERABLE_FACTOR = 8.0
 # Quantization tried first, in order: the first that keeps the floor is stacked on every
 # pruned candidate. The accuracy-aware int8 is tried with the whole allowance.
 QUANT_LADDER = ("int8", "int8-aware", "dynamic", "fp16")
+# Students tried after pruning (distilled from the model, then pruned and quantized):
+# the model's own architecture at these channel multipliers, widest first, when it takes
+# one, then the task's registered samples with fewer parameters, largest first.
+STUDENT_WIDTHS = (0.5, 0.25)
+# The share of the candidate budget kept for students (at most MAX_STUDENT_CANDIDATES:
+# each student kept, the quantization stacked on the smallest, and it pruned per method).
+STUDENT_BUDGET_SHARE = 1 / 3
+MAX_STUDENT_CANDIDATES = 4
 
 
 def _quant_config(name: str, allowance_points: float) -> QuantizeConfig:
@@ -162,9 +188,9 @@ def _quant_config(name: str, allowance_points: float) -> QuantizeConfig:
 class SearchStep:
     """One candidate of the path: what was tried, why, what was measured, the verdict.
 
-    ``figures`` holds the measured Study columns (accuracy, sizes, MACs, latency, memory);
-    ``held_out_accuracy`` is the candidate's accuracy on the held-out training images, for
-    candidates that did not train on them (the baseline and quantization alone).
+    ``figures`` holds the measured Study columns (accuracy on the test split, sizes, MACs,
+    latency, memory); ``validation_accuracy`` is the artifact's accuracy on the validation
+    images, which the verdict is decided on.
     """
 
     index: int
@@ -176,7 +202,7 @@ class SearchStep:
     key: str | None = None
     figures: dict[str, Any] = field(default_factory=dict)
     fit: dict[str, Any] | None = None
-    held_out_accuracy: float | None = None
+    validation_accuracy: float | None = None
     seconds: float = 0.0
     error: str | None = None
     # The measured Result while the search runs (on_step callers add it to a Study); the
@@ -195,7 +221,7 @@ class SearchStep:
             "key": self.key,
             "figures": dict(self.figures),
             "fit": self.fit,
-            "held_out_accuracy": self.held_out_accuracy,
+            "validation_accuracy": self.validation_accuracy,
             "seconds": round(self.seconds, 3),
             "error": self.error,
         }
@@ -212,7 +238,7 @@ class SearchStep:
             key=d.get("key"),
             figures=dict(d.get("figures") or {}),
             fit=d.get("fit"),
-            held_out_accuracy=d.get("held_out_accuracy"),
+            validation_accuracy=d.get("validation_accuracy"),
             seconds=float(d.get("seconds", 0.0)),
             error=d.get("error"),
         )
@@ -271,8 +297,9 @@ class SearchResult:
 
     def path_rows(self) -> list[dict[str, Any]]:
         """One row per step, for a table or ``workbench.charts.search_path_chart``:
-        ``step``, ``phase``, ``recipe``, ``key``, ``accepted``, ``chosen``, ``reason``
-        and the measured figures."""
+        ``step``, ``phase``, ``recipe``, ``key``, ``accepted``, ``chosen``, ``reason``,
+        ``validation_accuracy`` (what the verdict is decided on) and the measured
+        figures (``accuracy`` is the test split's)."""
         return [
             {
                 "step": s.index,
@@ -282,6 +309,7 @@ class SearchResult:
                 "accepted": s.accepted,
                 "chosen": s.index == self.chosen,
                 "reason": s.reason,
+                "validation_accuracy": s.validation_accuracy,
                 **s.figures,
             }
             for s in self.steps
@@ -510,14 +538,10 @@ def check_model(model: Any) -> None:
 # ------------------------------------------------------------------------ sensitivity
 
 
-def _held_out(model: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out training images (never the test split): the ones int8 calibration does
-    not draw, at most PROFILE_IMAGES of them (a seeded choice)."""
-    x, y = model.task.held_out(model.preprocessing, QuantizeConfig().calibration_samples)
-    if len(y) > PROFILE_IMAGES:
-        idx = np.sort(np.random.default_rng(0).choice(len(y), PROFILE_IMAGES, replace=False))
-        x, y = x[idx], y[idx]
-    return x, y
+def _validation(model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The task's validation images (a fixed part of the training split, never the test
+    split) through ``model``'s preprocessing, and their labels."""
+    return model.task.arrays("validation", model.preprocessing)
 
 
 def _torch_accuracy(module: Any, x: np.ndarray, y: np.ndarray) -> float:
@@ -542,26 +566,26 @@ def _first_last(module: Any, example: Any) -> set[str]:
 def measure_sensitivity(
     model: Any, methods: tuple[str, ...], allowance_points: float
 ) -> dict[str, Any]:
-    """The search's sensitivity profile, measured in PyTorch on held-out training images.
+    """The search's sensitivity profile, measured in PyTorch on the validation images.
 
-    Returns a JSON-able dict: ``held_out_images``, ``float_accuracy`` (held-out), and
+    Returns a JSON-able dict: ``validation_images``, ``float_accuracy`` (validation), and
     per method: ``layers`` (each layer's drop in points when pruned alone at
     LAYER_PROBE_SPARSITY, most sensitive first), ``exclude`` (the layers kept dense: a
     lone drop above the allowance, within MAX_EXCLUDED_SHARE of the weights) and
-    ``curve`` (the whole model's one-shot held-out drop at each PROFILE_SPARSITIES,
+    ``curve`` (the whole model's one-shot validation drop at each PROFILE_SPARSITIES,
     pruned with that exclusion).
     """
     from workbench.compress import layer_sensitivity, prune_
 
     started = time.perf_counter()
-    x, y = _held_out(model)
+    x, y = _validation(model)
     module = model.module
     example = model.example_input()
     float_acc = _torch_accuracy(copy.deepcopy(module), x, y)
     dense = _first_last(module, example)
     profile: dict[str, Any] = {
-        "held_out_images": int(len(y)),
-        "held_out_source": "training split, images int8 calibration does not draw; never the test split",
+        "validation_images": int(len(y)),
+        "validation_source": VALIDATION_BASIS,
         "float_accuracy": float_acc,
         "methods": {},
     }
@@ -611,7 +635,7 @@ def measure_sensitivity(
 
 
 # Bump when a change to measure_sensitivity changes what a stored profile would be.
-SENSITIVITY_VERSION = 1
+SENSITIVITY_VERSION = 2
 
 
 def _cached_sensitivity(
@@ -630,7 +654,7 @@ def _cached_sensitivity(
         "task": model.task.name,
         "methods": list(methods),
         "allowance": round(float(allowance_points), 6),
-        "probe": [PROFILE_IMAGES, list(PROFILE_SPARSITIES), LAYER_PROBE_SPARSITY],
+        "probe": ["validation", list(PROFILE_SPARSITIES), LAYER_PROBE_SPARSITY],
         "torch": torch.__version__,
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -669,6 +693,58 @@ def _start_index(curve: list[dict[str, Any]], allowance_points: float, factor: f
     if not ok:
         return 0
     return min(range(len(SPARSITY_GRID)), key=lambda i: abs(SPARSITY_GRID[i] - max(ok)))
+
+
+# ---------------------------------------------------------------------------- students
+
+
+def student_options(model: Any, teacher: str | None = None) -> list[tuple[DistillConfig, str]]:
+    """The students a search tries, largest first, each with why it is tried.
+
+    The model's own architecture at each STUDENT_WIDTHS when it takes a channel
+    multiplier, then the registered samples of the model's task with fewer parameters
+    than it. Every student starts from seeded random weights: a sample's own trained
+    weights learned the validation images the search judges on. ``teacher`` is the
+    DistillConfig's (None: the model itself).
+    """
+    from sample_models.architectures import WIDTH_KWARGS
+    from workbench.compress.distill import _arch_of  # the architecture student_model builds
+    from workbench.models import load_model
+    from workbench.models._sample import sample_names
+
+    if model.module is None or model.task is None:
+        return []
+    options: list[tuple[DistillConfig, str]] = []
+    arch = _arch_of(model)
+    if arch is not None and arch[0] in WIDTH_KWARGS:
+        for width in STUDENT_WIDTHS:
+            options.append(
+                (
+                    DistillConfig(width=width, teacher=teacher),
+                    f"a student: the model's own architecture at {width:g}x its channels, "
+                    "distilled from it",
+                )
+            )
+    own = sum(p.numel() for p in model.module.parameters())
+    smaller = []
+    for name in sample_names():
+        if name == model.name:
+            continue
+        sample = load_model(name, pretrained=False)
+        if sample.task is None or sample.task.name != model.task.name or sample.module is None:
+            continue
+        params = sum(p.numel() for p in sample.module.parameters())
+        if params < own:
+            smaller.append((params, name))
+    for params, name in sorted(smaller, reverse=True):
+        options.append(
+            (
+                DistillConfig(student=name, teacher=teacher),
+                f"a student: the smaller sample {name} ({params:,} parameters vs {own:,}), "
+                "from random weights, distilled from the model",
+            )
+        )
+    return options
 
 
 # ------------------------------------------------------------------------------ search
@@ -724,6 +800,7 @@ def search(
     recovery: str = "finetune",
     finetune_epochs: int = 3,
     methods: tuple[str, ...] | None = None,
+    students: bool = True,
     on_step: Callable[[SearchStep], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> SearchResult:
@@ -745,6 +822,9 @@ def search(
             model, by its registry name) or "none" (one-shot pruning).
         finetune_epochs: epochs of that retraining.
         methods: the pruning methods to try (default: those that lower the target).
+        students: also try students distilled from the model (``student_options``), then
+            pruned and quantized, with up to STUDENT_BUDGET_SHARE of the candidates; not
+            with ``recovery="none"`` (no training asked for).
         on_step: called with each SearchStep once it is measured and judged.
         cancel: when set, the search stops after the candidate in progress and returns
             what it measured so far (``stopped`` says so).
@@ -810,13 +890,27 @@ def search(
             return fit(result, profile, fraction=memory_fraction, cache=cache)
 
     state: dict[str, Any] = {"floor_accuracy": None}
+    # The candidates are built from the task without its validation images (fine-tuning,
+    # distillation and calibration never see them), and judged on those images.
+    fitting = dataclasses.replace(model, task=model.task.fitting())
+    runtime = get_runtime(settings.runtime)
+    validation_sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def validation_accuracy(recipe: Recipe, result: Result) -> float:
+        # A distilled student reads the images through its own preprocessing.
+        subject = subject_model(fitting, recipe) if recipe.get("distill") is not None else model
+        name = json.dumps(subject.preprocessing.to_dict(), sort_keys=True)
+        if name not in validation_sets:
+            validation_sets[name] = _validation(subject)
+        return _artifact_accuracy(runtime, result, *validation_sets[name])
 
     def run(phase: str, recipe: Recipe, why: str) -> SearchStep:
         step = SearchStep(index=len(steps), phase=phase, recipe=recipe, why_tried=why)
         t0 = time.perf_counter()
         try:
-            check_applicable(model, recipe, settings.runtime)
-            result = evaluate(model, recipe, settings=settings, cache=cache)
+            check_applicable(fitting, recipe, settings.runtime)
+            result = evaluate(fitting, recipe, settings=settings, cache=cache)
+            checked = validation_accuracy(recipe, result)
         except Exception as exc:  # noqa: BLE001 - one candidate's failure must not end the search
             if recipe.is_baseline:
                 raise  # every candidate is judged against it: nothing can go on
@@ -830,8 +924,9 @@ def search(
             step.result = result
             step.key = result.key
             step.figures = _figures(result)
+            step.validation_accuracy = checked
             if state["floor_accuracy"] is None:  # the baseline: the floor in absolute terms
-                state["floor_accuracy"] = _absolute_floor(floor, float(step.figures["accuracy"]))
+                state["floor_accuracy"] = _absolute_floor(floor, checked)
             _judge(step, result, goal, state["floor_accuracy"], fit_of)
         step.seconds = time.perf_counter() - t0
         steps.append(step)
@@ -843,10 +938,15 @@ def search(
     base = run(
         "baseline", Recipe(), "the float model: the floor's reference and the first candidate"
     )
-    base_acc = float(base.figures["accuracy"])
+    base_acc = float(base.validation_accuracy)
     floor_acc = floor["accuracy"] = state["floor_accuracy"]
+    floor["basis"] = VALIDATION_BASIS
+    floor["validation_images"] = len(_validation(model)[1])
+    floor["float_validation_accuracy"] = base_acc
+    # The floor read on the test split, for charts drawn in test figures: the same drop
+    # below the float's test accuracy, or the same absolute percentage.
+    floor["test_reference"] = _absolute_floor(floor, float(base.figures["accuracy"]))
     allowance = (base_acc - floor_acc) * 100  # points the compression may cost
-    held_x, held_y = _held_out(model)
 
     budget: dict[str, Any] = {"left": max_candidates}
 
@@ -859,8 +959,8 @@ def search(
             if base_acc < floor_acc:
                 outcome = (
                     f"no recipe meets the floor: the float model itself scores "
-                    f"{base_acc:.2%}, below the floor of {floor_acc:.2%}, and compression only "
-                    "loses accuracy; lower the floor"
+                    f"{base_acc:.2%} on the validation images, below the floor of "
+                    f"{floor_acc:.2%}, and compression only loses accuracy; lower the floor"
                 )
             else:
                 outcome = (
@@ -869,7 +969,12 @@ def search(
                     + f" within {len(steps) - 1} candidate(s); allow a larger drop or more candidates"
                 )
         else:
-            outcome = f"chosen: {chosen.recipe.name} ({goal.description}) at {chosen.figures['accuracy']:.2%}"
+            outcome = (
+                f"chosen: {chosen.recipe.name} ({goal.description}) at "
+                f"{chosen.validation_accuracy:.2%} on the validation images (floor "
+                f"{floor_acc:.2%}); test split, as evaluate() measures it: "
+                f"{chosen.figures['accuracy']:.2%}"
+            )
             for s in steps:
                 if s is not chosen and s.accepted:
                     s.reason += f"; not chosen: {_fmt(goal.column, s.figures[goal.column])} vs {_fmt(goal.column, chosen.figures[goal.column])}"
@@ -918,14 +1023,8 @@ def search(
 
     # 2. Quantization first: the cheapest large step.
     quant: QuantizeConfig | None = None
-    margin = 0.0  # the chosen quantization's held-out drop (a fraction)
-    runtime = None
+    margin = 0.0  # the chosen quantization's validation drop (a fraction)
     if goal.quantize:
-        from workbench.runtimes import get_runtime
-
-        runtime = get_runtime(settings.runtime)
-        base_held = _artifact_accuracy(runtime, results[base.key], held_x, held_y)
-        base.held_out_accuracy = base_held
         for name in QUANT_LADDER:
             config = _quant_config(name, allowance)
             why = (
@@ -936,17 +1035,13 @@ def search(
             step = try_candidate("quantize", Recipe((config,)), why)
             if step is None:
                 break
-            if step.key is not None:
-                step.held_out_accuracy = _artifact_accuracy(
-                    runtime, results[step.key], held_x, held_y
-                )
             if step.accepted or (step.key is not None and _keeps_floor(step, floor_acc)):
                 if goal.name == "latency" and not _faster(step):
                     step.reason += "; not stacked: not faster than float on this machine"
                     continue
                 quant = config
-                # Its sensitivity: what it costs on held-out training images.
-                margin = max(0.0, base_held - (step.held_out_accuracy or base_held))
+                # Its sensitivity: what it costs on the validation images.
+                margin = max(0.0, base_acc - (step.validation_accuracy or base_acc))
                 break
 
     if budget["left"] <= 0:
@@ -963,13 +1058,21 @@ def search(
             -SPARSITY_GRID[_start_index(sensitivity["methods"][m]["curve"], allowance, factor)]
         ),
     )
-    sensitivity["quantization_held_out_drop_points"] = round(margin * 100, 3)
+    sensitivity["quantization_validation_drop_points"] = round(margin * 100, 3)
     # Pruned candidates are bisected in float, each kept when it clears the floor by the
-    # quantization's held-out drop; the quantization is then stacked on the sparsest one
+    # quantization's validation drop; the quantization is then stacked on the sparsest one
     # kept. A stacked candidate's float version is its own reference in the pipeline, so
     # this way each sparsity is trained once, not twice.
     threshold = floor_acc + margin
     stopped = "every method's sparsity bisected to one grid step"
+    # Candidates kept for the students, out of what the pruning may spend.
+    plan = student_options(model, teacher) if students and recover is not None else []
+    reserve = 0
+    if plan:
+        reserve = min(MAX_STUDENT_CANDIDATES, int(max_candidates * STUDENT_BUDGET_SHARE))
+        reserve = max(0, min(reserve, budget["left"] - 1))
+    budget["left"] -= reserve
+    sparsest: dict[str, tuple[int, StepConfig | None]] = {}  # per method, the sparsest kept
     for n, method in enumerate(order):
         entry = sensitivity["methods"][method]
         share = math.ceil(budget["left"] / (len(order) - n)) if budget["left"] > 0 else 0
@@ -979,7 +1082,7 @@ def search(
         kept: list[tuple[int, StepConfig | None]] = []  # sparsity index, its retraining
         index = _start_index(entry["curve"], allowance, factor)
         why = (
-            f"start of the bisection: the highest profiled sparsity whose one-shot held-out drop "
+            f"start of the bisection: the highest profiled sparsity whose one-shot validation drop "
             f"(no retraining) is within {factor:g}x the {allowance:.2f}-point allowance"
         )
 
@@ -1009,7 +1112,7 @@ def search(
                 lo = index
                 kept.append((index, retraining_now))
                 step.reason += "; bisection: kept" + (
-                    f" (clears the floor by {quant.label()}'s held-out drop, "
+                    f" (clears the floor by {quant.label()}'s validation drop, "
                     f"{margin * 100:.2f} points)"
                     if quant is not None
                     else ""
@@ -1022,13 +1125,13 @@ def search(
                 hi = len(SPARSITY_GRID)  # losses with retraining do not bound one-shot
                 why = (
                     f"retraining lost the floor at {SPARSITY_GRID[index]:g}, where the one-shot "
-                    "held-out profile kept it: one-shot pruning instead"
+                    "validation profile kept it: one-shot pruning instead"
                 )
                 continue  # the same sparsity, one-shot
             else:
                 hi = index
                 step.reason += "; bisection: lost" + (
-                    f" (within {quant.label()}'s held-out drop of the floor)"
+                    f" (within {quant.label()}'s validation drop of the floor)"
                     if quant is not None and step.key is not None and _keeps_floor(step, floor_acc)
                     else ""
                 )
@@ -1036,6 +1139,8 @@ def search(
                 break
             index = max((lo + hi) // 2, lo + 1)
             why = f"bisection between {_grid(lo)} (kept the floor) and {_grid(hi)} (lost it)"
+        if kept:
+            sparsest[method] = max(kept, key=lambda k: k[0])
         # The quantization stacked on the sparsest kept sparsity (the next one down if
         # the stack loses the floor).
         for i, retraining in sorted(kept, key=lambda k: -k[0])[:2] if quant is not None else []:
@@ -1047,9 +1152,60 @@ def search(
             )
             if step is None or (step.key is not None and _keeps_floor(step, floor_acc)):
                 break
-        if budget["left"] <= 0:
-            stopped = f"the budget of {max_candidates} candidates is spent"
+    budget["left"] += reserve
+    student = _search_students(plan, sparsest, sensitivity, quant, threshold, try_candidate)
+    sensitivity["students"] = [config.label() for config, _ in plan]
+    sensitivity["student_kept"] = None if student is None else student.label()
+    if budget["left"] <= 0:
+        stopped = f"the budget of {max_candidates} candidates is spent"
     return finish(stopped, sensitivity)
+
+
+def _search_students(
+    plan: list[tuple[DistillConfig, str]],
+    sparsest: dict[str, tuple[int, StepConfig | None]],
+    sensitivity: dict[str, Any],
+    quant: QuantizeConfig | None,
+    threshold: float,
+    try_candidate: Callable[[str, Recipe, str], SearchStep | None],
+) -> DistillConfig | None:
+    """Distil the students of ``plan`` in turn (largest first) while they clear
+    ``threshold`` (the floor plus the quantization's validation drop, as the pruned
+    candidates); on the smallest kept, stack the quantization, then prune it per method
+    at the sparsest sparsity the model itself kept (with that retraining) and quantize.
+    Returns the student kept, if any."""
+    kept: DistillConfig | None = None
+    for config, why in plan:
+        step = try_candidate("distill", Recipe((config,)), why)
+        if step is None:
+            break
+        if step.key is not None and _keeps_floor(step, threshold):
+            kept = config
+            step.reason += "; student kept" + (
+                f" (clears the floor by {quant.label()}'s validation drop)" if quant else ""
+            )
+        else:
+            step.reason += "; student lost: no smaller student is tried"
+            break
+    if kept is None:
+        return None
+    if quant is not None:
+        try_candidate(
+            "stack-distill",
+            Recipe((kept, quant)),
+            f"{quant.label()} stacked on the smallest student kept ({kept.label()})",
+        )
+    for method, (i, retraining) in sparsest.items():
+        # A width student keeps the model's layer names, so its sensitive layers too.
+        exclude = () if kept.student else tuple(sensitivity["methods"][method]["exclude"])
+        prune = PruneConfig(method=method, sparsity=SPARSITY_GRID[i], exclude=exclude)
+        try_candidate(
+            f"student-{method}",
+            Recipe(tuple(s for s in (kept, prune, retraining, quant) if s is not None)),
+            f"the student pruned {method} at {SPARSITY_GRID[i]:g}, the sparsest the model "
+            "itself kept" + (f", then {quant.label()}" if quant is not None else ""),
+        )
+    return kept
 
 
 def _absolute_floor(floor: dict[str, Any], baseline_accuracy: float) -> float:
@@ -1068,7 +1224,9 @@ def _grid(i: int) -> str:
 
 
 def _keeps_floor(step: SearchStep, floor_acc: float) -> bool:
-    acc = step.figures.get("accuracy")
+    """Whether the step's validation accuracy (what every verdict is decided on) keeps
+    ``floor_acc``."""
+    acc = step.validation_accuracy
     # A hair of float tolerance: 97.5% measured as 0.97499999 must still keep 97.5%.
     return acc is not None and float(acc) >= floor_acc - 1e-9
 
@@ -1088,9 +1246,12 @@ def _judge(
     """Set ``step.accepted`` and its reason from its measured figures."""
     if floor_acc is None:  # the baseline, before the floor is known
         return
-    acc = float(step.figures["accuracy"])
+    acc = float(step.validation_accuracy)
     keeps = _keeps_floor(step, floor_acc)
-    reasons = [f"accuracy {acc:.2%} {'keeps' if keeps else 'is below'} the floor {floor_acc:.2%}"]
+    reasons = [
+        f"validation accuracy {acc:.2%} {'keeps' if keeps else 'is below'} the floor "
+        f"{floor_acc:.2%} (test {float(step.figures['accuracy']):.2%})"
+    ]
     fits = True
     if fit_of is not None:
         fit = fit_of(result)
@@ -1105,7 +1266,7 @@ def _judge(
 
 
 def _artifact_accuracy(runtime: Any, result: Result, x: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy of a measured artifact on the held-out training images (one at a time,
+    """Accuracy of a measured artifact on the validation images (one at a time,
     as the pipeline predicts)."""
     logits = runtime.predict(result.artifact, x, batch_size=1)
     return float((np.argmax(logits.reshape(len(x), -1), axis=1) == y).mean())
@@ -1116,16 +1277,26 @@ def _artifact_accuracy(runtime: Any, result: Result, x: np.ndarray, y: np.ndarra
 
 def evaluate_flags(recipe: Recipe) -> list[str]:
     """The ``workbench evaluate`` flags that build ``recipe`` (the steps a search makes:
-    one-shot pruning, fine-tuning with an optional teacher, quantization).
+    a student's distillation, one-shot pruning, fine-tuning with an optional teacher,
+    quantization).
 
     Raises:
-        WorkbenchError: a step or setting those flags cannot express.
+        WorkbenchError: a step or setting those flags cannot express (one ``--teacher``
+            serves the distillation and the fine-tuning, so theirs must agree).
     """
     defaults = {
+        "distill": DistillConfig(),
         "prune": PruneConfig(),
         "finetune": FineTuneConfig(),
         "quantize": QuantizeConfig(),
     }
+    teachers = {s.teacher for s in recipe.steps if isinstance(s, (DistillConfig, FineTuneConfig))}
+    if len(teachers) > 1:
+        raise WorkbenchError(
+            "the distillation and the fine-tuning learn from different teachers, and one "
+            "--teacher flag sets both",
+            "use the recipe's JSON",
+        )
     flags: list[str] = []
     for step in recipe.steps:
         if step.kind not in defaults:
@@ -1133,7 +1304,14 @@ def evaluate_flags(recipe: Recipe) -> list[str]:
                 f"the {step.kind} step has no flag in this conversion", "use the recipe's JSON"
             )
         _check_only(step, defaults[step.kind])
-        if isinstance(step, PruneConfig):
+        if isinstance(step, DistillConfig):
+            flags += ["--student", step.student or "self"]
+            if step.width != 1.0:
+                flags += ["--student-width", f"{step.width:g}"]
+            if step.init != "scratch":
+                flags += ["--student-init", step.init]
+            flags += ["--distill-epochs", str(step.epochs)]
+        elif isinstance(step, PruneConfig):
             flags += ["--prune", step.method, "--sparsity", f"{step.sparsity:g}"]
             if step.scope != "global":
                 flags += ["--scope", step.scope]
@@ -1143,17 +1321,19 @@ def evaluate_flags(recipe: Recipe) -> list[str]:
                 flags += ["--exclude", name]
         elif isinstance(step, FineTuneConfig):
             flags += ["--finetune-epochs", str(step.epochs)]
-            if step.teacher:
-                flags += ["--teacher", step.teacher]
         elif isinstance(step, QuantizeConfig):
             flags += ["--quantize", step.scheme]
             if step.max_accuracy_drop is not None:
                 flags += ["--accuracy-aware", f"{step.max_accuracy_drop:g}"]
+    teacher = next(iter(teachers), None)
+    if teacher:
+        flags += ["--teacher", teacher]
     return flags
 
 
 # Settings each flag set above expresses; any other must be at its default.
 _FLAGGED = {
+    "distill": {"student", "width", "teacher", "init", "epochs"},
     "prune": {"method", "sparsity", "scope", "keep_first_last", "exclude"},
     "finetune": {"epochs", "teacher"},
     "quantize": {"scheme", "max_accuracy_drop"},

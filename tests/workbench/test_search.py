@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 
 import pytest
@@ -41,10 +42,15 @@ def test_the_chosen_recipe_keeps_the_floor_and_is_the_smallest_accepted(
     floor = searched.floor["accuracy"]
     baseline = searched.steps[0]
     assert searched.floor["kind"] == "drop"
-    assert floor == pytest.approx(baseline.figures["accuracy"] - 0.01)
-    # Measured, not predicted: the figures are the cached Result's.
-    again = evaluate(cnn, chosen.recipe, settings=QUICK, cache=session_cache)
-    assert again.key == chosen.key and again.metrics.accuracy >= floor
+    # The floor is read against the float model on the validation images.
+    assert floor == pytest.approx(baseline.validation_accuracy - 0.01)
+    assert searched.chosen_step.validation_accuracy >= floor
+    # Measured, not predicted: the figures are the cached Result's, built from the task
+    # without its validation images.
+    fitting = dataclasses.replace(cnn, task=cnn.task.fitting())
+    again = evaluate(fitting, chosen.recipe, settings=QUICK, cache=session_cache)
+    assert again.key == chosen.key
+    assert searched.chosen_step.figures["accuracy"] == again.metrics.accuracy
     accepted = [s for s in searched.steps if s.accepted]
     assert all(chosen.metrics.compressed_bytes <= s.figures["compressed_bytes"] for s in accepted)
     assert chosen.metrics.compressed_bytes < baseline.figures["compressed_bytes"]
@@ -74,18 +80,19 @@ def test_the_path_is_recorded_and_rejected_candidates_say_why(searched):
     assert searched.candidates_evaluated == len(steps)
 
 
-def test_the_sensitivity_profile_reads_held_out_training_images_only(cnn, monkeypatch):
+def test_the_sensitivity_profile_reads_the_validation_images_only(cnn, monkeypatch):
     task_type = type(cnn.task)
     arrays = task_type.arrays
 
     def no_test_split(self, split, *args, **kwargs):
-        assert split != "test", "the sensitivity profile read the test split"
+        assert split == "validation", f"the sensitivity profile read the {split} split"
         return arrays(self, split, *args, **kwargs)
 
     monkeypatch.setattr(task_type, "arrays", no_test_split)
     profile = measure_sensitivity(cnn, ("unstructured",), 1.0)
     entry = profile["methods"]["unstructured"]
-    assert "training split" in profile["held_out_source"] and profile["held_out_images"] > 100
+    assert "never the test split" in profile["validation_source"]
+    assert profile["validation_images"] == 252
     assert {r["layer"] for r in entry["layers"]} >= {"features.3", "classifier.1"}
     drops = [c["drop_points"] for c in entry["curve"]]
     assert drops[-1] > drops[0]  # 90% one-shot costs more than 30%
@@ -98,7 +105,7 @@ def test_the_profile_is_kept_in_the_cache(searched, cnn, session_cache, monkeypa
         raise AssertionError("the profile was measured again")
 
     monkeypatch.setattr(search_module, "measure_sensitivity", measure_again)
-    allowance = (searched.steps[0].figures["accuracy"] - searched.floor["accuracy"]) * 100
+    allowance = (searched.steps[0].validation_accuracy - searched.floor["accuracy"]) * 100
     kept = search_module._cached_sensitivity(cnn, SMALL["methods"], allowance, session_cache)
     assert kept["methods"] == searched.sensitivity["methods"]
 
@@ -133,7 +140,7 @@ def test_retraining_that_loses_what_one_shot_kept_is_dropped_for_one_shot(
 
     def retraining_hurts(model, recipe, **kwargs):
         # A stand-in for a retraining that costs accuracy: the one-shot variant's figures
-        # with its accuracy at 50%.
+        # with its accuracy at 50% (on the test split here, on validation below).
         if recipe.get("finetune") is None:
             return real(model, recipe, **kwargs)
         one_shot = Recipe(tuple(s for s in recipe.steps if s.kind != "finetune"))
@@ -143,11 +150,20 @@ def test_retraining_that_loses_what_one_shot_kept_is_dropped_for_one_shot(
             result, recipe=recipe, metrics=metrics, key="retrained-" + recipe.digest()
         )
 
+    real_accuracy = search_module._artifact_accuracy
+
+    def validation_hurts(runtime, result, x, y):
+        if result.key.startswith("retrained-"):
+            return 0.5
+        return real_accuracy(runtime, result, x, y)
+
     monkeypatch.setattr(search_module, "evaluate", retraining_hurts)
+    monkeypatch.setattr(search_module, "_artifact_accuracy", validation_hurts)
     result = search(
         cnn,
         settings=QUICK,
         cache=session_cache,
+        students=False,  # the pruning's own logic, with its whole budget
         **{**SMALL, "recovery": "finetune", "max_candidates": 5, "finetune_epochs": 1},
     )
     pruned = [s for s in result.steps if s.phase == "prune-unstructured"]
@@ -187,8 +203,25 @@ def test_the_chart_draws_the_path_in_order_with_the_chosen_one(searched):
     assert any(v.get("mark", {}).get("type") == "rule" for v in spec["layer"])  # the floor
 
 
-def test_a_floor_above_the_float_accuracy_is_an_answer_not_an_error(cnn, session_cache):
-    result = search(cnn, accuracy_floor=99.9, target="size", settings=QUICK, cache=session_cache)
+def _mislabel_validation(monkeypatch) -> None:
+    """Shift the validation labels: the float model then scores near 0% on them (the
+    samples score 100% on their own training images, so no floor is above them)."""
+    import workbench.search as search_module
+
+    real = search_module._validation
+
+    def mislabelled(model):
+        x, y = real(model)
+        return x, (y + 1) % 10
+
+    monkeypatch.setattr(search_module, "_validation", mislabelled)
+
+
+def test_a_floor_above_the_float_accuracy_is_an_answer_not_an_error(
+    cnn, session_cache, monkeypatch
+):
+    _mislabel_validation(monkeypatch)
+    result = search(cnn, accuracy_floor=97, target="size", settings=QUICK, cache=session_cache)
     assert result.chosen is None and result.chosen_recipe is None
     assert "no recipe meets the floor" in result.outcome and "below the floor" in result.outcome
     assert len(result.steps) == 1 and not result.steps[0].accepted  # nothing else measured
@@ -236,6 +269,27 @@ def test_evaluate_flags_build_the_same_recipe():
         evaluate_flags(Recipe((PruneConfig(method="structured", round_to=4),)))
 
 
+@pytest.mark.parametrize("teacher", [None, "digits-cnn"])
+def test_evaluate_flags_build_a_distilled_student(teacher):
+    from workbench.recipe import DistillConfig, FineTuneConfig, PruneConfig, QuantizeConfig
+
+    recipe = Recipe(
+        (
+            DistillConfig(width=0.5, teacher=teacher, epochs=7),
+            PruneConfig(method="structured", sparsity=0.3),
+            FineTuneConfig(epochs=2, teacher=teacher),
+            QuantizeConfig(scheme="int8"),
+        )
+    )
+    args = build_parser().parse_args(["evaluate", "digits-cnn", *evaluate_flags(recipe)])
+    assert cli._evaluate_recipe(args) == recipe
+    mixed = Recipe(
+        (DistillConfig(student="digits-cnn"), PruneConfig(), FineTuneConfig(teacher="x"))
+    )
+    with pytest.raises(WorkbenchError, match="different teachers"):
+        evaluate_flags(mixed)
+
+
 def test_cli_search_prints_the_path_and_the_evaluate_flags(
     searched, session_cache, tmp_path, capsys, monkeypatch
 ):
@@ -262,8 +316,15 @@ def test_cli_search_prints_the_path_and_the_evaluate_flags(
     out, err = capsys.readouterr()
     assert code == 0, err
     flags = " ".join(evaluate_flags(searched.chosen_recipe))
-    assert f"the same variant: workbench evaluate digits-cnn {flags}" in out
+    command = f"workbench evaluate digits-cnn {flags} --hold-out-validation"
+    assert f"the same variant: {command}" in out
     assert "rejected" in out and "accepted" in out
+    assert "on 252 validation images" in out and "test split" in out
+    # The printed command builds the very variant the search chose (same cache key).
+    from workbench.pipeline import variant_key
+
+    args = build_parser().parse_args(command.split()[1:])
+    assert variant_key(cli._load(args), searched.chosen_recipe, QUICK) == searched.chosen_result.key
     assert SearchResult.load(out_file).chosen_recipe == searched.chosen_recipe
 
 
@@ -307,6 +368,7 @@ def test_search_json_names_the_chosen_result(
     searched, session_cache, tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setattr(cli, "_settings", lambda args: QUICK)
+    _mislabel_validation(monkeypatch)
     code = main(
         [
             "search",
@@ -337,3 +399,126 @@ def test_the_search_command_adds_nothing_to_the_cli_start():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_candidates_never_train_or_calibrate_on_the_validation_images(
+    cnn, tmp_path, monkeypatch
+):
+    from workbench.cache import Cache
+
+    task_type = type(cnn.task)
+    raw = task_type.raw
+    reads = []
+
+    def recording(self, part):
+        reads.append((part, self.excludes_validation))
+        return raw(self, part)
+
+    monkeypatch.setattr(task_type, "raw", recording)
+    result = search(
+        cnn,
+        settings=QUICK,
+        cache=Cache(tmp_path / "cache"),  # nothing cached: every candidate is built here
+        **{**SMALL, "recovery": "finetune", "max_candidates": 2, "finetune_epochs": 1},
+    )
+    tuned = [s for s in result.steps if s.recipe.get("finetune") is not None]
+    assert tuned and result.steps[1].recipe.get("quantize") is not None  # calibrated
+    finetune = next(r for r in tuned[0].result.steps if r["kind"] == "finetune")
+    assert finetune["samples"] == 1257 - 252
+    assert ("train", True) in reads and ("train", False) not in reads
+    assert all(s.validation_accuracy is not None for s in result.steps)
+    assert result.floor["validation_images"] == 252 and "validation" in result.floor["basis"]
+
+
+def test_a_variant_built_without_the_validation_images_has_its_own_cache_key(cnn):
+    from workbench.pipeline import subject_model, variant_key
+    from workbench.recipe import DistillConfig, QuantizeConfig
+
+    fitting = dataclasses.replace(cnn, task=cnn.task.fitting())
+    int8 = Recipe((QuantizeConfig(),))
+    # The baseline reads no training data: one entry serves both.
+    assert variant_key(fitting, Recipe(), QUICK) == variant_key(cnn, Recipe(), QUICK)
+    assert variant_key(fitting, int8, QUICK) != variant_key(cnn, int8, QUICK)
+    # A student sample trains on the part its teacher's caller allows.
+    distil = Recipe((DistillConfig(student="digits-cnn", epochs=1),))
+    assert subject_model(fitting, distil).task.excludes_validation
+    assert not subject_model(cnn, distil).task.excludes_validation
+
+
+def test_students_are_distilled_from_the_model_then_stacked(searched, cnn, session_cache):
+    from workbench.recipe import DistillConfig
+
+    result = search(
+        cnn,
+        settings=QUICK,
+        cache=session_cache,
+        **{**SMALL, "recovery": "finetune", "max_candidates": 6, "finetune_epochs": 1},
+    )
+    distilled = [s for s in result.steps if s.phase == "distill"]
+    assert distilled, [s.phase for s in result.steps]
+    first = distilled[0].recipe.steps[0]
+    assert isinstance(first, DistillConfig) and first.width == 0.5 and first.init == "scratch"
+    assert "distilled from it" in distilled[0].why_tried
+    assert distilled[0].validation_accuracy is not None and distilled[0].key
+    # Tried after the pruning, within its share of the budget.
+    assert result.steps.index(distilled[0]) > max(
+        i for i, s in enumerate(result.steps) if s.phase == "prune-unstructured"
+    )
+    assert len(result.steps) <= 6 + 1
+    if "student kept" in distilled[-1].reason:
+        stacked = next(s for s in result.steps if s.phase == "stack-distill")
+        assert stacked.recipe.steps[0] == distilled[-1].recipe.steps[0]
+        assert stacked.recipe.get("quantize") is not None
+    else:
+        assert "student lost" in distilled[-1].reason
+    assert result.sensitivity["students"][0] == first.label()
+    # None with recovery "none" (no training asked for), nor when switched off.
+    assert not [s for s in searched.steps if s.phase.endswith("distill")]
+    again = search(
+        cnn,
+        settings=QUICK,
+        cache=session_cache,
+        students=False,  # a budget of 3 would keep one candidate for a student
+        **{**SMALL, "recovery": "finetune", "max_candidates": 3, "finetune_epochs": 1},
+    )
+    assert not [s for s in again.steps if s.phase.endswith("distill")]
+
+
+def test_the_students_of_a_model(cnn):
+    from workbench.models import load_model
+    from workbench.search import student_options
+
+    widths = [c.width for c, _ in student_options(cnn)]
+    assert widths == [0.5, 0.25]  # digits-cnn is the smallest sample: no smaller one
+    resnet = [c for c, _ in student_options(load_model("digits-resnet18"), "digits-resnet18")]
+    assert [c.student for c in resnet] == ["digits-mobilenetv2", "digits-cnn"]
+    assert all(c.init == "scratch" and c.teacher == "digits-resnet18" for c in resnet)
+
+
+def test_the_report_of_a_search_file_draws_its_path_and_lists_the_reasons(searched, tmp_path):
+    import re
+
+    from tests.workbench.test_report import embedded_specs
+
+    search_file = searched.save(tmp_path / "search.json")
+    code = main(["report", str(search_file), "-o", str(tmp_path / "report.html")])
+    assert code == 0
+    text = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc\s*=", text, re.I)  # offline, as the others
+    specs = embedded_specs(text)
+    assert '<div id="search-path"></div>' in text
+    path = next(
+        v
+        for v in specs["search-path"]["datasets"].values()
+        if v and "verdict" in v[0] and "step" in v[0]
+    )
+    assert [row["step"] for row in path] == [s.index for s in searched.steps]
+    section = text.split("<h2>Search path</h2>", 1)[1].split("<h2>", 1)[0]
+    for step in searched.steps:
+        assert f'data-step="{step.index}"' in section
+        assert html.escape(step.reason) in section and html.escape(step.why_tried) in section
+    assert "validation images" in section and html.escape(searched.outcome) in section
+    # A study without a search has no such section.
+    Study(searched.model, searched.results, searched.model_info).save(tmp_path / "plain.json")
+    assert main(["report", str(tmp_path / "plain.json"), "-o", str(tmp_path / "p.html")]) == 0
+    assert "Search path" not in (tmp_path / "p.html").read_text(encoding="utf-8")

@@ -3,10 +3,17 @@
 The test split is exactly ``train_test_split(X, y, test_size=0.3, random_state=0,
 stratify=y)`` on ``sklearn.datasets.load_digits()``: anyone can re-check a number.
 Calibration, fine-tuning and distillation draw only from the training part.
+
+The *validation* part is a stratified fifth of the training part (252 images, again
+``train_test_split``, stored beside the split and checked against scikit-learn by the
+tests): the recipe search decides on it, never on the test split. ``Task.fitting()``
+is the task whose training part leaves those images out, so the variants the search
+builds (fine-tuned, distilled, calibrated) never see the images they are judged on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from dataclasses import asdict, dataclass
@@ -20,7 +27,7 @@ from workbench.errors import WorkbenchError
 
 __all__ = ["DIGITS", "LAYOUTS", "Preprocessing", "Task", "get_task"]
 
-Part = Literal["train", "test"]
+Part = Literal["train", "test", "validation"]
 
 # Input layouts a preprocessing can produce: channels first (PyTorch, ONNX) or last
 # (Keras, TFLite).
@@ -166,6 +173,16 @@ def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x_train, x_test, y_train, y_test
 
 
+@lru_cache(maxsize=1)
+def _validation_mask() -> np.ndarray:
+    """True at the training part's positions that form the validation part."""
+    positions = json.loads(_SPLIT_FILE.read_text())["validation"]
+    mask = np.zeros(len(_digits_split()[2]), dtype=bool)
+    mask[np.asarray(positions, dtype=int)] = True
+    mask.setflags(write=False)
+    return mask
+
+
 @dataclass(frozen=True)
 class Task:
     """A labelled classification task with a fixed, documented train/test split."""
@@ -174,15 +191,38 @@ class Task:
     num_classes: int
     class_names: tuple[str, ...]
     split_description: str
+    # True: the training part leaves the validation images out (see ``fitting``).
+    excludes_validation: bool = False
 
     def raw(self, part: Part) -> tuple[np.ndarray, np.ndarray]:
-        """The raw images (N, 64) and integer labels (N,) of ``part``."""
+        """The raw images (N, 64) and integer labels (N,) of ``part``.
+
+        "validation" is a fixed fifth of the training part; "train" is the whole training
+        part, or the rest of it when ``excludes_validation``."""
         x_train, x_test, y_train, y_test = _digits_split()
         if part == "train":
+            if self.excludes_validation:
+                keep = ~_validation_mask()
+                return x_train[keep], y_train[keep]
             return x_train, y_train
+        if part == "validation":
+            mask = _validation_mask()
+            return x_train[mask], y_train[mask]
         if part == "test":
             return x_test, y_test
-        raise WorkbenchError(f"unknown split {part!r}", "use 'train' or 'test'")
+        raise WorkbenchError(f"unknown split {part!r}", "use 'train', 'validation' or 'test'")
+
+    def fitting(self) -> Task:
+        """This task with the validation images taken out of its training part: what
+        fine-tuning, distillation and calibration may use when choices are then judged on
+        the validation part."""
+        return dataclasses.replace(self, excludes_validation=True)
+
+    @property
+    def identity(self) -> str:
+        """The task as a cache key names it: its name, marked when the training part
+        leaves the validation images out (a variant trained on fewer images differs)."""
+        return self.name + ("-without-validation" if self.excludes_validation else "")
 
     def arrays(self, part: Part, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed inputs (N, C, S, S) float32 and labels (N,) int64 of ``part``."""
@@ -219,12 +259,15 @@ class Task:
         return preprocessing.apply(x[keep]), y[keep].astype(np.int64)
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "name": self.name,
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
             "split": self.split_description,
         }
+        if self.excludes_validation:
+            d["training_part"] = "without the validation images"
+        return d
 
 
 DIGITS = Task(
@@ -234,7 +277,9 @@ DIGITS = Task(
     split_description=(
         "sklearn.model_selection.train_test_split(X, y, test_size=0.3, random_state=0, "
         "stratify=y) on sklearn.datasets.load_digits(); the test part (540 images) is "
-        "used for accuracy, the training part (1257 images) for calibration and training"
+        "used for accuracy, the training part (1257 images) for calibration and training; "
+        "the recipe search decides on a stratified fifth of the training part (252 "
+        "validation images) that its candidates do not train or calibrate on"
     ),
 )
 
