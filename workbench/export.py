@@ -181,7 +181,7 @@ def export_variant(
                 "shape, NUL, 8-byte little-endian length, raw bytes"
             ),
             "recipe": result.recipe.to_dict(),
-            "recipe_name": result.recipe.name,
+            "recipe_name": result.name,  # in the runtime's words (Result.name)
             "artifact": files[0],
             "other_artifacts": files[1:],
             "runtime": runtime.name,

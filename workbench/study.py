@@ -698,6 +698,11 @@ def _check_figures(result: Result) -> None:
             for k in (_LATENCY_FIGURES if m.latency is not None else ())
         },
         **{f"memory.{k}": (getattr(m.memory, k), False) for k in _MEMORY_FIGURES},
+        **{
+            f"cross_runtime[{p.runtime}].{k}": (getattr(p, k), False)
+            for p in m.cross_runtime
+            for k in ("top1_agreement", "max_abs_diff", "mean_abs_diff", "samples")
+        },
     }
     for name, (value, optional) in figures.items():
         if value is None and optional:

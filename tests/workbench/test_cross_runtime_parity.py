@@ -183,3 +183,14 @@ def test_the_sweep_panel_gives_the_shared_study_the_parity_figures(cnn, twin, tm
         FAKE_RUNTIME,
         "onnxruntime",
     ]
+
+
+def test_a_hand_edited_parity_figure_is_refused_on_load(twin_study, tmp_path):
+    from workbench.errors import WorkbenchError
+
+    path = twin_study.save(tmp_path / "study.json")
+    data = json.loads(path.read_text())
+    data["results"][1]["metrics"]["cross_runtime"][0]["max_abs_diff"] = "tiny"
+    path.write_text(json.dumps(data))
+    with pytest.raises(WorkbenchError, match=r"cross_runtime\[onnxruntime\]\.max_abs_diff"):
+        Study.load(path)
