@@ -58,6 +58,9 @@ class VariantsPanel(W.VBox):
         rows: (read-only) the table's rows as dicts, in the order shown.
         comparison: (read-only) ``compare_results(A, B)``'s rows, [] without two variants.
         csv: (read-only) the table as CSV text (what the download link holds).
+        device: the target device ("" for none): whether each variant fits it, and on a
+            device other than host its latency there (measured there, else estimated).
+        cache: where device-runner measurements were imported (``workbench import``).
     """
 
     study = T.Any(None)
@@ -68,6 +71,8 @@ class VariantsPanel(W.VBox):
     rows = T.List(read_only=True)
     comparison = T.List(read_only=True)
     csv = T.Unicode("", read_only=True)
+    device = T.Unicode("")
+    cache = T.Any(None)
 
     def __init__(self, **kwargs) -> None:
         # Refreshes come from the UI thread and the measuring worker; choosing defaults
@@ -102,7 +107,7 @@ class VariantsPanel(W.VBox):
         T.link((self, "b_key"), (self.b_w, "value"))
         self.refresh()
 
-    @T.observe("study", "sort_by", "ascending", "a_key", "b_key")
+    @T.observe("study", "sort_by", "ascending", "a_key", "b_key", "device")
     def _on_change(self, change: dict) -> None:
         if not self._refreshing:
             self.refresh()
@@ -118,7 +123,13 @@ class VariantsPanel(W.VBox):
 
     def _refresh(self) -> None:
         study = self.study
-        df = variant_table(study, self.sort_by, self.ascending) if study is not None else None
+        df = (
+            variant_table(
+                study, self.sort_by, self.ascending, device=self.device or None, cache=self.cache
+            )
+            if study is not None
+            else None
+        )
         rows = [] if df is None else df.to_dict("records")
         self.set_trait("rows", rows)
         self.set_trait("csv", "" if df is None else df.to_csv(index=False))
@@ -135,6 +146,15 @@ class VariantsPanel(W.VBox):
         # Variants of several runtimes: the table says which runtime measured each.
         show_runtime = "runtime" in rows[0]
         runtime_th = f'<th style="{_CELL} text-align: left;">runtime</th>' if show_runtime else ""
+        # The chosen device: fits or not (the card's line on hover), and its latency there.
+        device_ths = ""
+        if "fits" in rows[0]:
+            device_ths = f'<th style="{_CELL}">fits {html.escape(self.device)}</th>'
+            if "device_latency" in rows[0]:
+                device_ths += (
+                    f'<th style="{_CELL} text-align: left;">latency on '
+                    f"{html.escape(self.device)}</th>"
+                )
         head = "".join(
             f'<th style="{_CELL}">{html.escape(f.label)}{self._arrow(f.column)}</th>'
             for f in figures
@@ -143,7 +163,8 @@ class VariantsPanel(W.VBox):
             '<div style="overflow-x: auto;"><table class="edge-workbench-variants" '
             'style="border-collapse: collapse; font-size: 12px;">'
             f'<tr><th style="{_CELL} text-align: left;">recipe{self._arrow("recipe")}</th>'
-            f'{runtime_th}{head}<th style="{_CELL}">warnings</th><th style="{_CELL}">frontier</th></tr>'
+            f'{runtime_th}{head}{device_ths}<th style="{_CELL}">warnings</th>'
+            f'<th style="{_CELL}">frontier</th></tr>'
         ]
         for r in rows:
             cells = "".join(
@@ -154,6 +175,14 @@ class VariantsPanel(W.VBox):
                     f'<td style="{_CELL} text-align: left;">{html.escape(str(r["runtime"]))}</td>'
                     + cells
                 )
+            if device_ths:
+                fits = "yes" if r["fits"] else f'<span style="color:{BAD};">no</span>'
+                cells += f'<td style="{_CELL}" title="{html.escape(str(r["fit"]))}">{fits}</td>'
+                if "device_latency" in r:
+                    cells += (
+                        f'<td style="{_CELL} text-align: left;">'
+                        f"{html.escape(str(r['device_latency']))}</td>"
+                    )
             parts.append(
                 f'<tr style="border-top: 1px solid #eee;"><td style="{_CELL} text-align: left;">'
                 f"{html.escape(str(r['recipe']))}</td>{cells}"

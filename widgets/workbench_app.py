@@ -28,6 +28,7 @@ import traitlets as T
 
 from widgets.compression_panels import PruningPanel, QuantizationPanel
 from widgets.export_panel import ExportPanel
+from widgets.frontend_sync import FrontendSync, resend_tree
 from widgets.metrics_card import SPINNER, MetricsCard
 from widgets.model_picker import ModelPicker
 from widgets.netron_view import NetronView
@@ -164,7 +165,7 @@ class Workbench(W.VBox):
         )
         self.netron = NetronView()
         self.exporter = ExportPanel(cache=self.cache, settings=self.settings)
-        self.variants = VariantsPanel()
+        self.variants = VariantsPanel(cache=self.cache, device=device)
         self._status_w = W.HTML()
 
         # The graph sits in a tab and follows the current variant only while that tab
@@ -193,6 +194,8 @@ class Workbench(W.VBox):
                     layout=W.Layout(flex_flow="row wrap", align_items="flex-start"),
                 ),
                 tabs,
+                # Invisible: makes a page that loaded while a measurement finished current.
+                FrontendSync(self._resend_state),
             ],
             **kwargs,
         )
@@ -210,6 +213,7 @@ class Workbench(W.VBox):
         self.observe(self._on_state, names=["busy", "status", "error"])
         self.set_trait("device", device)
         T.link((self, "device"), (self.device_w, "value"))
+        T.dlink((self, "device"), (self.variants, "device"))
         self.observe(self._on_device, names="device")
         tabs.observe(lambda _c: self._sync_graph(), names="selected_index")
         if model is not None:
@@ -438,6 +442,12 @@ class Workbench(W.VBox):
                     target=self._work, name="workbench-measure", daemon=True
                 )
                 self._worker.start()
+
+    def _resend_state(self) -> None:
+        """Send every panel's state to the page again (see widgets.frontend_sync)."""
+        # Under the display lock: a result being shown is sent whole, before or after.
+        with self._display_lock:
+            resend_tree(self)
 
     def _is_latest(self, generation: int) -> bool:
         with self._lock:

@@ -395,6 +395,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a frontier per runtime on the charts and in the table",
     )
+    p.add_argument(
+        "--device",
+        action="append",
+        metavar="NAME[,NAME...]",
+        help="target devices, comma-separated: a section each saying which variants fit "
+        "(with the deciding figure) and their latency there (measured there if imported with "
+        "`workbench import`, else a labelled estimate)",
+    )
+    p.add_argument("--devices-file", type=Path, help="TOML file of your own [[device]] profiles")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where device measurements were imported (default ~/.cache/edge-workbench)",
+    )
     from workbench.cli_devices import add_device_commands
     from workbench.cli_search import add_search_command
 
@@ -986,16 +1000,29 @@ def _holds_search(path: Path) -> bool:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from workbench.cache import Cache
+    from workbench.devices.gate import parse_device_names
+    from workbench.devices.registry import get_device, load_profiles
     from workbench.report import write_report
     from workbench.study import Study
 
+    if args.devices_file:
+        load_profiles(args.devices_file)
+    devices = [get_device(n).name for n in parse_device_names(args.device)]
     study = Study.load(args.study)
     search = None
     if _holds_search(args.study):  # a `workbench search --out` file: draw its path too
         from workbench.search import SearchResult
 
         search = SearchResult.load(args.study)
-    path = write_report(study, args.output, per_runtime=args.frontier_per_runtime, search=search)
+    path = write_report(
+        study,
+        args.output,
+        per_runtime=args.frontier_per_runtime,
+        devices=devices,
+        cache=Cache(args.cache_dir),
+        search=search,
+    )
     print(path)
     return 0
 

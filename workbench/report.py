@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import html
 import json
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import altair as alt
 
 from workbench.atomic import write_text_atomic
+from workbench.cache import Cache
 from workbench.charts import (
     AXIS_TITLES,
     EMBED_OPTIONS,
@@ -178,6 +180,34 @@ def _variant_table(study: Study, per_runtime: bool = False) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
+def _device_sections(study: Study, devices: Sequence[str], cache: Cache | None) -> str:
+    """One table per target device: whether each variant fits it (and the figure that
+    decided it) and, on a device other than this machine, its latency there."""
+    from workbench.study import variant_table
+
+    parts = []
+    for device in devices:
+        df = variant_table(study, device=device, cache=cache)
+        remote = "device_latency" in df.columns
+        head = (
+            '<tr><th class="text">recipe</th><th class="text">fits</th>'
+            + ('<th class="text">latency there</th>' if remote else "")
+            + "</tr>"
+        )
+        rows = "".join(
+            f'<tr><td class="text">{_e(row["recipe"])}</td><td class="text">{_e(row["fit"])}</td>'
+            + (f'<td class="text">{_e(row["device_latency"])}</td>' if remote else "")
+            + "</tr>"
+            for row in df.to_dict("records")
+        )
+        fitting = int(df["fits"].sum())
+        parts.append(
+            f'<h2>On {_e(device)}</h2><p class="muted">{fitting} of {len(df)} variants fit '
+            f"{_e(device)}'s memory budget and storage.</p><table>{head}{rows}</table>"
+        )
+    return "".join(parts)
+
+
 def _failures(study: Study) -> str:
     """The variants that could not be built or measured, with their errors ("" if none)."""
     if not study.failures:
@@ -262,14 +292,24 @@ def _search_section(search: Any, df: Any) -> tuple[str, dict | None]:
     return html_text, spec
 
 
-def report_html(study: Study, *, per_runtime: bool = False, search: Any = None) -> str:
+def report_html(
+    study: Study,
+    *,
+    per_runtime: bool = False,
+    devices: Sequence[str] = (),
+    cache: Cache | None = None,
+    search: Any = None,
+) -> str:
     """The report of ``study`` as one HTML document (see :func:`write_report`); with
     ``per_runtime``, the frontiers (charts and table) are taken within each runtime; with
-    ``search`` (a ``workbench.search.SearchResult``), its path: chart and table."""
+    ``devices``, a section per device saying which variants fit it (``cache``: where
+    device-runner measurements were imported); with ``search`` (a
+    ``workbench.search.SearchResult``), its path: chart and table."""
     if not study.results:
         raise WorkbenchError(
             f"the study of {study.model} has no variants", "run a sweep before writing a report"
         )
+    device_html = _device_sections(study, devices, cache)  # an unknown name fails first
     df = study.to_dataframe()
     y = default_y(df)
     specs: list[tuple[str, dict]] = []
@@ -352,6 +392,7 @@ frontier for the two plotted figures.</p>
         " within each runtime" if per_runtime else ""
     }.</p>
 {_variant_table(study, per_runtime)}
+{device_html}
 {_failures(study)}
 {operators}
 <h2>Model</h2>
@@ -368,7 +409,13 @@ const opts = {_script_json(EMBED_OPTIONS)};
 
 
 def write_report(
-    study: Study, path: str | Path, *, per_runtime: bool = False, search: Any = None
+    study: Study,
+    path: str | Path,
+    *,
+    per_runtime: bool = False,
+    devices: Sequence[str] = (),
+    cache: Cache | None = None,
+    search: Any = None,
 ) -> Path:
     """Write ``study`` as one self-contained HTML file, atomically.
 
@@ -377,10 +424,11 @@ def write_report(
     every variant with its measured speed-ups and warnings, the baseline's time per
     operator, the model and the environment the numbers were measured in. Variants of
     several runtimes are told apart by shape on the charts and by a column in the table;
-    ``per_runtime`` takes the frontiers within each runtime. With ``search`` (a
-    ``workbench.search.SearchResult``, e.g. ``SearchResult.load`` of the file ``workbench
-    search --out`` wrote), the page also draws the search path and lists each candidate
-    with why it was tried and its verdict.
+    ``per_runtime`` takes the frontiers within each runtime. Each of ``devices`` gets a
+    section: which variants fit it, the deciding figure, and the latency there. With
+    ``search`` (a ``workbench.search.SearchResult``, e.g. ``SearchResult.load`` of the file
+    ``workbench search --out`` wrote), the page also draws the search path and lists each
+    candidate with why it was tried and its verdict.
 
     Returns:
         The path written.
@@ -391,4 +439,7 @@ def write_report(
     path = Path(path)
     if path.is_dir():
         raise WorkbenchError(f"{path} is a folder", "give a file name such as report.html")
-    return write_text_atomic(path, report_html(study, per_runtime=per_runtime, search=search))
+    return write_text_atomic(
+        path,
+        report_html(study, per_runtime=per_runtime, devices=devices, cache=cache, search=search),
+    )

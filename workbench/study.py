@@ -546,26 +546,50 @@ def _same_failure(failure: dict[str, Any], recipe_name: str, runtime: str) -> bo
     )
 
 
-def variant_table(study: Study, sort_by: str = "recipe", ascending: bool = True) -> pd.DataFrame:
+def variant_table(
+    study: Study,
+    sort_by: str = "recipe",
+    ascending: bool = True,
+    *,
+    device: str | None = None,
+    cache: Cache | None = None,
+) -> pd.DataFrame:
     """Every variant of ``study``, one row each: recipe, every figure, warnings, frontier.
 
     The rows a table (and its CSV) shows; ``sort_by`` is any of its columns (missing
     values last). Columns: ``recipe``, the :data:`FIGURES` columns, ``warnings``,
     ``on_frontier`` (over the study's default objectives) and ``key``; with variants of
-    more than one runtime, ``runtime`` after ``recipe``.
+    more than one runtime, ``runtime`` after ``recipe``. With a ``device``: ``fits``
+    (bool) and ``fit`` (the line the card shows) before ``warnings``, and on a device
+    other than ``host`` ``device_latency`` (measured there, else the labelled estimate);
+    ``cache`` is where device-runner measurements were imported.
 
     Raises:
-        WorkbenchError: ``sort_by`` is not a column of the table.
+        WorkbenchError: ``sort_by`` is not a column of the table; an unknown device.
     """
     columns = ["recipe", *(f.column for f in FIGURES), "warnings", "on_frontier", "key"]
     if len(study.runtimes()) > 1:  # the same recipe once per runtime: say which
         columns.insert(1, "runtime")
+    overlay = None
+    if device is not None:
+        from workbench.devices.view import device_overlay
+
+        overlay = device_overlay(study.results, device, cache)
+        extra = ["fits", "fit"] + ([] if overlay.is_host else ["device_latency"])
+        at = columns.index("warnings")
+        columns[at:at] = extra
     df = study.to_dataframe()
     if df.empty:
         if sort_by not in columns:
             raise WorkbenchError(f"cannot sort by {sort_by!r}", f"use one of: {', '.join(columns)}")
         return pd.DataFrame(columns=columns)
     df["on_frontier"] = pareto_mask(df, study.objectives_used())
+    if overlay is not None:
+        table = overlay.table
+        df["fits"] = df["key"].map(table["fits"]).astype(bool)
+        df["fit"] = df["key"].map(table["fit_text"])
+        if not overlay.is_host:
+            df["device_latency"] = df["key"].map(table["latency_text"])
     df = df[columns]
     if sort_by not in df.columns:
         raise WorkbenchError(f"cannot sort by {sort_by!r}", f"use one of: {', '.join(columns)}")

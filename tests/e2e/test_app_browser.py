@@ -154,17 +154,30 @@ def _point_labels(page) -> list[str]:
     )
 
 
+def _as_bytes(frame: str | bytes) -> bytes:
+    return frame if isinstance(frame, bytes) else frame.encode()
+
+
 def _wait_for_variant(page, recipe: str) -> None:
     """Wait until the card shows ``recipe``'s measured figures (not the busy state)."""
-    page.wait_for_function(
-        """([card, busy, recipe]) => {
-            const c = document.querySelector(card);
-            return c && !document.querySelector(busy) && c.querySelector('b')
-                && c.querySelector('b').innerText.trim() === recipe;
-        }""",
-        arg=[CARD, BUSY, recipe],
-        timeout=MEASURE_TIMEOUT_MS,
-    )
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            """([card, busy, recipe]) => {
+                const c = document.querySelector(card);
+                return c && !document.querySelector(busy) && c.querySelector('b')
+                    && c.querySelector('b').innerText.trim() === recipe;
+            }""",
+            arg=[CARD, BUSY, recipe],
+            timeout=MEASURE_TIMEOUT_MS,
+        )
+    except PlaywrightTimeout:
+        # What the page showed instead: a stale card, an error, or still measuring.
+        shown = page.evaluate(
+            "card => (document.querySelector(card) || {innerText: 'no card'}).innerText", CARD
+        )
+        pytest.fail(f"the card did not show {recipe} in time; it showed:\n{shown[:1500]}")
 
 
 def _wait_for_point(page, recipe: str) -> None:
@@ -205,10 +218,21 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
             context.on("request", lambda r: requests.append(r.url))
             context.on("websocket", lambda ws: requests.append(ws.url))
             page = context.new_page()
+            # The page tells the kernel it rendered the app (widgets.frontend_sync), so
+            # an update sent while it loaded is sent again.
+            rendered: list[bytes] = []
+            page.on(
+                "websocket",
+                lambda ws: ws.on(
+                    "framesent",
+                    lambda f: rendered.append(f) if b'"rendered"' in _as_bytes(f) else None,
+                ),
+            )
             page.goto(url, timeout=PAGE_TIMEOUT_MS)
 
             # The app renders and measures the baseline by itself.
             _wait_for_variant(page, "baseline")
+            assert rendered, "the page never reported that it rendered the app"
             _wait_for_point(page, "baseline")
             baseline = _card_figures(page)
             assert re.fullmatch(r"\d+\.\d+%", baseline["accuracy"]), baseline

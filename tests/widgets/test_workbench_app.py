@@ -301,12 +301,19 @@ def test_the_device_selector_shows_fit_budget_and_latency_on_the_chosen_device(a
         app.device = "cortex-m4"
         assert "does not fit cortex-m4: " in app.card.value
         assert "within the cortex-m4 budget" in str(app.chart.jchart.spec["title"])
+        # The Variants tab follows: a fits column and the latency on the device.
+        assert app.variants.device == "cortex-m4" and app.variants.rows
+        assert not any(r["fits"] for r in app.variants.rows)
+        assert all("estimate" in r["device_latency"] for r in app.variants.rows)
+        assert "fits cortex-m4</th>" in app.variants._table_w.value
         with pytest.raises(TraitError, match="unknown device 'pi-9'.*raspberry-pi-4"):
             app.device = "pi-9"
         assert app.device == "cortex-m4"  # unchanged
     finally:
         app.device = "host"
     assert "fits host: " in app.card.value and "(this machine)" not in app.card.value
+    assert all(r["fits"] for r in app.variants.rows)
+    assert "fits host</th>" in app.variants._table_w.value
 
 
 def test_a_profile_registered_after_start_can_be_chosen(app, board_profile):

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from workbench.cache import Cache, sha256_file
+from workbench.devices import device_latency, fit
 from workbench.errors import WorkbenchError
 from workbench.recipe import PruneConfig, QuantizeConfig, Recipe
 from workbench.study import Study, grid, machine_of, sweep
@@ -447,6 +448,10 @@ def test_device_nodes_measure_their_device(driver, cnn, quick, tmp_path):
     for r in study.results:
         assert r.metrics.environment["node"]["device"] == DEVICE
         assert machine_of(r).startswith(f"{DEVICE}: ")
+        # The device's fit and latency use these figures as the device's own, not host's.
+        assert f"on {DEVICE} (node " in fit(r, DEVICE).memory_basis
+        assert device_latency(r, DEVICE).kind == "measured"
+        assert device_latency(r, "host").kind == "estimate"
     with pytest.raises(
         WorkbenchError, match="no node of the Ray cluster offers the resource 'device:cortex-m7'"
     ):

@@ -189,3 +189,25 @@ def test_a_report_tells_runtimes_apart_and_can_take_a_frontier_each(
     spec = embedded_specs(text)["tradeoff-0"]
     assert spec["layer"][1]["encoding"]["shape"]["field"] == "runtime"
     assert spec["layer"][0]["encoding"]["detail"]["field"] == "runtime"
+
+
+def test_a_report_says_which_variants_fit_each_device(study, tmp_path, capsys):
+    from workbench.cli import main
+
+    path = tmp_path / "study.json"
+    study.save(path)
+    out = tmp_path / "r.html"
+    code = main(["report", str(path), "-o", str(out), "--device", "host,cortex-m4"])
+    assert code == 0, capsys.readouterr().err
+    text = html.unescape(out.read_text())
+    host = text.split("<h2>On host</h2>", 1)[1].split("<h2>", 1)[0]
+    m4 = text.split("<h2>On cortex-m4</h2>", 1)[1].split("<h2>", 1)[0]
+    n = len(study.results)
+    assert f"{n} of {n} variants fit host's" in host and host.count("fits host: ") == n
+    assert "latency there" not in host  # this machine's latency is in the table above
+    assert f"0 of {n} variants fit cortex-m4's" in m4 and m4.count("does not fit cortex-m4") == n
+    assert m4.count("estimate") >= n  # never this machine's time passed off as the device's
+    # An unknown device: one line, exit 2, no report.
+    bad = tmp_path / "bad.html"
+    assert main(["report", str(path), "-o", str(bad), "--device", "toaster"]) == 2
+    assert "unknown device 'toaster'" in capsys.readouterr().err and not bad.exists()

@@ -21,9 +21,33 @@ from workbench.devices.registry import HOST, get_device
 from workbench.errors import WorkbenchError
 from workbench.results import Metrics, Result
 
-__all__ = ["Fit", "fit", "runtime_note"]
+__all__ = ["Fit", "fit", "measured_on", "runtime_note"]
 
-MEMORY_BASIS = "peak memory measured in ONNX Runtime on this machine"
+
+def measured_on(variant: Result | Metrics) -> tuple[str, str]:
+    """Where a variant's own figures were measured: (device name, words for a sentence).
+
+    A variant measured by a Ray node labelled with a device (``cluster``: ``--ray
+    --device NAME``) names that device and the node; any other was measured here
+    (``HOST``). The words name the runtime: "in LiteRT on raspberry-pi-4 (node pi-1)".
+    """
+    from workbench.runtimes import get_runtime
+
+    metrics = variant.metrics if isinstance(variant, Result) else variant
+    runtime_name = getattr(variant, "runtime", None) or metrics.environment.get(
+        "runtime", ONNX_RUNTIME
+    )
+    try:
+        runtime = str(get_runtime(runtime_name))
+    except WorkbenchError:  # a runtime this installation lacks: its registry name
+        runtime = runtime_name
+    node = metrics.environment.get("node") or {}
+    device = node.get("device") if isinstance(node, dict) else None
+    if device and device != HOST:
+        return device, f"in {runtime} on {device} (node {node.get('hostname', '?')})"
+    return HOST, f"in {runtime} on this machine"
+
+
 TFLM = "tflite-micro"
 # RAM TFLite Micro needs besides its arena (the interpreter object, the op resolver, the
 # call stack): it depends on the build and the compiler, and no figure measured for a
@@ -149,7 +173,8 @@ def fit(
     if arena:
         memory, basis = _arena_memory(arena)
     else:
-        memory, basis = int(metrics.memory.peak_bytes), MEMORY_BASIS
+        memory = int(metrics.memory.peak_bytes)
+        basis = f"peak memory measured {measured_on(variant)[1]}"
     if isinstance(variant, Result) and device.name != HOST and not arena:
         from workbench.devices.imported import find_measurement
 

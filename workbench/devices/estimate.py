@@ -117,7 +117,7 @@ def device_latency(
     roofline lower bound from the profile (labelled an estimate, with its method): the
     real latency is higher.
     """
-    from workbench.devices.budget import runtime_note
+    from workbench.devices.budget import measured_on, runtime_note
     from workbench.devices.imported import find_measurement
 
     device = get_device(device)
@@ -137,9 +137,11 @@ def device_latency(
             bound_by="measured",
             method=on_device.describe(),
         )
-    # The only device whose latency is measured here, when the runtime times anything
-    # (TFLite Micro does not: NO_LATENCY, and the estimate below stands in).
-    if device.name == HOST and m.latency is not None:
+    # The device the variant's own figures were timed on: this machine, or a cluster node
+    # labelled with a device; when the runtime times anything (TFLite Micro does not:
+    # NO_LATENCY, and the estimate below stands in).
+    where, words = measured_on(result)
+    if device.name == where and m.latency is not None:
         lat = m.latency
         return LatencyFigure(
             device=device.name,
@@ -151,7 +153,7 @@ def device_latency(
             memory_ms=None,
             bound_by="measured",
             method=(
-                f"measured on this machine in ONNX Runtime, {lat.n} timed runs after "
+                f"measured {words}, {lat.n} timed runs after "
                 f"{lat.warmup} warm-up, {lat.threads} thread(s)"
             ),
         )

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.cache import Cache
-from workbench.devices.budget import Fit, fit
+from workbench.devices.budget import Fit, fit, measured_on
 from workbench.devices.estimate import LatencyFigure, device_latency
 from workbench.devices.profile import DeviceProfile
 from workbench.devices.registry import HOST, get_device
@@ -190,7 +190,7 @@ def _row(result: Result, device: DeviceProfile, cache: Cache | None) -> dict[str
 
 
 def _measured_p90(result: Result, device: DeviceProfile, cache: Cache | None) -> float | None:
-    if device.name == HOST:
+    if device.name == measured_on(result)[0]:  # its own figures were timed there
         return result.metrics.latency.p90
     from workbench.devices.imported import find_measurement
 

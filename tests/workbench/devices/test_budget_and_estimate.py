@@ -95,3 +95,36 @@ def test_int8_weights_use_the_int8_rate_and_move_fewer_bytes(cnn_baseline, cnn_i
     assert weight_bytes(cnn_int8.artifact)[1] == "int8"
     assert i8.compute_ms == pytest.approx(cnn_int8.metrics.macs / (pi.peak_int8_gmacs * 1e9) * 1e3)
     assert i8.memory_ms < f32.memory_ms / 3
+
+
+def _measured_by_node(result, device: str):
+    """``result`` as a Ray node labelled ``device`` returns it (cluster._label_node)."""
+    import dataclasses
+
+    node = {"hostname": "pi-node-1", "ray_node_id": "n1", "device": device}
+    metrics = dataclasses.replace(
+        result.metrics, environment={**result.metrics.environment, "node": node}
+    )
+    return dataclasses.replace(result, metrics=metrics)
+
+
+def test_figures_from_a_device_labelled_node_are_that_devices_not_this_machines(cnn_baseline):
+    on_pi = _measured_by_node(cnn_baseline, "raspberry-pi-4")
+    # On the Pi: its own timing and memory, named with the node.
+    lat = device_latency(on_pi, "raspberry-pi-4")
+    assert lat.kind == "measured" and lat.p99_ms == on_pi.metrics.latency.p99
+    assert "on raspberry-pi-4 (node pi-node-1)" in lat.method and "this machine" not in lat.method
+    f = fit(on_pi, "raspberry-pi-4")
+    assert f.memory_bytes == on_pi.metrics.memory.peak_bytes
+    assert (
+        f.memory_basis == "peak memory measured in ONNX Runtime on raspberry-pi-4 (node pi-node-1)"
+    )
+    # On this machine the Pi's timing is not a measurement: the labelled bound stands in.
+    here = device_latency(on_pi, "host")
+    assert here.kind == "estimate" and "roofline lower bound" in here.method
+    # A variant measured here still says so, naming its runtime.
+    assert (
+        fit(cnn_baseline, "host").memory_basis
+        == "peak memory measured in ONNX Runtime on this machine"
+    )
+    assert "measured in ONNX Runtime on this machine" in device_latency(cnn_baseline, "host").method

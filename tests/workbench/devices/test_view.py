@@ -3,6 +3,8 @@ and the frontier within a device's budget."""
 
 from __future__ import annotations
 
+import pytest
+
 from workbench.devices import get_device
 from workbench.devices.view import (
     device_overlay,
@@ -10,7 +12,8 @@ from workbench.devices.view import (
     frontier_within_budget,
     variant_status,
 )
-from workbench.study import Study
+from workbench.errors import WorkbenchError
+from workbench.study import Study, variant_table
 
 
 def test_on_host_the_variant_fits_with_its_headroom_and_measured_latency(cnn_baseline):
@@ -66,3 +69,17 @@ def test_the_frontier_within_a_budget_leaves_out_what_does_not_fit(cnn_baseline,
     # Where everything fits (host), it is the study's own frontier.
     assert frontier_within_budget(study, "host") == study.frontier()
     assert frontier_within_budget(study, "cortex-m4") == []  # nothing runs there yet
+
+
+def test_the_variant_table_says_whether_each_variant_fits_the_device(cnn_baseline, cnn_int8):
+    study = Study("digits-cnn", [cnn_baseline, cnn_int8])
+    host = variant_table(study, device="host")
+    assert {"fits", "fit"} <= set(host.columns) and "device_latency" not in host.columns
+    assert host["fits"].all() and host["fit"].str.startswith("fits host: ").all()
+    m4 = variant_table(study, device="cortex-m4")
+    assert not m4["fits"].any()  # ONNX files: a microcontroller does not run the runtime
+    assert m4["device_latency"].str.contains("estimate").all()
+    assert list(m4.columns).index("fits") < list(m4.columns).index("warnings")
+    assert "fits" not in variant_table(study).columns  # no device, no device columns
+    with pytest.raises(WorkbenchError, match="unknown device 'toaster'"):
+        variant_table(study, device="toaster")
