@@ -867,50 +867,102 @@ def search(
             "pass load_model('digits-cnn') (or a name from `workbench models`)",
         )
     check_model(model)
-    teacher = None
-    if recovery == "distill":
-        if model.source != "sample":
-            raise WorkbenchError(
-                f"distilling needs the float model by a registry name, and {model.name} is a file",
-                "use recovery='finetune' (CLI --recovery finetune)",
-            )
-        teacher = model.name
-    cache = cache or Cache()
-    recover = (
-        None if recovery == "none" else FineTuneConfig(epochs=finetune_epochs, teacher=teacher)
-    )
+    if recovery == "distill" and model.source != "sample":
+        raise WorkbenchError(
+            f"distilling needs the float model by a registry name, and {model.name} is a file",
+            "use recovery='finetune' (CLI --recovery finetune)",
+        )
+    return _Search(
+        model,
+        floor=floor,
+        goal=goal,
+        methods=methods,
+        profile=profile,
+        settings=settings,
+        cache=cache or Cache(),
+        memory_fraction=memory_fraction,
+        max_candidates=max_candidates,
+        recovery=recovery,
+        finetune_epochs=finetune_epochs,
+        students=students,
+        on_step=on_step,
+        cancel=cancel,
+        started=started,
+    ).run()
 
-    steps: list[SearchStep] = []
-    results: dict[str, Result] = {}
-    fit_of: Callable[[Result], Any] | None = None
-    if profile is not None:
+
+class _Search:
+    """One search in progress: the path so far, the candidate budget, the floor, the
+    quantization kept; each phase of :func:`search` is a method, called in order by
+    :meth:`run`."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        floor: dict[str, Any],
+        goal: SearchTarget,
+        methods: tuple[str, ...],
+        profile: Any,
+        settings: MeasureSettings,
+        cache: Cache,
+        memory_fraction: float | None,
+        max_candidates: int,
+        recovery: str,
+        finetune_epochs: int,
+        students: bool,
+        on_step: Callable[[SearchStep], None] | None,
+        cancel: threading.Event | None,
+        started: float,
+    ) -> None:
+        self.model, self.floor, self.goal, self.methods = model, floor, goal, methods
+        self.profile, self.settings, self.cache = profile, settings, cache
+        self.memory_fraction, self.max_candidates = memory_fraction, max_candidates
+        self.students, self.on_step, self.cancel, self.started = students, on_step, cancel, started
+        # Distilling recovers from the float model by its registry name.
+        self.teacher = model.name if recovery == "distill" else None
+        self.recover = (
+            None
+            if recovery == "none"
+            else FineTuneConfig(epochs=finetune_epochs, teacher=self.teacher)
+        )
+        self.steps: list[SearchStep] = []
+        self.results: dict[str, Result] = {}
+        self.fit_of = self._fit if profile is not None else None
+        self.floor_accuracy: float | None = None
+        # The candidates are built from the task without its validation images
+        # (fine-tuning, distillation and calibration never see them), and judged on them.
+        self.fitting = dataclasses.replace(model, task=model.task.fitting())
+        self.runtime = get_runtime(settings.runtime)
+        self.validation_sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.left = max_candidates  # candidates the budget still allows
+        self.cancelled = False
+        self.quant: QuantizeConfig | None = None
+        self.margin = 0.0  # the chosen quantization's validation drop (a fraction)
+
+    def _fit(self, result: Result) -> Any:
         from workbench.devices.budget import fit
 
-        def fit_of(result: Result) -> Any:
-            return fit(result, profile, fraction=memory_fraction, cache=cache)
+        return fit(result, self.profile, fraction=self.memory_fraction, cache=self.cache)
 
-    state: dict[str, Any] = {"floor_accuracy": None}
-    # The candidates are built from the task without its validation images (fine-tuning,
-    # distillation and calibration never see them), and judged on those images.
-    fitting = dataclasses.replace(model, task=model.task.fitting())
-    runtime = get_runtime(settings.runtime)
-    validation_sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def validation_accuracy(recipe: Recipe, result: Result) -> float:
+    def _validation_accuracy(self, recipe: Recipe, result: Result) -> float:
         # A distilled student reads the images through its own preprocessing.
-        subject = subject_model(fitting, recipe) if recipe.get("distill") is not None else model
+        subject = (
+            subject_model(self.fitting, recipe) if recipe.get("distill") is not None else self.model
+        )
         name = json.dumps(subject.preprocessing.to_dict(), sort_keys=True)
-        if name not in validation_sets:
-            validation_sets[name] = _validation(subject)
-        return _artifact_accuracy(runtime, result, *validation_sets[name])
+        if name not in self.validation_sets:
+            self.validation_sets[name] = _validation(subject)
+        return _artifact_accuracy(self.runtime, result, *self.validation_sets[name])
 
-    def run(phase: str, recipe: Recipe, why: str) -> SearchStep:
-        step = SearchStep(index=len(steps), phase=phase, recipe=recipe, why_tried=why)
+    def _measure(self, phase: str, recipe: Recipe, why: str) -> SearchStep:
+        """Evaluate ``recipe``, run it on the validation images and judge it."""
+        step = SearchStep(index=len(self.steps), phase=phase, recipe=recipe, why_tried=why)
         t0 = time.perf_counter()
         try:
-            check_applicable(fitting, recipe, settings.runtime)
-            result = evaluate(fitting, recipe, settings=settings, cache=cache)
-            checked = validation_accuracy(recipe, result)
+            check_applicable(self.fitting, recipe, self.settings.runtime)
+            result = evaluate(self.fitting, recipe, settings=self.settings, cache=self.cache)
+            checked = self._validation_accuracy(recipe, result)
         except Exception as exc:  # noqa: BLE001 - one candidate's failure must not end the search
             if recipe.is_baseline:
                 raise  # every candidate is judged against it: nothing can go on
@@ -920,38 +972,263 @@ def search(
             )
             step.reason = f"rejected: failed: {step.error}"
         else:
-            results[result.key] = result
+            self.results[result.key] = result
             step.result = result
             step.key = result.key
             step.figures = _figures(result)
             step.validation_accuracy = checked
-            if state["floor_accuracy"] is None:  # the baseline: the floor in absolute terms
-                state["floor_accuracy"] = _absolute_floor(floor, checked)
-            _judge(step, result, goal, state["floor_accuracy"], fit_of)
+            if self.floor_accuracy is None:  # the baseline: the floor in absolute terms
+                self.floor_accuracy = _absolute_floor(self.floor, checked)
+            _judge(step, result, self.goal, self.floor_accuracy, self.fit_of)
         step.seconds = time.perf_counter() - t0
-        steps.append(step)
-        if on_step is not None:
-            on_step(step)
+        self.steps.append(step)
+        if self.on_step is not None:
+            self.on_step(step)
         return step
 
-    # 1. The baseline, and the floor in absolute terms.
-    base = run(
-        "baseline", Recipe(), "the float model: the floor's reference and the first candidate"
-    )
-    base_acc = float(base.validation_accuracy)
-    floor_acc = floor["accuracy"] = state["floor_accuracy"]
-    floor["basis"] = VALIDATION_BASIS
-    floor["validation_images"] = len(_validation(model)[1])
-    floor["float_validation_accuracy"] = base_acc
-    # The floor read on the test split, for charts drawn in test figures: the same drop
-    # below the float's test accuracy, or the same absolute percentage.
-    floor["test_reference"] = _absolute_floor(floor, float(base.figures["accuracy"]))
-    allowance = (base_acc - floor_acc) * 100  # points the compression may cost
+    def _try(self, phase: str, recipe: Recipe, why: str) -> SearchStep | None:
+        """Evaluate ``recipe`` unless the budget is spent or it was tried already."""
+        done = next((s for s in self.steps if s.recipe == recipe), None)
+        if done is not None:
+            return done
+        if self.left <= 0:
+            return None
+        if self.cancel is not None and self.cancel.is_set():
+            self.left = 0
+            self.cancelled = True
+            return None
+        self.left -= 1
+        return self._measure(phase, recipe, why)
 
-    budget: dict[str, Any] = {"left": max_candidates}
+    def run(self) -> SearchResult:
+        """The phases in order: baseline, quantization, the sparsity bisections, students."""
+        # 1. The baseline, and the floor in absolute terms.
+        base = self._measure(
+            "baseline", Recipe(), "the float model: the floor's reference and the first candidate"
+        )
+        floor = self.floor
+        self.base_acc = base_acc = float(base.validation_accuracy)
+        self.floor_acc = floor_acc = floor["accuracy"] = self.floor_accuracy
+        floor["basis"] = VALIDATION_BASIS
+        floor["validation_images"] = len(_validation(self.model)[1])
+        floor["float_validation_accuracy"] = base_acc
+        # The floor read on the test split, for charts drawn in test figures: the same
+        # drop below the float's test accuracy, or the same absolute percentage.
+        floor["test_reference"] = _absolute_floor(floor, float(base.figures["accuracy"]))
+        self.allowance = (base_acc - floor_acc) * 100  # points the compression may cost
+        if base_acc < floor_acc:
+            return self._finish(
+                "the float model is below the floor: nothing compressed can keep it", {}
+            )
+        profile = self.profile
+        if base.fit is not None and base.fit.get("decided_by") == "runtime":
+            runtime = self.settings.runtime
+            raise WorkbenchError(
+                f"{profile.name} does not run {runtime}: no {runtime} variant can fit it",
+                f"search for a runtime {profile.name} runs ({', '.join(profile.runtimes)}), "
+                "or name another device",
+            )
+        # 2. Quantization first: the cheapest large step.
+        if self.goal.quantize:
+            self._quantize_first()
+        if self.left <= 0:
+            return self._finish(f"the budget of {self.max_candidates} candidate(s) is spent", {})
+        # 3. The sensitivity profile, then a bisection of the sparsity per method.
+        quant, allowance = self.quant, self.allowance
+        sensitivity = _cached_sensitivity(self.model, self.methods, allowance, self.cache)
+        sensitivity["quantization"] = None if quant is None else quant.label()
+        # Retraining recovers much of a one-shot drop; without it the profile is the forecast.
+        factor = RECOVERABLE_FACTOR if self.recover is not None else 1.0
+        sensitivity["recoverable_factor"] = factor
+        order = sorted(
+            self.methods,
+            key=lambda m: (
+                -SPARSITY_GRID[_start_index(sensitivity["methods"][m]["curve"], allowance, factor)]
+            ),
+        )
+        sensitivity["quantization_validation_drop_points"] = round(self.margin * 100, 3)
+        # Pruned candidates are bisected in float, each kept when it clears the floor by
+        # the quantization's validation drop; the quantization is then stacked on the
+        # sparsest one kept. A stacked candidate's float version is its own reference in
+        # the pipeline, so this way each sparsity is trained once, not twice.
+        self.threshold = floor_acc + self.margin
+        stopped = "every method's sparsity bisected to one grid step"
+        # Candidates kept for the students, out of what the pruning may spend.
+        plan = (
+            student_options(self.model, self.teacher)
+            if self.students and self.recover is not None
+            else []
+        )
+        reserve = 0
+        if plan:
+            reserve = min(MAX_STUDENT_CANDIDATES, int(self.max_candidates * STUDENT_BUDGET_SHARE))
+            reserve = max(0, min(reserve, self.left - 1))
+        self.left -= reserve
+        sparsest: dict[str, tuple[int, StepConfig | None]] = {}  # per method, the sparsest kept
+        for n, method in enumerate(order):
+            share = math.ceil(self.left / (len(order) - n)) if self.left > 0 else 0
+            kept = self._bisect(method, sensitivity["methods"][method], share, factor)
+            if kept:
+                sparsest[method] = kept
+        self.left += reserve
+        student = self._students(plan, sparsest, sensitivity)
+        sensitivity["students"] = [config.label() for config, _ in plan]
+        sensitivity["student_kept"] = None if student is None else student.label()
+        if self.left <= 0:
+            stopped = f"the budget of {self.max_candidates} candidates is spent"
+        return self._finish(stopped, sensitivity)
 
-    def finish(stopped: str, sensitivity: dict[str, Any]) -> SearchResult:
-        if budget.get("cancelled"):
+    def _quantize_first(self) -> None:
+        """Try QUANT_LADDER in order; the first that keeps the floor is stacked on every
+        pruned candidate (``self.quant``, its validation drop ``self.margin``)."""
+        for name in QUANT_LADDER:
+            config = _quant_config(name, self.allowance)
+            why = (
+                "int8 first: 4x smaller weights, the cheapest step"
+                if name == "int8"
+                else f"{QUANT_LADDER[QUANT_LADDER.index(name) - 1]} lost too much: {name} next"
+            )
+            step = self._try("quantize", Recipe((config,)), why)
+            if step is None:
+                break
+            if step.accepted or (step.key is not None and _keeps_floor(step, self.floor_acc)):
+                if self.goal.name == "latency" and not _faster(step):
+                    step.reason += "; not stacked: not faster than float on this machine"
+                    continue
+                self.quant = config
+                # Its sensitivity: what it costs on the validation images.
+                self.margin = max(0.0, self.base_acc - (step.validation_accuracy or self.base_acc))
+                break
+
+    def _bisect(
+        self, method: str, entry: dict[str, Any], share: int, factor: float
+    ) -> tuple[int, StepConfig | None] | None:
+        """Bisect ``method``'s sparsity within ``share`` candidates (one kept for the
+        quantization stacked on the sparsest kept); returns the sparsest kept (a
+        SPARSITY_GRID index and its retraining), if any."""
+        quant, margin, allowance = self.quant, self.margin, self.allowance
+        bisect_share = share - (1 if quant is not None and share > 1 else 0)
+        spent_before = self.left
+        lo, hi = -1, len(SPARSITY_GRID)  # highest index kept, lowest index lost
+        kept: list[tuple[int, StepConfig | None]] = []  # sparsity index, its retraining
+        index = _start_index(entry["curve"], allowance, factor)
+        why = (
+            f"start of the bisection: the highest profiled sparsity whose one-shot validation drop "
+            f"(no retraining) is within {factor:g}x the {allowance:.2f}-point allowance"
+        )
+
+        # Retraining can also cost accuracy (a well-trained model at a high learning
+        # rate): when it loses a sparsity the one-shot profile kept, one-shot is tried
+        # there, and kept for this method if it holds.
+        retraining_now: StepConfig | None = self.recover
+
+        def pruned(i: int, with_quant: bool, retraining: StepConfig | None) -> Recipe:
+            prune = PruneConfig(
+                method=method, sparsity=SPARSITY_GRID[i], exclude=tuple(entry["exclude"])
+            )
+            last = quant if with_quant else None
+            return Recipe(tuple(s for s in (prune, retraining, last) if s is not None))
+
+        while lo < index < hi and spent_before - self.left < bisect_share:
+            step = self._try(f"prune-{method}", pruned(index, False, retraining_now), why)
+            if step is None:
+                break
+            if step.key is not None and _keeps_floor(step, self.threshold):
+                lo = index
+                kept.append((index, retraining_now))
+                step.reason += "; bisection: kept" + (
+                    f" (clears the floor by {quant.label()}'s validation drop, "
+                    f"{margin * 100:.2f} points)"
+                    if quant is not None
+                    else ""
+                )
+            elif retraining_now is not None and _one_shot_keeps(
+                entry["curve"], SPARSITY_GRID[index], allowance - margin * 100
+            ):
+                step.reason += "; lost with retraining where the one-shot profile kept it"
+                retraining_now = None
+                hi = len(SPARSITY_GRID)  # losses with retraining do not bound one-shot
+                why = (
+                    f"retraining lost the floor at {SPARSITY_GRID[index]:g}, where the one-shot "
+                    "validation profile kept it: one-shot pruning instead"
+                )
+                continue  # the same sparsity, one-shot
+            else:
+                hi = index
+                step.reason += "; bisection: lost" + (
+                    f" (within {quant.label()}'s validation drop of the floor)"
+                    if quant is not None
+                    and step.key is not None
+                    and _keeps_floor(step, self.floor_acc)
+                    else ""
+                )
+            if hi - lo <= 1:
+                break
+            index = max((lo + hi) // 2, lo + 1)
+            why = f"bisection between {_grid(lo)} (kept the floor) and {_grid(hi)} (lost it)"
+        # The quantization stacked on the sparsest kept sparsity (the next one down if
+        # the stack loses the floor).
+        for i, retraining in sorted(kept, key=lambda k: -k[0])[:2] if quant is not None else []:
+            step = self._try(
+                f"stack-{method}",
+                pruned(i, True, retraining),
+                f"{quant.label()} stacked on the sparsest {method} pruning kept "
+                f"({SPARSITY_GRID[i]:g})",
+            )
+            if step is None or (step.key is not None and _keeps_floor(step, self.floor_acc)):
+                break
+        return max(kept, key=lambda k: k[0]) if kept else None
+
+    def _students(
+        self,
+        plan: list[tuple[DistillConfig, str]],
+        sparsest: dict[str, tuple[int, StepConfig | None]],
+        sensitivity: dict[str, Any],
+    ) -> DistillConfig | None:
+        """Distil the students of ``plan`` in turn (largest first) while they clear the
+        threshold (the floor plus the quantization's validation drop, as the pruned
+        candidates); on the smallest kept, stack the quantization, then prune it per
+        method at the sparsest sparsity the model itself kept (with that retraining) and
+        quantize. Returns the student kept, if any."""
+        quant = self.quant
+        kept: DistillConfig | None = None
+        for config, why in plan:
+            step = self._try("distill", Recipe((config,)), why)
+            if step is None:
+                break
+            if step.key is not None and _keeps_floor(step, self.threshold):
+                kept = config
+                step.reason += "; student kept" + (
+                    f" (clears the floor by {quant.label()}'s validation drop)" if quant else ""
+                )
+            else:
+                step.reason += "; student lost: no smaller student is tried"
+                break
+        if kept is None:
+            return None
+        if quant is not None:
+            self._try(
+                "stack-distill",
+                Recipe((kept, quant)),
+                f"{quant.label()} stacked on the smallest student kept ({kept.label()})",
+            )
+        for method, (i, retraining) in sparsest.items():
+            # A width student keeps the model's layer names, so its sensitive layers too.
+            exclude = () if kept.student else tuple(sensitivity["methods"][method]["exclude"])
+            prune = PruneConfig(method=method, sparsity=SPARSITY_GRID[i], exclude=exclude)
+            self._try(
+                f"student-{method}",
+                Recipe(tuple(s for s in (kept, prune, retraining, quant) if s is not None)),
+                f"the student pruned {method} at {SPARSITY_GRID[i]:g}, the sparsest the model "
+                "itself kept" + (f", then {quant.label()}" if quant is not None else ""),
+            )
+        return kept
+
+    def _finish(self, stopped: str, sensitivity: dict[str, Any]) -> SearchResult:
+        """The SearchResult: the chosen step (the accepted one ranking first) and why."""
+        steps, goal, profile = self.steps, self.goal, self.profile
+        base_acc, floor_acc = self.base_acc, self.floor_acc
+        if self.cancelled:
             stopped = f"cancelled after {len(steps) - 1} candidate(s)"
         accepted = [s for s in steps if s.accepted]
         chosen = min(accepted, key=lambda s: _objective(s, goal)) if accepted else None
@@ -979,233 +1256,24 @@ def search(
                 if s is not chosen and s.accepted:
                     s.reason += f"; not chosen: {_fmt(goal.column, s.figures[goal.column])} vs {_fmt(goal.column, chosen.figures[goal.column])}"
         # Baseline first, then the path's order.
-        ordered = [results[s.key] for s in steps if s.key is not None]
+        ordered = [self.results[s.key] for s in steps if s.key is not None]
         unique = list({r.key: r for r in ordered}.values())
         return SearchResult(
-            model=model.name,
+            model=self.model.name,
             target=goal.name,
-            floor=floor,
+            floor=self.floor,
             steps=steps,
             chosen=None if chosen is None else chosen.index,
             outcome=outcome,
             stopped=stopped,
             sensitivity=sensitivity,
-            wall_seconds=time.perf_counter() - started,
+            wall_seconds=time.perf_counter() - self.started,
             device=None if profile is None else profile.name,
-            settings=settings.to_dict(),
+            settings=self.settings.to_dict(),
             results=unique,
-            model_info=model.describe(),
-            max_candidates=max_candidates,
+            model_info=self.model.describe(),
+            max_candidates=self.max_candidates,
         )
-
-    if base_acc < floor_acc:
-        return finish("the float model is below the floor: nothing compressed can keep it", {})
-    if base.fit is not None and base.fit.get("decided_by") == "runtime":
-        raise WorkbenchError(
-            f"{profile.name} does not run {settings.runtime}: no {settings.runtime} variant can fit it",
-            f"search for a runtime {profile.name} runs ({', '.join(profile.runtimes)}), or name "
-            "another device",
-        )
-
-    def try_candidate(phase: str, recipe: Recipe, why: str) -> SearchStep | None:
-        """Evaluate ``recipe`` unless the budget is spent or it was tried already."""
-        done = next((s for s in steps if s.recipe == recipe), None)
-        if done is not None:
-            return done
-        if budget["left"] <= 0:
-            return None
-        if cancel is not None and cancel.is_set():
-            budget["left"] = 0
-            budget["cancelled"] = True
-            return None
-        budget["left"] -= 1
-        return run(phase, recipe, why)
-
-    # 2. Quantization first: the cheapest large step.
-    quant: QuantizeConfig | None = None
-    margin = 0.0  # the chosen quantization's validation drop (a fraction)
-    if goal.quantize:
-        for name in QUANT_LADDER:
-            config = _quant_config(name, allowance)
-            why = (
-                "int8 first: 4x smaller weights, the cheapest step"
-                if name == "int8"
-                else f"{QUANT_LADDER[QUANT_LADDER.index(name) - 1]} lost too much: {name} next"
-            )
-            step = try_candidate("quantize", Recipe((config,)), why)
-            if step is None:
-                break
-            if step.accepted or (step.key is not None and _keeps_floor(step, floor_acc)):
-                if goal.name == "latency" and not _faster(step):
-                    step.reason += "; not stacked: not faster than float on this machine"
-                    continue
-                quant = config
-                # Its sensitivity: what it costs on the validation images.
-                margin = max(0.0, base_acc - (step.validation_accuracy or base_acc))
-                break
-
-    if budget["left"] <= 0:
-        return finish(f"the budget of {max_candidates} candidate(s) is spent", {})
-    # 3. The sensitivity profile, then a bisection of the sparsity per method.
-    sensitivity = _cached_sensitivity(model, methods, allowance, cache)
-    sensitivity["quantization"] = None if quant is None else quant.label()
-    # Retraining recovers much of a one-shot drop; without it the profile is the forecast.
-    factor = RECOVERABLE_FACTOR if recover is not None else 1.0
-    sensitivity["recoverable_factor"] = factor
-    order = sorted(
-        methods,
-        key=lambda m: (
-            -SPARSITY_GRID[_start_index(sensitivity["methods"][m]["curve"], allowance, factor)]
-        ),
-    )
-    sensitivity["quantization_validation_drop_points"] = round(margin * 100, 3)
-    # Pruned candidates are bisected in float, each kept when it clears the floor by the
-    # quantization's validation drop; the quantization is then stacked on the sparsest one
-    # kept. A stacked candidate's float version is its own reference in the pipeline, so
-    # this way each sparsity is trained once, not twice.
-    threshold = floor_acc + margin
-    stopped = "every method's sparsity bisected to one grid step"
-    # Candidates kept for the students, out of what the pruning may spend.
-    plan = student_options(model, teacher) if students and recover is not None else []
-    reserve = 0
-    if plan:
-        reserve = min(MAX_STUDENT_CANDIDATES, int(max_candidates * STUDENT_BUDGET_SHARE))
-        reserve = max(0, min(reserve, budget["left"] - 1))
-    budget["left"] -= reserve
-    sparsest: dict[str, tuple[int, StepConfig | None]] = {}  # per method, the sparsest kept
-    for n, method in enumerate(order):
-        entry = sensitivity["methods"][method]
-        share = math.ceil(budget["left"] / (len(order) - n)) if budget["left"] > 0 else 0
-        bisect_share = share - (1 if quant is not None and share > 1 else 0)
-        spent_before = budget["left"]
-        lo, hi = -1, len(SPARSITY_GRID)  # highest index kept, lowest index lost
-        kept: list[tuple[int, StepConfig | None]] = []  # sparsity index, its retraining
-        index = _start_index(entry["curve"], allowance, factor)
-        why = (
-            f"start of the bisection: the highest profiled sparsity whose one-shot validation drop "
-            f"(no retraining) is within {factor:g}x the {allowance:.2f}-point allowance"
-        )
-
-        # Retraining can also cost accuracy (a well-trained model at a high learning
-        # rate): when it loses a sparsity the one-shot profile kept, one-shot is tried
-        # there, and kept for this method if it holds.
-        retraining_now: StepConfig | None = recover
-
-        def pruned(
-            i: int,
-            with_quant: bool,
-            retraining: StepConfig | None,
-            method: str = method,
-            entry: dict = entry,
-        ) -> Recipe:
-            prune = PruneConfig(
-                method=method, sparsity=SPARSITY_GRID[i], exclude=tuple(entry["exclude"])
-            )
-            last = quant if with_quant else None
-            return Recipe(tuple(s for s in (prune, retraining, last) if s is not None))
-
-        while lo < index < hi and spent_before - budget["left"] < bisect_share:
-            step = try_candidate(f"prune-{method}", pruned(index, False, retraining_now), why)
-            if step is None:
-                break
-            if step.key is not None and _keeps_floor(step, threshold):
-                lo = index
-                kept.append((index, retraining_now))
-                step.reason += "; bisection: kept" + (
-                    f" (clears the floor by {quant.label()}'s validation drop, "
-                    f"{margin * 100:.2f} points)"
-                    if quant is not None
-                    else ""
-                )
-            elif retraining_now is not None and _one_shot_keeps(
-                entry["curve"], SPARSITY_GRID[index], allowance - margin * 100
-            ):
-                step.reason += "; lost with retraining where the one-shot profile kept it"
-                retraining_now = None
-                hi = len(SPARSITY_GRID)  # losses with retraining do not bound one-shot
-                why = (
-                    f"retraining lost the floor at {SPARSITY_GRID[index]:g}, where the one-shot "
-                    "validation profile kept it: one-shot pruning instead"
-                )
-                continue  # the same sparsity, one-shot
-            else:
-                hi = index
-                step.reason += "; bisection: lost" + (
-                    f" (within {quant.label()}'s validation drop of the floor)"
-                    if quant is not None and step.key is not None and _keeps_floor(step, floor_acc)
-                    else ""
-                )
-            if hi - lo <= 1:
-                break
-            index = max((lo + hi) // 2, lo + 1)
-            why = f"bisection between {_grid(lo)} (kept the floor) and {_grid(hi)} (lost it)"
-        if kept:
-            sparsest[method] = max(kept, key=lambda k: k[0])
-        # The quantization stacked on the sparsest kept sparsity (the next one down if
-        # the stack loses the floor).
-        for i, retraining in sorted(kept, key=lambda k: -k[0])[:2] if quant is not None else []:
-            step = try_candidate(
-                f"stack-{method}",
-                pruned(i, True, retraining),
-                f"{quant.label()} stacked on the sparsest {method} pruning kept "
-                f"({SPARSITY_GRID[i]:g})",
-            )
-            if step is None or (step.key is not None and _keeps_floor(step, floor_acc)):
-                break
-    budget["left"] += reserve
-    student = _search_students(plan, sparsest, sensitivity, quant, threshold, try_candidate)
-    sensitivity["students"] = [config.label() for config, _ in plan]
-    sensitivity["student_kept"] = None if student is None else student.label()
-    if budget["left"] <= 0:
-        stopped = f"the budget of {max_candidates} candidates is spent"
-    return finish(stopped, sensitivity)
-
-
-def _search_students(
-    plan: list[tuple[DistillConfig, str]],
-    sparsest: dict[str, tuple[int, StepConfig | None]],
-    sensitivity: dict[str, Any],
-    quant: QuantizeConfig | None,
-    threshold: float,
-    try_candidate: Callable[[str, Recipe, str], SearchStep | None],
-) -> DistillConfig | None:
-    """Distil the students of ``plan`` in turn (largest first) while they clear
-    ``threshold`` (the floor plus the quantization's validation drop, as the pruned
-    candidates); on the smallest kept, stack the quantization, then prune it per method
-    at the sparsest sparsity the model itself kept (with that retraining) and quantize.
-    Returns the student kept, if any."""
-    kept: DistillConfig | None = None
-    for config, why in plan:
-        step = try_candidate("distill", Recipe((config,)), why)
-        if step is None:
-            break
-        if step.key is not None and _keeps_floor(step, threshold):
-            kept = config
-            step.reason += "; student kept" + (
-                f" (clears the floor by {quant.label()}'s validation drop)" if quant else ""
-            )
-        else:
-            step.reason += "; student lost: no smaller student is tried"
-            break
-    if kept is None:
-        return None
-    if quant is not None:
-        try_candidate(
-            "stack-distill",
-            Recipe((kept, quant)),
-            f"{quant.label()} stacked on the smallest student kept ({kept.label()})",
-        )
-    for method, (i, retraining) in sparsest.items():
-        # A width student keeps the model's layer names, so its sensitive layers too.
-        exclude = () if kept.student else tuple(sensitivity["methods"][method]["exclude"])
-        prune = PruneConfig(method=method, sparsity=SPARSITY_GRID[i], exclude=exclude)
-        try_candidate(
-            f"student-{method}",
-            Recipe(tuple(s for s in (kept, prune, retraining, quant) if s is not None)),
-            f"the student pruned {method} at {SPARSITY_GRID[i]:g}, the sparsest the model "
-            "itself kept" + (f", then {quant.label()}" if quant is not None else ""),
-        )
-    return kept
 
 
 def _absolute_floor(floor: dict[str, Any], baseline_accuracy: float) -> float:

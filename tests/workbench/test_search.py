@@ -522,3 +522,10 @@ def test_the_report_of_a_search_file_draws_its_path_and_lists_the_reasons(search
     Study(searched.model, searched.results, searched.model_info).save(tmp_path / "plain.json")
     assert main(["report", str(tmp_path / "plain.json"), "-o", str(tmp_path / "p.html")]) == 0
     assert "Search path" not in (tmp_path / "p.html").read_text(encoding="utf-8")
+
+
+def test_cli_hold_out_validation_needs_a_labelled_task(capsys, session_cache):
+    onnx_file = evaluate("digits-cnn", settings=QUICK, cache=session_cache).artifact
+    code = main(["evaluate", str(onnx_file), "--hold-out-validation", "--no-cache"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "no labelled task" in err and len(err.strip().splitlines()) == 1
