@@ -26,6 +26,13 @@ __all__ = ["SearchPanel"]
 FLOOR_KINDS = ("drop", "absolute")
 
 
+def _caveat_html(result: Any) -> str:
+    """The engine's warning that the verdicts are lenient (the model saw the validation
+    images), or ""."""
+    caveat = result.floor.get("caveat")
+    return f'<p style="color:#b00020;">warning: {html.escape(caveat)}</p>' if caveat else ""
+
+
 class SearchPanel(W.VBox):
     """An accuracy floor and a target in, the smallest (or fastest) recipe out.
 
@@ -154,7 +161,8 @@ class SearchPanel(W.VBox):
             for r in result.path_rows()
         )
         self.path_w.value = (
-            f"<p>{html.escape(result.outcome)}</p><table><tr><th>#</th><th>recipe</th>"
+            f"<p>{html.escape(result.outcome)}</p>{_caveat_html(result)}"
+            "<table><tr><th>#</th><th>recipe</th>"
             f"<th>verdict</th><th>why</th></tr>{rows}</table>"
         )
 

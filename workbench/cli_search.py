@@ -174,16 +174,18 @@ def _cmd_search(args: argparse.Namespace, scratch: list[Path]) -> int:
 
 
 def floor_line(result: Any) -> str:
-    """What the floor was judged on, in one line."""
+    """What the floor was judged on, in one line (and a warning line when the model has
+    most likely trained on the validation images)."""
     f = result.floor
     asked = f"{f['value']:g} points below float" if f["kind"] == "drop" else f"{f['value']:g}%"
     if "float_validation_accuracy" not in f:  # the float model alone was measured
         return f"floor: {asked}"
-    return (
+    line = (
         f"floor: {asked} = {f['accuracy']:.2%} on {f['validation_images']} validation images "
         f"(float: {f['float_validation_accuracy']:.2%}); verdicts are decided there, the "
         "test-split figures are evaluate()'s"
     )
+    return line + (f"\nwarning: {f['caveat']}" if f.get("caveat") else "")
 
 
 def _print_step(step: Any) -> None:

@@ -304,6 +304,8 @@ def _search_section(search: Any, df: Any) -> tuple[str, dict | None]:
             f"decided there: {_e(floor.get('basis', ''))}. The test-split figures are "
             "evaluate()'s, shown beside; they decide nothing."
         )
+        if floor.get("caveat"):
+            basis += f" <b>Warning: {_e(floor['caveat'])}.</b>"
     html_text = f"""<h2>Search path</h2>
 <p>Target: {_e(TARGETS[search.target].description)}. Floor: {_e(asked)}{basis}</p>
 <p><b>{_e(search.outcome)}</b> <span class="muted">({_e(search.stopped)};

@@ -159,6 +159,29 @@ VALIDATION_BASIS = (
     "validation part: a stratified fifth of the training split (Task.raw('validation')), "
     "never trained or calibrated on by the candidates (Task.fitting()); never the test split"
 )
+# The float model scoring this many points more on the validation images than on the
+# test split has most likely trained on them: verdicts taken there are lenient.
+SEEN_VALIDATION_GAP_POINTS = 1.0
+
+
+def validation_caveat(validation_accuracy: float, test_accuracy: float | None) -> str:
+    """A warning when the float model reads far better on the validation images than on
+    the test split ("" otherwise): it most likely learned them, so a candidate judged
+    there keeps less on unseen data than the floor says."""
+    if test_accuracy is None:
+        return ""
+    gap = (validation_accuracy - float(test_accuracy)) * 100
+    if gap <= SEEN_VALIDATION_GAP_POINTS:
+        return ""
+    return (
+        f"the float model scores {validation_accuracy:.2%} on the validation images but "
+        f"{float(test_accuracy):.2%} on the test split ({gap:.1f} points apart): it has most "
+        "likely trained on them, so the verdicts are lenient and the chosen variant may sit "
+        "below the floor on unseen data; train the model on Task.fitting()'s training part "
+        "(without the validation images) for a floor that holds"
+    )
+
+
 # Layers kept dense because they are too sensitive may hold at most this share of the
 # prunable weights: keeping a big layer dense would cost more size than it saves accuracy.
 MAX_EXCLUDED_SHARE = 0.1
@@ -1015,6 +1038,9 @@ class _Search:
         # The floor read on the test split, for charts drawn in test figures: the same
         # drop below the float's test accuracy, or the same absolute percentage.
         floor["test_reference"] = _absolute_floor(floor, float(base.figures["accuracy"]))
+        caveat = validation_caveat(base_acc, base.figures.get("accuracy"))
+        if caveat:
+            floor["caveat"] = caveat
         self.allowance = (base_acc - floor_acc) * 100  # points the compression may cost
         if base_acc < floor_acc:
             return self._finish(

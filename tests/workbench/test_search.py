@@ -320,6 +320,8 @@ def test_cli_search_prints_the_path_and_the_evaluate_flags(
     assert f"the same variant: {command}" in out
     assert "rejected" in out and "accepted" in out
     assert "on 252 validation images" in out and "test split" in out
+    # digits-cnn trained on the whole training part: the verdicts are said to be lenient.
+    assert "warning: the float model scores 100.00% on the validation images but 98.52%" in out
     # The printed command builds the very variant the search chose (same cache key).
     from workbench.pipeline import variant_key
 
@@ -518,6 +520,7 @@ def test_the_report_of_a_search_file_draws_its_path_and_lists_the_reasons(search
         assert f'data-step="{step.index}"' in section
         assert html.escape(step.reason) in section and html.escape(step.why_tried) in section
     assert "validation images" in section and html.escape(searched.outcome) in section
+    assert "Warning: the float model scores" in section and "Task.fitting()" in section
     # A study without a search has no such section.
     Study(searched.model, searched.results, searched.model_info).save(tmp_path / "plain.json")
     assert main(["report", str(tmp_path / "plain.json"), "-o", str(tmp_path / "p.html")]) == 0
@@ -529,3 +532,14 @@ def test_cli_hold_out_validation_needs_a_labelled_task(capsys, session_cache):
     code = main(["evaluate", str(onnx_file), "--hold-out-validation", "--no-cache"])
     _, err = capsys.readouterr()
     assert code == 2 and "no labelled task" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_model_that_learned_the_validation_images_gets_a_caveat(searched):
+    from workbench.search import validation_caveat
+
+    # The sample trained on the whole training part: 100% there, 98.52% on the test split.
+    assert searched.steps[0].validation_accuracy == 1.0
+    assert "most likely trained on them" in searched.floor["caveat"]
+    assert validation_caveat(0.99, 0.985) == ""  # within a point: no warning
+    assert validation_caveat(1.0, None) == ""  # nothing to compare with
+    assert "1.5 points apart" in validation_caveat(1.0, 0.9852)
