@@ -7,6 +7,7 @@ median of its rounds' p50s.
 
     python benchmarks/compression.py [--quick] [--rounds N] [--json FILE]
     python benchmarks/compression.py --only-stacking [--runtimes onnxruntime,litert]
+    python benchmarks/compression.py --only-rows qat,gradual-structured [--runtimes onnxruntime]
 
 The NNCF side by side needs the optional ``bench`` dependencies (``pip install -e
 '.[bench]'``); without them it prints one line saying so and is left out.
@@ -465,6 +466,19 @@ def bench_stacked(
         )
 
 
+# The training rows --only-rows can pick, each called as (rep, cache, settings, runtimes).
+TRAINING_ROWS = {
+    "qat": bench_qat,
+    "gradual-unstructured": lambda rep, cache, settings, _rt: bench_gradual_unstructured(
+        rep, cache, settings
+    ),
+    "gradual-structured": lambda rep, cache, settings, _rt: bench_gradual_structured(
+        rep, cache, settings
+    ),
+    "stacked": bench_stacked,
+}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds per pair")
@@ -486,6 +500,11 @@ def main() -> int:
         help="run only QAT vs PTQ and the stacked recipes, in every runtime of --runtimes",
     )
     ap.add_argument(
+        "--only-rows",
+        default="",
+        help=f"run only these training rows, comma-separated (of {', '.join(TRAINING_ROWS)})",
+    )
+    ap.add_argument(
         "--runtimes",
         default=",".join(STACK_RUNTIMES),
         help="comma-separated runtimes of the QAT and stacked rows (default: %(default)s)",
@@ -504,7 +523,15 @@ def main() -> int:
         if args.only_training + args.only_nncf + args.only_stacking > 1:
             ap.error("--only-training, --only-nncf and --only-stacking exclude each other")
         runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
-        everything = not (args.only_training or args.only_nncf or args.only_stacking)
+        rows = tuple(r.strip() for r in args.only_rows.split(",") if r.strip())
+        unknown = sorted(set(rows) - set(TRAINING_ROWS))
+        if unknown:
+            ap.error(f"unknown --only-rows {unknown}; choose from {', '.join(TRAINING_ROWS)}")
+        if rows:
+            for row in rows:
+                TRAINING_ROWS[row](rep, cache, settings, runtimes)
+            args.only_training = args.only_nncf = args.only_stacking = False
+        everything = not (args.only_training or args.only_nncf or args.only_stacking or rows)
         if everything:
             bench_variant_time(rep, settings)
         if everything or args.only_nncf:
@@ -515,7 +542,7 @@ def main() -> int:
             bench_structured(rep, cache, settings, args.rounds, args.seconds)
             if not args.quick:
                 bench_torchvision_int8(rep, cache, settings, args.rounds, args.seconds)
-        if not args.only_nncf:
+        if not args.only_nncf and not rows:
             bench_qat(rep, cache, settings, runtimes)
             if not args.only_stacking:
                 bench_gradual_unstructured(rep, cache, settings)
