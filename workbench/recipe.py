@@ -465,9 +465,16 @@ class QATConfig(StepConfig):
     activation_type: str = "uint8"  # of the exported artifact, as QuantizeConfig's
     calibration_samples: int = 128  # training images calibrating the exported activations
     seed: int = 0
+    # Keep BatchNorm in inference mode while training (its running statistics, the ones the
+    # export folds into the convolutions, stay fixed; its scale and shift still train).
+    freeze_bn: bool = False
 
     def __post_init__(self) -> None:
         _whole("QAT epochs", self.epochs, 1, 100)
+        if not isinstance(self.freeze_bn, bool):
+            raise WorkbenchError(
+                f"freeze_bn {self.freeze_bn!r} is not a boolean", "use True or False"
+            )
         _training(self.lr, self.batch_size, self.temperature, self.alpha)
         _choice("activation type", self.activation_type, INT8_TYPES)
         _whole("calibration_samples", self.calibration_samples, 1, 100_000)
@@ -506,6 +513,8 @@ class QATConfig(StepConfig):
         label = f"qat-int8-{self.epochs}ep"
         if self.activation_type != "uint8":
             label += f"-a{self.activation_type}"
+        if self.freeze_bn:
+            label += "-frozenbn"
         if self.teacher:
             label += f"-distill({self.teacher})"
         return label

@@ -13,8 +13,6 @@ from workbench.pipeline import _build_artifact, calibration_inputs
 from workbench.recipe import QATConfig, QuantizeConfig, Recipe
 from workbench.runtimes import get_runtime
 
-pytestmark = pytest.mark.slow  # trains digits-cnn for one epoch and quantizes twice (~30 s)
-
 
 def _conv_weights(path) -> list[np.ndarray]:
     """The weight of every Conv/Gemm in graph order, dequantized where it is int8."""
@@ -52,6 +50,7 @@ def _grid_error(float_file, int8_file) -> float:
     return worst
 
 
+@pytest.mark.slow  # trains digits-cnn for one epoch and quantizes twice (~30 s)
 def test_qat_int8_onnx_holds_the_trained_weight_grid(cnn, tmp_path):
     rt = get_runtime("onnxruntime")
     parity = calibration_inputs(cnn, 4)
@@ -67,3 +66,26 @@ def test_qat_int8_onnx_holds_the_trained_weight_grid(cnn, tmp_path):
         cnn, Recipe.of(quantize=QuantizeConfig()), tmp_path / "ptq", parity, rt
     )
     assert _grid_error(ptq_float, ptq_file) > 0.25
+
+
+def test_qat_with_frozen_batchnorm_keeps_the_running_statistics(cnn):
+    import copy
+
+    import torch
+
+    from workbench.compress.qat import qat_
+
+    def stats(module):
+        return [
+            b.running_mean.clone()
+            for b in module.modules()
+            if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)
+        ]
+
+    before = stats(cnn.module)
+    frozen, free = copy.deepcopy(cnn.module), copy.deepcopy(cnn.module)
+    qat_(frozen, QATConfig(epochs=1, batch_size=256, freeze_bn=True), cnn)
+    qat_(free, QATConfig(epochs=1, batch_size=256), cnn)
+    assert all(torch.equal(a, b) for a, b in zip(before, stats(frozen), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(before, stats(free), strict=True))
+    assert QATConfig(freeze_bn=True).label() == "qat-int8-2ep-frozenbn"
