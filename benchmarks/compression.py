@@ -370,7 +370,18 @@ def bench_qat(
     rep: Report, cache: Cache, settings: MeasureSettings, runtimes: tuple[str, ...]
 ) -> None:
     model = load_model("digits-mobilenetv2")
-    qat_config = QATConfig(epochs=2)
+    # Measured this round in ONNX Runtime (test split, 540 images, one = 0.185 point):
+    # float 98.70%, PTQ int8 98.89% (+0.19: PTQ loses nothing on this model here).
+    # QATConfig(epochs=2) lost 0.56 point, and the loss was QAT's own: its fake-quant
+    # PyTorch model scored 98.15% too and the int8 file agreed with it on all 540 test
+    # predictions (QAT's learned activation ranges written into the file instead of
+    # re-calibrated ones: 98.0%, no better). The training drifts: BatchNorm statistics
+    # re-estimated on fake-quantized batches of 64, and nothing pins the function to the
+    # float one. With BatchNorm frozen and distillation from the float model itself:
+    # 98.70%, 0.00 point lost (~18 min on a loaded 2-core machine). The export now keeps
+    # 8-bit first-layer weights (QATConfig.quantize_config), as trained. LiteRT was not
+    # re-measured with this config this round (last round, epochs=2 alone: -0.19 point).
+    qat_config = QATConfig(epochs=2, teacher="digits-mobilenetv2", freeze_bn=True)
     rows: dict[str, dict[str, str]] = {"float": {}, "PTQ int8": {}, qat_config.label(): {}}
     for rt in runtimes:
         s = dataclasses.replace(settings, runtime=rt)
