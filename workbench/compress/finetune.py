@@ -65,14 +65,31 @@ def _zero_masks(module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
+# Teacher logits by (weights fingerprint, task, preprocessing). A stacked recipe asks
+# for the same teacher's logits once per gradual step and again for QAT: digits-resnet18
+# over the training part is the costliest forward pass of such a run, repeated 5 times.
+_TEACHER_LOGITS: dict[tuple, np.ndarray] = {}
+_TEACHER_LOGITS_KEPT = 4
+
+
 def teacher_logits(teacher: Any, task: Any) -> np.ndarray:
-    """The teacher's logits on the task's training part, through its own preprocessing."""
+    """The teacher's logits on the task's training part, through its own preprocessing
+    (computed once per teacher weights, task and preprocessing in a process)."""
+    fingerprint = getattr(teacher, "fingerprint", None)
+    key = (fingerprint, task.name, repr(teacher.preprocessing))
+    if fingerprint is not None and key in _TEACHER_LOGITS:
+        return _TEACHER_LOGITS[key].copy()
     x, _ = task.arrays("train", teacher.preprocessing)
     module = teacher.module.eval()
     with torch.no_grad():
-        return torch.cat(
+        logits = torch.cat(
             [module(torch.from_numpy(x[i : i + 256])) for i in range(0, len(x), 256)]
         ).numpy()
+    if fingerprint is not None:
+        while len(_TEACHER_LOGITS) >= _TEACHER_LOGITS_KEPT:
+            _TEACHER_LOGITS.pop(next(iter(_TEACHER_LOGITS)))
+        _TEACHER_LOGITS[key] = logits.copy()  # the caller may change its own copy
+    return logits
 
 
 def finetune_(

@@ -254,3 +254,21 @@ def test_gradual_pruning_caps_every_layer_and_records_each_layer(cnn):
         assert row["sparsity"] <= 0.92 + 1e-9, row
         assert int(weights[row["name"]].count_nonzero()) == row["nonzero_after"]
     assert report.to_dict()["layers"][0]["name"] == report.layers[0]["name"]
+
+
+def test_teacher_logits_are_computed_once_per_teacher_and_task(cnn):
+    from workbench.compress import finetune
+
+    calls = []
+    handle = cnn.module.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        finetune._TEACHER_LOGITS.clear()
+        first = finetune.teacher_logits(cnn, cnn.task)
+        batches = len(calls)
+        first[:] = 0  # the caller's copy: the kept logits stay as computed
+        again = finetune.teacher_logits(cnn, cnn.task)
+    finally:
+        handle.remove()
+        finetune._TEACHER_LOGITS.clear()
+    assert batches >= 1 and len(calls) == batches  # the second call ran no forward pass
+    assert again.shape == first.shape and np.abs(again).sum() > 0
