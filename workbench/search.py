@@ -1413,6 +1413,8 @@ def evaluate_flags(recipe: Recipe) -> list[str]:
                 flags.append("--prune-first-last")
             for name in step.exclude:
                 flags += ["--exclude", name]
+            if step.max_layer_sparsity is not None:
+                flags += ["--max-layer-sparsity", f"{step.max_layer_sparsity:g}"]
         elif isinstance(step, FineTuneConfig):
             flags += ["--finetune-epochs", str(step.epochs)]
         elif isinstance(step, QuantizeConfig):
@@ -1428,7 +1430,7 @@ def evaluate_flags(recipe: Recipe) -> list[str]:
 # Settings each flag set above expresses; any other must be at its default.
 _FLAGGED = {
     "distill": {"student", "width", "teacher", "init", "epochs"},
-    "prune": {"method", "sparsity", "scope", "keep_first_last", "exclude"},
+    "prune": {"method", "sparsity", "scope", "keep_first_last", "exclude", "max_layer_sparsity"},
     "finetune": {"epochs", "teacher"},
     "quantize": {"scheme", "max_accuracy_drop"},
 }

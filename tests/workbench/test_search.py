@@ -254,7 +254,12 @@ def test_evaluate_flags_build_the_same_recipe():
 
     recipe = Recipe(
         (
-            PruneConfig(method="structured", sparsity=0.45, exclude=("features.3",)),
+            PruneConfig(
+                method="structured",
+                sparsity=0.45,
+                exclude=("features.3",),
+                max_layer_sparsity=0.6,
+            ),
             FineTuneConfig(epochs=2, teacher="digits-cnn"),
             QuantizeConfig(scheme="int8", max_accuracy_drop=0.5),
         )
