@@ -189,3 +189,32 @@ def test_export_rejects_bad_settings_before_converting(keras_sample, tmp_path):
             keras_sample, tmp_path / "x.tflite", "int8", calibration=np.zeros((2, 1, 8, 8))
         )
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_per_tensor_int8_has_one_weight_scale_per_tensor_and_keeps_accuracy(
+    tmp_path, keras_sample, calibration_nhwc, tflite_files, digits_nhwc
+):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from workbench.runtimes.litert import export_tflite
+
+    def scale_counts(path) -> set[int]:
+        """How many scales each int8 tensor carries (activations always one)."""
+        details = Interpreter(model_path=str(path)).get_tensor_details()
+        return {
+            len(d["quantization_parameters"]["scales"])
+            for d in details
+            if d["dtype"] == np.int8 and len(d["quantization_parameters"]["scales"])
+        }
+
+    per_tensor = export_tflite(
+        keras_sample,
+        tmp_path / "pt.tflite",
+        "int8",
+        calibration=calibration_nhwc,
+        per_channel=False,
+    )
+    assert max(scale_counts(tflite_files["int8"])) > 1  # the default: per channel
+    assert scale_counts(per_tensor) == {1}
+    x, y = digits_nhwc
+    assert _accuracy(per_tensor, x, y) >= _accuracy(tflite_files["float"], x, y) - 0.01

@@ -42,7 +42,7 @@ def test_io_type_int8_reaches_the_file_and_text_names_litert(capsys, session_cac
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--quantize", "int8", "--per-tensor"], "LiteRT cannot honour .*per_channel=False"),
+        (["--quantize", "int8", "--calibration", "entropy"], "LiteRT cannot honour .*calibration"),
         (["--quantize", "int8", "--bias-correction"], "LiteRT cannot honour .*bias_correction"),
         (["--quantize", "fp16", "--io-type", "int8"], "--io-type applies to static int8"),
         (["--finetune-epochs", "1", "--prune", "unstructured"], "not supported for Keras models"),

@@ -92,7 +92,6 @@ def test_fp16_and_dynamic_in_litert(keras_cnn, litert_quick, session_cache, sche
 
 def test_onnx_only_quantization_options_are_refused_in_litert(keras_cnn):
     for config, name in [
-        (QuantizeConfig(scheme="int8", per_channel=False), "per_channel"),
         (QuantizeConfig(scheme="int8", calibration="entropy"), "calibration"),
         (QuantizeConfig(scheme="int8", keep_float=("Conv",)), "keep_float"),
         (QuantizeConfig(scheme="int8", bias_correction=True), "bias_correction"),
@@ -100,6 +99,9 @@ def test_onnx_only_quantization_options_are_refused_in_litert(keras_cnn):
     ]:
         with pytest.raises(WorkbenchError, match=rf"LiteRT cannot honour .*{name}="):
             check_applicable(keras_cnn, Recipe.of(quantize=config), "litert")
+    # Per-tensor weight scales the converter does honour.
+    per_tensor = Recipe.of(quantize=QuantizeConfig(scheme="int8", per_channel=False))
+    check_applicable(keras_cnn, per_tensor, "litert")
     # ... and the TFLite-only int8 I/O type in ONNX Runtime.
     with pytest.raises(WorkbenchError, match="ONNX Runtime's int8 models take and give float"):
         check_applicable(

@@ -94,14 +94,18 @@ def test_the_quantization_panel_words_and_enables_per_runtime():
     assert panel.label == "int8-full" and "int8-full" in panel._label_w.value
     assert "TFLite converter" in panel.scheme_w.tooltips[2] and "LiteRT" in panel._title_w.value
     # Settings the converter does not honour are off; the ones it does stay on.
-    assert panel.calibration_w.disabled and panel.per_channel_w.disabled
+    assert panel.calibration_w.disabled
     assert panel.activation_w.disabled and panel.overflow_w.disabled
-    assert not panel.samples_w.disabled
+    assert not panel.samples_w.disabled and not panel.per_channel_w.disabled
+    panel.per_channel = False  # the converter's per-tensor weight scales
+    assert panel.label == "int8-full-pt"
+    panel.per_channel = True
     # One it refuses but the user set stays on, so it can be put back.
     panel.runtime = "onnxruntime"
-    panel.per_channel = False
+    panel.calibration = "entropy"
     panel.runtime = "litert"
-    assert not panel.per_channel_w.disabled
+    assert not panel.calibration_w.disabled
+    panel.calibration = "minmax"
     panel.scheme = "dynamic"
     assert panel.label == "int8-dynamic-range"
 

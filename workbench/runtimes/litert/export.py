@@ -114,6 +114,7 @@ def convert_keras(
     *,
     calibration: np.ndarray | None = None,
     io: str = "int8",
+    per_channel: bool = True,
     names: str = DEFAULT_NAME_MODE,
     slim: bool = True,
 ) -> bytes:
@@ -124,6 +125,8 @@ def convert_keras(
         calibration: for ``"int8"``: float32 inputs in the model's layout (e.g. NHWC),
             from the training part; each row is fed once to the converter.
         io: for ``"int8"``: ``"int8"`` (integer input and output) or ``"float"``.
+        per_channel: for the int8 schemes: one weight scale per output channel (the
+            converter's default) or, False, one per tensor.
         names: inner tensor names, one of ``NAME_MODES`` (see ``slim.NAME_MODES``);
             inputs and outputs always keep theirs.
         slim: False returns the converter's bytes as they are (``names`` is then moot).
@@ -151,6 +154,9 @@ def convert_keras(
     converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
     if scheme != "float":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if scheme in ("int8", "dynamic") and not per_channel:
+        # The converter's switch for per-tensor weight scales (TF 2.21: experimental).
+        converter._experimental_disable_per_channel = True
     if scheme == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     if scheme == "int8":
@@ -200,11 +206,20 @@ def export_tflite(
     *,
     calibration: np.ndarray | None = None,
     io: str = "int8",
+    per_channel: bool = True,
     names: str = DEFAULT_NAME_MODE,
     slim: bool = True,
 ) -> Path:
     """Convert ``model`` (see :func:`convert_keras`) and write the file atomically to ``path``."""
-    data = convert_keras(model, scheme, calibration=calibration, io=io, names=names, slim=slim)
+    data = convert_keras(
+        model,
+        scheme,
+        calibration=calibration,
+        io=io,
+        per_channel=per_channel,
+        names=names,
+        slim=slim,
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")

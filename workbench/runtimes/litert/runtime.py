@@ -46,11 +46,10 @@ _BESIDE: dict[str, Any] = {}
 _BESIDE_KEPT = 4  # models kept in memory at most (the latest builds)
 
 # QuantizeConfig settings that are ONNX Runtime's: field -> why LiteRT cannot honour a
-# value other than the default. LiteRT's full-integer int8 is fixed by the converter:
-# int8 weights per channel (per tensor for Dense), int8 activations per tensor, ranges
-# from the representative dataset's min/max.
+# value other than the default. LiteRT's full-integer int8 is set by the converter: int8
+# weights per channel (or per tensor, per_channel=False), int8 activations per tensor,
+# ranges from the representative dataset's min/max.
 _ONNX_ONLY = {
-    "per_channel": "the TFLite converter always quantizes weights per channel",
     "calibration": "the TFLite converter calibrates on the min/max of the representative "
     "dataset only",
     "keep_float": "the TFLite converter has no per-layer float exclusion here",
@@ -76,16 +75,18 @@ _SCHEME_LABELS = {"fp16": "fp16", "dynamic": "int8-dynamic-range", "int8": "int8
 def quantize_label(config: QuantizeConfig, io_type: str | None = None) -> str:
     """``config`` named in the TFLite converter's terms ("int8-full", "int8-dynamic-range",
     "fp16"), with what it sets that LiteRT honours: a calibration sample count other than
-    the default ("-n256") and int8 input/output ("-ioint8"; ``io_type`` overrides the
-    config's, as TFLite Micro's int8 I/O does). The ONNX Runtime settings LiteRT refuses
-    (see ``_ONNX_ONLY``) never reach a LiteRT variant, so they have no wording here."""
+    the default ("-n256"), one weight scale per tensor ("-pt") and int8 input/output
+    ("-ioint8"; ``io_type`` overrides the config's, as TFLite Micro's int8 I/O does). The
+    ONNX Runtime settings LiteRT refuses (see ``_ONNX_ONLY``) never reach a LiteRT
+    variant, so they have no wording here."""
     label = _SCHEME_LABELS[config.scheme]
-    if config.scheme == "int8":
-        if config.calibration_samples != QuantizeConfig.calibration_samples:
-            label += f"-n{config.calibration_samples}"
-        io = io_type or config.io_type
-        if io != "float":
-            label += f"-io{io}"
+    full = config.scheme == "int8"
+    if full and config.calibration_samples != QuantizeConfig.calibration_samples:
+        label += f"-n{config.calibration_samples}"
+    if config.scheme in ("int8", "dynamic") and not config.per_channel:
+        label += "-pt"
+    if full and (io_type or config.io_type) != "float":
+        label += f"-io{io_type or config.io_type}"
     return label
 
 
@@ -144,7 +145,14 @@ def _quantize_step(src: Path, dst: Path, config: StepConfig, model: Any) -> dict
     calib = (
         calibration_inputs(model, config.calibration_samples) if config.scheme == "int8" else None
     )
-    export_tflite(keras_model, dst, config.scheme, calibration=calib, io=config.io_type)
+    export_tflite(
+        keras_model,
+        dst,
+        config.scheme,
+        calibration=calib,
+        io=config.io_type,
+        per_channel=config.per_channel,
+    )
     return {
         "scheme": config.scheme,
         "label": quantize_label(config),
@@ -186,7 +194,7 @@ class LiteRT(Runtime):
     artifact_file = "model.tflite"
     artifact_steps = {QuantizeConfig: _quantize_step}
     scheme_descriptions = _SCHEME_DESCRIPTIONS
-    quantize_settings = ("calibration_samples", "io_type")
+    quantize_settings = ("calibration_samples", "io_type", "per_channel")
 
     def step_label(self, step: Any) -> str:
         if isinstance(step, QuantizeConfig):
@@ -218,8 +226,8 @@ class LiteRT(Runtime):
                 raise WorkbenchError(
                     "LiteRT cannot honour the ONNX Runtime quantization setting(s) "
                     + "; ".join(refused),
-                    "leave them at their defaults for --runtime litert (the converter's "
-                    "int8 is per channel, min/max calibrated), or use --runtime onnxruntime",
+                    "leave them at their defaults for --runtime litert (the converter "
+                    "calibrates on min/max), or use --runtime onnxruntime",
                 )
         if model.source != "tflite" and getattr(model, "keras_model", None) is None:
             _onnx_keras()  # PyTorch and ONNX sources need the ONNX -> Keras route
