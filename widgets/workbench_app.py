@@ -1,8 +1,8 @@
 """Workbench: the whole app in one widget.
 
 Model picker, pruning and quantization panels, the metrics card, the tradeoff chart,
-the table of variants (and two compared), the sweep, the Netron graph of the current
-artifact, and export. A new model clears every panel at once and starts from its
+the table of variants (and two compared), the sweep, the recipe search, the Netron
+graph of the current artifact, and export. A new model clears every panel at once and starts from its
 baseline. Whenever a panel's config changes the current variant follows:
 
 - already in the cache: shown at once, on the calling (UI) thread;
@@ -33,6 +33,7 @@ from widgets.metrics_card import SPINNER, MetricsCard
 from widgets.model_picker import ModelPicker
 from widgets.netron_view import NetronView
 from widgets.runtime_panel import RuntimePanel
+from widgets.search_panel import SearchPanel
 from widgets.sweep_panel import SweepPanel
 from widgets.tradeoff_chart import TradeoffChart
 from widgets.variants_panel import VariantsPanel
@@ -54,7 +55,7 @@ from workbench.study import Study
 
 __all__ = ["TAB_TITLES", "Workbench"]
 
-TAB_TITLES = ("Variants", "Sweep", "Export", "Graph (Netron)")
+TAB_TITLES = ("Variants", "Sweep", "Search", "Export", "Graph (Netron)")
 _GRAPH_TAB = TAB_TITLES.index("Graph (Netron)")
 
 
@@ -160,8 +161,12 @@ class Workbench(W.VBox):
             description="device",
             tooltip="the target device: its memory budget and storage on the chart and card",
         )
-        self._study_lock = threading.Lock()  # the worker and the sweep both add points
+        self._study_lock = threading.Lock()  # the worker, the sweep and the search add points
         self.sweep = SweepPanel(
+            cache=self.cache, settings=self.settings, study_lock=self._study_lock
+        )
+        # The recipe search: its candidates land on the chart and in the table as measured.
+        self.search = SearchPanel(
             cache=self.cache, settings=self.settings, study_lock=self._study_lock
         )
         self.netron = NetronView()
@@ -172,7 +177,9 @@ class Workbench(W.VBox):
         # The graph sits in a tab and follows the current variant only while that tab
         # is open: Netron takes the focus when it loads a model, which would scroll the
         # page to it on every slider move.
-        self.tabs = tabs = W.Tab(children=[self.variants, self.sweep, self.exporter, self.netron])
+        self.tabs = tabs = W.Tab(
+            children=[self.variants, self.sweep, self.search, self.exporter, self.netron]
+        )
         for i, title in enumerate(TAB_TITLES):
             tabs.set_title(i, title)
         # Controls in a left column, the chart and the card on the right: on a laptop
@@ -206,6 +213,7 @@ class Workbench(W.VBox):
         self.quantization.observe(self._on_config, names="config")
         self.chart.observe(self._on_pick, names="picked_key")
         self.sweep.observe(self._on_sweep_result, names="last_result")
+        self.search.observe(self._on_sweep_result, names="last_step")
         self.card.observe(lambda _c: self.remeasure(), names="remeasure_requests")
         self.set_trait("runtime", self.settings.runtime)
         self.sweep.runtimes = (self.settings.runtime,)  # shown selected; follows the choice
@@ -245,6 +253,7 @@ class Workbench(W.VBox):
         if model is None:
             return
         self.sweep.cancel()
+        self.search.cancel()
         study = Study(model.name, model_info=model.describe())
         with self._display_lock:
             with self._lock:
@@ -263,6 +272,7 @@ class Workbench(W.VBox):
             self.card.result, self.card.baseline, self.card.error = None, None, ""
             self.card.progress = None
             self.sweep.study, self.sweep.model = study, model
+            self.search.study, self.search.model = study, model
             self.exporter.model = model
             self.exporter.clear()
             self.netron.path = ""
@@ -340,6 +350,7 @@ class Workbench(W.VBox):
         if tuple(self.sweep.runtimes) in ((), (old,)):  # not chosen by hand: follow
             self.sweep.runtimes = (new,)
         self.sweep.settings = self.settings
+        self.search.settings = self.settings
         if not self._loading_recipe:
             self.request()
 
@@ -358,7 +369,7 @@ class Workbench(W.VBox):
             self.load_recipe(result.recipe)
 
     def _on_sweep_result(self, change: dict) -> None:
-        # The sweep panel has added the result to the shared study already.
+        # The sweep (or search) panel has added the result to the shared study already.
         self.chart.refresh()
         self.variants.refresh()
 

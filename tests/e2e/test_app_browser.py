@@ -232,6 +232,11 @@ def test_app_slider_chart_export_offline(app_server, tmp_path):
 
             # The app renders and measures the baseline by itself.
             _wait_for_variant(page, "baseline")
+            # The report comes when the probe's script has loaded, which may be after the
+            # card's first figures on a cold machine.
+            deadline = time.monotonic() + 30
+            while not rendered and time.monotonic() < deadline:
+                page.wait_for_timeout(200)
             assert rendered, "the page never reported that it rendered the app"
             _wait_for_point(page, "baseline")
             baseline = _card_figures(page)

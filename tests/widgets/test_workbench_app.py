@@ -366,3 +366,20 @@ def test_a_panel_failing_to_redraw_is_shown_and_the_worker_goes_on(tmp_path, tin
     assert wb.wait_idle(120)
     assert wb.current.recipe.name == "fp16" and wb.error == "" and not wb.busy
     assert wb.chart.current_key == wb.current_key
+
+
+def test_the_search_tab_searches_the_current_model_and_its_candidates_reach_the_chart(app):
+    assert TAB_TITLES.index("Search") == app.tabs.children.index(app.search)
+    assert app.search.model is app.model and app.search.study is app.study
+    before = len(app.study.results)
+    app.search.max_candidates, app.search.recovery = 1, "none"
+    assert app.search.run()
+    assert app.search.wait(300) and app.search.error == "", app.search.error
+    result = app.search.result
+    assert result is not None and result.candidates_evaluated >= 1
+    # Every candidate measured is in the shared study, the table and on the chart.
+    keys = {r.key for r in app.study.results}
+    assert {s.key for s in result.steps if s.key} <= keys and len(keys) > before
+    assert {r["key"] for r in app.variants.rows} == keys
+    spec = app.chart.jchart.spec
+    assert len(spec["datasets"][spec["data"]["name"]]) == len(app.study.results)
