@@ -50,6 +50,8 @@ class SearchPanel(W.VBox):
         target: one of ``workbench.search.TARGETS``.
         max_candidates: variants evaluated besides the baseline.
         recovery: how pruned candidates recover (``workbench.search.RECOVERIES``).
+        students: also try smaller students distilled from the model (narrower widths,
+            smaller samples), then compress the one kept.
         running, status, error: (read-only) progress of the current run.
         last_step: (read-only) the SearchStep judged last.
         result: (read-only) the SearchResult of the last finished run.
@@ -62,6 +64,7 @@ class SearchPanel(W.VBox):
     target = T.Unicode("size")
     max_candidates = T.Int(12)
     recovery = T.Unicode("finetune")
+    students = T.Bool(True)
     running = T.Bool(False, read_only=True)
     status = T.Unicode("", read_only=True)
     error = T.Unicode("", read_only=True)
@@ -92,6 +95,11 @@ class SearchPanel(W.VBox):
         self.target_w = W.Dropdown(options=list(TARGETS), description="target")
         self.max_candidates_w = W.BoundedIntText(min=1, max=100, description="candidates")
         self.recovery_w = W.Dropdown(options=list(RECOVERIES), description="recovery")
+        self.students_w = W.Checkbox(
+            description="try smaller students",
+            indent=False,
+            tooltip="distil narrower or smaller models from this one, then compress the one kept",
+        )
         self.run_w = W.Button(description="Run search", button_style="primary", icon="search")
         self.cancel_w = W.Button(description="Cancel", icon="stop", disabled=True)
         self._status_w = W.HTML()
@@ -105,7 +113,7 @@ class SearchPanel(W.VBox):
                 ),
                 self.floor_kind_w,
                 W.HBox([self.floor_value_w, self.target_w]),
-                W.HBox([self.max_candidates_w, self.recovery_w]),
+                W.HBox([self.max_candidates_w, self.recovery_w, self.students_w]),
                 W.HBox([self.run_w, self.cancel_w]),
                 self._status_w,
                 self.path_w,
@@ -118,6 +126,7 @@ class SearchPanel(W.VBox):
             ("target", self.target_w),
             ("max_candidates", self.max_candidates_w),
             ("recovery", self.recovery_w),
+            ("students", self.students_w),
         ):
             T.link((self, name), (widget, "value"))
         self.run_w.on_click(lambda _b: self.run())
@@ -137,6 +146,7 @@ class SearchPanel(W.VBox):
             "target": self.target,
             "max_candidates": self.max_candidates,
             "recovery": self.recovery,
+            "students": self.students,
         }
 
     @T.observe("running", "status", "error")
@@ -174,7 +184,9 @@ class SearchPanel(W.VBox):
         try:
             if self.model is None:
                 raise WorkbenchError("no model to search", "load a model first")
-            check_request(**self.request())
+            request = self.request()
+            # What check_request judges; "students" is a plain switch.
+            check_request(**{k: v for k, v in request.items() if k != "students"})
         except WorkbenchError as exc:
             self.set_trait("error", str(exc))
             return False

@@ -16,11 +16,13 @@ def test_the_request_follows_the_controls_and_bad_input_is_shown():
     panel.floor_value_w.value = 97.0
     panel.target_w.value = "macs"
     panel.max_candidates_w.value = 5
+    panel.students_w.value = False
     assert panel.request() == {
         "accuracy_floor": 97.0,
         "target": "macs",
         "max_candidates": 5,
         "recovery": "finetune",
+        "students": False,
     }
     assert panel.run() is False and "no model to search" in panel.error
     panel.model = object()  # never reached: the floor is refused first
