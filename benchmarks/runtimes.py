@@ -201,19 +201,7 @@ def bench_torch_digits(rep: Report, tmp: Path, rounds: int, seconds: float) -> N
         work = tmp / name
         work.mkdir()
         rebuilt = keras_for(model, model.module, work)
-        paths = {
-            scheme: litert.export_tflite(
-                rebuilt, work / f"{scheme}.tflite", scheme, calibration=calibration
-            )
-            for scheme in ("float", "int8")
-        }
-        sizes = {k: p.stat().st_size for k, p in paths.items()}
-        rep.check(
-            f"{name} (PyTorch): full-int8 TFLite size ratio",
-            sizes["float"] / sizes["int8"],
-            SIZE_RATIO_FLOOR,
-            f"float {sizes['float']} B, int8 {sizes['int8']} B",
-        )
+        paths = _float_and_int8(rep, f"{name} (PyTorch)", rebuilt, work, "", calibration)
         _size_breakdown(name, rebuilt, calibration, paths)
         acc = {k: float((litert.predict(p, x).argmax(1) == y).mean()) for k, p in paths.items()}
         rep.check(
@@ -240,24 +228,33 @@ def bench_torch_digits(rep: Report, tmp: Path, rounds: int, seconds: float) -> N
         _int8_speed(p50, name)
 
 
-def bench_keras_mobilenetv2_224(rep: Report, tmp: Path, rounds: int, seconds: float) -> None:
-    k = keras()
-    model = k.applications.MobileNetV2(input_shape=(224, 224, 3), weights=None)
-    # Random weights: the representative data need only cover the input's range.
-    calibration = np.random.default_rng(0).uniform(-1, 1, (16, 224, 224, 3)).astype(np.float32)
+def _float_and_int8(
+    rep: Report, label: str, model, folder: Path, prefix: str, calibration: np.ndarray
+) -> dict[str, Path]:
+    """Export ``model`` to float and full-int8 .tflite files in ``folder`` and check the
+    size ratio against the target; returns the two paths by scheme."""
     paths = {
         scheme: litert.export_tflite(
-            model, tmp / f"mnv2-{scheme}.tflite", scheme, calibration=calibration
+            model, folder / f"{prefix}{scheme}.tflite", scheme, calibration=calibration
         )
         for scheme in ("float", "int8")
     }
     sizes = {k: p.stat().st_size for k, p in paths.items()}
     rep.check(
-        "Keras MobileNetV2 224x224: full-int8 TFLite size ratio",
+        f"{label}: full-int8 TFLite size ratio",
         sizes["float"] / sizes["int8"],
         SIZE_RATIO_FLOOR,
         f"float {sizes['float']} B, int8 {sizes['int8']} B",
     )
+    return paths
+
+
+def bench_keras_mobilenetv2_224(rep: Report, tmp: Path, rounds: int, seconds: float) -> None:
+    k = keras()
+    model = k.applications.MobileNetV2(input_shape=(224, 224, 3), weights=None)
+    # Random weights: the representative data need only cover the input's range.
+    calibration = np.random.default_rng(0).uniform(-1, 1, (16, 224, 224, 3)).astype(np.float32)
+    paths = _float_and_int8(rep, "Keras MobileNetV2 224x224", model, tmp, "mnv2-", calibration)
     onnx = _onnx_pair(model, tmp, "mnv2", calibration)
     p50 = _runtimes_side_by_side({**paths, **onnx}, rounds, seconds, "Keras MobileNetV2 224x224")
     _int8_speed(p50, "Keras MobileNetV2 224x224")

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
+from test_model_picker import upload  # what the browser's FileUpload sends
 
 from widgets import ModelPicker
 from widgets.model_picker import UPLOAD_SUFFIXES
 from workbench.models._keras import KERAS_SAMPLE_ROOT
-
-
-def upload(picker: ModelPicker, name: str, content: bytes) -> None:
-    """What the browser's FileUpload sends for one chosen file (as in test_model_picker)."""
-    picker.upload_w.value = (
-        {
-            "name": name,
-            "type": "",
-            "size": len(content),
-            "content": memoryview(content),
-            "last_modified": dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
-        },
-    )
 
 
 def test_keras_and_tflite_uploads_are_accepted(tmp_path):
