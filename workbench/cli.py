@@ -243,6 +243,14 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         help="fine-tuning epochs after each gradual pruning step (default 1)",
     )
     p.add_argument(
+        "--macs-ratio",
+        type=float,
+        metavar="F",
+        help="gradual structured pruning: keep this fraction of the MACs (0.5 halves them), "
+        "each step's channel sparsity searched on the model as the earlier steps left it "
+        "(instead of --sparsity)",
+    )
+    p.add_argument(
         "--qat-epochs",
         type=int,
         default=0,
@@ -289,12 +297,20 @@ def _training_steps(args: argparse.Namespace, prune: Any) -> tuple[Any, Any, Any
             init=args.student_init,
             epochs=args.distill_epochs,
         )
+    if args.macs_ratio is not None and (prune is None or args.prune_steps == 1):
+        raise WorkbenchError(
+            "--macs-ratio sets the target of gradual structured pruning",
+            "add --prune structured --prune-steps N (e.g. 3)",
+        )
     if args.prune_steps != 1:
         if prune is None:
             raise WorkbenchError(
                 "--prune-steps sets gradual pruning", "add --prune unstructured|structured"
             )
         fields = {k: v for k, v in prune.to_dict().items() if k != "kind"}
+        if args.macs_ratio is not None:
+            # the config refuses a --sparsity given too, naming both
+            fields.update(sparsity=args.sparsity, macs_ratio=args.macs_ratio)
         prune = GradualPruneConfig(
             **fields,
             steps=args.prune_steps,

@@ -170,9 +170,13 @@ class PruneConfig(StepConfig):
         """The largest sparsity this method accepts."""
         return MAX_UNSTRUCTURED_SPARSITY if self.method == "unstructured" else MAX_SPARSITY
 
+    def _amount_label(self) -> str:
+        """How much the step prunes, in its label."""
+        return f"{self.sparsity:g}"
+
     def label(self) -> str:
         scope = "" if self.scope == "global" else "-layer"
-        label = f"prune-{self.method}{scope}-{self.sparsity:g}"
+        label = f"prune-{self.method}{scope}-{self._amount_label()}"
         if not self.keep_first_last:
             label += "-all"
         if self.exclude:
@@ -386,11 +390,21 @@ class GradualPruneConfig(PruneConfig):
     (``linear``), then fine-tunes ``epochs_per_step`` epochs (distilling from
     ``teacher`` when set) with pruned weights held at zero. ``sparsities`` gives the
     schedule explicitly instead; it must rise and end at ``sparsity``.
+
+    Structured pruning can aim at a MACs ratio instead of a channel sparsity:
+    ``macs_ratio`` is the fraction of the model's MACs to keep (0.5 halves them), with
+    ``sparsity`` left unset. Step ``k`` then keeps ``1 - (1 - macs_ratio) * shape(k)`` of
+    the float MACs, ``shape`` being the schedule's (cubic or linear) rise from 0 to 1,
+    and its channel sparsity is searched on the module as the earlier steps left it
+    (pruned and fine-tuned): fine-tuning re-ranks the channels, so one channel sparsity
+    found on the float weights removes more MACs gradually than it did one-shot.
     """
 
     kind: ClassVar[str] = "gradual_prune"
     stage: ClassVar[str] = "torch"
 
+    # None: PruneConfig's default 0.5, unless macs_ratio sets the target instead.
+    sparsity: float | None = None  # type: ignore[assignment]
     steps: int = 4
     schedule: str = "cubic"  # "cubic" or "linear"
     sparsities: tuple[float, ...] = ()  # an explicit schedule (overrides steps/schedule)
@@ -401,9 +415,24 @@ class GradualPruneConfig(PruneConfig):
     temperature: float = 4.0
     alpha: float = 0.7
     seed: int = 0
+    # Structured only: the fraction of the float MACs to keep (MACs after / before), the
+    # target instead of ``sparsity``; None: prune to ``sparsity``.
+    macs_ratio: float | None = None
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        if self.macs_ratio is None:
+            if self.sparsity is None:
+                object.__setattr__(self, "sparsity", PruneConfig.sparsity)
+            super().__post_init__()
+        else:
+            self._check_macs_ratio()
+            # PruneConfig's checks (method, scope, round_to, cap) on a sparsity of 0;
+            # each step's channel sparsity is found while pruning.
+            object.__setattr__(self, "sparsity", 0.0)
+            try:
+                super().__post_init__()
+            finally:
+                object.__setattr__(self, "sparsity", None)
         _choice("pruning schedule", self.schedule, GRADUAL_SCHEDULES)
         _whole("gradual pruning steps", self.steps, 1, 50)
         _whole("epochs_per_step", self.epochs_per_step, 1, 100)
@@ -431,8 +460,62 @@ class GradualPruneConfig(PruneConfig):
             object.__setattr__(self, "steps", len(values))
         object.__setattr__(self, "sparsities", values)
 
+    def _check_macs_ratio(self) -> None:
+        ratio = self.macs_ratio
+        if self.sparsity is not None:
+            raise WorkbenchError(
+                f"both sparsity ({self.sparsity}) and macs_ratio ({ratio}) set the pruning target",
+                "give one: sparsity (the fraction of channels to remove) or macs_ratio (the "
+                "fraction of the MACs to keep)",
+            )
+        if self.method != "structured":
+            raise WorkbenchError(
+                f"macs_ratio applies to structured pruning only, not {self.method!r} "
+                "(zeroed weights leave the MACs as they are)",
+                "use method='structured' (CLI --prune structured), or set sparsity instead",
+            )
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+            raise WorkbenchError(
+                f"macs_ratio {ratio!r} is not a number",
+                "use the fraction of the MACs to keep, e.g. 0.5 to halve them",
+            )
+        if not 0.0 < float(ratio) < 1.0:
+            raise WorkbenchError(
+                f"macs_ratio {ratio} is out of range",
+                "use the fraction of the MACs to keep, above 0 and below 1 (0.5 halves them)",
+            )
+        if self.sparsities:
+            raise WorkbenchError(
+                "an explicit sparsities schedule and macs_ratio both set the steps",
+                "drop sparsities: with macs_ratio the steps follow steps and schedule",
+            )
+        object.__setattr__(self, "macs_ratio", float(ratio))
+
+    def _rise(self) -> tuple[float, ...]:
+        """The schedule's shape: the share of the final amount reached after each step."""
+        n = self.steps
+        if self.schedule == "linear":
+            return tuple(k / n for k in range(1, n + 1))
+        return tuple(1.0 - (1.0 - k / n) ** 3 for k in range(1, n + 1))
+
+    def macs_schedule(self) -> tuple[float, ...]:
+        """With ``macs_ratio``: the fraction of the float MACs kept after each step, from
+        near 1 down to ``macs_ratio`` at the last, shaped as the sparsity schedule."""
+        if self.macs_ratio is None:
+            raise WorkbenchError(
+                "this gradual pruning targets a sparsity, not a MACs ratio",
+                "set macs_ratio (structured) to prune to a fraction of the MACs",
+            )
+        return tuple(1.0 - (1.0 - self.macs_ratio) * r for r in self._rise())
+
     def schedule_values(self) -> tuple[float, ...]:
         """The cumulative sparsity after each step; the last is ``sparsity``."""
+        if self.macs_ratio is not None:
+            raise WorkbenchError(
+                "this gradual pruning targets a MACs ratio: its channel sparsities are found "
+                "step by step while pruning",
+                "read macs_schedule() for the MACs kept after each step",
+            )
         if self.sparsities:
             return self.sparsities
         n = self.steps
@@ -467,6 +550,19 @@ class GradualPruneConfig(PruneConfig):
             alpha=self.alpha,
             seed=self.seed + step,
         )
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if d["macs_ratio"] is None:
+            # Unset, it stays out: the recipes (and cache keys) from before it existed
+            # keep their digests.
+            del d["macs_ratio"]
+        return d
+
+    def _amount_label(self) -> str:
+        if self.macs_ratio is None:
+            return super()._amount_label()
+        return f"macs{self.macs_ratio:g}"
 
     def label(self) -> str:
         shape = "x".join(f"{v:g}" for v in self.sparsities) if self.sparsities else self.schedule

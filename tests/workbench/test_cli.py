@@ -563,3 +563,28 @@ def test_max_layer_sparsity_reaches_the_prune_config_and_bad_values_exit_2(capsy
         )
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
         assert not cache.exists()
+
+
+def test_macs_ratio_reaches_gradual_structured_pruning_and_bad_uses_exit_2(capsys, tmp_path):
+    from workbench.cli import _evaluate_recipe, build_parser
+
+    base = ["evaluate", "digits-cnn", "--prune", "structured", "--prune-steps", "3"]
+    recipe = _evaluate_recipe(build_parser().parse_args([*base, "--macs-ratio", "0.5"]))
+    (gradual,) = recipe.steps
+    assert gradual.macs_ratio == 0.5 and gradual.sparsity is None and gradual.steps == 3
+    for i, (argv, message) in enumerate(
+        (
+            ([*base, "--macs-ratio", "0.5", "--sparsity", "0.4"], "both sparsity (0.4) and"),
+            ([*base, "--macs-ratio", "1.5"], "macs_ratio 1.5 is out of range"),
+            ([*base[:4], "--macs-ratio", "0.5"], "--macs-ratio sets the target of gradual"),
+            (
+                [*base[:2], "--prune", "unstructured", *base[4:], "--macs-ratio", "0.5"],
+                "structured pruning only",
+            ),
+        )
+    ):
+        cache = tmp_path / str(i)
+        code, out, err = run(capsys, *argv, "--cache-dir", str(cache), *FAST)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert message in err, err
+        assert not cache.exists()

@@ -703,7 +703,10 @@ def search_structured_sparsity(
     trials: list[tuple[float, float, int, int]] = []  # sparsity, ratio, before, after
 
     def trial(s: float) -> float:
-        report = prune_(fresh(), replace(base, sparsity=s), example_input)
+        # A per-layer cap below a trial's sparsity is raised to it, as a gradual step's is.
+        cap = base.max_layer_sparsity
+        capped = replace(base, sparsity=s, max_layer_sparsity=None if cap is None else max(cap, s))
+        report = prune_(fresh(), capped, example_input)
         assert report.macs_before is not None and report.macs_after is not None
         ratio = report.macs_after / report.macs_before
         trials.append((s, ratio, report.macs_before, report.macs_after))

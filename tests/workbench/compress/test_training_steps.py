@@ -28,6 +28,7 @@ from workbench.recipe import (
 CONFIGS = [
     GradualPruneConfig(sparsity=0.8, steps=3),
     GradualPruneConfig(method="structured", sparsity=0.5, sparsities=(0.3, 0.5), teacher="x"),
+    GradualPruneConfig(method="structured", macs_ratio=0.5, steps=3, schedule="linear"),
     QATConfig(epochs=1, activation_type="int8", teacher="digits-resnet18"),
     DistillConfig(student="digits-cnn", teacher="digits-resnet18", epochs=2),
     DistillConfig(width=0.5),
@@ -47,6 +48,18 @@ def test_configs_round_trip(config):
         (lambda: GradualPruneConfig(sparsity=0.8, sparsities=(0.6, 0.4, 0.8)), "does not rise"),
         (lambda: GradualPruneConfig(steps=0), "out of range"),
         (lambda: GradualPruneConfig(schedule="exp"), "not supported"),
+        (lambda: GradualPruneConfig(macs_ratio=0.5), "structured pruning only"),
+        (lambda: GradualPruneConfig(method="structured", macs_ratio=1.0), "out of range"),
+        (lambda: GradualPruneConfig(method="structured", macs_ratio=0), "out of range"),
+        (lambda: GradualPruneConfig(method="structured", macs_ratio="half"), "not a number"),
+        (
+            lambda: GradualPruneConfig(method="structured", sparsity=0.5, macs_ratio=0.5),
+            r"both sparsity \(0.5\) and macs_ratio",
+        ),
+        (
+            lambda: GradualPruneConfig(method="structured", macs_ratio=0.5, sparsities=(0.3,)),
+            "explicit sparsities",
+        ),
         (lambda: QATConfig(epochs=0), "out of range"),
         (lambda: QATConfig(lr=2.0), "learning rate"),
         (lambda: DistillConfig(width=0), "width"),
@@ -60,6 +73,18 @@ def test_configs_round_trip(config):
 def test_bad_settings_get_one_clear_error(make, message):
     with pytest.raises(WorkbenchError, match=message):
         make()
+
+
+def test_a_macs_target_has_its_own_label_and_leaves_older_digests_alone():
+    by_macs = GradualPruneConfig(method="structured", macs_ratio=0.5)
+    by_sparsity = GradualPruneConfig(method="structured", sparsity=0.5)
+    assert by_macs.label() == "prune-structured-macs0.5-gradual4-cubic-1ep"
+    assert by_sparsity.label() == "prune-structured-0.5-gradual4-cubic-1ep"
+    assert Recipe((by_macs,)).digest() != Recipe((by_sparsity,)).digest()
+    # Unset, macs_ratio stays out of the dict: recipes cached before it keep their keys.
+    assert "macs_ratio" not in by_sparsity.to_dict() and GradualPruneConfig().sparsity == 0.5
+    with pytest.raises(WorkbenchError, match="macs_schedule"):
+        by_macs.schedule_values()
 
 
 def test_cubic_schedule_reaches_its_sparsity_with_big_steps_first():
@@ -233,6 +258,33 @@ def test_structured_gradual_pruning_reaches_the_requested_channel_fraction(cnn):
     assert report.achieved_sparsity == pytest.approx(0.5, abs=0.03)
     assert report.macs_after < report.macs_before / 2
     assert module.features[3].out_channels < 32
+
+
+def test_structured_gradual_pruning_lands_on_its_macs_ratio_step_by_step(cnn):
+    import copy
+
+    from workbench.compress.gradual import MACS_TOLERANCE, gradual_prune_
+    from workbench.compress.prune import _count_macs
+
+    module = copy.deepcopy(cnn.module)
+    config = GradualPruneConfig(
+        method="structured", macs_ratio=0.5, steps=2, epochs_per_step=1, batch_size=256
+    )
+    float_macs, _ = _count_macs(cnn.module, cnn.example_input())
+    report = gradual_prune_(module, config, cnn)
+    assert report.requested_macs_ratio == 0.5 and report.requested_sparsity is None
+    assert report.macs_schedule == pytest.approx((0.5625, 0.5))  # cubic: 1 - 0.5 * 7/8
+    assert report.macs_before == float_macs
+    assert report.macs_after == _count_macs(module, cnn.example_input())[0]
+    assert abs(report.macs_after / float_macs - 0.5) <= MACS_TOLERANCE
+    for row, target in zip(report.steps, report.macs_schedule, strict=True):
+        # each step's own search: 0.01 of the MACs it starts from, as channels allow
+        assert row["target_macs"] == target
+        assert abs(row["macs"] - target) <= MACS_TOLERANCE, row
+        assert 0 < row["step_sparsity"] < 1
+    assert report.steps[0]["macs"] > report.steps[1]["macs"]
+    assert report.steps[-1]["macs"] == report.macs_after / float_macs
+    assert report.to_dict()["macs_schedule"] == list(report.macs_schedule)
 
 
 def test_gradual_pruning_caps_every_layer_and_records_each_layer(cnn):
