@@ -313,6 +313,14 @@ def test_structured_sparsity_for_macs_takes_a_factory_and_returns_the_sparsity()
     assert after / before == pytest.approx(0.6, abs=0.02)
 
 
+def test_the_macs_search_raises_a_per_layer_cap_to_each_trial_sparsity():
+    # A cap below the search's first trial (MAX_SPARSITY) used to make that trial's
+    # config invalid; each trial now raises the cap to its sparsity, as a gradual step.
+    capped = PruneConfig(method="structured", sparsity=0.0, round_to=1, max_layer_sparsity=0.3)
+    found = search_structured_sparsity(tiny, X8, 0.6, tol=0.02, config=capped)
+    assert found.macs_ratio == pytest.approx(0.6, abs=0.02)
+
+
 def test_macs_target_out_of_range_is_an_error():
     with pytest.raises(WorkbenchError, match="target_macs_ratio"):
         structured_sparsity_for_macs(tiny, X8, 1.5)
