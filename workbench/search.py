@@ -23,8 +23,13 @@ candidate is fine-tuned, distilled or calibrated on the images it is judged on.
    by the quantization's validation drop), starting where the profile predicts the floor
    is lost, with the layers too sensitive to prune kept dense; then the quantization
    stacked on the sparsest variant kept; last, when the budget allows, students at a
-   fraction of the model's width distilled from it (see STUDENT_WIDTHS), pruned and
-   quantized in turn.
+   fraction of the model's width (or smaller samples) distilled from it (see
+   STUDENT_WIDTHS), largest first while they keep the floor; the smallest kept gets the
+   quantization stacked, then a bisection of its own sparsity per method (a student is
+   another network: it may keep more or less than the model did), starting at the
+   sparsest the model's bisection kept, within the candidates the search reserved for
+   students (STUDENT_BUDGET_SHARE) and any the pruning left, and the quantization
+   stacked on the sparsest the student keeps.
 4. A candidate is accepted when its validation accuracy keeps the floor, and, with a
    device, when it fits the device's budget. The chosen recipe is the accepted one with
    the smallest target figure. Its test-split figures (``evaluate()``'s, as every figure
@@ -196,9 +201,10 @@ QUANT_LADDER = ("int8", "int8-aware", "dynamic", "fp16")
 # one, then the task's registered samples with fewer parameters, largest first.
 STUDENT_WIDTHS = (0.5, 0.25)
 # The share of the candidate budget kept for students (at most MAX_STUDENT_CANDIDATES:
-# each student kept, the quantization stacked on the smallest, and it pruned per method).
+# each student kept, the quantization stacked on the smallest, and per method a short
+# bisection of its own sparsity with the quantization stacked on the sparsest it keeps).
 STUDENT_BUDGET_SHARE = 1 / 3
-MAX_STUDENT_CANDIDATES = 4
+MAX_STUDENT_CANDIDATES = 6
 
 
 def _quant_config(name: str, allowance_points: float) -> QuantizeConfig:
@@ -1127,36 +1133,63 @@ class _Search:
                 break
 
     def _bisect(
-        self, method: str, entry: dict[str, Any], share: int, factor: float
+        self,
+        method: str,
+        entry: dict[str, Any],
+        share: int,
+        factor: float,
+        student: DistillConfig | None = None,
+        start: tuple[int, StepConfig | None] | None = None,
     ) -> tuple[int, StepConfig | None] | None:
         """Bisect ``method``'s sparsity within ``share`` candidates (one kept for the
         quantization stacked on the sparsest kept); returns the sparsest kept (a
-        SPARSITY_GRID index and its retraining), if any."""
+        SPARSITY_GRID index and its retraining), if any.
+
+        The model's own bisection starts where the sensitivity profile ``entry`` predicts
+        the floor is lost. With ``student`` (a distillation step), the student is pruned
+        instead (every candidate distils it first), starting at ``start``, the sparsest
+        the model kept and its retraining; the profile, the model's, then only gives the
+        layers kept dense (to a student of the model's own architecture).
+        """
         quant, margin, allowance = self.quant, self.margin, self.allowance
         bisect_share = share - (1 if quant is not None and share > 1 else 0)
         spent_before = self.left
         lo, hi = -1, len(SPARSITY_GRID)  # highest index kept, lowest index lost
         kept: list[tuple[int, StepConfig | None]] = []  # sparsity index, its retraining
-        index = _start_index(entry["curve"], allowance, factor)
-        why = (
-            f"start of the bisection: the highest profiled sparsity whose one-shot validation drop "
-            f"(no retraining) is within {factor:g}x the {allowance:.2f}-point allowance"
-        )
-
         # Retraining can also cost accuracy (a well-trained model at a high learning
         # rate): when it loses a sparsity the one-shot profile kept, one-shot is tried
         # there, and kept for this method if it holds.
         retraining_now: StepConfig | None = self.recover
+        head: tuple[StepConfig, ...] = ()
+        exclude = tuple(entry["exclude"])
+        phase, stack_phase, whose = f"prune-{method}", f"stack-{method}", ""
+        if student is None:
+            index = _start_index(entry["curve"], allowance, factor)
+            why = (
+                f"start of the bisection: the highest profiled sparsity whose one-shot "
+                f"validation drop (no retraining) is within {factor:g}x the "
+                f"{allowance:.2f}-point allowance"
+            )
+        else:
+            assert start is not None
+            index, retraining_now = start
+            head = (student,)
+            # A width student keeps the model's layer names, so its sensitive layers too.
+            exclude = () if student.student else exclude
+            phase, stack_phase = f"student-{method}", f"stack-student-{method}"
+            whose = "the student's "
+            why = (
+                f"start of the student's bisection ({student.label()}): "
+                f"{SPARSITY_GRID[index]:g}, the sparsest {method} pruning the model itself kept"
+            )
 
         def pruned(i: int, with_quant: bool, retraining: StepConfig | None) -> Recipe:
-            prune = PruneConfig(
-                method=method, sparsity=SPARSITY_GRID[i], exclude=tuple(entry["exclude"])
-            )
+            prune = PruneConfig(method=method, sparsity=SPARSITY_GRID[i], exclude=exclude)
             last = quant if with_quant else None
-            return Recipe(tuple(s for s in (prune, retraining, last) if s is not None))
+            return Recipe(tuple(s for s in (*head, prune, retraining, last) if s is not None))
 
         while lo < index < hi and spent_before - self.left < bisect_share:
-            step = self._try(f"prune-{method}", pruned(index, False, retraining_now), why)
+            step = self._try(phase, pruned(index, False, retraining_now), why)
             if step is None:
                 break
             if step.key is not None and _keeps_floor(step, self.threshold):
@@ -1168,8 +1201,10 @@ class _Search:
                     if quant is not None
                     else ""
                 )
-            elif retraining_now is not None and _one_shot_keeps(
-                entry["curve"], SPARSITY_GRID[index], allowance - margin * 100
+            elif (
+                student is None  # the one-shot profile is the model's own
+                and retraining_now is not None
+                and _one_shot_keeps(entry["curve"], SPARSITY_GRID[index], allowance - margin * 100)
             ):
                 step.reason += "; lost with retraining where the one-shot profile kept it"
                 retraining_now = None
@@ -1191,15 +1226,15 @@ class _Search:
             if hi - lo <= 1:
                 break
             index = max((lo + hi) // 2, lo + 1)
-            why = f"bisection between {_grid(lo)} (kept the floor) and {_grid(hi)} (lost it)"
+            why = f"{whose}bisection between {_grid(lo)} (kept the floor) and {_grid(hi)} (lost it)"
         # The quantization stacked on the sparsest kept sparsity (the next one down if
         # the stack loses the floor).
         for i, retraining in sorted(kept, key=lambda k: -k[0])[:2] if quant is not None else []:
             step = self._try(
-                f"stack-{method}",
+                stack_phase,
                 pruned(i, True, retraining),
-                f"{quant.label()} stacked on the sparsest {method} pruning kept "
-                f"({SPARSITY_GRID[i]:g})",
+                f"{quant.label()} stacked on the sparsest {method} pruning "
+                f"{'of the student ' if student is not None else ''}kept ({SPARSITY_GRID[i]:g})",
             )
             if step is None or (step.key is not None and _keeps_floor(step, self.floor_acc)):
                 break
@@ -1213,9 +1248,11 @@ class _Search:
     ) -> DistillConfig | None:
         """Distil the students of ``plan`` in turn (largest first) while they clear the
         threshold (the floor plus the quantization's validation drop, as the pruned
-        candidates); on the smallest kept, stack the quantization, then prune it per
-        method at the sparsest sparsity the model itself kept (with that retraining) and
-        quantize. Returns the student kept, if any."""
+        candidates); on the smallest kept, stack the quantization, then bisect its own
+        sparsity per method as the model's was (``_bisect``), starting at the sparsest
+        the model itself kept (with that retraining), within the candidates left, and
+        stack the quantization on the sparsest it keeps. Returns the student kept, if
+        any."""
         quant = self.quant
         kept: DistillConfig | None = None
         for config, why in plan:
@@ -1238,15 +1275,23 @@ class _Search:
                 Recipe((kept, quant)),
                 f"{quant.label()} stacked on the smallest student kept ({kept.label()})",
             )
-        for method, (i, retraining) in sparsest.items():
-            # A width student keeps the model's layer names, so its sensitive layers too.
-            exclude = () if kept.student else tuple(sensitivity["methods"][method]["exclude"])
-            prune = PruneConfig(method=method, sparsity=SPARSITY_GRID[i], exclude=exclude)
-            self._try(
-                f"student-{method}",
-                Recipe(tuple(s for s in (kept, prune, retraining, quant) if s is not None)),
-                f"the student pruned {method} at {SPARSITY_GRID[i]:g}, the sparsest the model "
-                "itself kept" + (f", then {quant.label()}" if quant is not None else ""),
+        # The candidates left for the students' pruning (the reserve, and what the model's
+        # bisections did not spend), shared between the methods as the model's were.
+        sensitivity["student_pruning_budget"] = max(self.left, 0)
+        sensitivity["student_sparsest"] = {}
+        methods = list(sparsest)
+        for n, method in enumerate(methods):
+            share = math.ceil(self.left / (len(methods) - n)) if self.left > 0 else 0
+            found = self._bisect(
+                method,
+                sensitivity["methods"][method],
+                share,
+                sensitivity["recoverable_factor"],
+                student=kept,
+                start=sparsest[method],
+            )
+            sensitivity["student_sparsest"][method] = (
+                None if found is None else SPARSITY_GRID[found[0]]
             )
         return kept
 

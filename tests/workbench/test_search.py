@@ -491,6 +491,74 @@ def test_students_are_distilled_from_the_model_then_stacked(searched, cnn, sessi
     assert not [s for s in again.steps if s.phase.endswith("distill")]
 
 
+@pytest.mark.slow  # a dozen trained candidates: ~1.5 min of CPU
+def test_a_student_bisects_its_own_sparsity_within_the_students_budget(
+    cnn, session_cache, monkeypatch
+):
+    import workbench.search as search_module
+    from workbench.recipe import DistillConfig
+
+    student = DistillConfig(width=0.5, epochs=3)  # one student, briefly distilled
+    monkeypatch.setattr(
+        search_module, "student_options", lambda model, teacher=None: [(student, "a student")]
+    )
+    real_accuracy = search_module._artifact_accuracy
+
+    def student_loses_above_half(runtime, result, x, y):
+        # A stand-in for a student more fragile than its teacher: pruned above 0.5 it
+        # scores nothing, so its bisection must go below the sparsest the model kept.
+        prune = result.recipe.get("prune")
+        if result.recipe.get("distill") is not None and prune and prune.sparsity > 0.5:
+            return 0.0
+        return real_accuracy(runtime, result, x, y)
+
+    monkeypatch.setattr(search_module, "_artifact_accuracy", student_loses_above_half)
+    # A third of 15 is reserved for the students: the student kept, int8 stacked on it,
+    # then at least two candidates of its bisection and int8 stacked on the one it keeps.
+    budget = 15
+    result = search(
+        cnn,
+        settings=QUICK,
+        cache=session_cache,
+        **{
+            **SMALL,
+            "max_accuracy_drop": 20.0,  # a floor the briefly distilled student keeps
+            "recovery": "finetune",
+            "max_candidates": budget,
+            "finetune_epochs": 1,
+        },
+    )
+    phases = [s.phase for s in result.steps]
+    assert len(result.steps) - 1 <= budget, phases
+    distilled = next(s for s in result.steps if s.phase == "distill")
+    assert "student kept" in distilled.reason, distilled.reason
+    model_kept = max(
+        s.recipe.get("prune").sparsity
+        for s in result.steps
+        if s.phase == "prune-unstructured" and "bisection: kept" in s.reason
+    )
+    tried = [s for s in result.steps if s.phase == "student-unstructured"]
+    assert len(tried) > 1, phases
+    # Within the candidates left for the students after the model's own bisection.
+    students = [s for s in result.steps if s.phase.startswith(("student-", "stack-student-"))]
+    assert 0 < len(students) <= result.sensitivity["student_pruning_budget"]
+    assert all(s.recipe.steps[0] == student for s in students)
+    # It starts where the model's bisection ended and bisects from there, each with why.
+    assert tried[0].recipe.get("prune").sparsity == model_kept
+    assert tried[0].why_tried.startswith("start of the student's bisection")
+    assert all(s.why_tried.startswith("the student's bisection between") for s in tried[1:])
+    assert "bisection: lost" in tried[0].reason
+    assert all("bisection: kept" in s.reason or "bisection: lost" in s.reason for s in tried)
+    kept = [s for s in tried if "bisection: kept" in s.reason]
+    assert kept and all(s.recipe.get("prune").sparsity <= 0.5 for s in kept)
+    assert all(s.validation_accuracy >= result.floor["accuracy"] for s in kept)
+    sparsest = max(s.recipe.get("prune").sparsity for s in kept)
+    assert result.sensitivity["student_sparsest"] == {"unstructured": sparsest}
+    stacked = [s for s in result.steps if s.phase == "stack-student-unstructured"]
+    assert stacked[0].recipe.get("prune").sparsity == sparsest
+    assert stacked[0].recipe.get("quantize") is not None
+
+
 def test_the_students_of_a_model(cnn):
     from workbench.models import load_model
     from workbench.search import student_options
