@@ -184,6 +184,8 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_prune_args(p: argparse.ArgumentParser) -> None:
+    from workbench.recipe import PRUNE_IMPORTANCES
+
     p.add_argument(
         "--scope",
         choices=("global", "layer"),
@@ -206,6 +208,13 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
         metavar="F",
         help="no layer loses more than this fraction (e.g. 0.98); the rest of a global "
         "request goes to the other layers (default: no cap)",
+    )
+    p.add_argument(
+        "--prune-importance",
+        choices=PRUNE_IMPORTANCES,
+        default=None,
+        help="unstructured: rank weights by |w| (magnitude, the default) or by |w| times "
+        "the scale of the batch norm after the layer (bn-scaled)",
     )
     p.add_argument(
         "--finetune-epochs",
@@ -564,6 +573,7 @@ def _prune_config(args: argparse.Namespace, method: str, sparsity: float) -> Any
         keep_first_last=not args.prune_first_last,
         exclude=tuple(args.exclude),
         max_layer_sparsity=args.max_layer_sparsity,
+        importance=args.prune_importance or "magnitude",
     )
 
 
@@ -621,6 +631,10 @@ def _refuse_idle_settings(args: argparse.Namespace, prunes: bool, schemes: list[
         raise WorkbenchError(
             "--max-layer-sparsity has no effect without pruning",
             "add --prune unstructured|structured",
+        )
+    if not prunes and args.prune_importance is not None:
+        raise WorkbenchError(
+            "--prune-importance has no effect without pruning", "add --prune unstructured"
         )
     if "int8" not in schemes:
         for flag, value in (

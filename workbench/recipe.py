@@ -31,6 +31,9 @@ __all__ = [
 
 PRUNE_METHODS = ("unstructured", "structured")
 PRUNE_SCOPES = ("global", "layer")
+# How unstructured pruning ranks weights: |w| ("magnitude"), or |w| times the scale of
+# the batch norm that normalises the weight's output channel ("bn-scaled").
+PRUNE_IMPORTANCES = ("magnitude", "bn-scaled")
 QUANT_SCHEMES = ("dynamic", "int8", "fp16")
 # "meanminmax": each activation's range is the mean over calibration images of each
 # image's min and max (NNCF's default for per-tensor activations), not the extremes.
@@ -125,9 +128,23 @@ class PruneConfig(StepConfig):
     # them: at 95% on digits-mobilenetv2 it left 2 of the 409,600 weights of the last
     # 1x1 conv and 12-25 of each late expansion conv, and training collapsed. None: no cap.
     max_layer_sparsity: float | None = None
+    # Unstructured only: "bn-scaled" ranks each weight by |w| * |gamma| / sqrt(var + eps)
+    # of the batch norm right after its layer, the weight's size in the function the
+    # network computes. A batch norm rescales its channels freely, so raw magnitudes of
+    # different layers are not comparable: one global |w| threshold on digits-mobilenetv2
+    # empties the late 1x1 convs (small weights, large BN scales). Measured one-shot at
+    # 68%: 13.5% test accuracy by |w|, 64.8% bn-scaled.
+    importance: str = "magnitude"
 
     def __post_init__(self) -> None:
         _choice("pruning method", self.method, PRUNE_METHODS)
+        _choice("pruning importance", self.importance, PRUNE_IMPORTANCES)
+        if self.importance != "magnitude" and self.method != "unstructured":
+            raise WorkbenchError(
+                f"importance {self.importance!r} applies to unstructured pruning only",
+                "use importance='magnitude' with structured pruning (it ranks whole channels "
+                "by their group's L1 norm)",
+            )
         if (
             isinstance(self.round_to, bool)
             or not isinstance(self.round_to, int)
@@ -185,7 +202,17 @@ class PruneConfig(StepConfig):
             label += f"-round{self.round_to}"
         if self.max_layer_sparsity is not None:
             label += f"-cap{self.max_layer_sparsity:g}"
+        if self.importance != "magnitude":
+            label += f"-{self.importance}"
         return label
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if d["importance"] == "magnitude":
+            # The default stays out: recipes (and cache keys) from before it existed keep
+            # their digests.
+            del d["importance"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -537,6 +564,7 @@ class GradualPruneConfig(PruneConfig):
                 if self.max_layer_sparsity is None
                 else max(self.max_layer_sparsity, min(max(sparsity, 0.0), self.max_sparsity()))
             ),
+            importance=self.importance,
         )
 
     def finetune_config(self, step: int) -> FineTuneConfig:

@@ -1460,6 +1460,8 @@ def evaluate_flags(recipe: Recipe) -> list[str]:
                 flags += ["--exclude", name]
             if step.max_layer_sparsity is not None:
                 flags += ["--max-layer-sparsity", f"{step.max_layer_sparsity:g}"]
+            if step.importance != "magnitude":
+                flags += ["--prune-importance", step.importance]
         elif isinstance(step, FineTuneConfig):
             flags += ["--finetune-epochs", str(step.epochs)]
         elif isinstance(step, QuantizeConfig):
@@ -1475,7 +1477,15 @@ def evaluate_flags(recipe: Recipe) -> list[str]:
 # Settings each flag set above expresses; any other must be at its default.
 _FLAGGED = {
     "distill": {"student", "width", "teacher", "init", "epochs"},
-    "prune": {"method", "sparsity", "scope", "keep_first_last", "exclude", "max_layer_sparsity"},
+    "prune": {
+        "method",
+        "sparsity",
+        "scope",
+        "keep_first_last",
+        "exclude",
+        "max_layer_sparsity",
+        "importance",
+    },
     "finetune": {"epochs", "teacher"},
     "quantize": {"scheme", "max_accuracy_drop"},
 }

@@ -325,6 +325,11 @@ def test_more_threads_than_cores_is_one_clear_error(capsys, tmp_path):
     [
         (("evaluate", "digits-cnn", "--sparsity", "0.7"), "--prune"),
         (("evaluate", "digits-cnn", "--max-layer-sparsity", "0.98"), "--prune"),
+        (("evaluate", "digits-cnn", "--prune-importance", "bn-scaled"), "--prune"),
+        (
+            ("evaluate", "digits-cnn", "--prune", "structured", "--prune-importance", "bn-scaled"),
+            "unstructured pruning only",
+        ),
         (("evaluate", "digits-cnn", "--calibration-samples", "64"), "--quantize int8"),
         (
             ("evaluate", "digits-cnn", "--quantize", "dynamic", "--calibration", "entropy"),

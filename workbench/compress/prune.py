@@ -67,6 +67,7 @@ from workbench.recipe import MAX_SPARSITY, PruneConfig
 __all__ = [
     "PRUNABLE_TYPES",
     "LayerPruning",
+    "batch_norm_scales",
     "capped_prune_counts",
     "MacsSearch",
     "PruneReport",
@@ -343,28 +344,94 @@ def capped_prune_counts(magnitudes: Sequence[np.ndarray], sparsity: float, cap: 
             fixed[i] = limits[i]
 
 
+def batch_norm_scales(
+    module: nn.Module, names: Sequence[str], example_input: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """For each layer of ``names`` whose output goes straight into a batch norm, that
+    norm's per-channel scale ``|gamma| / sqrt(running_var + eps)`` (eval mode).
+
+    The pairing is traced, not guessed from module order: a forward pass on
+    ``example_input`` records each layer's output tensor, and a batch norm is paired with
+    the layer whose output it receives. Layers feeding anything else are left out.
+    """
+    modules = dict(module.named_modules())
+    produced: dict[int, str] = {}
+    scales: dict[str, torch.Tensor] = {}
+    hooks = []
+
+    def record(name: str):
+        def hook(_m, _inputs, output):
+            if isinstance(output, torch.Tensor):
+                produced[id(output)] = name
+
+        return hook
+
+    def pair(bn: nn.Module):
+        def hook(_m, inputs):
+            name = produced.get(id(inputs[0])) if inputs else None
+            if name is not None and bn.track_running_stats and bn.running_var is not None:
+                gamma = bn.weight.detach().abs() if bn.affine else torch.ones_like(bn.running_var)
+                scales[name] = gamma / torch.sqrt(bn.running_var.detach() + bn.eps)
+
+        return hook
+
+    try:
+        for n in names:
+            hooks.append(modules[n].register_forward_hook(record(n)))
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                hooks.append(m.register_forward_pre_hook(pair(m)))
+        with _eval_mode(module), torch.no_grad():
+            _run(module, example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: s for n, s in scales.items() if s.numel() == modules[n].weight.shape[0]}
+
+
+def _importance_scores(
+    modules: dict[str, nn.Module], targets: list[str], scales: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Each target's weights ranked as |w|, times its batch norm's channel scale if any."""
+    scores = {}
+    for n in targets:
+        w = modules[n].weight.detach().abs()
+        if n in scales:
+            w = w * scales[n].to(w.dtype).view(-1, *([1] * (w.dim() - 1)))
+        scores[n] = w
+    return scores
+
+
 def _prune_unstructured(
-    modules: dict[str, nn.Module], targets: list[str], config: PruneConfig
+    modules: dict[str, nn.Module],
+    targets: list[str],
+    config: PruneConfig,
+    scales: dict[str, torch.Tensor] | None = None,
 ) -> None:
     params = [(modules[n], "weight") for n in targets]
+    scores = _importance_scores(modules, targets, scales or {})
     if config.scope == "global" and config.max_layer_sparsity is not None:
         # One ranking, but no layer beyond its cap (see capped_prune_counts): the L1
-        # pruning of each layer then zeroes exactly its count, lowest magnitude first.
+        # pruning of each layer then zeroes exactly its count, lowest score first.
         counts = capped_prune_counts(
-            [m.weight.detach().cpu().numpy() for m, _ in params],
+            [scores[n].cpu().numpy() for n in targets],
             config.sparsity,
             config.max_layer_sparsity,
         )
-        for (m, p), count in zip(params, counts, strict=True):
-            torch_prune.l1_unstructured(m, p, amount=int(count))
+        for (m, p), n, count in zip(params, targets, counts, strict=True):
+            torch_prune.l1_unstructured(m, p, amount=int(count), importance_scores=scores[n])
     elif config.scope == "global":
-        # One L1 threshold over all targets: exactly round(sparsity * N) weights are zeroed.
+        # One threshold over all targets: exactly round(sparsity * N) weights are zeroed.
         torch_prune.global_unstructured(
-            params, pruning_method=torch_prune.L1Unstructured, amount=config.sparsity
+            params,
+            pruning_method=torch_prune.L1Unstructured,
+            importance_scores={(modules[n], "weight"): scores[n] for n in targets},
+            amount=config.sparsity,
         )
     else:
-        for m, p in params:
-            torch_prune.l1_unstructured(m, p, amount=config.sparsity)
+        # Within one layer a channel scale only reorders weights across channels.
+        for (m, p), n in zip(params, targets, strict=True):
+            torch_prune.l1_unstructured(m, p, amount=config.sparsity, importance_scores=scores[n])
     for m, p in params:
         torch_prune.remove(m, p)  # bake the mask into the weight: no hooks, no weight_orig
 
@@ -584,7 +651,12 @@ def _prune(module: nn.Module, config: PruneConfig, example_input: torch.Tensor) 
 
     if config.method == "unstructured":
         if targets and config.sparsity > 0:
-            _prune_unstructured(modules, targets, config)
+            scales = (
+                batch_norm_scales(module, targets, example_input)
+                if config.importance == "bn-scaled"
+                else None
+            )
+            _prune_unstructured(modules, targets, config, scales)
     else:
         macs_before, params_before = _count_macs(module, example_input)
         if config.sparsity > 0:
@@ -698,7 +770,7 @@ def search_structured_sparsity(
             f"expected a torch.nn.Module or a function returning one, got {type(model).__name__}",
             "pass the PyTorch model",
         )
-    base = replace(config or PruneConfig(), method="structured")
+    base = replace(config or PruneConfig(), method="structured", importance="magnitude")
     example_input = _check_example_input(example_input)
     trials: list[tuple[float, float, int, int]] = []  # sparsity, ratio, before, after
 

@@ -474,3 +474,86 @@ def test_max_layer_sparsity_caps_structured_channel_removal():
         removed = row.out_channels_before - row.out_channels_after
         assert removed <= 0.5 * row.out_channels_before, row
     assert m(X8).shape == (2, 10)
+
+
+def test_batch_norm_scales_pair_each_layer_with_the_norm_it_feeds():
+    from workbench.compress import batch_norm_scales
+
+    m = tiny()
+    with torch.no_grad():
+        m.body[4].running_var.fill_(4.0)
+        m.body[4].weight.fill_(-3.0)
+    before = m.body[4].running_mean.clone()
+    scales = batch_norm_scales(m, FORWARD_ORDER, X8)
+    assert set(scales) == {"body.0", "body.3"}  # the linear layers feed no batch norm
+    assert torch.allclose(scales["body.3"], torch.full((16,), 3.0 / (4.0 + 1e-5) ** 0.5))
+    assert torch.equal(m.body[4].running_mean, before)  # traced in eval mode
+    assert not m.training
+
+
+def test_bn_scaled_importance_keeps_a_layer_whose_norm_scales_it_up():
+    def exact() -> TinyNet:
+        m = tiny()
+        m.body[4].eps = 1e-12  # so the rescaling below leaves the function as it is
+        return m
+
+    def rescaled() -> TinyNet:
+        # The same function as tiny(): body.3's weights 1000x smaller, its norm 1000x
+        # larger. One |w| threshold takes body.3 first; its real share is unchanged.
+        m = exact()
+        with torch.no_grad():
+            m.body[3].weight.mul_(1e-3)
+            m.body[3].bias.mul_(1e-3)
+            m.body[4].running_mean.mul_(1e-3)
+            m.body[4].running_var.mul_(1e-6)
+        return m
+
+    reference = exact()
+    config = PruneConfig(sparsity=0.5, keep_first_last=False)
+    by_magnitude, by_scale = rescaled(), rescaled()
+    assert torch.allclose(by_magnitude(X8), reference(X8), atol=1e-3)
+    prune_(by_magnitude, config, X8)
+    report = prune_(by_scale, replace_importance(config), X8)
+    prune_(reference, config, X8)
+    rows = {r.name: r for r in report.layers}
+    assert (by_magnitude.body[3].weight == 0).all()  # emptied by the raw magnitudes
+    # bn-scaled ranks the rescaled net exactly as magnitude ranks the original one.
+    for name in FORWARD_ORDER:
+        got = dict(by_scale.named_modules())[name].weight != 0
+        want = dict(reference.named_modules())[name].weight != 0
+        assert torch.equal(got, want), name
+    assert rows["body.3"].nonzero_after > 0
+    total, zeros = weight_stats(by_scale, FORWARD_ORDER)
+    assert zeros == round(0.5 * total)
+    # with a per-layer cap, the same ranking decides within the caps
+    capped = rescaled()
+    prune_(
+        capped,
+        replace_importance(
+            PruneConfig(sparsity=0.5, keep_first_last=False, max_layer_sparsity=0.9)
+        ),
+        X8,
+    )
+    assert int((capped.body[3].weight != 0).sum()) == rows["body.3"].nonzero_after
+
+
+def replace_importance(config: PruneConfig) -> PruneConfig:
+    from dataclasses import replace
+
+    return replace(config, importance="bn-scaled")
+
+
+def test_importance_is_checked_labelled_and_left_out_of_old_recipes():
+    from workbench.recipe import GradualPruneConfig
+
+    assert "importance" not in PruneConfig(sparsity=0.5).to_dict()  # old cache keys hold
+    config = PruneConfig(sparsity=0.5, importance="bn-scaled")
+    assert config.to_dict()["importance"] == "bn-scaled"
+    assert config.label().endswith("-bn-scaled")
+    assert PruneConfig.from_dict(config.to_dict()) == config
+    gradual = GradualPruneConfig(sparsity=0.8, steps=2, importance="bn-scaled")
+    assert all(gradual.step_config(s).importance == "bn-scaled" for s in (0.4, 0.8))
+    with pytest.raises(WorkbenchError, match="applies to unstructured pruning only"):
+        PruneConfig(method="structured", sparsity=0.5, importance="bn-scaled")
+    with pytest.raises(WorkbenchError, match="pruning importance"):
+        PruneConfig(sparsity=0.5, importance="taylor")
