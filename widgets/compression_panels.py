@@ -51,6 +51,8 @@ class PruningPanel(W.VBox):
         keep_first_last: leave the first and last prunable layers dense.
         max_layer_sparsity: the largest fraction of any one layer pruned (None: no cap);
             shown as a checkbox and a slider.
+        importance: how unstructured pruning ranks weights: "magnitude" or "bn-scaled"
+            (|w| times the scale of the batch norm after the layer); a checkbox.
         finetune_epochs: epochs of retraining after pruning (0: none).
         teacher: a model name to distil from while retraining ("" for none).
         teachers: the names offered as teachers.
@@ -68,6 +70,7 @@ class PruningPanel(W.VBox):
     keep_first_last = T.Bool(_PRUNE.keep_first_last)
     exclude = T.Tuple(_PRUNE.exclude)
     max_layer_sparsity = T.Float(_PRUNE.max_layer_sparsity, allow_none=True)
+    importance = T.Unicode(_PRUNE.importance)
     finetune_epochs = T.Int(0)
     teacher = T.Unicode("")
     teachers = T.Tuple()
@@ -121,6 +124,14 @@ class PruningPanel(W.VBox):
             tooltip="no layer loses more than this share of its weights; the rest of the "
             "sparsity goes to the other layers",
         )
+        # A batch norm rescales its layer's channels, so raw |w| of two layers are not
+        # comparable; ranking by the scaled weights keeps such layers from being emptied.
+        self.bn_scaled_w = W.Checkbox(
+            description="rank by batch-norm-scaled weights",
+            indent=False,
+            tooltip="unstructured: rank each weight by |w| times the scale of the batch norm "
+            "after its layer, its size in the function the network computes",
+        )
         # Retraining repairs what pruning removed; it costs seconds (digits-cnn) to
         # minutes (digits-resnet18) per variant, so it is off until asked for.
         self.epochs_w = W.IntSlider(
@@ -145,6 +156,7 @@ class PruningPanel(W.VBox):
                 self.scope_w,
                 self.keep_w,
                 _row(self.cap_on_w, self.cap_w),
+                self.bn_scaled_w,
                 _row(self.epochs_w, self.teacher_w),
                 self._error_w,
             ],
@@ -162,6 +174,7 @@ class PruningPanel(W.VBox):
         self._showing_cap = False
         self.cap_on_w.observe(self._on_cap_controls, names="value")
         self.cap_w.observe(self._on_cap_controls, names="value")
+        self.bn_scaled_w.observe(self._on_bn_scaled, names="value")
         self.teachers = tuple(teachers)
         self._update()
 
@@ -178,6 +191,7 @@ class PruningPanel(W.VBox):
         "keep_first_last",
         "exclude",
         "max_layer_sparsity",
+        "importance",
         "finetune_epochs",
         "teacher",
         "unavailable",
@@ -190,6 +204,9 @@ class PruningPanel(W.VBox):
     @T.validate("method")
     def _method_allowed(self, proposal: dict) -> str:
         return "none" if self.unavailable else proposal["value"]
+
+    def _on_bn_scaled(self, change: dict) -> None:
+        self.importance = "bn-scaled" if change["new"] else "magnitude"
 
     def _on_cap_controls(self, change: dict) -> None:
         if not self._showing_cap:
@@ -213,6 +230,8 @@ class PruningPanel(W.VBox):
             w.disabled = not active
         self._show_cap()
         self.cap_w.disabled = not active or self.max_layer_sparsity is None
+        self.bn_scaled_w.value = self.importance == "bn-scaled"
+        self.bn_scaled_w.disabled = self.method != "unstructured"
         self.teacher_w.disabled = not active or self.finetune_epochs == 0
         config, tune, error = None, None, ""
         if active:
@@ -224,6 +243,7 @@ class PruningPanel(W.VBox):
                     keep_first_last=self.keep_first_last,
                     exclude=self.exclude,
                     max_layer_sparsity=self.max_layer_sparsity,
+                    importance=self.importance if self.method == "unstructured" else "magnitude",
                 )
                 if self.finetune_epochs > 0:
                     tune = FineTuneConfig(epochs=self.finetune_epochs, teacher=self.teacher or None)
@@ -260,6 +280,7 @@ class PruningPanel(W.VBox):
                 self.keep_first_last = config.keep_first_last
                 self.exclude = config.exclude
                 self.max_layer_sparsity = config.max_layer_sparsity
+                self.importance = config.importance
 
 
 class QuantizationPanel(W.VBox):

@@ -198,3 +198,21 @@ def test_pruning_panel_caps_each_layer_when_asked():
     assert seen == [config]  # no intermediate config with the slider's old value
     panel.max_layer_sparsity = None  # a script switches the cap off: the checkbox follows
     assert not panel.cap_on_w.value and panel.config.max_layer_sparsity is None
+
+
+def test_pruning_panel_ranks_by_batch_norm_scaled_weights_when_asked():
+    panel = PruningPanel()
+    assert panel.bn_scaled_w.disabled  # no pruning
+    panel.method_w.value = "unstructured"
+    panel.sparsity_w.value = 0.9
+    assert not panel.bn_scaled_w.disabled and panel.config.importance == "magnitude"
+    panel.bn_scaled_w.value = True
+    assert panel.config == PruneConfig(sparsity=0.9, importance="bn-scaled")
+    panel.method_w.value = "structured"  # ranks channels its own way: greyed out, not sent
+    assert panel.bn_scaled_w.disabled and panel.config.importance == "magnitude"
+    assert panel.error == ""
+    config = PruneConfig(sparsity=0.8, importance="bn-scaled")
+    panel.set_config(config)
+    assert panel.config == config and panel.bn_scaled_w.value
+    panel.set_config(PruneConfig(sparsity=0.8))
+    assert not panel.bn_scaled_w.value and panel.config.importance == "magnitude"
