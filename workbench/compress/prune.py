@@ -355,20 +355,22 @@ def batch_norm_scales(
     the layer whose output it receives. Layers feeding anything else are left out.
     """
     modules = dict(module.named_modules())
-    produced: dict[int, str] = {}
+    # Each output is held until the pass ends, so no other tensor can take its id.
+    produced: dict[int, tuple[str, torch.Tensor]] = {}
     scales: dict[str, torch.Tensor] = {}
     hooks = []
 
     def record(name: str):
         def hook(_m, _inputs, output):
             if isinstance(output, torch.Tensor):
-                produced[id(output)] = name
+                produced[id(output)] = (name, output)
 
         return hook
 
     def pair(bn: nn.Module):
         def hook(_m, inputs):
-            name = produced.get(id(inputs[0])) if inputs else None
+            entry = produced.get(id(inputs[0])) if inputs else None
+            name = entry[0] if entry is not None and entry[1] is inputs[0] else None
             if name is not None and bn.track_running_stats and bn.running_var is not None:
                 gamma = bn.weight.detach().abs() if bn.affine else torch.ones_like(bn.running_var)
                 scales[name] = gamma / torch.sqrt(bn.running_var.detach() + bn.eps)

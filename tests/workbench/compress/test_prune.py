@@ -557,3 +557,26 @@ def test_importance_is_checked_labelled_and_left_out_of_old_recipes():
         PruneConfig(method="structured", sparsity=0.5, importance="bn-scaled")
     with pytest.raises(WorkbenchError, match="pruning importance"):
         PruneConfig(sparsity=0.5, importance="taylor")
+
+
+def test_batch_norm_scales_pair_by_the_tensor_not_a_reused_id():
+    class Chain(nn.Module):
+        # a feeds a ReLU, b (not a target) feeds the norm: a's output is freed before b
+        # runs, so b's output may take its id.
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 1)
+            self.bn = nn.BatchNorm2d(8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.a(x)
+            x = torch.relu(x)
+            x = self.b(x)
+            return self.bn(x)
+
+    from workbench.compress import batch_norm_scales
+
+    net = Chain().eval()
+    for _ in range(20):  # id reuse depends on the allocator: try it more than once
+        assert batch_norm_scales(net, ["a"], X8) == {}
+    assert set(batch_norm_scales(net, ["a", "b"], X8)) == {"b"}
