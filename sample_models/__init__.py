@@ -2,7 +2,8 @@
 
 Each sample lives in ``sample_models/<name>/`` as ``weights.pt`` (a float32
 ``state_dict`` that loads with ``torch.load(..., weights_only=True)``) and
-``meta.json`` (architecture, preprocessing, measured test accuracy, training settings,
+``meta.json`` (architecture, preprocessing, measured test and validation accuracy,
+training settings (trained without the validation images: ``Task.fitting()``),
 library versions, sha256 of the weights, and the command that reproduces it).
 ``python -m sample_models.train --model NAME`` retrains one.
 

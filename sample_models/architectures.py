@@ -49,7 +49,7 @@ class DigitsCNN(nn.Module):
             nn.Flatten(),
             nn.Linear(c3 * 2 * 2, hidden),
             nn.ReLU(inplace=True),
-            # 1257 training images: some regularisation keeps the test margin.
+            # About a thousand training images: some regularisation keeps the test margin.
             nn.Dropout(0.2),
             nn.Linear(hidden, num_classes),
         )

@@ -1,4 +1,4 @@
-"""Train the Keras sample on the digits training part and write model.keras + meta.json.
+"""Train the Keras sample on the digits fitting part and write model.keras + meta.json.
 
     python -m sample_models.train_keras                        # the shipped sample
     python -m sample_models.train_keras --epochs 2 --out-dir /tmp/x
@@ -7,8 +7,10 @@ The Keras sample lives in ``sample_models/keras/<name>/`` (one level below the P
 samples, so ``sample_models.sample_names()`` and the PyTorch loaders do not see it).
 Training is CPU-only and seeded: ``keras.utils.set_random_seed``, TensorFlow's op
 determinism, 2 threads, and the same numpy generator for batch order and augmentation
-as ``sample_models.train``. Accuracy is measured once, after training, in float32
-Keras on the full test split (540 images), which training never sees.
+as ``sample_models.train``, on the same images (``TRAINING_TASK``: the digits training
+part without the recipe search's 252 validation images). Accuracy is measured once, after
+training, in float32 Keras on the full test split (540 images) and on the validation part
+(252 images), neither of which training sees.
 
 The input layout is NHWC (TensorFlow's and LiteRT's), so the preprocessing is the
 PyTorch samples' one followed by a transpose from NCHW to NHWC.
@@ -30,7 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from sample_models import META_FILE, SAMPLE_DIR
-from sample_models.train import THREADS, TrainSettings, _file_sha256, _random_shift
+from sample_models.train import (
+    THREADS,
+    TRAINING_TASK,
+    TrainSettings,
+    _file_sha256,
+    _random_shift,
+    training_data_note,
+    validation_meta,
+)
 from workbench._tf import keras, tensorflow
 from workbench.data.digits import DIGITS, Preprocessing
 from workbench.errors import WorkbenchError
@@ -114,9 +124,12 @@ def build_keras_cnn(spec: KerasSampleSpec = KERAS_SPEC, num_classes: int = 10):
     return k.Model(inputs, outputs, name=spec.name.replace("-", "_"))
 
 
-def evaluate_keras(model, preprocessing: Preprocessing) -> tuple[float, int, int]:
-    """Float32 accuracy of ``model`` on the digits test split, as (accuracy, correct, total)."""
-    x, y = DIGITS.arrays("test", preprocessing)
+def evaluate_keras(
+    model, preprocessing: Preprocessing, part: str = "test"
+) -> tuple[float, int, int]:
+    """Float32 accuracy of ``model`` on a digits ``part`` ("test" or "validation"), as
+    (accuracy, correct, total)."""
+    x, y = DIGITS.arrays(part, preprocessing)
     logits = np.asarray(model(nhwc(x), training=False))
     correct = int((logits.argmax(axis=1) == y).sum())
     return correct / len(y), correct, len(y)
@@ -137,7 +150,7 @@ def _fit(spec: KerasSampleSpec, settings: TrainSettings, log: Callable[[str], No
     rng = np.random.default_rng(spec.seed)
 
     model = build_keras_cnn(spec)
-    x_raw, y_raw = DIGITS.raw("train")
+    x_raw, y_raw = TRAINING_TASK.raw("train")
     images = np.asarray(x_raw, dtype=np.float64).reshape(-1, 8, 8)
     labels = np.asarray(y_raw, dtype=np.int64)
     n = len(images)
@@ -205,7 +218,8 @@ def train_keras_sample(
     out_dir: Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Train the Keras sample, evaluate it on the test split, write model.keras + meta.json.
+    """Train the Keras sample on ``TRAINING_TASK``, evaluate it on the test split and the
+    validation part, and write model.keras + meta.json.
 
     Args:
         epochs: overrides the spec's epoch count (for quick checks).
@@ -229,7 +243,11 @@ def train_keras_sample(
     train_seconds = time.perf_counter() - started
     train_cpu_seconds = time.process_time() - cpu_started
     accuracy, correct, total = evaluate_keras(model, spec.preprocessing)
-    log(f"{spec.name}: test accuracy {accuracy:.4f} ({correct}/{total}) in {train_seconds:.1f} s")
+    validation = evaluate_keras(model, spec.preprocessing, "validation")
+    log(
+        f"{spec.name}: test accuracy {accuracy:.4f} ({correct}/{total}), validation accuracy "
+        f"{validation[0]:.4f} ({validation[1]}/{validation[2]}) in {train_seconds:.1f} s"
+    )
     if shipped and accuracy < spec.accuracy_floor:
         raise WorkbenchError(
             f"{spec.name} reached test accuracy {accuracy:.4f}, below its floor "
@@ -244,7 +262,7 @@ def train_keras_sample(
     inference = build_keras_cnn(spec)
     inference.set_weights(model.get_weights())
     _save_atomically(inference, model_path)
-    meta = _meta(spec, settings, model, accuracy, correct, total, model_path)
+    meta = _meta(spec, settings, model, accuracy, correct, total, validation, model_path)
     meta["train_seconds"] = round(train_seconds, 1)
     meta["train_cpu_seconds"] = round(train_cpu_seconds, 1)
     meta["train_timing_note"] = (
@@ -268,7 +286,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _meta(spec, settings, model, accuracy, correct, total, model_path: Path) -> dict:
+def _meta(spec, settings, model, accuracy, correct, total, validation, model_path: Path) -> dict:
     p = spec.preprocessing
     preprocessing = p.to_dict()
     preprocessing["layout"] = LAYOUT
@@ -293,6 +311,7 @@ def _meta(spec, settings, model, accuracy, correct, total, model_path: Path) -> 
             "float32 Keras, inference mode, full digits test split in one batch, measured "
             "once after training"
         ),
+        **validation_meta(validation, "float32 Keras, inference mode"),
         "accuracy_floor": spec.accuracy_floor,
         "params": int(model.count_params()),
         "trainable_params": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
@@ -315,7 +334,8 @@ def _meta(spec, settings, model, accuracy, correct, total, model_path: Path) -> 
                 f"[-{settings.max_shift}, {settings.max_shift}] pixels along each axis, "
                 "zero-filled, before preprocessing"
             ),
-            "data": "digits training part only (1257 images); the test split is never seen",
+            "data": training_data_note(),
+            "train_images": len(TRAINING_TASK.raw("train")[1]),
             "device": "cpu",
             "threads": THREADS,
             "deterministic": (
@@ -352,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(
-        f"{meta['name']}: test accuracy {meta['test_accuracy']:.4f}, {meta['params']} params, "
+        f"{meta['name']}: test accuracy {meta['test_accuracy']:.4f}, validation accuracy "
+        f"{meta['validation_accuracy']:.4f}, {meta['params']} params, "
         f"{meta['model_bytes']} bytes, trained in {meta['train_seconds']} s"
     )
     return 0

@@ -24,6 +24,9 @@ def test_meta_describes_the_committed_file(meta):
     assert meta["model_sha256"] == _file_sha256(path)
     assert meta["input_shape"] == [1, 8, 8, 1] and meta["preprocessing"]["layout"] == "NHWC"
     assert meta["test_samples"] == 540 and meta["accuracy_floor"] >= 0.97
+    # Trained without the recipe search's validation images, and says so.
+    assert meta["validation_samples"] == 252 and meta["training"]["train_images"] == 1005
+    assert "without the 252 validation images" in meta["training"]["data"]
 
 
 @pytest.mark.slow
@@ -37,15 +40,29 @@ def test_the_committed_model_loads_in_safe_mode_and_reaches_its_recorded_accurac
     # Same file, same split: the recorded count is reproduced (allowing one image for
     # float round-off between TensorFlow builds).
     assert abs(correct - meta["test_correct"]) <= 1
+    _, correct, total = evaluate_keras(model, KERAS_SPEC.preprocessing, "validation")
+    assert total == 252 and abs(correct - meta["validation_correct"]) <= 1
     assert meta["params"] == model.count_params()
 
 
 @pytest.mark.slow
-def test_training_one_epoch_writes_a_loadable_model_and_meta(tmp_path):
+def test_training_one_epoch_writes_a_loadable_model_and_meta(tmp_path, monkeypatch):
     from sample_models.train_keras import train_keras_sample
     from workbench._tf import keras
+    from workbench.data.digits import Task
 
+    # Which task's training part the script reads: never one holding the validation images.
+    read_train_of = []
+    raw = Task.raw
+
+    def spy(task, part):
+        if part == "train":
+            read_train_of.append(task.excludes_validation)
+        return raw(task, part)
+
+    monkeypatch.setattr(Task, "raw", spy)
     meta = train_keras_sample(epochs=1, out_dir=tmp_path, log=lambda line: None)
+    assert read_train_of and all(read_train_of)
     folder = tmp_path / KERAS_SPEC.name
     model = keras().models.load_model(folder / MODEL_FILE)
     assert meta["training"]["epochs"] == 1
@@ -54,4 +71,6 @@ def test_training_one_epoch_writes_a_loadable_model_and_meta(tmp_path):
     )
     # The saved file holds the trained weights, not a fresh initialisation.
     assert np.isclose(evaluate_keras(model, KERAS_SPEC.preprocessing)[0], meta["test_accuracy"])
+    validation = evaluate_keras(model, KERAS_SPEC.preprocessing, "validation")[0]
+    assert np.isclose(validation, meta["validation_accuracy"])
     assert getattr(model, "optimizer", None) is None  # saved without the optimizer state

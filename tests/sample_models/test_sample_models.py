@@ -29,6 +29,9 @@ REQUIRED_META = {
     "test_accuracy": float,
     "test_correct": int,
     "test_samples": int,
+    "validation_accuracy": float,
+    "validation_correct": int,
+    "validation_samples": int,
     "accuracy_floor": float,
     "params": int,
     "seed": int,
@@ -98,6 +101,9 @@ def test_meta_is_complete_and_consistent(name):
     assert meta["command"] == f"python -m sample_models.train --model {name}"
     for key in ("epochs", "optimizer", "lr", "batch_size", "schedule", "augmentation"):
         assert key in meta["training"], f"{name}: training settings lack {key!r}"
+    # Trained without the recipe search's validation images, and says so.
+    assert meta["training"]["train_images"] == len(DIGITS.fitting().raw("train")[1]) == 1005
+    assert "without the 252 validation images" in meta["training"]["data"]
     assert {"torch", "torchvision"} <= set(meta["versions"])
 
 
@@ -134,6 +140,18 @@ def test_reproduced_test_accuracy_equals_meta_and_clears_floor(name):
     assert accuracy >= FLOORS[name]
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_reproduced_validation_accuracy_equals_meta(name):
+    meta = read_meta(name)
+    x, y = DIGITS.arrays("validation", Preprocessing.from_dict(meta["preprocessing"]))
+    module = build_module(name)
+    with torch.no_grad():
+        pred = module(torch.from_numpy(x)).argmax(dim=1).numpy()
+    assert len(y) == meta["validation_samples"] == 252
+    assert int((pred == y).sum()) == meta["validation_correct"]
+    assert float((pred == y).mean()) == pytest.approx(meta["validation_accuracy"], abs=1e-9)
+
+
 def test_untrained_module_is_far_below_floor():
     # The accuracy test can fail: the same check on random weights does not pass.
     meta = read_meta("digits-cnn")
@@ -167,14 +185,26 @@ def test_torchvision_samples_are_unmodified():
         assert read_meta(name)["input_shape"] == [1, 3, 32, 32]
 
 
-def test_train_writes_consistent_weights_and_meta(tmp_path):
+def test_train_writes_consistent_weights_and_meta(tmp_path, monkeypatch):
     # One short epoch of the small CNN into a temp folder: exercises the script's
     # writing path without touching the shipped samples.
     from sample_models.train import train_sample
+    from workbench.data.digits import Task
 
+    # Which task's training part the script reads: never one holding the validation images.
+    read_train_of = []
+    raw = Task.raw
+
+    def spy(task, part):
+        if part == "train":
+            read_train_of.append(task.excludes_validation)
+        return raw(task, part)
+
+    monkeypatch.setattr(Task, "raw", spy)
     threads = torch.get_num_threads()
     rng_state = torch.random.get_rng_state()
     meta = train_sample("digits-cnn", epochs=1, out_dir=tmp_path, log=lambda line: None)
+    assert read_train_of and all(read_train_of)
     # Training in-process must not leak its global torch settings into the caller.
     assert torch.get_num_threads() == threads
     assert not torch.are_deterministic_algorithms_enabled()
@@ -194,6 +224,10 @@ def test_train_writes_consistent_weights_and_meta(tmp_path):
     with torch.no_grad():
         pred = module(torch.from_numpy(x)).argmax(dim=1).numpy()
     assert float(np.mean(pred == y)) == pytest.approx(meta["test_accuracy"], abs=1e-9)
+    x, y = DIGITS.arrays("validation", Preprocessing.from_dict(meta["preprocessing"]))
+    with torch.no_grad():
+        pred = module(torch.from_numpy(x)).argmax(dim=1).numpy()
+    assert float(np.mean(pred == y)) == pytest.approx(meta["validation_accuracy"], abs=1e-9)
 
 
 def test_train_refuses_bad_requests(tmp_path):

@@ -14,9 +14,12 @@ STRUCTURED = PruneConfig(method="structured", sparsity=0.5)
 @pytest.mark.slow
 def test_retraining_recovers_what_structured_pruning_lost(cnn, session_cache, quick):
     pruned = evaluate(cnn, Recipe.of(STRUCTURED), settings=quick, cache=session_cache)
+    # 6 epochs: the sample trained without the validation images scores 99.07%; pruned
+    # 64.63%, retrained 97.96% after 3 epochs (1.1 points: warned), 98.15% after 5,
+    # 98.52% after 6 (measured when it was retrained).
     tuned = evaluate(
         cnn,
-        Recipe.of(STRUCTURED, finetune=FineTuneConfig(epochs=3)),
+        Recipe.of(STRUCTURED, finetune=FineTuneConfig(epochs=6)),
         settings=quick,
         cache=session_cache,
     )
