@@ -46,23 +46,12 @@ def test_the_committed_model_loads_in_safe_mode_and_reaches_its_recorded_accurac
 
 
 @pytest.mark.slow
-def test_training_one_epoch_writes_a_loadable_model_and_meta(tmp_path, monkeypatch):
+def test_training_one_epoch_writes_a_loadable_model_and_meta(tmp_path, training_reads):
     from sample_models.train_keras import train_keras_sample
     from workbench._tf import keras
-    from workbench.data.digits import Task
 
-    # Which task's training part the script reads: never one holding the validation images.
-    read_train_of = []
-    raw = Task.raw
-
-    def spy(task, part):
-        if part == "train":
-            read_train_of.append(task.excludes_validation)
-        return raw(task, part)
-
-    monkeypatch.setattr(Task, "raw", spy)
     meta = train_keras_sample(epochs=1, out_dir=tmp_path, log=lambda line: None)
-    assert read_train_of and all(read_train_of)
+    assert training_reads and all(training_reads)
     folder = tmp_path / KERAS_SPEC.name
     model = keras().models.load_model(folder / MODEL_FILE)
     assert meta["training"]["epochs"] == 1

@@ -185,26 +185,15 @@ def test_torchvision_samples_are_unmodified():
         assert read_meta(name)["input_shape"] == [1, 3, 32, 32]
 
 
-def test_train_writes_consistent_weights_and_meta(tmp_path, monkeypatch):
+def test_train_writes_consistent_weights_and_meta(tmp_path, training_reads):
     # One short epoch of the small CNN into a temp folder: exercises the script's
     # writing path without touching the shipped samples.
     from sample_models.train import train_sample
-    from workbench.data.digits import Task
 
-    # Which task's training part the script reads: never one holding the validation images.
-    read_train_of = []
-    raw = Task.raw
-
-    def spy(task, part):
-        if part == "train":
-            read_train_of.append(task.excludes_validation)
-        return raw(task, part)
-
-    monkeypatch.setattr(Task, "raw", spy)
     threads = torch.get_num_threads()
     rng_state = torch.random.get_rng_state()
     meta = train_sample("digits-cnn", epochs=1, out_dir=tmp_path, log=lambda line: None)
-    assert read_train_of and all(read_train_of)
+    assert training_reads and all(training_reads)
     # Training in-process must not leak its global torch settings into the caller.
     assert torch.get_num_threads() == threads
     assert not torch.are_deterministic_algorithms_enabled()
