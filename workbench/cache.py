@@ -4,6 +4,10 @@ Each entry is a folder named by its key holding the artifact, the test-split
 predictions and ``result.json``. An entry is built in a temporary folder and renamed
 into place when complete, so a half-written entry is never read; an entry whose files
 do not match what ``result.json`` records is treated as absent and rebuilt.
+
+Beside the variants, ``trained/`` keeps the PyTorch modules a recipe's training steps
+produced (a state_dict and the steps' reports), so every runtime and every artifact step
+built from one training starts from the same weights, trained once.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ RESULT_FILE = "result.json"
 # entry's artifact is the file its Result names).
 ARTIFACT_FILE = "model.onnx"
 PREDICTIONS_FILE = "predictions.npy"
+TRAINED_DIR = "trained"
+STATE_FILE = "state.pt"
+REPORTS_FILE = "reports.json"
 
 
 def default_cache_dir() -> Path:
@@ -128,6 +135,45 @@ class Cache:
         The block must write ``model.onnx``, ``predictions.npy`` and then call
         :meth:`write_result` on the scratch folder.
         """
+        with self._building(key, self.entry_dir(key)) as scratch:
+            yield scratch
+
+    def trained_dir(self, key: str) -> Path:
+        return self.root / TRAINED_DIR / key[:2] / key
+
+    def get_trained(self, key: str) -> tuple[dict, list[dict]] | None:
+        """The state_dict and step reports stored for ``key``, or None when absent or
+        damaged (then removed). The tensors load with ``weights_only``: no code runs."""
+        import torch
+
+        entry = self.trained_dir(key)
+        if not entry.is_dir():
+            return None
+        try:
+            record = json.loads((entry / RESULT_FILE).read_text())
+            for name in (STATE_FILE, REPORTS_FILE):
+                if sha256_file(entry / name) != record[name]:
+                    raise ValueError(f"{name} does not match its recorded sha256")
+            state = torch.load(entry / STATE_FILE, map_location="cpu", weights_only=True)
+            reports = json.loads((entry / REPORTS_FILE).read_text())
+        except Exception as exc:  # noqa: BLE001 - any damage means: train again
+            log.warning("ignoring damaged trained module %s (%s); it will be retrained", entry, exc)
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
+        return state, reports
+
+    def put_trained(self, key: str, state: dict, reports: list[dict]) -> None:
+        """Store a trained module's state_dict and its steps' reports under ``key``."""
+        import torch
+
+        with self._building(key, self.trained_dir(key)) as scratch:
+            torch.save(state, scratch / STATE_FILE)
+            (scratch / REPORTS_FILE).write_text(json.dumps(reports, indent=1))
+            record = {name: sha256_file(scratch / name) for name in (STATE_FILE, REPORTS_FILE)}
+            (scratch / RESULT_FILE).write_text(json.dumps(record, indent=1))
+
+    @contextlib.contextmanager
+    def _building(self, key: str, final: Path) -> Iterator[Path]:
         self.root.mkdir(parents=True, exist_ok=True)
         self._clear_abandoned_builds()
         # The builder's pid in the name lets a later run tell an abandoned build (its
@@ -135,7 +181,6 @@ class Cache:
         scratch = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-{os.getpid()}-", dir=self.root))
         try:
             yield scratch
-            final = self.entry_dir(key)
             final.parent.mkdir(parents=True, exist_ok=True)
             scratch.chmod(0o755)  # mkdtemp makes it private; an entry is ordinary data
             try:

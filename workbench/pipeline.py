@@ -177,6 +177,20 @@ def variant_key(model: Any, recipe: Recipe, settings: MeasureSettings) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def trained_key(model: Any, recipe: Recipe) -> str:
+    """The content hash naming the PyTorch module ``recipe``'s training steps make of
+    ``model``: the same for every runtime, measurement setting and artifact step."""
+    import torch
+
+    payload = {
+        "pipeline": PIPELINE_VERSION,
+        "model": _model_identity(model, recipe),
+        "steps": Recipe(recipe.torch_steps()).to_dict(),  # a distilled student: named here
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
 def evaluation_inputs(model: Any) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Inputs to measure accuracy and agreement on, their labels, and a description.
 
@@ -448,6 +462,40 @@ def _artifact_steps(recipe: Recipe, runtime: Runtime) -> tuple[StepConfig, ...]:
     return runtime.required_steps(steps)
 
 
+def _same_structure(a: dict, b: dict) -> bool:
+    """Whether two state_dicts hold the same tensors by name and shape."""
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+
+
+def _trained_module(
+    model: Any, recipe: Recipe, teacher: Any | None, trained: tuple[Cache, str] | None
+) -> tuple[Any, list[dict]]:
+    """A copy of ``model.module`` after ``recipe``'s PyTorch steps, and their reports.
+
+    With ``trained`` (a cache and :func:`trained_key`) a module trained before is loaded
+    instead of trained again, and a new one is stored, so every runtime's artifact and a
+    quantized variant's float reference come from one training. A module whose steps
+    changed its structure (structured pruning removes channels) is not stored: a
+    state_dict loads only into a module of its own shapes."""
+    module = copy.deepcopy(model.module)
+    steps = recipe.torch_steps()
+    original = module.state_dict()
+    stored = trained[0].get_trained(trained[1]) if trained and steps else None
+    if stored is not None and _same_structure(stored[0], original):
+        module.load_state_dict(stored[0])
+        module.eval()
+        return module, stored[1]
+    reports: list[dict] = []
+    for step in steps:
+        extra = {"teacher": teacher} if isinstance(step, DistillConfig) else {}
+        report = TORCH_STEPS[type(step)](module, step, model, **extra)
+        reports.append({"kind": step.kind, **report})
+    state = module.state_dict()
+    if trained and steps and _same_structure(state, original):
+        trained[0].put_trained(trained[1], state, reports)
+    return module, reports
+
+
 def _build_artifact(
     model: Any,
     recipe: Recipe,
@@ -455,21 +503,19 @@ def _build_artifact(
     parity_inputs: np.ndarray,
     runtime: Runtime,
     teacher: Any | None = None,
+    trained: tuple[Cache, str] | None = None,
 ) -> tuple[Path, float | None, Path, list[dict]]:
     """Apply the recipe for ``runtime``; returns the artifact, the export parity, the
     float artifact (before the artifact steps) and each step's report.
 
     ``model`` is the subject (the student when the recipe distils, see ``subject_model``);
-    ``teacher`` the model the distillation learns from."""
+    ``teacher`` the model the distillation learns from; ``trained`` where the trained
+    module is kept (see ``_trained_module``)."""
     float_artifact = work / f"float.{runtime.artifact_format}"
     reports: list[dict] = []
     module = None
     if model.module is not None:
-        module = copy.deepcopy(model.module)
-        for step in recipe.torch_steps():
-            extra = {"teacher": teacher} if isinstance(step, DistillConfig) else {}
-            report = TORCH_STEPS[type(step)](module, step, model, **extra)
-            reports.append({"kind": step.kind, **report})
+        module, reports = _trained_module(model, recipe, teacher, trained)
     elif is_keras_model(model) and recipe.torch_steps():
         # A Keras model's steps (pruning only, see check_applicable) act on a copy; the
         # runtime exports that copy as it exports a stepped PyTorch module.
@@ -757,7 +803,13 @@ def _evaluate_uncached(
     inputs, labels, basis = evaluation_inputs(subject)
     with cache.building(key) as work:
         artifact, parity, float_artifact, reports = _build_artifact(
-            subject, recipe, work, inputs[:16], runtime, teacher
+            subject,
+            recipe,
+            work,
+            inputs[:16],
+            runtime,
+            teacher,
+            (cache, trained_key(model, recipe)),
         )
         # Whatever else the export kept beside the float file for the artifact steps
         # (LiteRT keeps the Keras model it converted) is build scratch too.

@@ -1,4 +1,5 @@
-"""The on-disk cache: damaged entries are rebuilt, abandoned builds are cleared."""
+"""The on-disk cache: damaged entries are rebuilt, abandoned builds are cleared, trained
+modules are kept for every runtime."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import subprocess
 import sys
 
 import numpy as np
 
-from workbench.cache import Cache
+from workbench import pipeline
+from workbench.cache import Cache, sha256_file
 from workbench.pipeline import evaluate
-from workbench.recipe import PruneConfig, Recipe
+from workbench.recipe import FineTuneConfig, PruneConfig, QuantizeConfig, Recipe
 
 
 def test_damaged_predictions_are_rebuilt_not_read(cnn, tmp_path, quick):
@@ -69,3 +72,88 @@ def test_a_cached_result_is_named_after_the_caller(cnn, session_cache, quick):
     assert again.key == first.key
     assert again.model == "/home/me/my-digits.pt2" and first.model == "digits-cnn"
     assert evaluate(cnn, settings=quick, cache=session_cache).model == "digits-cnn"
+
+
+# --------------------------------------------------------------- trained modules
+PRUNED_TUNED = (PruneConfig(sparsity=0.5), FineTuneConfig(epochs=1))
+
+
+def _count_training(monkeypatch) -> list[int]:
+    """Counts the calls of the fine-tuning step."""
+    calls: list[int] = []
+    real = pipeline.TORCH_STEPS[FineTuneConfig]
+    monkeypatch.setitem(
+        pipeline.TORCH_STEPS, FineTuneConfig, lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    return calls
+
+
+def test_one_training_serves_the_float_reference_and_every_runtime(
+    cnn, tmp_path, quick, fake_runtimes, monkeypatch
+):
+    cache = Cache(tmp_path)
+    calls = _count_training(monkeypatch)
+    int8 = evaluate(cnn, Recipe((*PRUNED_TUNED, QuantizeConfig())), settings=quick, cache=cache)
+    # The int8 variant and its float reference (the pruned, fine-tuned module) both
+    # exported one trained module.
+    assert len(calls) == 1
+    float_ref = cache.get(pipeline.variant_key(cnn, Recipe(PRUNED_TUNED), quick))
+    assert float_ref is not None
+    twin = evaluate(
+        cnn,
+        Recipe(PRUNED_TUNED),
+        settings=dataclasses.replace(quick, runtime=fake_runtimes[0]),
+        cache=cache,
+    )
+    assert len(calls) == 1, "another runtime trained the same steps again"
+    np.testing.assert_array_equal(
+        np.load(cache.predictions_path(twin.key)), np.load(cache.predictions_path(float_ref.key))
+    )
+    # The steps' reports come with the stored module.
+    assert [s["kind"] for s in twin.steps] == ["prune", "finetune"]
+    assert twin.steps[1]["final_loss"] == float_ref.steps[1]["final_loss"]
+    assert int8.metrics.accuracy > 0.9
+
+
+def test_a_structured_module_is_not_kept(cnn, tmp_path, quick, monkeypatch):
+    # A state_dict loads only into a module of its shapes: a module whose channels were
+    # removed is trained again, never loaded into the wrong shapes.
+    cache = Cache(tmp_path)
+    steps = (PruneConfig(method="structured", sparsity=0.25), FineTuneConfig(epochs=1))
+    evaluate(cnn, Recipe(steps), settings=quick, cache=cache)
+    assert not (tmp_path / "trained").exists()
+    assert cache.get_trained(pipeline.trained_key(cnn, Recipe(steps))) is None
+
+
+def test_a_stored_module_never_runs_code_and_damage_means_training_again(
+    cnn, tmp_path, quick, monkeypatch, caplog
+):
+    cache = Cache(tmp_path)
+    calls = _count_training(monkeypatch)
+    evaluate(cnn, Recipe(PRUNED_TUNED), settings=quick, cache=cache)
+    key = pipeline.trained_key(cnn, Recipe(PRUNED_TUNED))
+    entry = cache.trained_dir(key)
+    # A pickle that would run code when loaded, with a record that matches it: it is
+    # refused by weights_only loading, not executed.
+    marker = tmp_path / "ran"
+    (entry / "state.pt").write_bytes(pickle.dumps(_RunsCode(str(marker)), protocol=2))
+    record = json.loads((entry / "result.json").read_text())
+    record["state.pt"] = sha256_file(entry / "state.pt")
+    (entry / "result.json").write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING, logger="workbench.cache"):
+        assert cache.get_trained(key) is None
+    assert not marker.exists()
+    assert "ignoring damaged trained module" in caplog.text
+    assert not entry.exists()
+    # With the entry gone, the next variant trains again and stores a good one.
+    evaluate(cnn, Recipe((*PRUNED_TUNED, QuantizeConfig())), settings=quick, cache=cache)
+    assert len(calls) == 2
+    assert cache.get_trained(key) is not None
+
+
+class _RunsCode:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
