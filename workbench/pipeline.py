@@ -462,6 +462,10 @@ def _artifact_steps(recipe: Recipe, runtime: Runtime) -> tuple[StepConfig, ...]:
     return runtime.required_steps(steps)
 
 
+# The PyTorch steps that train (minutes, not seconds): a module they made is kept.
+_TRAINING_STEPS = (FineTuneConfig, GradualPruneConfig, QATConfig, DistillConfig)
+
+
 def _same_structure(a: dict, b: dict) -> bool:
     """Whether two state_dicts hold the same tensors by name and shape."""
     return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
@@ -476,9 +480,12 @@ def _trained_module(
     instead of trained again, and a new one is stored, so every runtime's artifact and a
     quantized variant's float reference come from one training. A module whose steps
     changed its structure (structured pruning removes channels) is not stored: a
-    state_dict loads only into a module of its own shapes."""
+    state_dict loads only into a module of its own shapes. Nor is one only pruned: that
+    takes seconds to redo, and the state_dict is as large as the model."""
     module = copy.deepcopy(model.module)
     steps = recipe.torch_steps()
+    if not any(isinstance(s, _TRAINING_STEPS) for s in steps):
+        trained = None
     original = module.state_dict()
     stored = trained[0].get_trained(trained[1]) if trained and steps else None
     if stored is not None and _same_structure(stored[0], original):
@@ -493,6 +500,12 @@ def _trained_module(
     state = module.state_dict()
     if trained and steps and _same_structure(state, original):
         trained[0].put_trained(trained[1], state, reports)
+        # Exported as it will be when loaded: pruning re-registers a weight after its
+        # bias, which reorders the file's initializers, so a module loaded later would
+        # give another file's bytes than the one trained now.
+        module = copy.deepcopy(model.module)
+        module.load_state_dict(state)
+        module.eval()
     return module, reports
 
 

@@ -13,6 +13,7 @@ from workbench.devices.view import (
     variant_status,
 )
 from workbench.errors import WorkbenchError
+from workbench.formatting import format_ms
 from workbench.study import Study, variant_table
 
 
@@ -30,7 +31,11 @@ def test_on_another_device_latency_is_a_labelled_estimate_never_the_host_figure(
     assert not s.is_host and s.latency.is_estimate
     assert "estimate" in s.latency_line and "not measured" in s.latency_line
     assert "roofline" in s.latency_method
-    assert f"{cnn_baseline.metrics.latency.p50:.3g}" not in s.latency_line
+    # The figure shown is the estimate's bound, never the host's p50 (compared as the
+    # whole number: "0.02" ms on the host is inside "0.0294").
+    shown = s.latency_line.split()[1]
+    assert shown == format_ms(s.latency.bound_ms).split()[0]
+    assert s.latency.bound_ms != cnn_baseline.metrics.latency.p50
 
 
 def test_the_deciding_figure_is_named_when_a_variant_does_not_fit(cnn_baseline, board):
