@@ -454,6 +454,7 @@ def test_a_variant_built_without_the_validation_images_has_its_own_cache_key(cnn
     assert not subject_model(cnn, distil).task.excludes_validation
 
 
+@pytest.mark.slow
 def test_students_are_distilled_from_the_model_then_stacked(searched, cnn, session_cache):
     from workbench.recipe import DistillConfig
 
