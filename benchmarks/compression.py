@@ -1,9 +1,10 @@
 """Compression targets, measured side by side in one run (1 thread).
 
 Prints each target with the figures behind it and the ratio measured; exits 1 if a
-target is missed. Latency ratios come from interleaved rounds (A, B, A, B, ...) so
-that the shared machine's noise falls on both sides alike; each side's figure is the
-median of its rounds' p50s.
+target is missed. Latency ratios come from interleaved rounds (A, B, then B, A, ...)
+so that the shared machine's noise falls on both sides alike: a checked ratio is the
+median over rounds of the two p50s of one round; each side's own figure is the median
+of its rounds' p50s.
 
     python benchmarks/compression.py [--quick] [--rounds N] [--json FILE]
     python benchmarks/compression.py --only-stacking [--runtimes onnxruntime,litert]
@@ -47,18 +48,31 @@ DIGITS_SAMPLES = ("digits-cnn", "digits-mobilenetv2", "digits-resnet18")
 NNCF_CALIBRATION = 128  # training images, as the workbench's default calibration
 
 
-def side_by_side(
-    paths: dict[str, Path], input_shape, rounds: int, seconds: float
-) -> dict[str, float]:
-    """Median over interleaved rounds of each artifact's p50 latency, in ms."""
+class SideBySide(dict):
+    """Each artifact's p50 latency in ms (the median over the rounds), and the rounds."""
+
+    def __init__(self, rounds: dict[str, list[float]]) -> None:
+        super().__init__({k: statistics.median(v) for k, v in rounds.items()})
+        self.rounds = rounds
+
+    def ratio(self, a: str, b: str) -> float:
+        """The median over rounds of a's p50 / b's p50 in the same round: a load that
+        changes between rounds moves both sides of each ratio, not one median."""
+        return statistics.median(x / y for x, y in zip(self.rounds[a], self.rounds[b], strict=True))
+
+
+def side_by_side(paths: dict[str, Path], input_shape, rounds: int, seconds: float) -> SideBySide:
+    """Interleaved rounds of each artifact's p50 latency; every other round runs the
+    artifacts in reverse order, so none is always timed first or last."""
     p50s: dict[str, list[float]] = {k: [] for k in paths}
-    for _ in range(rounds):
-        for name, path in paths.items():
+    names = list(paths)
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else reversed(names):
             stats = measure.measure_latency(
-                path, input_shape, threads=1, warmup=5, min_runs=20, min_seconds=seconds
+                paths[name], input_shape, threads=1, warmup=5, min_runs=20, min_seconds=seconds
             )
             p50s[name].append(stats.p50)
-    return {k: statistics.median(v) for k, v in p50s.items()}
+    return SideBySide(p50s)
 
 
 class Report:
@@ -113,9 +127,9 @@ def bench_torchvision_int8(
         )
         rep.check(
             f"{arch} 224x224 int8 speed-up p50",
-            p50["float"] / p50["int8"],
+            p50.ratio("float", "int8"),
             2.0,
-            f"float {p50['float']:.2f} ms vs int8 {p50['int8']:.2f} ms (median of {rounds} interleaved rounds)",
+            f"float {p50['float']:.2f} ms vs int8 {p50['int8']:.2f} ms (medians of {rounds} interleaved rounds)",
         )
 
 
@@ -201,7 +215,7 @@ def bench_nncf(
         )
         rep.check(
             f"{name} int8 speed vs NNCF (NNCF p50 / workbench p50)",
-            p50["nncf"] / p50["workbench"],
+            p50.ratio("nncf", "workbench"),
             0.95,
             detail,
         )
@@ -232,7 +246,7 @@ def bench_structured(
     )
     rep.check(
         "digits-resnet18 structured (half MACs) speed-up p50",
-        p50["dense"] / p50["pruned"],
+        p50.ratio("dense", "pruned"),
         1.6,
         f"dense {p50['dense']:.3f} ms vs pruned {p50['pruned']:.3f} ms; accuracy "
         f"{base.metrics.accuracy:.2%} -> {pr.metrics.accuracy:.2%} (no fine-tuning)",
@@ -611,7 +625,7 @@ TRAINING_ROWS = {
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds per pair")
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved latency rounds per pair")
     ap.add_argument("--seconds", type=float, default=1.0, help="timing per round per model")
     ap.add_argument("--quick", action="store_true", help="skip the 224x224 torchvision models")
     ap.add_argument("--cache-dir", type=Path, help="reuse a cache (default: a fresh one)")
