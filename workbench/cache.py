@@ -38,6 +38,7 @@ PREDICTIONS_FILE = "predictions.npy"
 TRAINED_DIR = "trained"
 STATE_FILE = "state.pt"
 REPORTS_FILE = "reports.json"
+RECORD_FILE = "record.json"  # a trained module's files and their sha256
 
 
 def default_cache_dir() -> Path:
@@ -150,7 +151,7 @@ class Cache:
         if not entry.is_dir():
             return None
         try:
-            record = json.loads((entry / RESULT_FILE).read_text())
+            record = json.loads((entry / RECORD_FILE).read_text())
             for name in (STATE_FILE, REPORTS_FILE):
                 if sha256_file(entry / name) != record[name]:
                     raise ValueError(f"{name} does not match its recorded sha256")
@@ -170,7 +171,7 @@ class Cache:
             torch.save(state, scratch / STATE_FILE)
             (scratch / REPORTS_FILE).write_text(json.dumps(reports, indent=1))
             record = {name: sha256_file(scratch / name) for name in (STATE_FILE, REPORTS_FILE)}
-            (scratch / RESULT_FILE).write_text(json.dumps(record, indent=1))
+            (scratch / RECORD_FILE).write_text(json.dumps(record, indent=1))
 
     @contextlib.contextmanager
     def _building(self, key: str, final: Path) -> Iterator[Path]:

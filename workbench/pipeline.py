@@ -466,9 +466,16 @@ def _artifact_steps(recipe: Recipe, runtime: Runtime) -> tuple[StepConfig, ...]:
 _TRAINING_STEPS = (FineTuneConfig, GradualPruneConfig, QATConfig, DistillConfig)
 
 
-def _same_structure(a: dict, b: dict) -> bool:
-    """Whether two state_dicts hold the same tensors by name and shape."""
-    return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+def _shapes(state: dict) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape in a state_dict, by name."""
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def _loaded(model: Any, state: dict) -> Any:
+    """A copy of ``model.module`` holding ``state``, in eval mode."""
+    module = copy.deepcopy(model.module)
+    module.load_state_dict(state)
+    return module.eval()
 
 
 def _trained_module(
@@ -482,30 +489,25 @@ def _trained_module(
     changed its structure (structured pruning removes channels) is not stored: a
     state_dict loads only into a module of its own shapes. Nor is one only pruned: that
     takes seconds to redo, and the state_dict is as large as the model."""
-    module = copy.deepcopy(model.module)
     steps = recipe.torch_steps()
-    if not any(isinstance(s, _TRAINING_STEPS) for s in steps):
-        trained = None
-    original = module.state_dict()
-    stored = trained[0].get_trained(trained[1]) if trained and steps else None
-    if stored is not None and _same_structure(stored[0], original):
-        module.load_state_dict(stored[0])
-        module.eval()
-        return module, stored[1]
+    keep = trained if any(isinstance(s, _TRAINING_STEPS) for s in steps) else None
+    shapes = _shapes(model.module.state_dict())
+    stored = keep[0].get_trained(keep[1]) if keep else None
+    if stored is not None and _shapes(stored[0]) == shapes:
+        return _loaded(model, stored[0]), stored[1]
+    module = copy.deepcopy(model.module)
     reports: list[dict] = []
     for step in steps:
         extra = {"teacher": teacher} if isinstance(step, DistillConfig) else {}
         report = TORCH_STEPS[type(step)](module, step, model, **extra)
         reports.append({"kind": step.kind, **report})
     state = module.state_dict()
-    if trained and steps and _same_structure(state, original):
-        trained[0].put_trained(trained[1], state, reports)
+    if keep and _shapes(state) == shapes:
+        keep[0].put_trained(keep[1], state, reports)
         # Exported as it will be when loaded: pruning re-registers a weight after its
         # bias, which reorders the file's initializers, so a module loaded later would
         # give another file's bytes than the one trained now.
-        module = copy.deepcopy(model.module)
-        module.load_state_dict(state)
-        module.eval()
+        module = _loaded(model, state)
     return module, reports
 
 

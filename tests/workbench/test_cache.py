@@ -141,9 +141,9 @@ def test_a_stored_module_never_runs_code_and_damage_means_training_again(
     # refused by weights_only loading, not executed.
     marker = tmp_path / "ran"
     (entry / "state.pt").write_bytes(pickle.dumps(_RunsCode(str(marker)), protocol=2))
-    record = json.loads((entry / "result.json").read_text())
+    record = json.loads((entry / "record.json").read_text())
     record["state.pt"] = sha256_file(entry / "state.pt")
-    (entry / "result.json").write_text(json.dumps(record))
+    (entry / "record.json").write_text(json.dumps(record))
     with caplog.at_level(logging.WARNING, logger="workbench.cache"):
         assert cache.get_trained(key) is None
     assert not marker.exists()
